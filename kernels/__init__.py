@@ -1,0 +1,120 @@
+"""minser's fused ops: attention and attention pooling.
+
+Each op has a Triton kernel (``minser.kernels.attention_triton``,
+``minser.kernels.attention_pool_triton``) and a PyTorch reference
+(:mod:`minser.kernels.reference`). The path is chosen per call with ``impl``:
+
+- ``"auto"``: Triton when the tensors live on a CUDA device and Triton is installed,
+  else PyTorch.
+- ``"triton"``: always Triton (on CPU this needs ``TRITON_INTERPRET=1``, which the tests use).
+- ``"torch"``: always the PyTorch reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from minser.errors import ConfigError
+from minser.kernels import reference
+
+IMPLS = ("auto", "triton", "torch")
+
+__all__ = ["IMPLS", "attention", "attention_pool", "triton_available"]
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _use_triton(impl: str, device: torch.device) -> bool:
+    if impl not in IMPLS:
+        raise ConfigError(f"impl={impl!r} is not one of {IMPLS}")
+    if impl == "torch":
+        return False
+    if impl == "auto":
+        return device.type == "cuda" and triton_available()
+    if not triton_available():
+        raise ConfigError("impl='triton' needs the triton package: pip install 'minser[gpu]'")
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ConfigError(
+            f"impl='triton' got tensors on {device.type}: the Triton kernels need a CUDA device, "
+            "or TRITON_INTERPRET=1 set before import to run them in Triton's CPU interpreter"
+        )
+    return True
+
+
+def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> None:
+    if lengths is None:
+        return
+    if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ConfigError(
+            f"{name} must be an integer tensor of shape ({batch},), got {tuple(lengths.shape)} {lengths.dtype}"
+        )
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    key_lengths: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Fused scaled dot-product attention with key padding; self- or cross-attention.
+
+    Args:
+        q: queries ``(B, H, Lq, D)``.
+        k, v: keys and values ``(B, H, Lk, D)``; ``Lk`` may differ from ``Lq``.
+        key_lengths: valid keys per batch element, integer ``(B,)``; keys at
+            ``j >= key_lengths[b]`` are masked. A query with no valid key returns zeros.
+        impl: ``"auto"``, ``"triton"`` or ``"torch"`` (see the module docstring).
+
+    Returns:
+        ``(B, H, Lq, D)`` in the dtype of ``q``; softmax(q k^T / sqrt(D)) v, accumulated in float32.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+        raise ConfigError(
+            f"attention wants q (B, H, Lq, D) and k, v (B, H, Lk, D); got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ConfigError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head size")
+    _check_lengths(key_lengths, q.shape[0], "key_lengths")
+    if _use_triton(impl, q.device):
+        from minser.kernels.attention_triton import triton_attention
+
+        return triton_attention(q, k, v, key_lengths)
+    return reference.attention(q, k, v, key_lengths)
+
+
+def attention_pool(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    *,
+    lengths: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused attention pooling (the paper's equations 9-10).
+
+    Args:
+        h: sequence ``(B, T, D)``.
+        w: scoring vector ``(D,)``.
+        lengths: valid steps per batch element, integer ``(B,)``.
+        impl: ``"auto"``, ``"triton"`` or ``"torch"``.
+
+    Returns:
+        ``(pooled (B, D), weights (B, T))``; weights sum to 1 over the valid steps and are 0
+        on padding (a sequence of length 0 pools to zeros).
+    """
+    if h.dim() != 3 or w.shape != (h.shape[2],):
+        raise ConfigError(f"attention_pool wants h (B, T, D) and w (D,); got h {tuple(h.shape)}, w {tuple(w.shape)}")
+    _check_lengths(lengths, h.shape[0], "lengths")
+    if _use_triton(impl, h.device):
+        from minser.kernels.attention_pool_triton import triton_attention_pool
+
+        return triton_attention_pool(h, w, lengths)
+    return reference.attention_pool(h, w, lengths)

@@ -1,0 +1,67 @@
+"""PyTorch reference path of minser's fused ops.
+
+These are the ground truth the Triton kernels are tested against and the path used on
+CPU. They accumulate in float32 whatever the input dtype and return the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def key_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """Boolean mask ``(batch, size)``: True where position ``< lengths[b]``."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # The finite fill (not -inf) keeps fully masked rows NaN-free in forward and backward;
+    # multiplying by the mask then turns their uniform softmax into exact zeros.
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * mask
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scaled dot-product attention with key padding.
+
+    Args:
+        q: queries ``(B, H, Lq, D)``.
+        k, v: keys and values ``(B, H, Lk, D)``.
+        key_lengths: valid keys per batch element ``(B,)``; keys at ``j >= key_lengths[b]``
+            are ignored. A query with no valid key returns zeros.
+
+    Returns:
+        ``(B, H, Lq, D)`` in the dtype of ``q``; softmax(q k^T / sqrt(D)) v.
+    """
+    scale = q.shape[-1] ** -0.5
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    mask = None if key_lengths is None else key_mask(key_lengths, k.shape[2])[:, None, None, :]
+    probs = _masked_softmax(scores, mask)
+    return torch.matmul(probs, v.float()).to(q.dtype)
+
+
+def attention_pool(
+    h: torch.Tensor, w: torch.Tensor, lengths: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention pooling over time (the paper's equations 9-10).
+
+    ``beta_t = softmax_t(h_t . w)`` over the valid steps, ``O = sum_t beta_t h_t``.
+
+    Args:
+        h: sequence ``(B, T, D)``.
+        w: scoring vector ``(D,)``.
+        lengths: valid steps per batch element ``(B,)``; a sequence of length 0 pools to zeros.
+
+    Returns:
+        ``(pooled (B, D), weights (B, T))`` in the dtype of ``h``.
+    """
+    hf = h.float()
+    scores = torch.matmul(hf, w.float())
+    mask = None if lengths is None else key_mask(lengths, h.shape[1])
+    weights = _masked_softmax(scores, mask)
+    pooled = torch.einsum("bt,btd->bd", weights, hf)
+    return pooled.to(h.dtype), weights.to(h.dtype)

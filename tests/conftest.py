@@ -1,0 +1,43 @@
+"""Shared test set-up.
+
+Without a CUDA device the Triton kernels run in Triton's CPU interpreter; the variable must
+be set before triton is first imported, hence here, at collection time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test starts from the same random state."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def _shared_data() -> Path | None:
+    root = os.environ.get("MINSER_DATA")
+    if root is None:
+        guess = Path(__file__).resolve().parents[2] / "shared" / "data"
+        root = str(guess) if guess.is_dir() else None
+    return Path(root) if root else None
+
+
+@pytest.fixture(scope="session")
+def emodb_root() -> Path:
+    """The real EmoDB folder (``$MINSER_DATA/emodb``). CI must have it; elsewhere the test skips."""
+    root = _shared_data()
+    if root is None or not (root / "emodb" / "wav").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("EmoDB not found: set MINSER_DATA to the shared data folder (holding emodb/wav)")
+        pytest.skip("EmoDB not found: set MINSER_DATA to the shared data folder")
+    return root / "emodb"
