@@ -1,0 +1,351 @@
+"""Building blocks of minser's networks.
+
+Sequences are ``(batch, time, dim)`` with optional ``lengths`` (valid steps per utterance,
+integer ``(batch,)``; ``None`` means every step is valid). Blocks that shorten a sequence
+return the new lengths, computed through the same conv/pool arithmetic as the tensors, and
+zero what lies beyond them, so that padded steps never reach a valid output: a padded batch
+gives the same result as each utterance run alone, cut to its length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from minser import kernels
+from minser.kernels.reference import key_mask
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """``x`` with the steps at ``index >= lengths[b]`` along ``dim`` set to zero.
+
+    Args:
+        x: any tensor whose first axis is the batch.
+        lengths: valid steps per batch element ``(batch,)``, or ``None`` (``x`` is returned).
+        dim: the time axis of ``x``.
+    """
+    if lengths is None:
+        return x
+    mask = key_mask(lengths, x.shape[dim])
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = x.shape[dim]
+    return x * mask.reshape(shape).to(x.dtype)
+
+
+def pooled_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
+    """Valid steps after a kernel = stride window with no padding: ``lengths // stride``."""
+    return None if lengths is None else torch.div(lengths, stride, rounding_mode="floor")
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the valid steps of ``x`` ``(batch, time, dim)`` -> ``(batch, dim)``."""
+    if lengths is None:
+        return x.mean(dim=1)
+    total = zero_padding(x, lengths, dim=1).sum(dim=1)
+    return total / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
+class ConvBlock(nn.Module):
+    """2-D convolution -> BatchNorm -> ReLU -> average pooling -> dropout.
+
+    Input and output are images ``(batch, channels, n_mels, frames)``. The convolution has
+    "same" zero padding; frames beyond ``lengths`` are zeroed first, so the convolution sees
+    at a padded utterance's right edge the same zeros as its own padding on the cut utterance.
+    Pooling has kernel = stride (no padding): output frame ``j`` reads frames
+    ``[j * time_pool, (j + 1) * time_pool)``, so the ``lengths // time_pool`` valid outputs
+    depend only on valid frames.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, freq_pool: int, time_pool: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+        self.pool = nn.AvgPool2d((freq_pool, time_pool))
+        self.dropout = nn.Dropout(dropout)
+        self.time_pool = time_pool
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.conv(zero_padding(x, lengths, dim=3))
+        x = self.dropout(self.pool(torch.relu(self.norm(x))))
+        return x, pooled_lengths(lengths, self.time_pool)
+
+
+class CNN(nn.Module):
+    """Stacked :class:`ConvBlock` over the log-Mel image, read out as a sequence over time.
+
+    ``(batch, n_mels, frames)`` -> ``(batch, K, d_model)`` with ``K = frames // prod(time_pools)``:
+    each step's channels x remaining Mel bands are projected linearly to ``d_model``.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        channels: tuple[int, ...],
+        freq_pools: tuple[int, ...],
+        time_pools: tuple[int, ...],
+        kernel_size: int,
+        d_model: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        ins = (1, *channels[:-1])
+        self.blocks = nn.ModuleList(
+            ConvBlock(i, o, kernel_size, fp, tp, dropout) for i, o, fp, tp in zip(ins, channels, freq_pools, time_pools)
+        )
+        bands = n_mels
+        for pool in freq_pools:
+            bands //= pool
+        self.project = nn.Linear(channels[-1] * bands, d_model)
+        self.stride = math.prod(time_pools)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x[:, None]
+        for block in self.blocks:
+            x, lengths = block(x, lengths)
+        batch, channels, bands, steps = x.shape
+        x = x.permute(0, 3, 1, 2).reshape(batch, steps, channels * bands)
+        return zero_padding(self.project(x), lengths, dim=1), lengths
+
+
+class FrameConv(nn.Module):
+    """1-D convolution that shortens the log-Mel sequence before an LSTM (the paper's CAT, Section 2.3).
+
+    ``(batch, n_mels, frames)`` -> ``(batch, frames // stride, d_model)``: kernel = stride (each
+    output step reads its own ``stride`` frames), then BatchNorm and ReLU.
+    """
+
+    def __init__(self, n_mels: int, d_model: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(n_mels, d_model, stride, stride=stride, bias=False)
+        self.norm = nn.BatchNorm1d(d_model)
+        self.stride = stride
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = torch.relu(self.norm(self.conv(x)))
+        return x.transpose(1, 2), pooled_lengths(lengths, self.stride)
+
+
+class BiLSTM(nn.Module):
+    """Bidirectional LSTM ``(batch, time, in_dim)`` -> ``(batch, time, d_model)``.
+
+    ``d_model // 2`` units per direction. With ``lengths`` the sequence is packed, so the
+    backward direction starts at each utterance's last valid step; padded outputs are zero.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, layers: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, d_model // 2, num_layers=layers, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            return self.lstm(x)[0]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out = self.lstm(packed)[0]
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the sinusoidal positional encoding (the paper's equations 3-4) to ``(batch, time, d_model)``.
+
+    ``PE(pos, 2i) = sin(pos / 10000^(2i / d_model))``, ``PE(pos, 2i + 1) = cos(...)``. No
+    parameters; the table is computed once and grown on demand.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 1024) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.register_buffer("table", self._table(max_len), persistent=False)
+
+    def _table(self, length: int) -> torch.Tensor:
+        position = torch.arange(length, dtype=torch.float32)[:, None]
+        frequency = torch.exp(torch.arange(0, self.d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
+        table = torch.zeros(length, self.d_model)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)
+        return table
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.table.shape[0]:
+            self.table = self._table(x.shape[1]).to(self.table.device)
+        return x + self.table[: x.shape[1]].to(x.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention through :func:`minser.kernels.attention`.
+
+    Queries come from ``x`` ``(batch, Lq, d_model)``, keys and values from ``memory``
+    ``(batch, Lk, d_model)`` (``memory = x`` for self-attention); keys beyond
+    ``memory_lengths`` are masked.
+    """
+
+    def __init__(self, d_model: int, heads: int, impl: str) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model)
+        self.key_value = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.heads = heads
+        self.impl = impl
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, steps, width = x.shape
+        return x.view(batch, steps, self.heads, width // self.heads).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        key, value = self.key_value(memory).chunk(2, dim=-1)
+        out = kernels.attention(
+            self._split(self.query(x)), self._split(key), self._split(value), key_lengths=memory_lengths, impl=self.impl
+        )
+        batch, _, steps, _ = out.shape
+        return self.out(out.transpose(1, 2).reshape(batch, steps, -1))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Post-norm transformer layer: attention and feed-forward sublayers, each with residual and LayerNorm.
+
+    ``forward(x, memory=None, memory_lengths=None)``: self-attention when ``memory`` is
+    ``None`` (pass the sequence's own lengths as ``memory_lengths``), else cross-attention
+    with queries from ``x`` and keys/values from ``memory``. ``(batch, Lq, d_model)`` in and out.
+    """
+
+    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, impl: str) -> None:
+        super().__init__()
+        self.attention = MultiHeadAttention(d_model, heads, impl)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
+        )
+        self.norm_attention = nn.LayerNorm(d_model)
+        self.norm_feed_forward = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor | None = None, memory_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        memory = x if memory is None else memory
+        x = self.norm_attention(x + self.dropout(self.attention(x, memory, memory_lengths)))
+        return self.norm_feed_forward(x + self.dropout(self.feed_forward(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Stacked self-attention :class:`TransformerEncoderLayer` over ``(batch, time, d_model)``."""
+
+    def __init__(self, d_model: int, heads: int, layers: int, ff_dim: int, dropout: float, impl: str) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerEncoderLayer(d_model, heads, ff_dim, dropout, impl) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, memory_lengths=lengths)
+        return x
+
+
+class CrossAttentionTransformer(nn.Module):
+    """Cross-modal transformer (as in MulT): every layer's queries come from the target
+    stream and its keys and values from the same source stream.
+
+    ``forward(target (batch, Lt, d_model), source (batch, Ls, d_model), source_lengths)``
+    -> ``(batch, Lt, d_model)``: the target stream, enriched with the source.
+    """
+
+    def __init__(self, d_model: int, heads: int, layers: int, ff_dim: int, dropout: float, impl: str) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerEncoderLayer(d_model, heads, ff_dim, dropout, impl) for _ in range(layers))
+
+    def forward(
+        self, target: torch.Tensor, source: torch.Tensor, source_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        for layer in self.layers:
+            target = layer(target, source, source_lengths)
+        return target
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling (the paper's equations 9-10) through :func:`minser.kernels.attention_pool`.
+
+    ``beta_t = softmax_t(w . h_t)`` over the valid steps, ``O = sum_t beta_t h_t``:
+    ``(batch, time, dim)`` -> ``(batch, dim)``. The last weights ``(batch, time)`` are kept in
+    ``self.weights`` (detached) for inspection.
+    """
+
+    def __init__(self, dim: int, impl: str) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+        self.impl = impl
+        self.weights: torch.Tensor | None = None
+
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        pooled, weights = kernels.attention_pool(h, self.w, lengths=lengths, impl=self.impl)
+        self.weights = weights.detach()
+        return pooled
+
+
+class SequencePool(nn.Module):
+    """``(batch, time, dim)`` -> ``(batch, dim)`` by masked mean (``kind="mean"``) or
+    :class:`AttentionPool` (``kind="attention"``)."""
+
+    def __init__(self, kind: str, dim: int, impl: str) -> None:
+        super().__init__()
+        self.attention = AttentionPool(dim, impl) if kind == "attention" else None
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.attention is None:
+            return masked_mean(x, lengths)
+        return self.attention(x, lengths)
+
+
+class Classifier(nn.Module):
+    """Linear -> ReLU -> dropout -> linear: ``(batch, in_dim)`` -> logits ``(batch, n_classes)``."""
+
+    def __init__(self, in_dim: int, hidden: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Fusion(nn.Module):
+    """Fuses the LSTM vector ``L`` and transformer vector ``T`` (both ``(batch, dim)``) of ILT.
+
+    - ``"concat"``: ``[L, T]`` ``(batch, 2 * dim)``;
+    - ``"plus"``: ``alpha * L + (1 - alpha) * T`` with fixed ``alpha``;
+    - ``"attention"``: ``a_L * L + a_T * T`` with ``(a_L, a_T) = softmax(s_L, s_T)`` of two
+      trainable scores (the paper's equations 14-16), both 0 at start (equal weights).
+    """
+
+    def __init__(self, kind: str, alpha: float) -> None:
+        super().__init__()
+        self.kind = kind
+        self.alpha = alpha
+        self.scores = nn.Parameter(torch.zeros(2)) if kind == "attention" else None
+
+    def out_dim(self, dim: int) -> int:
+        """Width of the fused vector for inputs of width ``dim``."""
+        return 2 * dim if self.kind == "concat" else dim
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(weight of L, weight of T)``, or ``None`` for ``"concat"``."""
+        if self.kind == "concat":
+            return None
+        if self.scores is None:
+            return torch.tensor(self.alpha), torch.tensor(1.0 - self.alpha)
+        a_lstm, a_transformer = torch.softmax(self.scores, dim=0)
+        return a_lstm, a_transformer
+
+    def forward(self, lstm: torch.Tensor, transformer: torch.Tensor) -> torch.Tensor:
+        weights = self.weights()
+        if weights is None:
+            return torch.cat([lstm, transformer], dim=-1)
+        return weights[0] * lstm + weights[1] * transformer

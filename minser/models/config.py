@@ -1,0 +1,292 @@
+"""Options of minser's networks, as dataclasses.
+
+Every network takes one flat options dataclass built by multiple inheritance from the
+parts it contains (CNN, LSTM, transformer). The defaults are where the paper is silent;
+they were chosen for speed on a 2-core CPU at the paper's input of 40 Mel bands x 750
+frames (see README "Models"):
+
+- CNN: 3 blocks of 3x3 convolution with 8, 16, 32 channels, average pooling of
+  (2, 4), (2, 2), (2, 2) over (Mel, time): 750 frames become 46 steps of 32 x 5 features,
+  projected to ``d_model``.
+- LSTM: a 1-D convolution of kernel and stride 4 (the paper's CAT, Section 2.3) shortens
+  the log-Mel sequence from 750 to 187 steps before a 1-layer BiLSTM of ``d_model // 2``
+  units per direction.
+- Transformer: ``d_model = 64``, 4 heads, 2 layers, feed-forward width 128, post-norm
+  (as in Vaswani et al.); its output sequence becomes a vector by masked mean over time
+  (``pool="mean"``) or attention pooling (``pool="attention"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from minser.errors import ConfigError
+from minser.kernels import IMPLS
+
+POOLS = ("mean", "attention")
+FUSIONS = ("concat", "plus", "attention")
+CAT_BRANCHES = ("both", "c2l", "l2c")
+
+
+def _fail(option: str, value: Any, why: str) -> None:
+    raise ConfigError(f"option {option}={value!r} is invalid: {why}")
+
+
+def _check_int(option: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(option, value, f"give an integer >= {minimum}")
+
+
+def _check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(option, value, f"valid values are {', '.join(map(repr, choices))}")
+
+
+def _check_fraction(option: str, value: Any, *, closed: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(option, value, "give a number")
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        _fail(option, value, "give a number in [0, 1]" if closed else "give a number in [0, 1)")
+
+
+def _int_tuple(option: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        _fail(option, value, "give a list of positive integers")
+    items = tuple(value)
+    if not items:
+        _fail(option, value, "give at least one value")
+    for item in items:
+        _check_int(option, item)
+    return items
+
+
+@dataclass
+class BaseOptions:
+    """Options every network has.
+
+    Attributes:
+        n_mels: Mel bands of the input ``(batch, n_mels, frames)``; the paper uses 40.
+        d_model: width of every sequence inside the network (CNN projection, BiLSTM output,
+            transformer), and of the classifier's hidden layer.
+        dropout: dropout probability (CNN blocks, transformer, classifier).
+        impl: kernel path for attention and attention pooling: ``"auto"``, ``"torch"`` or
+            ``"triton"`` (see :mod:`minser.kernels`); does not change the weights.
+    """
+
+    n_mels: int = 40
+    d_model: int = 64
+    dropout: float = 0.1
+    impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_int("n_mels", self.n_mels)
+        _check_int("d_model", self.d_model, minimum=2)
+        if self.d_model % 2:
+            _fail("d_model", self.d_model, "give an even width (sinusoidal pairs, two LSTM directions)")
+        _check_fraction("dropout", self.dropout)
+        _check_choice("impl", self.impl, IMPLS)
+
+
+@dataclass
+class CNNOptions(BaseOptions):
+    """The CNN over the log-Mel image (blocks of conv -> BatchNorm -> ReLU -> avg pool -> dropout).
+
+    Attributes:
+        channels: output channels of each block.
+        freq_pools: average-pooling factor along the Mel axis, per block.
+        time_pools: average-pooling factor along time, per block; their product is the
+            CNN's time stride (16 by default: 750 frames -> 46 steps).
+        kernel_size: odd side of the square convolution kernels ("same" padding).
+    """
+
+    channels: tuple[int, ...] = (8, 16, 32)
+    freq_pools: tuple[int, ...] = (2, 2, 2)
+    time_pools: tuple[int, ...] = (4, 2, 2)
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.channels = _int_tuple("channels", self.channels)
+        self.freq_pools = _int_tuple("freq_pools", self.freq_pools)
+        self.time_pools = _int_tuple("time_pools", self.time_pools)
+        if not len(self.channels) == len(self.freq_pools) == len(self.time_pools):
+            _fail("channels", self.channels, "channels, freq_pools and time_pools need one entry per block each")
+        _check_int("kernel_size", self.kernel_size)
+        if self.kernel_size % 2 == 0:
+            _fail("kernel_size", self.kernel_size, "give an odd size so that 'same' padding is symmetric")
+        bands = self.n_mels
+        for pool in self.freq_pools:
+            bands //= pool
+        if bands < 1:
+            _fail("freq_pools", self.freq_pools, f"they pool the {self.n_mels} Mel bands to nothing")
+
+
+@dataclass
+class LSTMOptions(BaseOptions):
+    """A BiLSTM of ``d_model // 2`` units per direction.
+
+    Attributes:
+        lstm_layers: stacked BiLSTM layers.
+    """
+
+    lstm_layers: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("lstm_layers", self.lstm_layers)
+
+
+@dataclass
+class LogMelLSTMOptions(LSTMOptions):
+    """A BiLSTM that reads the log-Mel sequence itself (not the CNN's).
+
+    Attributes:
+        lstm_stride: kernel and stride of the 1-D convolution that shortens the log-Mel
+            sequence before the BiLSTM (the paper's CAT, Section 2.3); 1 keeps every frame.
+    """
+
+    lstm_stride: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("lstm_stride", self.lstm_stride)
+
+
+@dataclass
+class PoolOptions(BaseOptions):
+    """How a sequence becomes a vector.
+
+    Attributes:
+        pool: ``"mean"`` (masked mean over time) or ``"attention"`` (attention pooling,
+            equations 9-10, with its own scoring vector).
+    """
+
+    pool: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("pool", self.pool, POOLS)
+
+
+@dataclass
+class TransformerOptions(PoolOptions):
+    """Transformer layers (self- or cross-attention).
+
+    Attributes:
+        heads: attention heads; ``d_model`` must be a multiple.
+        layers: stacked layers.
+        ff_dim: hidden width of the feed-forward sublayer.
+        pe: add the sinusoidal positional encoding (equations 3-4) to the transformer input.
+    """
+
+    heads: int = 4
+    layers: int = 2
+    ff_dim: int = 128
+    pe: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int("heads", self.heads)
+        _check_int("layers", self.layers)
+        _check_int("ff_dim", self.ff_dim)
+        if self.d_model % self.heads:
+            _fail("heads", self.heads, f"d_model={self.d_model} must be a multiple of heads")
+        if not isinstance(self.pe, bool):
+            _fail("pe", self.pe, "give True or False")
+
+
+@dataclass
+class CNNClassifierOptions(CNNOptions, PoolOptions):
+    """``cnn``: the plain CNN, its sequence pooled over time."""
+
+
+@dataclass
+class CNNTransformerOptions(CNNOptions, TransformerOptions):
+    """``cnn_transformer``: Table 1 baseline 1, Table 2 CNN-Transformer."""
+
+
+@dataclass
+class CNNLSTMTransformerOptions(CNNOptions, LSTMOptions, TransformerOptions):
+    """``cnn_lstm_transformer``: Table 1 baseline 2 (a BiLSTM between the CNN and the transformer)."""
+
+
+@dataclass
+class ILTOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
+    """``ilt``: BiLSTM with attention pooling in parallel with a CNN-transformer.
+
+    Attributes:
+        fusion: ``"concat"`` (concatenate the two vectors), ``"plus"`` (``alpha * L +
+            (1 - alpha) * T``) or ``"attention"`` (trainable softmax weights, equations 14-16).
+        alpha: the LSTM's fixed weight for ``fusion="plus"``.
+    """
+
+    fusion: str = "attention"
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("fusion", self.fusion, FUSIONS)
+        _check_fraction("alpha", self.alpha, closed=True)
+
+
+@dataclass
+class CATOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
+    """``cat``: cross-attention transformers between the CNN and the BiLSTM.
+
+    Attributes:
+        branches: ``"both"`` (CNN->LSTM and LSTM->CNN, pooled and added), ``"c2l"`` (CNN->LSTM
+            only: the LSTM's steps query the CNN's) or ``"l2c"`` (LSTM->CNN only).
+    """
+
+    branches: str = "both"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("branches", self.branches, CAT_BRANCHES)
+
+
+@dataclass
+class CNNPlusLSTMOptions(CNNOptions, LogMelLSTMOptions, PoolOptions):
+    """``cnn_plus_lstm``: the CNN's pooled vector plus the BiLSTM's attention-pooled vector."""
+
+
+@dataclass
+class LSTMTransformerOptions(LogMelLSTMOptions, TransformerOptions):
+    """``lstm_transformer``: a transformer over the BiLSTM's sequence."""
+
+
+def option_names(options_class: type) -> tuple[str, ...]:
+    """The option names of an options dataclass, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(options_class))
+
+
+def options_to_json(options: Any) -> dict[str, Any]:
+    """A JSON-able dict of every option (tuples become lists)."""
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dataclasses.asdict(options).items()
+    }
+
+
+__all__ = [
+    "BaseOptions",
+    "CATOptions",
+    "CAT_BRANCHES",
+    "CNNClassifierOptions",
+    "CNNLSTMTransformerOptions",
+    "CNNOptions",
+    "CNNPlusLSTMOptions",
+    "CNNTransformerOptions",
+    "FUSIONS",
+    "ILTOptions",
+    "LSTMOptions",
+    "LogMelLSTMOptions",
+    "LSTMTransformerOptions",
+    "POOLS",
+    "PoolOptions",
+    "TransformerOptions",
+    "option_names",
+    "options_to_json",
+]
