@@ -1,0 +1,147 @@
+"""On-disk cache of a corpus' log-Mel features, computed once per corpus and front end.
+
+One ``.npz`` file per key, where the key hashes the front-end settings and every audio file's
+(absolute path, size, mtime_ns): changing a setting or touching a file gives a new key, so stale
+features are never served. Writes are atomic (temporary file in the cache folder, fsync, then
+``os.replace``) and a cache file that cannot be read back whole is recomputed, never trusted.
+
+The default folder is ``$XDG_CACHE_HOME/minser/features`` (``~/.cache/minser/features``), not the
+data folder: shared corpora are often read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+import minser
+from minser.audio import load
+from minser.data.corpora import Corpus, user_cache_dir
+from minser.errors import DataError
+from minser.features import FrontEnd, extract
+
+# Bump when the file layout changes, so old files are ignored rather than misread.
+CACHE_FORMAT = 1
+# Utterances read and featurised together: bounds memory to a few MB of raw audio per batch.
+BATCH = 32
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/minser/features``, or ``~/.cache/minser/features``."""
+    return user_cache_dir() / "features"
+
+
+def cache_key(corpus: Corpus, frontend: FrontEnd) -> str:
+    """Hex SHA-256 of the front-end settings, minser's version and every file's (path, size, mtime_ns).
+
+    Raises DataError naming the first audio file that does not exist.
+    """
+    files = []
+    for utterance in corpus.utterances:
+        try:
+            stat = utterance.path.stat()
+        except OSError as exc:
+            raise DataError(f"corpus {corpus.name!r}: cannot read {utterance.path} ({exc}); the corpus changed or moved") from exc
+        files.append([str(utterance.path.resolve()), stat.st_size, stat.st_mtime_ns])
+    description = {
+        "format": CACHE_FORMAT,
+        "minser": minser.__version__,
+        "frontend": frontend.to_dict(),
+        "files": files,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(corpus: Corpus, frontend: FrontEnd, cache_dir: str | Path | None = None) -> Path:
+    """The cache file of ``corpus`` under ``frontend``: ``<cache_dir>/<corpus name>-<key[:20]>.npz``."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / f"{corpus.name}-{cache_key(corpus, frontend)[:20]}.npz"
+
+
+def _read(path: Path, n: int, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached ``(features, lengths)`` if ``path`` holds a complete, well-shaped entry, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            features, lengths = stored["features"], stored["lengths"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        print(f"minser: cache file {path} is unreadable ({exc}); recomputing it", file=sys.stderr)
+        return None
+    expected = (n, frontend.n_mels, frontend.n_frames)
+    if features.shape != expected or features.dtype != np.float32 or lengths.shape != (n,) or lengths.dtype != np.int64:
+        print(f"minser: cache file {path} has unexpected shapes or types; recomputing it", file=sys.stderr)
+        return None
+    return features, lengths
+
+
+def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None:
+    """Write ``path`` so that it is either absent or complete, even if the process dies mid-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(handle, features=features, lengths=lengths)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Load and featurise every utterance in batches of :data:`BATCH`, reporting on stderr."""
+    n = len(corpus)
+    features = np.empty((n, frontend.n_mels, frontend.n_frames), dtype=np.float32)
+    lengths = np.empty(n, dtype=np.int64)
+    start_time = time.monotonic()
+    reported = 0
+    for start in range(0, n, BATCH):
+        chunk = corpus.utterances[start : start + BATCH]
+        waves = [load(u.path, sr=frontend.sample_rate) for u in chunk]
+        features[start : start + len(chunk)], lengths[start : start + len(chunk)] = extract(waves, frontend)
+        done = start + len(chunk)
+        # One line per ~10% of the corpus keeps logs short for large corpora.
+        if progress and (done == n or done - reported >= max(BATCH, n // 10)):
+            reported = done
+            elapsed = time.monotonic() - start_time
+            print(f"minser: features of {corpus.name}: {done}/{n} utterances ({elapsed:.1f} s)", file=sys.stderr)
+    return features, lengths
+
+
+def cached_features(
+    corpus: Corpus, frontend: FrontEnd | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-Mel features of every utterance, in corpus order, from the cache or computed and cached.
+
+    Returns ``features`` float32 ``(N, n_mels, n_frames)`` (``(N, 40, 750)`` for the paper's
+    front end, the default) and ``lengths`` int64 ``(N,)``, the frames that carry signal (see
+    :func:`minser.features.extract`). ``cache_dir`` defaults to :func:`default_cache_dir`.
+    Progress goes to stderr when ``progress``. A corrupt audio file raises
+    :class:`~minser.errors.AudioError` naming it.
+    """
+    frontend = FrontEnd() if frontend is None else frontend
+    if len(corpus) == 0:
+        raise DataError(f"corpus {corpus.name!r} has no utterances; nothing to featurise")
+    path = cache_path(corpus, frontend, cache_dir)
+    cached = _read(path, len(corpus), frontend)
+    if cached is not None:
+        return cached
+    if progress:
+        print(f"minser: computing features of {corpus.name} ({len(corpus)} utterances) into {path}", file=sys.stderr)
+    features, lengths = _compute(corpus, frontend, progress)
+    try:
+        _write_atomic(path, features, lengths)
+    except OSError as exc:
+        # The features are good; only reuse is lost, so warn instead of failing the run.
+        print(f"minser: cannot write the feature cache {path} ({exc}); pass a writable cache_dir", file=sys.stderr)
+    return features, lengths

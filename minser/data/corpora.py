@@ -1,0 +1,335 @@
+"""Speech-emotion corpora as lists of labelled utterances.
+
+A :class:`Corpus` is a name, a class order (``labels``) and a list of :class:`Utterance`
+records (audio path, label, speaker, optional session). Loaders:
+
+- :func:`load_emodb`: Berlin Emo-DB, 7 emotions or the paper's 4-class subset.
+- :func:`load_iemocap`: IEMOCAP (``IEMOCAP_full_release`` layout), the paper's 4 classes with
+  excitement merged into happiness.
+- :func:`load_manifest` (CSV) and :func:`load_folder` (one folder per label): any other corpus.
+- :func:`load_corpus`: one of the above from a name or a path.
+
+Corpora are looked up under :func:`data_dir` (``$MINSER_DATA``, else a per-user cache folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minser.errors import ConfigError, DataError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+# Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
+# 4 names, so a class index means the same emotion across corpora and class sets.
+EMODB_LABELS_7 = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
+FOUR_CLASS_LABELS = ("anger", "happiness", "sadness", "neutral")
+IEMOCAP_LABELS = FOUR_CLASS_LABELS
+
+# EmoDB emotion letters are German initials: Wut/Aerger, Langeweile, Ekel, Angst, Freude, Trauer, Neutral.
+EMODB_LETTERS = {
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
+}
+# File names such as 03a01Fa.wav: speaker 03, text a01, emotion F, version a.
+_EMODB_NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[WLEAFTN])(?P<version>[a-z])\.wav$")
+
+# IEMOCAP categorical codes kept by the paper (excitement counted as happiness); others are skipped.
+IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": "sadness", "neu": "neutral"}
+# Lines such as "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]".
+_IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(?P<utt>\S+)\t(?P<code>\S+)\t\[")
+_IEMOCAP_UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d+$")
+
+DOWNLOAD_HINT = "run `python -m minser.data download emodb` or set MINSER_DATA to the folder that holds emodb/wav/"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled recording: audio file, emotion label, speaker id and (IEMOCAP) session."""
+
+    path: Path
+    label: str
+    speaker: str
+    session: str | None = None
+
+
+@dataclass
+class Corpus:
+    """A named list of utterances with a fixed class order.
+
+    ``labels`` is the class order: class index ``i`` is ``labels[i]``. Every utterance's label
+    must be one of them.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    utterances: list[Utterance] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = tuple(self.labels)
+        if len(set(self.labels)) != len(self.labels):
+            raise DataError(f"corpus {self.name!r}: labels {self.labels} contain duplicates; give each class once")
+        known = set(self.labels)
+        for utterance in self.utterances:
+            if utterance.label not in known:
+                raise DataError(
+                    f"corpus {self.name!r}: {utterance.path} has label {utterance.label!r}, "
+                    f"which is not one of the corpus labels {self.labels}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def targets(self) -> np.ndarray:
+        """Class indices ``(len(self),)`` int64, in ``labels`` order."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        return np.array([index[u.label] for u in self.utterances], dtype=np.int64)
+
+    def speakers(self) -> np.ndarray:
+        """Speaker ids ``(len(self),)`` as strings: the groups of leave-one-speaker-out."""
+        return np.array([u.speaker for u in self.utterances], dtype=str)
+
+    def sessions(self) -> np.ndarray:
+        """Session ids ``(len(self),)`` as strings: the groups of leave-one-session-out.
+
+        Raises DataError when an utterance has no session (EmoDB, most manifests).
+        """
+        missing = [u.path for u in self.utterances if u.session is None]
+        if missing:
+            raise DataError(
+                f"corpus {self.name!r} has no session for {len(missing)} utterances (first: {missing[0]}); "
+                "group by speaker instead, or give a session column in the manifest"
+            )
+        return np.array([u.session for u in self.utterances], dtype=str)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Corpus:
+        """The utterances at ``indices`` (in that order), same name and labels."""
+        return Corpus(self.name, self.labels, [self.utterances[int(i)] for i in np.asarray(indices).reshape(-1)])
+
+    def label_counts(self) -> dict[str, int]:
+        """Number of utterances per label, in ``labels`` order."""
+        counts = np.bincount(self.targets(), minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, counts)}
+
+
+def data_dir() -> Path:
+    """The folder corpora are looked up in: ``$MINSER_DATA``, else ``$XDG_CACHE_HOME/minser``
+    (default ``~/.cache/minser``). It is not created here."""
+    configured = os.environ.get("MINSER_DATA")
+    if configured:
+        return Path(configured).expanduser()
+    return user_cache_dir()
+
+
+def _base_dir(folder: str | Path | None) -> Path:
+    return Path(folder) if folder is not None else data_dir()
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/minser``, or ``~/.cache/minser`` when XDG_CACHE_HOME is unset."""
+    cache_home = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache_home).expanduser() if cache_home else Path.home() / ".cache"
+    return base / "minser"
+
+
+# ----------------------------------------------------------------------------------------------
+# EmoDB
+
+
+def _emodb_wav_dir(root: Path) -> Path:
+    if (root / "wav").is_dir():
+        return root / "wav"
+    if root.is_dir() and any(root.glob("*.wav")):
+        return root
+    raise DataError(f"EmoDB not found: {root} holds no wav/ folder (expected {root}/wav/03a01Fa.wav, ...); {DOWNLOAD_HINT}")
+
+
+def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
+    """Berlin Emo-DB from its folder (the one holding ``wav/``) or from the ``wav/`` folder itself.
+
+    Labels come from the file names (``03a01Fa.wav``: speaker ``03``, text ``a01``, emotion letter
+    ``F``, version ``a``). ``classes=7`` keeps all emotions in the order ``EMODB_LABELS_7`` =
+    (anger, boredom, disgust, fear, happiness, sadness, neutral); ``classes=4`` keeps the paper's
+    subset ``FOUR_CLASS_LABELS`` = (anger, happiness, sadness, neutral). The full corpus has 535
+    utterances (339 in the 4-class subset) from 10 speakers. Utterances are sorted by file name.
+    """
+    if classes not in (4, 7):
+        raise ConfigError(f"EmoDB classes={classes!r}: use 4 (anger, happiness, sadness, neutral) or 7 (all emotions)")
+    wav_dir = _emodb_wav_dir(Path(root))
+    labels = FOUR_CLASS_LABELS if classes == 4 else EMODB_LABELS_7
+    files = sorted(wav_dir.glob("*.wav"))
+    if not files:
+        raise DataError(f"EmoDB folder {wav_dir} holds no .wav files; {DOWNLOAD_HINT}")
+    utterances = []
+    for path in files:
+        match = _EMODB_NAME.match(path.name)
+        if match is None:
+            raise DataError(
+                f"{path}: not an EmoDB file name (expected speaker, text, emotion letter, version, "
+                "e.g. 03a01Fa.wav); remove the file or load the folder as a manifest instead"
+            )
+        label = EMODB_LETTERS[match["emotion"]]
+        if label in labels:
+            utterances.append(Utterance(path, label, match["speaker"]))
+    return Corpus(f"emodb{classes}", labels, utterances)
+
+
+# ----------------------------------------------------------------------------------------------
+# IEMOCAP
+
+
+def _iemocap_release_dir(root: Path) -> Path:
+    for candidate in (root, root / "IEMOCAP_full_release"):
+        if any(candidate.glob("Session[1-5]")):
+            return candidate
+    raise DataError(
+        f"IEMOCAP not found: {root} holds no Session1 ... Session5 folders (expected the official "
+        "IEMOCAP_full_release layout: SessionN/dialog/EmoEvaluation/*.txt and SessionN/sentences/wav/); "
+        "IEMOCAP is licensed by USC SAIL: request it there and put IEMOCAP_full_release under MINSER_DATA"
+    )
+
+
+def _iemocap_session(session_dir: Path) -> list[Utterance]:
+    eval_dir = session_dir / "dialog" / "EmoEvaluation"
+    eval_files = sorted(eval_dir.glob("*.txt"))
+    if not eval_files:
+        raise DataError(f"IEMOCAP {session_dir}: no evaluation files {eval_dir}/*.txt; the session folder is incomplete")
+    utterances = []
+    for eval_file in eval_files:
+        for line_number, line in enumerate(eval_file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            match = _IEMOCAP_LINE.match(line)
+            if match is None or match["code"] not in IEMOCAP_CODES:
+                continue
+            utt = match["utt"]
+            name = _IEMOCAP_UTT.match(utt)
+            if name is None:
+                raise DataError(
+                    f"{eval_file} line {line_number}: utterance id {utt!r} is not of the form Ses01F_impro01_F000"
+                )
+            wav = session_dir / "sentences" / "wav" / eval_file.stem / f"{utt}.wav"
+            if not wav.is_file():
+                raise DataError(f"{eval_file} line {line_number}: {utt} has no audio file {wav}; the corpus is incomplete")
+            # The last part's letter is the gender of who speaks this utterance (the prefix's letter
+            # only says which actor wore the motion-capture markers).
+            speaker = f"Ses{name['session']}{name['gender']}"
+            utterances.append(Utterance(wav, IEMOCAP_CODES[match["code"]], speaker, session_dir.name))
+    return utterances
+
+
+def load_iemocap(root: str | Path) -> Corpus:
+    """IEMOCAP from the official ``IEMOCAP_full_release`` folder (or the folder holding it).
+
+    Reads the categorical labels of ``SessionN/dialog/EmoEvaluation/*.txt`` and keeps the paper's
+    4 classes ``IEMOCAP_LABELS`` = (anger, happiness, sadness, neutral), excitement (``exc``)
+    merged into happiness (5531 utterances on the full corpus). Audio is
+    ``SessionN/sentences/wav/<dialog>/<utterance>.wav``. Speaker is the session number plus the
+    speaking actor's gender (``Ses01F``); session is the folder name (``Session1``).
+    """
+    release = _iemocap_release_dir(Path(root))
+    utterances = []
+    for session_dir in sorted(release.glob("Session[1-5]")):
+        utterances.extend(_iemocap_session(session_dir))
+    if not utterances:
+        raise DataError(f"IEMOCAP {release}: no utterance labelled ang, hap, exc, sad or neu in the evaluation files")
+    return Corpus("iemocap", IEMOCAP_LABELS, utterances)
+
+
+# ----------------------------------------------------------------------------------------------
+# Any other corpus: CSV manifest or one folder per label
+
+
+def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> Corpus:
+    """A corpus listed in a CSV file with header ``path,label`` and optional ``speaker``, ``session``.
+
+    Paths are relative to the CSV's folder (absolute paths are kept). ``labels`` fixes the class
+    order and rejects any other label; by default the class order is the sorted set of labels
+    found. A missing speaker column makes every speaker ``"unknown"``.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"manifest {csv_path} not found; give a CSV file with header path,label[,speaker]")
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "path" not in columns or "label" not in columns:
+            raise DataError(f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]")
+        rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num) for row in reader]
+    utterances = []
+    for row, line_number in rows:
+        where = f"manifest {csv_path} line {line_number}"
+        if not row["path"] or not row["label"]:
+            raise DataError(f"{where}: empty path or label; every row needs both")
+        if labels is not None and row["label"] not in labels:
+            raise DataError(f"{where}: unknown label {row['label']!r}; expected one of {tuple(labels)}")
+        path = (csv_path.parent / row["path"]) if not Path(row["path"]).is_absolute() else Path(row["path"])
+        if not path.is_file():
+            raise DataError(f"{where}: audio file {path} not found; fix the path (relative to the manifest's folder)")
+        utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session") or None))
+    if not utterances:
+        raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
+    order = tuple(labels) if labels is not None else tuple(sorted({u.label for u in utterances}))
+    return Corpus(csv_path.stem, order, utterances)
+
+
+def load_folder(root: str | Path) -> Corpus:
+    """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (also .flac, .ogg).
+
+    The class order is the sorted folder names; speakers are ``"unknown"`` (use a manifest to
+    give speakers). Files are sorted by name within each label.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"corpus folder {root} not found; give a folder with one sub-folder of audio files per label")
+    utterances = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in label_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        utterances.extend(Utterance(path, label_dir.name, "unknown") for path in files)
+    if not utterances:
+        raise DataError(
+            f"corpus folder {root} holds no audio: expected one sub-folder per label with "
+            f"{'/'.join(AUDIO_SUFFIXES)} files inside (root/anger/a.wav, root/neutral/b.wav, ...)"
+        )
+    labels = tuple(sorted({u.label for u in utterances}))
+    return Corpus(root.name, labels, utterances)
+
+
+def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None = None) -> Corpus:
+    """A corpus from a name or a path.
+
+    ``spec`` is ``"emodb"`` (``<data_dir>/emodb``), ``"iemocap"`` (``<data_dir>/IEMOCAP_full_release``
+    or ``<data_dir>/iemocap``), a CSV manifest or a folder with one sub-folder per label.
+    ``data_dir`` defaults to :func:`data_dir`. ``classes`` chooses EmoDB's 4- or 7-class set;
+    IEMOCAP has 4 classes only; manifests and folders take their classes from the data.
+    """
+    base = _base_dir(data_dir)
+    name = str(spec).lower()
+    if name == "emodb":
+        return load_emodb(base / "emodb", classes)
+    if name == "iemocap":
+        if classes != 4:
+            raise ConfigError(f"IEMOCAP classes={classes!r}: only the paper's 4 classes are supported")
+        for folder in ("IEMOCAP_full_release", "iemocap"):
+            if (base / folder).is_dir():
+                return load_iemocap(base / folder)
+        return load_iemocap(base / "IEMOCAP_full_release")
+    path = Path(spec)
+    if path.is_file():
+        return load_manifest(path)
+    if path.is_dir():
+        return load_folder(path)
+    raise DataError(
+        f"corpus {str(spec)!r} not found: give 'emodb', 'iemocap' (looked up in {base}), "
+        "a CSV manifest (path,label[,speaker]) or a folder with one sub-folder per label"
+    )

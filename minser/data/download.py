@@ -1,0 +1,160 @@
+"""Download Berlin Emo-DB (CC0-1.0) from its official address, verified and extracted atomically.
+
+The archive is fetched with urllib into a temporary folder next to the destination, its
+``wav/*.wav`` members are extracted there and checked against the SHA-256 sums shipped with
+minser (``minser/assets/emodb.sha256``), and only then is the folder renamed to
+``<dest>/emodb``. A failure or an interruption leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib.resources
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from minser.data.corpora import data_dir
+from minser.errors import DataError
+
+DEFAULT_URL = "http://emodb.bilderbar.info/download/download.zip"
+# A wav member at any depth of the archive whose folder is named wav: ".../wav/03a01Fa.wav".
+_WAV_MEMBER = re.compile(r"(?:^|/)wav/(?P<name>[A-Za-z0-9_.-]+\.wav)$")
+_CHUNK = 1 << 16
+
+
+def emodb_sums() -> dict[str, str]:
+    """The shipped SHA-256 sums of EmoDB's 535 wav files: ``{file name: hex digest}``."""
+    text = importlib.resources.files("minser").joinpath("assets/emodb.sha256").read_text(encoding="utf-8")
+    return parse_sums(text)
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """Parse ``sha256sum`` output (``<hex>  <name>`` per line) into ``{name: hex}``."""
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().lstrip("*")] = digest.lower()
+    return sums
+
+
+def _manual_hint(url: str, target: Path) -> str:
+    return (
+        f"download {url} yourself (EmoDB is CC0-1.0; any copy of the original 535 wav files works), "
+        f"unzip it so that the files are at {target}/wav/03a01Fa.wav ..., "
+        "or set MINSER_DATA to a folder that holds emodb/wav/"
+    )
+
+
+def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
+    """Stream ``url`` into the file ``out``, printing progress to stderr every ~10%."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, out.open("wb") as handle:
+            total = int(response.headers.get("Content-Length") or 0)
+            done, reported = 0, 0
+            while chunk := response.read(_CHUNK):
+                handle.write(chunk)
+                done += len(chunk)
+                if progress and (done - reported >= max(total // 10, 4 << 20)):
+                    reported = done
+                    of_total = f" of {total / 1e6:.1f}" if total else ""
+                    print(f"minser: downloaded {done / 1e6:.1f}{of_total} MB", file=sys.stderr)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"cannot download EmoDB: {url} answered HTTP {exc.code} {exc.reason}; {_manual_hint(url, target)}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"cannot download EmoDB from {url} ({reason}); {_manual_hint(url, target)}") from exc
+
+
+def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
+    """Extract the archive's ``wav/*.wav`` members flat into ``wav_dir`` (names only: no path escapes)."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            members = [(m, _WAV_MEMBER.search(m.filename)) for m in zipped.infolist() if not m.is_dir()]
+            wavs = [(m, match["name"]) for m, match in members if match]
+            if not wavs:
+                raise DataError(f"the archive from {url} holds no wav/*.wav files; is the URL the EmoDB download.zip?")
+            wav_dir.mkdir(parents=True)
+            for member, name in wavs:
+                with zipped.open(member) as source, (wav_dir / name).open("wb") as sink:
+                    shutil.copyfileobj(source, sink, _CHUNK)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise DataError(f"the file from {url} is not a readable zip archive ({exc}); the download is corrupt or the URL is wrong") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_wavs(wav_dir: str | Path, sums: Mapping[str, str]) -> None:
+    """Check that ``wav_dir`` holds exactly the files of ``sums`` with those SHA-256 digests.
+
+    Raises DataError listing the missing, unexpected and mismatching files.
+    """
+    wav_dir = Path(wav_dir)
+    present = {p.name for p in wav_dir.glob("*.wav")}
+    missing = sorted(set(sums) - present)
+    extra = sorted(present - set(sums))
+    wrong = sorted(name for name in set(sums) & present if _sha256(wav_dir / name) != sums[name].lower())
+    problems = [
+        f"{label} {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+        for label, names in (("missing", missing), ("unexpected", extra), ("checksum mismatch in", wrong))
+        if names
+    ]
+    if problems:
+        raise DataError(f"EmoDB files in {wav_dir} fail verification: {'; '.join(problems)}")
+
+
+def download_emodb(
+    dest: str | Path | None = None,
+    url: str = DEFAULT_URL,
+    sums: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download, verify and extract EmoDB to ``<dest>/emodb/wav/``; return ``<dest>/emodb``.
+
+    ``dest`` defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file names to
+    SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
+    exists nothing is downloaded. Raises DataError (saying how to get the files by hand) when the
+    download, the archive or the verification fails; the destination is then left untouched.
+    """
+    dest = Path(dest) if dest is not None else data_dir()
+    target = dest / "emodb"
+    if (target / "wav").is_dir():
+        if progress:
+            print(f"minser: EmoDB already present at {target}", file=sys.stderr)
+        return target
+    if target.exists():
+        raise DataError(f"{target} exists but holds no wav/ folder; remove it and download again")
+    expected = emodb_sums() if sums is None else sums
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".emodb-download-", dir=dest))
+    except OSError as exc:
+        raise DataError(f"cannot write to {dest} ({exc}); choose a writable destination (--dest or MINSER_DATA)") from exc
+    try:
+        if progress:
+            print(f"minser: downloading EmoDB from {url}", file=sys.stderr)
+        archive = staging / "download.zip"
+        _fetch(url, archive, progress, target)
+        _extract_wavs(archive, staging / "emodb" / "wav", url)
+        verify_wavs(staging / "emodb" / "wav", expected)
+        os.replace(staging / "emodb", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if progress:
+        print(f"minser: EmoDB verified ({len(expected)} files) at {target}", file=sys.stderr)
+    return target

@@ -1,0 +1,269 @@
+"""Corpora: EmoDB (real), IEMOCAP (synthetic tree in the official layout), manifests, folders, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from minser.data import (
+    EMODB_LABELS_7,
+    FOUR_CLASS_LABELS,
+    Corpus,
+    Utterance,
+    data_dir,
+    load_corpus,
+    load_emodb,
+    load_folder,
+    load_iemocap,
+    load_manifest,
+)
+from minser.data.__main__ import main
+from minser.errors import ConfigError, DataError
+
+EMODB_COUNTS = {"anger": 127, "boredom": 81, "disgust": 46, "fear": 69, "happiness": 71, "sadness": 62, "neutral": 79}
+EMODB_SPEAKERS = ["03", "08", "09", "10", "11", "12", "13", "14", "15", "16"]
+
+
+def write_wav(path: Path, seconds: float = 0.05, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave = 0.1 * np.random.default_rng(seed).standard_normal(round(16000 * seconds))
+    soundfile.write(path, wave.astype(np.float32), 16000, subtype="PCM_16")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# EmoDB (real corpus)
+
+
+def test_emodb_seven_classes(emodb_root: Path) -> None:
+    corpus = load_emodb(emodb_root, classes=7)
+    assert len(corpus) == 535
+    assert corpus.labels == EMODB_LABELS_7
+    assert corpus.label_counts() == EMODB_COUNTS
+    assert sorted(set(corpus.speakers())) == EMODB_SPEAKERS
+    assert np.bincount(corpus.targets()).tolist() == [EMODB_COUNTS[label] for label in EMODB_LABELS_7]
+    first = corpus.utterances[0]
+    assert (first.path.name, first.label, first.speaker, first.session) == ("03a01Fa.wav", "happiness", "03", None)
+
+
+def test_emodb_four_classes_and_wav_folder_root(emodb_root: Path) -> None:
+    corpus = load_emodb(emodb_root / "wav")
+    assert len(corpus) == 339
+    assert corpus.labels == FOUR_CLASS_LABELS == ("anger", "happiness", "sadness", "neutral")
+    assert corpus.label_counts() == {label: EMODB_COUNTS[label] for label in FOUR_CLASS_LABELS}
+    assert len(set(corpus.speakers())) == 10
+    targets = corpus.targets()
+    assert all(corpus.labels[t] == u.label for t, u in zip(targets, corpus.utterances))
+
+
+def test_load_corpus_emodb_from_data_dir(emodb_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINSER_DATA", str(emodb_root.parent))
+    assert data_dir() == emodb_root.parent
+    assert len(load_corpus("emodb", classes=7)) == 535
+    assert len(load_corpus("EmoDB", data_dir=emodb_root.parent)) == 339
+
+
+def test_info_cli(emodb_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MINSER_DATA", str(emodb_root.parent))
+    assert main(["info", "emodb"]) == 0
+    out = capsys.readouterr().out
+    assert "emodb4: 339 utterances" in out and "anger: 127" in out and "speakers (10)" in out
+
+
+def test_emodb_missing_says_how_to_download(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"python -m minser.data download emodb.*MINSER_DATA"):
+        load_emodb(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="download emodb"):
+        load_corpus("emodb", data_dir=tmp_path)
+
+
+def test_emodb_bad_inputs(tmp_path: Path) -> None:
+    (tmp_path / "wav").mkdir()
+    with pytest.raises(DataError, match="holds no .wav files"):
+        load_emodb(tmp_path)
+    write_wav(tmp_path / "wav" / "03a01Fa.wav")
+    write_wav(tmp_path / "wav" / "recording.wav")
+    with pytest.raises(DataError, match=r"recording\.wav: not an EmoDB file name"):
+        load_emodb(tmp_path)
+    with pytest.raises(ConfigError, match="classes=5"):
+        load_emodb(tmp_path, classes=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# IEMOCAP (synthetic tree in the official layout)
+
+IEMOCAP_LINES = {
+    # (session, dialog): [(utterance, code)]
+    (1, "Ses01F_impro01"): [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "fru"), ("Ses01F_impro01_M001", "ang")],
+    (1, "Ses01M_script01_1"): [("Ses01M_script01_1_F000", "exc"), ("Ses01M_script01_1_M003", "sad")],
+    (2, "Ses02F_impro02"): [("Ses02F_impro02_F000", "hap"), ("Ses02F_impro02_M000", "xxx"), ("Ses02F_impro02_M001", "neu")],
+}
+
+
+def make_iemocap(root: Path) -> Path:
+    """A tiny IEMOCAP_full_release tree: evaluation files (with the real header and attribute lines) and WAVs."""
+    release = root / "IEMOCAP_full_release"
+    for (session, dialog), rows in IEMOCAP_LINES.items():
+        session_dir = release / f"Session{session}"
+        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        for i, (utt, code) in enumerate(rows):
+            lines += [
+                f"[{6.2901 + i:.4f} - {8.2357 + i:.4f}]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
+                f"C-E2:\tNeutral;\t()",
+                "A-E3:\tval 3; act 2; dom  2;\t()",
+                "",
+            ]
+            write_wav(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav", seed=i)
+        eval_dir = session_dir / "dialog" / "EmoEvaluation"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / f"{dialog}.txt").write_text("\n".join(lines))
+        # The real tree has sub-folders of per-annotator files: they must be ignored.
+        (eval_dir / "Categorical").mkdir(exist_ok=True)
+        (eval_dir / "Categorical" / f"{dialog}_e1_cat.txt").write_text(f"{rows[0][0]} :Anger; ()\n")
+    return release
+
+
+def test_iemocap_synthetic_tree(tmp_path: Path) -> None:
+    release = make_iemocap(tmp_path)
+    corpus = load_iemocap(release)
+    assert corpus.labels == FOUR_CLASS_LABELS
+    got = [(u.path.stem, u.label, u.speaker, u.session) for u in corpus.utterances]
+    assert got == [
+        ("Ses01F_impro01_F000", "neutral", "Ses01F", "Session1"),
+        ("Ses01F_impro01_M001", "anger", "Ses01M", "Session1"),
+        ("Ses01M_script01_1_F000", "happiness", "Ses01F", "Session1"),  # exc merged into happiness
+        ("Ses01M_script01_1_M003", "sadness", "Ses01M", "Session1"),
+        ("Ses02F_impro02_F000", "happiness", "Ses02F", "Session2"),
+        ("Ses02F_impro02_M001", "neutral", "Ses02M", "Session2"),
+    ]
+    assert all(u.path.is_file() for u in corpus.utterances)
+    assert corpus.sessions().tolist() == ["Session1"] * 4 + ["Session2"] * 2
+    # The parent folder and load_corpus("iemocap") find the same corpus.
+    assert load_iemocap(tmp_path).utterances == corpus.utterances
+    assert load_corpus("iemocap", data_dir=tmp_path).utterances == corpus.utterances
+    with pytest.raises(ConfigError, match="4 classes"):
+        load_corpus("iemocap", classes=7, data_dir=tmp_path)
+
+
+def test_iemocap_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="Session1 ... Session5"):
+        load_iemocap(tmp_path)
+    release = make_iemocap(tmp_path)
+    missing = release / "Session2" / "sentences" / "wav" / "Ses02F_impro02" / "Ses02F_impro02_M001.wav"
+    missing.unlink()
+    with pytest.raises(DataError, match=r"Ses02F_impro02\.txt line 11: Ses02F_impro02_M001 has no audio file"):
+        load_iemocap(release)
+    write_wav(missing)
+    (release / "Session3" / "dialog").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"Session3: no evaluation files"):
+        load_iemocap(release)
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifests and folders
+
+
+def test_manifest(tmp_path: Path) -> None:
+    write_wav(tmp_path / "audio" / "a.wav")
+    write_wav(tmp_path / "audio" / "b.flac")
+    absolute = write_wav(tmp_path / "elsewhere" / "c.wav")
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text(f"path,label,speaker\naudio/a.wav,sad,s1\naudio/b.flac,angry,s2\n{absolute},sad,s1\n")
+    corpus = load_manifest(manifest)
+    assert corpus.name == "mine"
+    assert corpus.labels == ("angry", "sad")
+    assert corpus.targets().tolist() == [1, 0, 1]
+    assert corpus.speakers().tolist() == ["s1", "s2", "s1"]
+    assert corpus.utterances[0].path == tmp_path / "audio" / "a.wav"
+    assert load_corpus(manifest).utterances == corpus.utterances
+    ordered = load_manifest(manifest, labels=("sad", "angry"))
+    assert ordered.targets().tolist() == [0, 1, 0]
+
+
+def test_manifest_without_speaker_column(tmp_path: Path) -> None:
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("path,label\na.wav,calm\n")
+    assert load_manifest(tmp_path / "m.csv").utterances == [Utterance(tmp_path / "a.wav", "calm", "unknown")]
+
+
+@pytest.mark.parametrize(
+    ("text", "labels", "message"),
+    [
+        ("path,label\na.wav,sad\nmissing.wav,sad\n", None, r"m\.csv line 3: audio file .*missing\.wav not found"),
+        ("path,label\na.wav,joy\n", ("sad",), r"m\.csv line 2: unknown label 'joy'; expected one of \('sad',\)"),
+        ("file,emotion\na.wav,sad\n", None, r"header is \['file', 'emotion'\], expected columns path,label"),
+        ("path,label\n", None, "lists no utterances"),
+        ("path,label\na.wav,\n", None, "line 2: empty path or label"),
+    ],
+)
+def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | None, message: str) -> None:
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_manifest(tmp_path / "m.csv", labels=labels)
+
+
+def test_manifest_not_found(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"manifest .*nope\.csv not found"):
+        load_manifest(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"'.*nope\.csv' not found: give 'emodb', 'iemocap'"):
+        load_corpus(tmp_path / "nope.csv", data_dir=tmp_path)
+
+
+def test_folder(tmp_path: Path) -> None:
+    for name in ("neutral/x.wav", "neutral/a.wav", "anger/y.flac", "anger/notes.txt"):
+        if name.endswith(".txt"):
+            (tmp_path / "corpus" / name).write_text("not audio")
+        else:
+            write_wav(tmp_path / "corpus" / name)
+    (tmp_path / "corpus" / "empty").mkdir()
+    corpus = load_folder(tmp_path / "corpus")
+    assert corpus.labels == ("anger", "neutral")
+    assert [(u.path.name, u.label) for u in corpus.utterances] == [("y.flac", "anger"), ("a.wav", "neutral"), ("x.wav", "neutral")]
+    assert load_corpus(tmp_path / "corpus").utterances == corpus.utterances
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not found"):
+        load_folder(tmp_path / "absent")
+    (tmp_path / "anger").mkdir()
+    with pytest.raises(DataError, match="holds no audio: expected one sub-folder per label"):
+        load_folder(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpus record and data folder
+
+
+def test_corpus_methods(tmp_path: Path) -> None:
+    utterances = [Utterance(tmp_path / f"{i}.wav", label, f"s{i % 2}") for i, label in enumerate("abcab")]
+    corpus = Corpus("toy", ("c", "b", "a"), utterances)
+    assert len(corpus) == 5
+    assert corpus.targets().dtype == np.int64
+    assert corpus.targets().tolist() == [2, 1, 0, 2, 1]
+    assert corpus.speakers().tolist() == ["s0", "s1", "s0", "s1", "s0"]
+    part = corpus.subset(np.array([4, 0]))
+    assert (part.name, part.labels, part.utterances) == ("toy", ("c", "b", "a"), [utterances[4], utterances[0]])
+    with pytest.raises(DataError, match="has no session"):
+        corpus.sessions()
+    with pytest.raises(DataError, match="label 'z', which is not one of"):
+        Corpus("toy", ("a",), [Utterance(tmp_path / "z.wav", "z", "s")])
+    with pytest.raises(DataError, match="duplicates"):
+        Corpus("toy", ("a", "a"), [])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        utterances[0].label = "c"  # type: ignore[misc]
+
+
+def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path / "data"))
+    assert data_dir() == tmp_path / "data"
+    monkeypatch.delenv("MINSER_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data_dir() == tmp_path / "xdg" / "minser"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data_dir() == tmp_path / "home" / ".cache" / "minser"
