@@ -1,0 +1,347 @@
+"""Fused flash-style attention with key padding: Triton kernels and their autograd Function.
+
+Forward: one pass over the valid keys with an online softmax (FlashAttention-2); the scores are
+never stored, only the base-2 log-sum-exp per query, kept for the backward pass.
+Backward (FlashAttention-2 split, no atomics):
+
+- ``_attn_bwd_delta``: ``delta = rowsum(dO * O)`` per query;
+- ``_attn_bwd_dkdv``: one program per key tile, looping over query tiles, accumulates dK and dV;
+- ``_attn_bwd_dq``: one program per query tile, looping over key tiles, accumulates dQ.
+
+Key padding: keys ``j >= key_lengths[b]`` are skipped (loops stop at the last valid key) and masked
+inside the last tile. A batch element with no valid key never enters the key loop, so its
+outputs and gradients stay exact zeros. Tensors are read through their strides (only the last
+axis must be contiguous); the scale and ``exp2`` fold ``log2(e)`` into one multiply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from minser.errors import ConfigError
+from minser.kernels import configs
+from minser.kernels.configs import Launch
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    # Triton's CPU interpreter multiplies the raw bits of bfloat16 dot operands (triton-lang/triton
+    # issue 11584); widening them to float32 there is exact, so the interpreter still checks the
+    # bfloat16 rounding of the operands. GPU launches keep UPCAST_DOT False (tensor-core dots).
+    if UPCAST_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, O, LSE, KLEN,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
+    H, Lq, Lk, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    n_keys = tl.minimum(tl.maximum(tl.load(KLEN + b), 0), Lk)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+                mask=offs_m[:, None] < Lq, other=0.0)
+    k_base = K + b * skb + h * skh
+    v_base = V + b * svb + h * svh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # Every tile of this loop holds at least one valid key, so m_i is finite after the first one.
+    for start_n in range(0, n_keys, BLOCK_N):
+        offs = start_n + offs_n
+        valid = offs < n_keys
+        k = tl.load(k_base + offs[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(v_base + offs[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION, UPCAST_DOT)
+        m_i = m_new
+
+    has_keys = l_i > 0.0
+    acc = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), 0.0)
+    row = offs_m < Lq
+    tl.store(LSE + pid_bh * Lq + offs_m, lse, mask=row)
+    tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :],
+             acc.to(O.dtype.element_ty), mask=row[:, None])
+
+
+@triton.jit
+def _attn_bwd_delta(
+    O, DO, DELTA,
+    sob, soh, som, sdb, sdh, sdm,
+    H, Lq,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row = offs_m < Lq
+    o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], mask=row[:, None], other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh * Lq + offs_m, delta, mask=row)
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO, LSE, DELTA, KLEN, DK, DV,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sgb, sgh, sgn,
+    H, Lq, Lk, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    n_keys = tl.minimum(tl.maximum(tl.load(KLEN + b), 0), Lk)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    valid = offs_n < n_keys
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
+    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+    q_base = Q + b * sqb + h * sqh
+    do_base = DO + b * sdb + h * sdh
+
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    # A tile past the last valid key gets zero gradients without touching the queries.
+    q_end = tl.where(pid_n * BLOCK_N < n_keys, Lq, 0)
+    for start_m in range(0, q_end, BLOCK_M):
+        offs = start_m + offs_m
+        row = offs < Lq
+        q = tl.load(q_base + offs[:, None] * sqm + offs_d[None, :], mask=row[:, None], other=0.0)
+        do = tl.load(do_base + offs[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+        lse = tl.load(LSE + pid_bh * Lq + offs, mask=row, other=0.0)
+        delta = tl.load(DELTA + pid_bh * Lq + offs, mask=row, other=0.0)
+        s_t = _dot(k, tl.trans(q), PRECISION, UPCAST_DOT) * qk_scale
+        p_t = tl.where(valid[:, None], tl.exp2(s_t - lse[None, :]), 0.0)
+        dv += _dot(p_t.to(do.dtype), do, PRECISION, UPCAST_DOT)
+        dp_t = _dot(v, tl.trans(do), PRECISION, UPCAST_DOT)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST_DOT)
+
+    out = offs_n[:, None] < Lk
+    tl.store(DK + b * sgb + h * sgh + offs_n[:, None] * sgn + offs_d[None, :],
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=out)
+    tl.store(DV + b * sgb + h * sgh + offs_n[:, None] * sgn + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=out)
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, LSE, DELTA, KLEN, DQ,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sgb, sgh, sgm,
+    H, Lq, Lk, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    n_keys = tl.minimum(tl.maximum(tl.load(KLEN + b), 0), Lk)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row = offs_m < Lq
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=row[:, None], other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+    lse = tl.load(LSE + pid_bh * Lq + offs_m, mask=row, other=0.0)
+    delta = tl.load(DELTA + pid_bh * Lq + offs_m, mask=row, other=0.0)
+    k_base = K + b * skb + h * skh
+    v_base = V + b * svb + h * svh
+
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for start_n in range(0, n_keys, BLOCK_N):
+        offs = start_n + offs_n
+        valid = offs < n_keys
+        k = tl.load(k_base + offs[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        v = tl.load(v_base + offs[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale
+        p = tl.where(valid[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        dp = _dot(do, tl.trans(v), PRECISION, UPCAST_DOT)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PRECISION, UPCAST_DOT)
+
+    tl.store(DQ + b * sgb + h * sgh + offs_m[:, None] * sgm + offs_d[None, :],
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row[:, None])
+
+
+KERNELS = {
+    "attn_fwd": _attn_fwd,
+    "attn_bwd_delta": _attn_bwd_delta,
+    "attn_bwd_dkdv": _attn_bwd_dkdv,
+    "attn_bwd_dq": _attn_bwd_dq,
+}
+
+
+def _dot_options(dtype: torch.dtype, interpret: bool) -> dict[str, object]:
+    """Compile-time dot options: fp32 inputs get true fp32 products (like torch.matmul's default),
+    not TF32; ``interpret`` is True under Triton's CPU interpreter (see ``_dot``)."""
+    return {"PRECISION": "ieee" if dtype == torch.float32 else "tf32",
+            "UPCAST_DOT": interpret and dtype == torch.bfloat16}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _rowwise(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its last axis is contiguous (the kernels read the other axes by stride)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _grid(length: int, block: int, batch_heads: int) -> tuple[int, int]:
+    return triton.cdiv(length, block), batch_heads
+
+
+def _launch_options(launch: Launch) -> dict[str, int]:
+    return {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
+
+
+def _forward(q, k, v, klen):
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, Lq), dtype=torch.float32, device=q.device)
+    launch = configs.attention_launch("attn_fwd", D, q.dtype)
+    _attn_fwd[_grid(Lq, launch.block_m, B * H)](
+        q, k, v, o, lse, klen,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+        H, Lq, Lk, D**-0.5 * LOG2E,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **_dot_options(q.dtype, _interpreting()),
+        **_launch_options(launch),
+    )
+    return o, lse
+
+
+def _backward(q, k, v, o, lse, klen, do):
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    dots = _dot_options(q.dtype, _interpreting())
+    delta = torch.empty_like(lse)
+    launch = configs.attention_launch("attn_bwd_delta", D, q.dtype)
+    _attn_bwd_delta[_grid(Lq, launch.block_m, B * H)](
+        o, do, delta, *_strides(o), *_strides(do), H, Lq,
+        BLOCK_M=launch.block_m, HEAD_DIM=D, **_launch_options(launch),
+    )
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
+    scales = (D**-0.5 * LOG2E, D**-0.5)
+    launch = configs.attention_launch("attn_bwd_dkdv", D, q.dtype)
+    _attn_bwd_dkdv[_grid(Lk, launch.block_n, B * H)](
+        q, k, v, do, lse, delta, klen, dk, dv, *common, *_strides(dk), H, Lq, Lk, *scales,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **dots,
+        **_launch_options(launch),
+    )
+    launch = configs.attention_launch("attn_bwd_dq", D, q.dtype)
+    _attn_bwd_dq[_grid(Lq, launch.block_m, B * H)](
+        q, k, v, do, lse, delta, klen, dq, *common, *_strides(dq), H, Lq, Lk, *scales,
+        BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **dots,
+        **_launch_options(launch),
+    )
+    return dq, dk, dv
+
+
+class TritonAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(D)) v with key padding; saves q, k, v, the output and the log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, klen):
+        o, lse = _forward(q, k, v, klen)
+        ctx.save_for_backward(q, k, v, o, lse, klen)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, klen = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, o, lse, klen, _rowwise(do))
+        return dq, dk, dv, None
+
+
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ConfigError(f"triton attention wants q, k, v of one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not configs.attention_supported(q.shape[-1], q.dtype):
+        raise ConfigError(
+            f"triton attention supports head sizes {configs.ATTENTION_HEAD_DIMS} and dtypes "
+            f"{configs.DTYPES}; got head size {q.shape[-1]}, {q.dtype}: use impl='torch'"
+        )
+    if max(q.numel(), k.numel()) >= 2**31:
+        raise ConfigError(f"triton attention indexes with int32: q {tuple(q.shape)} / k {tuple(k.shape)} are too large")
+
+
+def triton_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Fused attention ``(B, H, Lq, D)`` of queries ``(B, H, Lq, D)`` over keys/values ``(B, H, Lk, D)``.
+
+    ``key_lengths`` (integer ``(B,)``, default: all ``Lk`` keys) masks keys ``j >= key_lengths[b]``;
+    a query without any valid key returns zeros and receives zero gradients.
+    """
+    _check(q, k, v)
+    if key_lengths is None:
+        klen = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
+    else:
+        klen = key_lengths.to(device=q.device, dtype=torch.int32).contiguous()
+    return TritonAttention.apply(_rowwise(q), _rowwise(k), _rowwise(v), klen)
+
+
+def compile_specs() -> Iterator[configs.CompileSpec]:
+    """Every attention kernel configuration the library can launch, for ahead-of-time compiling."""
+    for dtype in configs.DTYPES:
+        t = "*" + configs.TYPE_NAMES[dtype]
+        for d in configs.ATTENTION_HEAD_DIMS:
+            for name in configs.ATTENTION_KERNELS:
+                launch = configs.attention_launch(name, d, dtype)
+                fn = KERNELS[name]
+                const = {"BLOCK_M": launch.block_m, "BLOCK_N": launch.block_n, "HEAD_DIM": d,
+                         **_dot_options(dtype, interpret=False)}
+                floats = ("qk_scale", "sm_scale")
+                if name == "attn_fwd":
+                    ptrs = {"Q": t, "K": t, "V": t, "O": t, "LSE": "*fp32", "KLEN": "*i32"}
+                elif name == "attn_bwd_delta":
+                    ptrs = {"O": t, "DO": t, "DELTA": "*fp32"}
+                    const = {"BLOCK_M": launch.block_m, "HEAD_DIM": d}
+                else:
+                    outs = {"DK": t, "DV": t} if name == "attn_bwd_dkdv" else {"DQ": t}
+                    ptrs = {"Q": t, "K": t, "V": t, "DO": t, "LSE": "*fp32", "DELTA": "*fp32", "KLEN": "*i32", **outs}
+                strides = tuple(a for a in fn.arg_names if a not in ptrs and a not in floats and a not in const
+                                and a not in ("H", "Lq", "Lk"))
+                label = f"{name}[D={d},{configs.TYPE_NAMES[dtype]}]"
+                yield configs.compile_spec(label, fn, ptrs, floats, strides, const, launch)

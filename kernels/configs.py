@@ -1,0 +1,117 @@
+"""Every launch configuration of minser's Triton kernels, in one place.
+
+The wrappers (:mod:`minser.kernels.attention_triton`, :mod:`minser.kernels.attention_pool_triton`)
+pick their block sizes, warps and pipeline stages here, and the ahead-of-time compile tests and
+``tools/kernel_report.py`` enumerate exactly the same table, so a configuration the library can
+launch is a configuration CI has compiled for sm_80 and sm_90.
+
+This module imports neither triton nor CUDA: the dispatcher asks it whether a shape is supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Input dtypes the kernels accept; accumulation is always float32."""
+
+ATTENTION_HEAD_DIMS = (16, 32, 64, 128)
+"""Head sizes of the fused attention (powers of two: a tile spans the whole head)."""
+
+POOL_MAX_DIM = 1024
+"""Largest feature size of the fused attention pooling (one tile spans the whole feature axis)."""
+
+POOL_BLOCK_DIMS = (16, 32, 64, 128, 256, 512, 1024)
+"""Feature tiles of the pooling kernels: the feature size rounded up to a power of two, at least 16."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Compile-time parameters of one kernel launch.
+
+    ``block_m`` / ``block_n`` are the query / key tile lengths for attention; for pooling
+    ``block_m`` is the time tile and ``block_n`` the feature tile.
+    """
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+ATTENTION_KERNELS = ("attn_fwd", "attn_bwd_delta", "attn_bwd_dkdv", "attn_bwd_dq")
+POOL_KERNELS = ("pool_fwd", "pool_bwd")
+
+
+def attention_launch(kernel: str, head_dim: int, dtype: torch.dtype) -> Launch:
+    """Launch parameters of one attention kernel for a head size and input dtype."""
+    wide = head_dim == 128 or dtype == torch.float32
+    if kernel == "attn_fwd":
+        return Launch(64, 64 if head_dim <= 64 else 32, 4, 2)
+    if kernel == "attn_bwd_delta":
+        return Launch(64, head_dim, 4, 1)
+    if kernel in ("attn_bwd_dkdv", "attn_bwd_dq"):
+        # The backward kernels keep two accumulators and four operand tiles live; smaller
+        # tiles for wide heads / fp32 operands keep them in registers (no spills, see the report).
+        return Launch(32, 32, 4, 1) if wide else Launch(64, 64, 4, 1)
+    raise KeyError(kernel)
+
+
+def pool_block_dim(dim: int) -> int:
+    """Feature tile of the pooling kernels for a feature size ``dim``."""
+    return max(16, 1 << (dim - 1).bit_length())
+
+
+def pool_launch(kernel: str, block_dim: int) -> Launch:
+    """Launch parameters of one pooling kernel for a feature tile ``block_dim``."""
+    if kernel not in POOL_KERNELS:
+        raise KeyError(kernel)
+    block_t = min(64, max(8, 4096 // block_dim))
+    return Launch(block_t, block_dim, 8 if block_dim >= 512 else 4, 1)
+
+
+@dataclass(frozen=True)
+class CompileSpec:
+    """One launchable kernel configuration, as ``triton.compiler.ASTSource`` wants it.
+
+    ``aligned`` names the arguments Triton specializes as divisible by 16 on a typical launch
+    (pointers of fresh tensors, strides of rows whose size is a multiple of 16).
+    """
+
+    label: str
+    fn: object
+    signature: dict
+    constexprs: dict
+    aligned: tuple
+    launch: Launch
+
+
+def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, constexprs: dict,
+                 launch: Launch) -> CompileSpec:
+    """Builds the signature of ``fn`` in argument order: ``pointers`` maps names to ``"*fp16"``-style
+    types, ``floats`` are fp32 scalars, ``constexprs`` compile-time values, every other argument i32."""
+
+    def kind(arg: str) -> str:
+        if arg in pointers:
+            return pointers[arg]
+        if arg in constexprs:
+            return "constexpr"
+        return "fp32" if arg in floats else "i32"
+
+    signature = {arg: kind(arg) for arg in fn.arg_names}
+    return CompileSpec(label, fn, signature, constexprs, (*pointers, *strides), launch)
+
+
+TYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def attention_supported(head_dim: int, dtype: torch.dtype) -> bool:
+    """True when the fused attention kernels exist for this head size and dtype."""
+    return head_dim in ATTENTION_HEAD_DIMS and dtype in DTYPES
+
+
+def pool_supported(dim: int, dtype: torch.dtype) -> bool:
+    """True when the fused pooling kernels exist for this feature size and dtype."""
+    return 1 <= dim <= POOL_MAX_DIM and dtype in DTYPES
