@@ -1,0 +1,156 @@
+"""Feature cache: same features as extract(), reused, invalidated by file or setting changes, never corrupt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+import minser.data.cache as cache
+from minser.audio import load
+from minser.data import Corpus, Utterance, cached_features, load_emodb
+from minser.errors import AudioError, DataError
+from minser.features import FrontEnd, extract
+
+SHORT = FrontEnd(seconds=0.5)  # 50 frames: keeps every test fast
+
+
+def make_corpus(root: Path, n: int = 5) -> Corpus:
+    """``n`` synthetic utterances of different lengths: tones in noise, 0.2 s to 0.7 s."""
+    utterances = []
+    for i in range(n):
+        seconds = 0.2 + 0.125 * i
+        t = np.arange(round(16000 * seconds)) / 16000
+        rng = np.random.default_rng(i)
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        path = root / f"u{i}.wav"
+        soundfile.write(path, wave.astype(np.float32), 16000, subtype="FLOAT")
+        utterances.append(Utterance(path, "a" if i % 2 else "b", "s"))
+    return Corpus("toy", ("a", "b"), utterances)
+
+
+def reference(corpus: Corpus, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarray]:
+    return extract([load(u.path) for u in corpus.utterances], frontend)
+
+
+def forbid_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise AssertionError("features were recomputed instead of read from the cache")
+
+    monkeypatch.setattr(cache, "_compute", fail)
+
+
+def test_matches_extract_and_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    corpus = make_corpus(tmp_path)
+    monkeypatch.setattr(cache, "BATCH", 2)  # several batches, including a short last one
+    features, lengths = cached_features(corpus, SHORT, tmp_path / "cache")
+    want_features, want_lengths = reference(corpus, SHORT)
+    assert features.shape == (5, 40, 50) and features.dtype == np.float32
+    assert lengths.dtype == np.int64
+    np.testing.assert_array_equal(features, want_features)
+    np.testing.assert_array_equal(lengths, want_lengths)
+    assert lengths.tolist() == [21, 33, 46, 50, 50]
+    assert "toy: 5/5 utterances" in capsys.readouterr().err
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("toy-") and files[0].suffix == ".npz"
+
+    forbid_compute(monkeypatch)
+    again, again_lengths = cached_features(corpus, SHORT, tmp_path / "cache")
+    np.testing.assert_array_equal(again, features)
+    np.testing.assert_array_equal(again_lengths, lengths)
+    assert capsys.readouterr().err == ""
+    # Corpus order is honoured: a reordered corpus is its own cache entry with reordered rows.
+    monkeypatch.undo()
+    reordered, _ = cached_features(corpus.subset([4, 0]), SHORT, tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(reordered, features[[4, 0]])
+
+
+def test_rebuilt_when_a_file_or_a_setting_changes(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path, n=2)
+    first = cache.cache_path(corpus, SHORT, tmp_path / "cache")
+    old, _ = cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert cache.cache_path(corpus, FrontEnd(seconds=0.5, n_mels=32), tmp_path / "cache") != first
+
+    path = corpus.utterances[0].path
+    soundfile.write(path, np.zeros(8000, dtype=np.float32) + 0.5, 16000, subtype="FLOAT")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert cache.cache_path(corpus, SHORT, tmp_path / "cache") != first
+    new, _ = cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert not np.array_equal(new[0], old[0])
+    np.testing.assert_array_equal(new[1], old[1])
+
+    mels, _ = cached_features(corpus, FrontEnd(seconds=0.5, n_mels=32), tmp_path / "cache", progress=False)
+    assert mels.shape == (2, 32, 50)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape"])
+def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, damage: str, capsys: pytest.CaptureFixture) -> None:
+    corpus = make_corpus(tmp_path, n=2)
+    good, lengths = cached_features(corpus, SHORT, tmp_path, progress=False)
+    path = cache.cache_path(corpus, SHORT, tmp_path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip at all")
+    else:
+        np.savez(path, features=good[:, :, :10], lengths=lengths)
+    features, _ = cached_features(corpus, SHORT, tmp_path, progress=False)
+    np.testing.assert_array_equal(features, good)
+    assert "recomputing" in capsys.readouterr().err
+    # ... and the rebuilt file is whole again.
+    with np.load(path) as stored:
+        np.testing.assert_array_equal(stored["features"], good)
+
+
+def test_interrupted_write_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = make_corpus(tmp_path, n=2)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_unwritable_cache_warns_and_returns_features(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = make_corpus(tmp_path, n=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    features, _ = cached_features(corpus, SHORT, blocker / "cache", progress=False)
+    np.testing.assert_array_equal(features, reference(corpus, SHORT)[0])
+    assert "cannot write the feature cache" in capsys.readouterr().err
+
+
+def test_bad_audio_and_missing_files(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path, n=2)
+    corpus.utterances[1].path.write_bytes(b"RIFF....WAVEgarbage")
+    with pytest.raises(AudioError, match="u1.wav"):
+        cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    corpus.utterances[1].path.unlink()
+    with pytest.raises(DataError, match=r"u1\.wav.*the corpus changed or moved"):
+        cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
+def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path / "read-only-data"))
+    assert cache.default_cache_dir() == tmp_path / "minser" / "features"
+
+
+def test_real_emodb_subset(emodb_root: Path, tmp_path: Path) -> None:
+    """Four real files (two with the extra PAD chunk) through the paper's 40 x 750 front end."""
+    corpus = load_emodb(emodb_root, classes=7)
+    picks = [i for i, u in enumerate(corpus.utterances) if u.path.name.startswith("14a07")][:2] + [0, 1]
+    part = corpus.subset(picks)
+    features, lengths = cached_features(part, FrontEnd(), tmp_path, progress=False)
+    assert features.shape == (4, 40, 750)
+    durations = np.array([soundfile.info(u.path).frames for u in part.utterances])
+    np.testing.assert_array_equal(lengths, np.minimum(750, 1 + durations // 160))
+    assert np.isfinite(features).all()
