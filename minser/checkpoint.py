@@ -1,0 +1,95 @@
+"""Checkpoints: plain dicts of tensors and JSON-able values, written atomically, read as data.
+
+A checkpoint is ``{"format": "minser/1", "spec", "labels", "frontend", "state_dict", ...}``:
+the model spec (``model.spec``, rebuilt with :func:`minser.models.from_spec`), the class names in
+output order, the front-end settings (``FrontEnd.to_dict()``) and the weights, plus whatever
+JSON-able extras the trainer adds (data, split, epoch, metrics, optimizer and RNG states).
+
+:func:`load` uses ``torch.load(..., weights_only=True)``, so a checkpoint can never run code:
+only tensors, dicts, lists, tuples, str, int, float, bool and None may be stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from minser.errors import CheckpointError
+
+FORMAT = "minser/1"
+REQUIRED = ("spec", "labels", "frontend", "state_dict")
+
+__all__ = ["FORMAT", "atomic_write", "load", "load_model", "save", "write_json"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename.
+
+    Readers see the old file or the complete new one, never a half-written file, even if the
+    process dies mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Atomically write ``value`` as indented JSON (keys in insertion order) to ``path``."""
+    text = json.dumps(value, indent=2) + "\n"
+    return atomic_write(path, lambda file: file.write(text), mode="w")
+
+
+def save(path: str | os.PathLike, *, spec: dict, labels: list[str] | tuple[str, ...], frontend: dict,
+         state_dict: dict[str, torch.Tensor], **extra: Any) -> Path:
+    """Atomically save a checkpoint to ``path``; ``extra`` entries must be tensors or JSON-able values."""
+    checkpoint = {"format": FORMAT, "spec": spec, "labels": list(labels), "frontend": dict(frontend),
+                  "state_dict": {name: tensor.detach().cpu() for name, tensor in state_dict.items()}, **extra}
+    return atomic_write(path, lambda file: torch.save(checkpoint, file))
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint saved by :func:`save` onto the CPU, as data only (``weights_only=True``).
+
+    Raises :class:`CheckpointError` naming ``path`` when it is missing, unreadable, holds
+    anything but tensors and plain values, or lacks one of the required entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file; pass a .pt file written by minser.train "
+                              "(e.g. runs/<run>/fold-1/best.pt) or a run folder")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (pickle, zip, weights_only) for bad files
+        raise CheckpointError(f"{path}: cannot be loaded as a minser checkpoint ({type(exc).__name__}: "
+                              f"{exc}); the file is corrupt, truncated or not a checkpoint") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path}: format {found!r} is not {FORMAT!r}; it was not written by minser.train")
+    missing = [key for key in REQUIRED if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; re-train to write a complete one")
+    return checkpoint
+
+
+def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild the model of a loaded checkpoint (``from_spec``) with its weights, in eval mode."""
+    from minser.models import from_spec
+
+    model = from_spec(checkpoint["spec"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -1,0 +1,698 @@
+"""Train and evaluate a network with the paper's protocol, from one command.
+
+    python -m minser.train --model ilt --fusion attention            # EmoDB, 4 classes, 5 random splits
+    python -m minser.train --model cat --protocol speaker --folds 2  # leave-one-speaker-out, 2 folds
+    torchrun --nproc_per_node 2 -m minser.train --model cat          # DistributedDataParallel
+
+The protocol (He, Minematsu, Saito): log-Mel features of 7.5 s (40 x 750), a white-noise copy
+of every training and validation utterance, Adam (lr 1e-4, betas 0.9/0.99), cross-entropy,
+batches of 40, 100 epochs, and per fold the epoch with the best validation WA is scored on the
+test set. The run folder gets ``config.json``, ``fold-<k>/{best.pt,last.pt,metrics.json}``,
+``results.json`` (WA and UA in percent, mean and standard deviation over folds) and the confusion
+matrix summed over folds as ``confusion.csv`` (and ``confusion.png`` when matplotlib is present).
+
+Everything that draws random numbers is seeded from ``--seed``: model initialisation per fold,
+the noise, batch order per epoch (a generator seeded by (seed, fold, epoch)) and dropout (the
+global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minser import checkpoint
+from minser.errors import ConfigError, DataError, MinserError
+
+PROTOCOLS = ("random", "speaker", "session")
+PAD_TO = ("full", "batch")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
+# large enough to group lengths well, small enough to keep the batch order random.
+BUCKET_BATCHES = 8
+# Config fields that determine the result: a resumed run must agree on all of them.
+RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "lr",
+                 "noise_snr", "pad_to", "seed", "precision")
+
+__all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the defaults are the paper's protocol. Stored as ``config.json``."""
+
+    model: str = "ilt"
+    options: dict[str, Any] = field(default_factory=dict)  # model options (fusion, alpha, pe, branches, ...)
+    data: str = "emodb"              # "emodb", "iemocap", a CSV manifest or a folder of label folders
+    classes: int = 4                 # EmoDB: 4 (anger, happiness, sadness, neutral) or 7
+    subset: int | None = None        # keep this many utterances per class (seeded pick); None = all
+    protocol: str = "random"         # random | speaker | session
+    folds: int | None = None         # run only the first N folds
+    epochs: int = 100
+    batch_size: int = 40             # global batch; split across ranks under torchrun
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
+    pad_to: str = "full"             # full: every utterance 7.5 s; batch: pad to the batch's longest
+    seed: int = 0
+    device: str = "auto"             # auto = cuda if available else cpu
+    precision: str = "auto"          # auto = bf16 (else fp16) autocast on CUDA, fp32 on CPU
+    threads: int = 2                 # torch CPU threads
+    out: str | None = None           # default runs/<model>-<timestamp>
+    cache_dir: str | None = None     # feature cache; default ~/.cache/minser/features
+    download: bool = False
+    resume: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _option_value(text: str) -> Any:
+    """A ``--model-opt`` value: JSON when it parses (numbers, true/false, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m minser.train`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m minser.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help="network name (see minser.models.MODELS), e.g. ilt, cat, cnn")
+    model = p.add_argument_group("model options (only passed when given; the model's defaults apply otherwise)")
+    model.add_argument("--fusion", choices=("concat", "plus", "attention"), help="ILT: how the two branches are fused")
+    model.add_argument("--alpha", type=float, help="ILT with --fusion plus: the LSTM branch's weight in [0, 1]")
+    model.add_argument("--pe", action=argparse.BooleanOptionalAction, default=None,
+                       help="add the sinusoidal positional encoding to the transformer input")
+    model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
+    model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
+    model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
+                            "channels=[4,4,4]); repeatable")
+    p.add_argument("--data", default=d.data, help="'emodb', 'iemocap' (looked up in $MINSER_DATA, else "
+                   "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders")
+    p.add_argument("--classes", type=int, default=d.classes, help="EmoDB: 4 (anger, happiness, sadness, neutral) or 7")
+    p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; quick runs)")
+    p.add_argument("--download", action="store_true", help="download EmoDB into the data folder if it is missing")
+    p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
+                   help="random: the paper's 5 seeded 0.55/0.25/0.2 train/val/test splits; speaker: "
+                        "leave-one-speaker-out; session: leave-one-session-out (IEMOCAP)")
+    p.add_argument("--folds", type=int, help="run only the first N folds (default: all)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (split across ranks)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (betas 0.9, 0.99)")
+    p.add_argument("--noise-snr", type=float, default=d.noise_snr,
+                   help="SNR in dB of the white-noise copy added for every train and validation utterance")
+    p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
+    p.add_argument("--pad-to", choices=PAD_TO, default=d.pad_to,
+                   help="full: pad every utterance to 7.5 s (the paper); batch: batch utterances of similar "
+                        "length, pad to the batch's longest and pass lengths to the model (faster)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of splits, initialisation, noise and batch order")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bf16 autocast on CUDA (fp16 + GradScaler where bf16 is missing), fp32 on CPU")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--out", help="run folder (default runs/<model>-<timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last completed epoch (same settings required; "
+                        "--epochs and --folds may grow)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse the command line into a :class:`TrainConfig`; bad option values raise ConfigError."""
+    args = build_parser().parse_args(argv)
+    options: dict[str, Any] = {}
+    for item in args.model_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-opt {item!r}: expected KEY=VALUE, e.g. --model-opt d_model=32")
+        options[key.strip()] = _option_value(value.strip())
+    for key in ("fusion", "alpha", "pe", "branches", "impl"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    config = TrainConfig(
+        model=args.model, options=options, data=args.data, classes=args.classes, subset=args.subset,
+        protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
+        device=args.device, precision=args.precision, threads=args.threads, out=args.out,
+        cache_dir=args.cache_dir, download=args.download, resume=args.resume)
+    check_config(config)
+    return config
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid setting (unknown model lists the valid ones)."""
+    from minser.models import MODELS
+
+    if config.model not in MODELS:
+        raise ConfigError(f"--model {config.model!r} is unknown; valid models: {', '.join(sorted(MODELS))}")
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("threads", 1), ("folds", 1), ("subset", 1)):
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: give an integer >= {minimum}")
+    if not config.lr > 0:
+        raise ConfigError(f"--lr {config.lr}: give a positive learning rate")
+    if config.protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {config.protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
+    if config.pad_to not in PAD_TO:
+        raise ConfigError(f"--pad-to {config.pad_to!r}: valid values are {', '.join(PAD_TO)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"--precision {config.precision!r}: valid values are {', '.join(PRECISIONS)}")
+    if config.resume and not config.out:
+        raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def load_data(config: TrainConfig):
+    """The corpus of ``config`` (``--data``, ``--classes``, ``--subset``), downloading EmoDB if asked."""
+    from minser.data import download_emodb, load_corpus
+
+    try:
+        corpus = load_corpus(config.data, classes=config.classes)
+    except DataError as exc:
+        if str(config.data).lower() != "emodb":
+            raise
+        if not config.download:
+            raise DataError(f"{exc}; or pass --download to fetch EmoDB into the data folder") from exc
+        download_emodb()
+        corpus = load_corpus(config.data, classes=config.classes)
+    if config.subset is not None:
+        corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, config.seed))
+    return corpus
+
+
+def subset_indices(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices of ``per_class`` utterances of each class (all where fewer), seeded, in corpus order."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(targets == c))[:per_class] for c in np.unique(targets)]
+    return np.sort(np.concatenate(picked))
+
+
+def make_splits(corpus, config: TrainConfig) -> list:
+    """The folds of ``config.protocol`` over ``corpus``, limited to ``config.folds``."""
+    from minser.splits import leave_one_group_out, random_splits
+
+    targets = corpus.targets()
+    if config.protocol == "random":
+        splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=config.seed)
+    elif config.protocol == "speaker":
+        splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=config.seed)
+    else:
+        splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=config.seed)
+    return list(splits)[: config.folds]
+
+
+def noisy_features(corpus, frontend, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features of a white-noise copy of every utterance at ``snr_db`` dB: ``((N, n_mels, frames), (N,))``.
+
+    Made once per run (not per epoch) from a generator seeded by ``seed``, so every fold and
+    every epoch sees the same noisy copies.
+    """
+    from minser.audio import add_white_noise, load
+    from minser.features import extract
+
+    rng = np.random.default_rng([seed, 1])
+    features = np.empty((len(corpus), frontend.n_mels, frontend.n_frames), dtype=np.float32)
+    lengths = np.empty(len(corpus), dtype=np.int64)
+    step = 32
+    for start in range(0, len(corpus), step):
+        chunk = corpus.utterances[start:start + step]
+        waves = [add_white_noise(load(u.path, sr=frontend.sample_rate), snr_db, rng) for u in chunk]
+        features[start:start + len(chunk)], lengths[start:start + len(chunk)] = extract(waves, frontend)
+    return features, lengths
+
+
+@dataclass
+class Tensors:
+    """Model inputs kept in memory: ``x (N, n_mels, frames)`` float32, ``lengths (N,)``, ``y (N,)`` int64."""
+
+    x: torch.Tensor
+    lengths: torch.Tensor
+    y: torch.Tensor
+
+    def take(self, index: np.ndarray) -> Tensors:
+        i = torch.as_tensor(index, dtype=torch.long)
+        return Tensors(self.x[i], self.lengths[i], self.y[i])
+
+    @staticmethod
+    def cat(*parts: Tensors) -> Tensors:
+        return Tensors(*(torch.cat(items) for items in zip(*((p.x, p.lengths, p.y) for p in parts))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches, steps, scoring
+
+
+def batch_indices(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, pad_to: str) -> list[torch.Tensor]:
+    """Shuffled batches of indices into ``lengths``.
+
+    ``full``: a random permutation cut into batches. ``batch``: the permutation is cut into
+    buckets of :data:`BUCKET_BATCHES` batches, each bucket sorted by length and cut into batches,
+    and the batch order shuffled, so that batches hold utterances of similar length.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    if pad_to == "full":
+        return list(order.split(batch_size))
+    batches = []
+    for bucket in order.split(batch_size * BUCKET_BATCHES):
+        by_length = bucket[torch.argsort(lengths[bucket], stable=True)]
+        batches.extend(by_length.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+def model_input(data: Tensors, index: torch.Tensor, pad_to: str, device: torch.device,
+                frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x, lengths)`` of the utterances at ``index`` on ``device``: full 7.5 s without lengths
+    (the paper), or cut to ``frames`` (default: the longest at ``index``) with lengths (``pad_to="batch"``)."""
+    if pad_to == "full":
+        return data.x[index].to(device, non_blocking=True), None
+    lengths = data.lengths[index]
+    frames = int(lengths.max()) if frames is None else frames
+    return data.x[index, :, :frames].to(device, non_blocking=True), lengths.to(device, non_blocking=True)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``, None for fp32."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: Tensors, *, batch_size: int = 64, pad_to: str = "full",
+            device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
+    """Predicted class indices ``(N,)`` of ``data`` in eval mode (batches sorted by length for ``batch``)."""
+    device = torch.device(device)
+    dtype = autocast_dtype(precision, device)
+    was_training = model.training
+    model.eval()
+    order = torch.argsort(data.lengths, stable=True) if pad_to == "batch" else torch.arange(len(data.y))
+    predictions = torch.empty(len(data.y), dtype=torch.long)
+    for index in order.split(batch_size):
+        x, lengths = model_input(data, index, pad_to, device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            predictions[index] = model(x, lengths=lengths).argmax(-1).cpu()
+    model.train(was_training)
+    return predictions
+
+
+def score(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray, n_classes: int) -> dict[str, Any]:
+    """``{"wa", "ua"}`` in percent and ``"confusion"`` (rows true class, columns predicted) as lists."""
+    from minser.metrics import confusion_matrix, unweighted_accuracy, weighted_accuracy
+
+    y, p = np.asarray(targets), np.asarray(predictions)
+    return {"wa": 100.0 * float(weighted_accuracy(y, p)), "ua": 100.0 * float(unweighted_accuracy(y, p, n_classes)),
+            "confusion": np.asarray(confusion_matrix(y, p, n_classes)).astype(int).tolist()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed data parallel
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place under torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); 0/1/0 alone."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(config: TrainConfig) -> Dist:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); no-op when run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if config.batch_size < world:
+        raise ConfigError(f"--batch-size {config.batch_size} is smaller than the {world} ranks; give at least one "
+                          "utterance per rank")
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if resolve_device(config, dist).type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    return dist
+
+
+def resolve_device(config: TrainConfig, dist: Dist) -> torch.device:
+    """``--device``; ``auto`` is CUDA (``cuda:LOCAL_RANK`` under torchrun) when present, else CPU."""
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {config.device}: CUDA is not available here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# One fold
+
+
+def _seed_of(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (seed, fold, epoch, ...)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+              "python": _to_lists(random.getstate())}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+    random.setstate(_to_tuples(states["python"]))
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _to_lists(value: Any) -> Any:
+    return [_to_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuples(value: Any) -> Any:
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+@dataclass
+class Fold:
+    """What one fold needs: its index and name, train/val/test tensors and test indices into the corpus."""
+
+    index: int
+    name: str
+    train: Tensors
+    val: Tensors
+    test: Tensors
+    test_indices: list[int]
+
+
+def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist, device: torch.device,
+               clock: Clock) -> dict[str, Any]:
+    """Train one fold (resuming from its ``last.pt`` when present) and score its best epoch on the test set.
+
+    Returns the fold's metrics: ``wa``/``ua`` (percent), ``confusion``, ``best_epoch``, ``val_wa``,
+    ``history`` (per epoch: loss, val WA/UA, seconds).
+    """
+    from minser.models import build
+
+    folder = Path(run["out"]) / f"fold-{fold.index + 1}"
+    torch.manual_seed(_seed_of(config.seed, fold.index))
+    model = build(config.model, len(run["labels"]), **config.options).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    dtype = autocast_dtype(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    history: list[dict[str, float]] = []
+    best = {"val_wa": -1.0, "epoch": 0, "state_dict": None}
+    start_epoch = 0
+    if config.resume and (folder / "last.pt").is_file():
+        last = checkpoint.load(folder / "last.pt")
+        model.load_state_dict(last["state_dict"])
+        optimizer.load_state_dict(last["optimizer"])
+        scaler.load_state_dict(last["scaler"])
+        _set_rng_states(last["rng"], device)
+        history, best, start_epoch = last["history"], last["best"], last["epoch"]
+    if dist.world > 1:
+        if device.type == "cuda":
+            # One BatchNorm over the global batch, as in a single-process run (CPU/gloo has no
+            # SyncBatchNorm: there each rank normalises with its own slice's statistics).
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        ddp = model
+    extra = {"data": {"spec": config.data, "classes": config.classes, "subset": config.subset},
+             "train": run["config"], "fold": {"index": fold.index, "name": fold.name, "test": fold.test_indices}}
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch))
+        ddp.train()
+        total, count = torch.zeros((), device=device), 0
+        for index in batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to):
+            # Every rank takes an equal slice of the global batch; scaling the summed loss by
+            # world / global size makes DDP's gradient average equal the single-process mean.
+            local = index.tensor_split(dist.world)[dist.rank]
+            frames = int(fold.train.lengths[index].max()) if config.pad_to == "batch" else None
+            x, lengths = model_input(fold.train, local, config.pad_to, device, frames)
+            y = fold.train.y[local].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = ddp(x, lengths=lengths)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum") * (dist.world / len(index))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach() * len(index) / dist.world  # this rank's summed loss
+            count += len(index)
+        if dist.world > 1:
+            torch.distributed.all_reduce(total)
+        val = score(fold.val.y, predict(model, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
+                                        device=device, precision=config.precision), len(run["labels"]))
+        seconds = time.perf_counter() - started
+        history.append({"epoch": epoch + 1, "loss": float(total) / count, "val_wa": val["wa"], "val_ua": val["ua"],
+                        "seconds": seconds})
+        if val["wa"] > best["val_wa"]:
+            best = {"val_wa": val["wa"], "epoch": epoch + 1,
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if dist.main:
+            if best["epoch"] == epoch + 1:
+                checkpoint.save(folder / "best.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
+                                state_dict=best["state_dict"], epoch=epoch + 1, val_wa=val["wa"], **extra)
+            checkpoint.save(folder / "last.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
+                            state_dict=model.state_dict(), epoch=epoch + 1, optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), rng=_rng_states(device), history=history, best=best, **extra)
+            print(clock.line(fold, epoch + 1, history[-1]), flush=True)
+        clock.tick(seconds)
+
+    model.load_state_dict(best["state_dict"])
+    predictions = predict(model, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to, device=device,
+                          precision=config.precision)
+    metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])), "best_epoch": best["epoch"],
+               "val_wa": best["val_wa"], "n_train": len(fold.train.y), "n_val": len(fold.val.y),
+               "n_test": len(fold.test.y), "history": history}
+    if dist.main:
+        checkpoint.write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+class Clock:
+    """Epoch timing for the progress lines: elapsed seconds and an ETA over the epochs still to run."""
+
+    def __init__(self, epochs_to_run: int, n_folds: int, epochs: int) -> None:
+        self.remaining, self.done, self.seconds = epochs_to_run, 0, 0.0
+        self.n_folds, self.epochs = n_folds, epochs
+
+    def tick(self, seconds: float) -> None:
+        self.remaining, self.done, self.seconds = self.remaining - 1, self.done + 1, self.seconds + seconds
+
+    def line(self, fold: Fold, epoch: int, entry: dict[str, float]) -> str:
+        eta = (self.seconds + entry["seconds"]) / (self.done + 1) * (self.remaining - 1)
+        return (f"fold {fold.index + 1}/{self.n_folds} epoch {epoch:3d}/{self.epochs} loss {entry['loss']:.4f} "
+                f"val WA {entry['val_wa']:5.1f} UA {entry['val_ua']:5.1f} {entry['seconds']:6.1f}s ETA {_hms(eta)}")
+
+
+def _hms(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def _run_folder(config: TrainConfig) -> Path:
+    if config.out:
+        return Path(config.out)
+    return Path("runs") / f"{config.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_resume(config: TrainConfig, out: Path) -> None:
+    """A resumed run must have the settings that shaped the saved one; raise ConfigError naming the first that differs."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} not found; give --out the folder of the run to continue")
+    saved = json.loads(path.read_text())
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    for name in RESULT_FIELDS:
+        if saved.get(name) != current.get(name):
+            raise ConfigError(f"--resume: {name} is {current.get(name)!r} but the run in {out} used {saved.get(name)!r}; "
+                              "repeat the original settings (only --epochs, --folds, --device, --threads may change)")
+
+
+def summarise(folds: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and population standard deviation (ddof=0) over folds of WA and UA, in percent."""
+    wa, ua = np.array([f["wa"] for f in folds]), np.array([f["ua"] for f in folds])
+    return {"wa": float(wa.mean()), "ua": float(ua.mean()), "wa_std": float(wa.std()), "ua_std": float(ua.std())}
+
+
+def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> list[Path]:
+    """``confusion.csv`` (rows true, columns predicted) and, when matplotlib imports, ``confusion.png``."""
+    rows = ["true\\predicted," + ",".join(labels)]
+    rows += [f"{label}," + ",".join(str(int(v)) for v in row) for label, row in zip(labels, confusion)]
+    written = [checkpoint.atomic_write(out / "confusion.csv", lambda f: f.write("\n".join(rows) + "\n"), mode="w")]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    axes.imshow(confusion, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for i, row in enumerate(confusion):
+        for j, value in enumerate(row):
+            axes.text(j, i, int(value), ha="center", va="center",
+                      color="white" if value > confusion.max() / 2 else "black")
+    figure.tight_layout()
+    written.append(checkpoint.atomic_write(out / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=120)))
+    plt.close(figure)
+    return written
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run the protocol of ``config`` and return ``results.json``'s content (also written to ``--out``)."""
+    from minser.data import cached_features
+    from minser.features import FrontEnd
+    from minser.models import build
+
+    check_config(config)
+    torch.set_num_threads(config.threads)
+    dist = init_distributed(config)
+    device = resolve_device(config, dist)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = _run_folder(config)
+    if dist.world > 1 and not config.out:
+        raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
+    if config.resume:
+        _check_resume(config, out)
+    elif (out / "config.json").exists():
+        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+
+    corpus = load_data(config)
+    # Building once up front rejects bad model options before any feature is computed.
+    spec = build(config.model, len(corpus.labels), **config.options).spec
+    frontend = FrontEnd()
+    splits = make_splits(corpus, config)
+    config_json = json.loads(json.dumps(dataclasses.asdict(config)))
+    if dist.main:
+        checkpoint.write_json(out / "config.json", config_json)
+    run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json}
+
+    clean_x, clean_lengths = cached_features(corpus, frontend, config.cache_dir, progress=dist.main)
+    targets = torch.as_tensor(corpus.targets())
+    clean = Tensors(torch.from_numpy(clean_x), torch.from_numpy(clean_lengths), targets)
+    noisy = None
+    if config.noise_snr is not None:
+        noisy_x, noisy_lengths = noisy_features(corpus, frontend, config.noise_snr, config.seed)
+        noisy = Tensors(torch.from_numpy(noisy_x), torch.from_numpy(noisy_lengths), targets)
+
+    def augmented(index: np.ndarray) -> Tensors:
+        return clean.take(index) if noisy is None else Tensors.cat(clean.take(index), noisy.take(index))
+
+    todo = _epochs_to_run(config, out, len(splits))
+    clock = Clock(todo, len(splits), config.epochs)
+    if dist.main:
+        print(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
+              f"{config.protocol} protocol, {len(splits)} folds x {config.epochs} epochs, device {device}, "
+              f"{dist.world} process(es), run folder {out}", flush=True)
+    folds = []
+    for index, split in enumerate(splits):
+        fold = Fold(index, split.name, augmented(split.train), augmented(split.val), clean.take(split.test),
+                    [int(i) for i in split.test])
+        folds.append(train_fold(fold, config, run, dist, device, clock))
+
+    confusion = np.sum([np.array(f["confusion"]) for f in folds], axis=0)
+    results = {"model": config.model, "options": spec["options"],
+               "data": config.data, "classes": config.classes, "corpus": corpus.name, "protocol": config.protocol,
+               "labels": list(corpus.labels), **summarise(folds), "epochs": config.epochs, "seed": config.seed,
+               "folds": [{k: f[k] for k in ("name", "wa", "ua", "confusion", "best_epoch", "val_wa", "n_test")}
+                         for f in folds],
+               "confusion": confusion.tolist()}
+    if dist.main:
+        checkpoint.write_json(out / "results.json", results)
+        write_confusion(out, confusion, corpus.labels)
+        print(summary_table(results), flush=True)
+    return results
+
+
+def _epochs_to_run(config: TrainConfig, out: Path, n_folds: int) -> int:
+    """Epochs still to train over all folds (for the ETA), counting those a resumed run already has."""
+    todo = 0
+    for k in range(n_folds):
+        metrics = out / f"fold-{k + 1}" / "metrics.json"
+        done = len(json.loads(metrics.read_text())["history"]) if config.resume and metrics.is_file() else 0
+        todo += max(0, config.epochs - done)
+    return todo
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The final table: one row per fold and the mean and standard deviation, WA and UA in percent."""
+    lines = [f"{'fold':<24} {'WA %':>7} {'UA %':>7} {'best epoch':>10}"]
+    lines += [f"{f['name']:<24} {f['wa']:7.2f} {f['ua']:7.2f} {f['best_epoch']:10d}" for f in results["folds"]]
+    lines.append(f"{'mean ± std':<24} {results['wa']:5.2f}±{results['wa_std']:.2f} "
+                 f"{results['ua']:5.2f}±{results['ua_std']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and run; returns the results (see :func:`train`)."""
+    return train(parse_args(argv))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: a bad input prints ``error: ...`` and exits with status 2."""
+    try:
+        main(argv)
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
