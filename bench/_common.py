@@ -1,0 +1,280 @@
+"""Shared helpers of minser's benchmark scripts: timing, environment, tables, JSON, lengths.
+
+Every script in ``bench/`` imports this file as a sibling (``bench/`` is put on ``sys.path``
+by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``.
+
+Timing protocol (:func:`measure`): ``warmup`` untimed calls, then ``repeat`` timed calls; on a
+CUDA device each call is bracketed by CUDA events (GPU time, after a synchronise), on CPU by
+``time.perf_counter``. We report the median and the spread, ``(p75 - p25) / median`` in
+percent: on a shared, noisy machine the median is the robust figure and the spread says how
+far to trust it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160
+MAX_FRAMES = 750  # 7.5 s at a 10 ms hop: the paper's fixed input length
+SECONDS = 7.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Summary of repeated timings, in milliseconds."""
+
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    n: int
+
+    @property
+    def spread_pct(self) -> float:
+        """Inter-quartile range over the median, in percent."""
+        return 100.0 * (self.p75_ms - self.p25_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "spread_pct": self.spread_pct}
+
+
+def summarize(times_ms: Sequence[float]) -> Timing:
+    """Median, quartiles and minimum of a non-empty list of times in milliseconds."""
+    if not times_ms:
+        raise ValueError("summarize needs at least one time")
+    ordered = sorted(times_ms)
+    if len(ordered) == 1:
+        p25 = p75 = ordered[0]
+    else:
+        p25, _, p75 = statistics.quantiles(ordered, n=4, method="inclusive")
+    return Timing(statistics.median(ordered), p25, p75, ordered[0], len(ordered))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, repeat: int = 10) -> Timing:
+    """Time ``fn()`` (see the module docstring for the protocol)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+    return summarize(times)
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Extra device memory that one call of ``fn`` peaks at, above what was allocated before.
+
+    CUDA only (from the caching allocator's statistics); ``None`` on CPU, where torch keeps
+    no such counter.
+    """
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - before)
+
+
+def _git_commit() -> str | None:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    """What a result depends on: device, library versions, commit, CPU and thread count."""
+    info = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "numpy": np.__version__,
+        "git_commit": _git_commit(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return info
+
+
+def format_environment(info: dict) -> str:
+    """One line naming the machine and versions, for the head of a printed report."""
+    return (
+        f"# {info['device_name']} ({info['device']}), {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
+        f"torch {info['torch']}, triton {info['triton']}, numpy {info['numpy']}, commit {info['git_commit']}"
+    )
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A plain-text table with right-aligned cells; floats get 3 significant digits, None shows as '-'."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3g}" if math.isfinite(value) else str(value)
+        return str(value)
+
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every bench script shares: ``--quick``, ``--json``, ``--threads``, ``--device``."""
+    parser.add_argument("--quick", action="store_true", help="a small subset that runs in seconds (smoke test)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--device", default=None, help="'cpu' or 'cuda' (default: cuda when a CUDA device is present, else cpu)"
+    )
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device named on the command line, defaulting to CUDA when present."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: only 'cpu' and 'cuda' are supported")
+    return device
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count when asked to."""
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"--threads {threads}: give a positive number of threads")
+        torch.set_num_threads(threads)
+
+
+# EmoDB's real duration range and spread (see $MINSER_DATA/emodb): 1.23 s to 8.98 s, 2.78 s on average.
+SYNTHETIC_MEDIAN_S = 2.6
+SYNTHETIC_SIGMA = 0.38
+SYNTHETIC_RANGE_S = (1.23, 8.98)
+
+
+def frames_of_samples(samples: np.ndarray) -> np.ndarray:
+    """Valid frames of utterances of ``samples`` samples, the front end's ``min(750, 1 + samples // 160)``."""
+    return np.minimum(MAX_FRAMES, 1 + np.asarray(samples, dtype=np.int64) // HOP_LENGTH)
+
+
+def emodb_durations() -> tuple[np.ndarray, str]:
+    """Utterance durations in seconds and where they came from.
+
+    Reads every EmoDB WAV header under ``$MINSER_DATA/emodb/wav`` (``soundfile.info``: no audio
+    is decoded). Without the corpus, a synthetic stand-in: 535 durations from a log-normal with
+    median 2.6 s and sigma 0.38, clipped to EmoDB's range 1.23-8.98 s (mean about 2.8 s, as
+    EmoDB's 24.8 min over 535 files), drawn with a fixed seed.
+    """
+    root = os.environ.get("MINSER_DATA")
+    wav_dir = Path(root) / "emodb" / "wav" if root else None
+    if wav_dir is not None and wav_dir.is_dir():
+        import soundfile
+
+        paths = sorted(wav_dir.glob("*.wav"))
+        if paths:
+            durations = np.array([soundfile.info(str(p)).duration for p in paths])
+            return durations, f"EmoDB wav headers ({len(paths)} files under {wav_dir})"
+    rng = np.random.default_rng(0)
+    durations = np.clip(rng.lognormal(math.log(SYNTHETIC_MEDIAN_S), SYNTHETIC_SIGMA, 535), *SYNTHETIC_RANGE_S)
+    return durations, "synthetic log-normal EmoDB stand-in (MINSER_DATA/emodb/wav not found)"
+
+
+def sample_frame_lengths(durations: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` valid-frame counts of utterances drawn (with replacement) from ``durations`` in seconds."""
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(np.asarray(durations), size=count, replace=True)
+    return frames_of_samples(np.round(picked * SAMPLE_RATE).astype(np.int64))
+
+
+def print_header(title: str, info: dict) -> None:
+    """Print a script's title and the environment line."""
+    print(f"## {title}")
+    print(format_environment(info))
+    sys.stdout.flush()
