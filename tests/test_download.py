@@ -1,0 +1,174 @@
+"""EmoDB download against a local HTTP server (never the internet): verification, atomicity, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import minser.data.download as download
+from minser.data import load_emodb
+from minser.data.__main__ import main
+from minser.data.download import download_emodb, emodb_sums, parse_sums, verify_wavs
+from minser.errors import DataError
+
+WAVS = {"03a01Fa.wav": b"RIFF-happy-03", "03a01Nc.wav": b"RIFF-neutral-03", "16b10Wb.wav": b"RIFF-anger-16"}
+SUMS = {name: hashlib.sha256(data).hexdigest() for name, data in WAVS.items()}
+
+
+def make_zip(wavs: dict[str, bytes]) -> bytes:
+    """An archive laid out like EmoDB's download.zip: wav/, label folders and text files."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("erklaerung.txt", "Beschreibung")
+        archive.writestr("lablaut/03a01Fa.lab", "labels")
+        archive.writestr("wav/", "")
+        for name, data in wavs.items():
+            archive.writestr(f"wav/{name}", data)
+    return buffer.getvalue()
+
+
+class Server:
+    """A local HTTP server on 127.0.0.1 answering ``files[path]`` (404 otherwise) and counting requests."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                owner.requests += 1
+                body = owner.files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    srv = Server()
+    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+    thread.join()
+
+
+def test_good_archive_lands_verified(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+    target = download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS)
+    assert target == tmp_path / "emodb"
+    assert {p.name: p.read_bytes() for p in (target / "wav").iterdir()} == WAVS
+    assert [p.name for p in tmp_path.iterdir()] == ["emodb"]  # no staging folder left
+    assert "verified (3 files)" in capsys.readouterr().err
+    corpus = load_emodb(target, classes=7)
+    assert [(u.label, u.speaker) for u in corpus.utterances] == [("happiness", "03"), ("neutral", "03"), ("anger", "16")]
+    # Present already: nothing is fetched again.
+    assert download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS) == target
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("wavs", "message"),
+    [
+        ({**WAVS, "03a01Nc.wav": b"tampered"}, r"checksum mismatch in 1 \(03a01Nc\.wav\)"),
+        ({k: v for k, v in WAVS.items() if k != "16b10Wb.wav"}, r"missing 1 \(16b10Wb\.wav\)"),
+        ({**WAVS, "99x99Xx.wav": b"stray"}, r"unexpected 1 \(99x99Xx\.wav\)"),
+    ],
+)
+def test_bad_archive_leaves_destination_untouched(server: Server, tmp_path: Path, wavs: dict[str, bytes], message: str) -> None:
+    server.files["/download.zip"] = make_zip(wavs)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DataError, match=f"fail verification: {message}"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["other"]
+
+
+def test_connection_refused_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/download.zip"
+    with pytest.raises(DataError) as caught:
+        download_emodb(tmp_path / "data", url, sums=SUMS, progress=False)
+    message = str(caught.value)
+    assert f"cannot download EmoDB from {url}" in message
+    assert f"download {url} yourself" in message
+    assert f"{tmp_path / 'data' / 'emodb'}/wav/03a01Fa.wav" in message
+    assert "MINSER_DATA" in message
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_http_error_and_non_zip(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"answered HTTP 404 Not Found; download .* yourself"):
+        download_emodb(tmp_path, f"{server.url}/missing.zip", sums=SUMS, progress=False)
+    server.files["/page.html"] = b"<html>moved</html>"
+    with pytest.raises(DataError, match="not a readable zip archive"):
+        download_emodb(tmp_path, f"{server.url}/page.html", sums=SUMS, progress=False)
+    server.files["/other.zip"] = make_zip({})
+    with pytest.raises(DataError, match=r"holds no wav/\*\.wav files"):
+        download_emodb(tmp_path, f"{server.url}/other.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "verify_wavs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_without_wav(tmp_path: Path) -> None:
+    (tmp_path / "emodb").mkdir()
+    with pytest.raises(DataError, match="holds no wav/ folder; remove it"):
+        download_emodb(tmp_path, "http://127.0.0.1:9/never-contacted", sums=SUMS)
+
+
+def test_cli(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+    url = f"{server.url}/download.zip"
+    # With the shipped sums the toy archive must fail verification: exit 1 and a clear message.
+    assert main(["download", "emodb", "--dest", str(tmp_path), "--url", url]) == 1
+    assert "fail verification: missing 532" in capsys.readouterr().err
+    monkeypatch.setattr(download, "emodb_sums", lambda: SUMS)
+    assert main(["download", "emodb", "--dest", str(tmp_path), "--url", url]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "emodb")
+    with pytest.raises(SystemExit) as exited:
+        main(["download", "--help"])
+    assert exited.value.code == 0
+    assert "--dest" in capsys.readouterr().out
+
+
+def test_shipped_sums_match_real_emodb(emodb_root: Path) -> None:
+    sums = emodb_sums()
+    assert len(sums) == 535
+    assert sums == parse_sums((emodb_root / "SHA256SUMS").read_text())
+    verify_wavs(emodb_root / "wav", sums)
