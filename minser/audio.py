@@ -1,0 +1,132 @@
+"""Reading and shaping waveforms: float32 mono audio at 16 kHz.
+
+- :func:`load` reads any file soundfile can read, downmixes to mono and resamples.
+- :func:`fit_length` zero-pads or cuts to the paper's fixed 7.5 s.
+- :func:`add_white_noise` adds white noise at an exact signal-to-noise ratio (the paper's
+  augmentation of training and validation data).
+- :func:`check_wave` is the validation every entry point applies to arrays, so bad input fails
+  with an :class:`~minser.errors.AudioError` that names the file or array, never deep inside numpy.
+"""
+
+from __future__ import annotations
+
+import os
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+from minser.errors import AudioError
+
+SAMPLE_RATE = 16000
+SECONDS = 7.5
+# One analysis window: 25 ms, i.e. 400 samples at 16 kHz (the front end's win_length).
+MIN_SECONDS = 0.025
+
+__all__ = [
+    "MIN_SECONDS",
+    "SAMPLE_RATE",
+    "SECONDS",
+    "add_white_noise",
+    "check_wave",
+    "fit_length",
+    "load",
+    "min_samples",
+]
+
+
+def min_samples(sr: int = SAMPLE_RATE) -> int:
+    """The shortest usable audio at ``sr`` Hz: one 25 ms analysis window (400 samples at 16 kHz)."""
+    return round(MIN_SECONDS * sr)
+
+
+def check_wave(wave: object, name: str = "array", *, sr: int = SAMPLE_RATE, min_length: int | None = None) -> np.ndarray:
+    """Validate ``wave`` and return it as a float32 array of shape ``(samples,)`` or ``(batch, samples)``.
+
+    Raises :class:`AudioError` naming ``name`` when the array is not 1-D or 2-D, not floating point,
+    has zero samples, holds NaN or Inf, or is shorter than ``min_length`` samples (default: one
+    25 ms analysis window at ``sr``, i.e. 400 samples at 16 kHz).
+    """
+    try:
+        array = np.asarray(wave)
+    except (TypeError, ValueError) as exc:
+        raise AudioError(f"{name}: cannot be read as a numeric array ({exc}); pass a float array of samples") from exc
+    if array.dtype.kind != "f":
+        raise AudioError(
+            f"{name}: samples have dtype {array.dtype}, expected floating point in [-1, 1]; "
+            "convert PCM integers first (e.g. int16 / 32768) or read files with minser.audio.load"
+        )
+    if array.ndim not in (1, 2):
+        raise AudioError(f"{name}: expected shape (samples,) or (batch, samples), got {array.shape}")
+    if array.shape[-1] == 0:
+        raise AudioError(f"{name}: has zero samples; the audio is empty")
+    needed = min_samples(sr) if min_length is None else min_length
+    if array.shape[-1] < needed:
+        raise AudioError(
+            f"{name}: has {array.shape[-1]} samples, shorter than one analysis window "
+            f"({needed} samples at {sr} Hz); use longer audio"
+        )
+    if not np.isfinite(array).all():
+        raise AudioError(f"{name}: contains NaN or Inf samples; the audio is corrupt")
+    return array.astype(np.float32, copy=False)
+
+
+def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as float32 mono samples at ``sr`` Hz, shape ``(samples,)``.
+
+    Any format soundfile reads (WAV, FLAC, OGG, ...). Multi-channel audio is averaged to mono;
+    a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, corrupt, empty,
+    non-finite or shorter than one 25 ms analysis window.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file; check the path")
+    try:
+        samples, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{path}: cannot be read as audio ({exc}); the file is corrupt or not a sound format") from exc
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: has zero samples; the audio is empty")
+    wave = samples.mean(axis=1, dtype=np.float32)
+    if file_sr != sr:
+        divisor = gcd(int(file_sr), int(sr))
+        wave = resample_poly(wave, sr // divisor, file_sr // divisor).astype(np.float32)
+    return check_wave(wave, str(path), sr=sr)
+
+
+def fit_length(wave: np.ndarray, seconds: float = SECONDS, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Zero-pad at the end or cut ``wave`` to ``round(seconds * sr)`` samples (120000 by default).
+
+    ``wave`` is ``(samples,)`` or ``(batch, samples)``; the result has the same leading shape, float32.
+    """
+    wave = check_wave(wave, sr=sr)
+    target = round(seconds * sr)
+    if target <= 0:
+        raise AudioError(f"fit_length: seconds={seconds} at sr={sr} gives {target} samples; use a positive duration")
+    have = wave.shape[-1]
+    if have >= target:
+        return wave[..., :target]
+    padding = [(0, 0)] * (wave.ndim - 1) + [(0, target - have)]
+    return np.pad(wave, padding)
+
+
+def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator | int | None) -> np.ndarray:
+    """Return ``wave`` plus Gaussian white noise at exactly ``snr_db`` dB signal-to-noise ratio.
+
+    The noise is scaled so that ``10 * log10(mean(wave**2) / mean(noise**2)) == snr_db`` holds for
+    the noise actually drawn (not just in expectation), per utterance for a ``(batch, samples)`` batch.
+    ``rng`` is a ``numpy.random.Generator`` or a seed. Silent audio has no defined SNR and raises
+    :class:`AudioError`.
+    """
+    wave = check_wave(wave)
+    rng = np.random.default_rng(rng)
+    signal_power = np.mean(np.square(wave, dtype=np.float64), axis=-1, keepdims=True)
+    if np.any(signal_power == 0):
+        raise AudioError("array: is silent (all zeros), so no noise level gives a defined SNR; drop silent audio")
+    noise = rng.standard_normal(wave.shape)
+    noise_power = np.mean(np.square(noise), axis=-1, keepdims=True)
+    noise *= np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return (wave + noise).astype(np.float32)
