@@ -19,7 +19,10 @@ def _check(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -
     """Validate a pair of label arrays: same 1-D shape, non-empty, integer, in ``[0, n_classes)``."""
     true, pred = np.asarray(y_true), np.asarray(y_pred)
     if true.ndim != 1 or true.shape != pred.shape:
-        raise ConfigError(f"y_true and y_pred must be 1-D arrays of the same length, got shapes {true.shape} and {pred.shape}")
+        raise ConfigError(
+            "y_true and y_pred must be 1-D arrays of the same length, got "
+            f"shapes {true.shape} and {pred.shape}"
+        )
     if true.size == 0:
         raise ConfigError("y_true is empty: accuracy of no utterances is undefined")
     if true.dtype.kind not in "iu" or pred.dtype.kind not in "iu":
@@ -29,7 +32,8 @@ def _check(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -
             raise ConfigError(f"n_classes={n_classes!r} must be a positive integer")
         for name, values in (("y_true", true), ("y_pred", pred)):
             if values.min() < 0 or values.max() >= n_classes:
-                raise ConfigError(f"{name} holds class indices outside 0..{n_classes - 1}: {np.unique(values).tolist()}")
+                found = np.unique(values).tolist()
+                raise ConfigError(f"{name} holds class indices outside 0..{n_classes - 1}: {found}")
     return true.astype(np.int64), pred.astype(np.int64)
 
 
@@ -55,7 +59,7 @@ def unweighted_accuracy(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) ->
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int, normalize: bool = False) -> np.ndarray:
-    """Confusion matrix ``(n_classes, n_classes)``: entry ``[i, j]`` counts utterances of class ``i`` predicted as ``j``.
+    """Confusion matrix ``(n_classes, n_classes)``: entry ``[i, j]`` counts class-``i`` utterances predicted ``j``.
 
     Counts are int64. With ``normalize=True`` each row is divided by its sum (float64), so row
     ``i`` holds the distribution of predictions for class ``i`` and the diagonal is per-class

@@ -32,7 +32,10 @@ class Split:
 def _as_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
     array = np.asarray(targets)
     if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
-        raise ConfigError(f"targets: expected a non-empty 1-D array of int class indices, got shape {array.shape}, dtype {array.dtype}")
+        raise ConfigError(
+            "targets: expected a non-empty 1-D array of int class indices, got "
+            f"shape {array.shape}, dtype {array.dtype}"
+        )
     return array
 
 
@@ -46,7 +49,9 @@ def _part_sizes(n: int, fractions: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def _stratified_parts(indices: np.ndarray, targets: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+def _stratified_parts(
+    indices: np.ndarray, targets: np.ndarray, fractions: np.ndarray, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Shuffle ``indices`` within each class and cut every class by ``fractions``: one sorted array per part."""
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
     for label in np.unique(targets[indices]):
@@ -104,7 +109,10 @@ def leave_one_group_out(
     targets = _as_targets(targets)
     groups = np.asarray(groups)
     if groups.shape != targets.shape:
-        raise ConfigError(f"groups has shape {groups.shape} but targets has shape {targets.shape}; give one group per utterance")
+        raise ConfigError(
+            f"groups has shape {groups.shape} but targets has shape {targets.shape}; "
+            "give one group per utterance"
+        )
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction!r} must lie strictly between 0 and 1")
     names = np.unique(groups)

@@ -43,7 +43,9 @@ def forbid_compute(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache, "_compute", fail)
 
 
-def test_matches_extract_and_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_matches_extract_and_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     corpus = make_corpus(tmp_path)
     monkeypatch.setattr(cache, "BATCH", 2)  # several batches, including a short last one
     features, lengths = cached_features(corpus, SHORT, tmp_path / "cache")

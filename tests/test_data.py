@@ -98,9 +98,13 @@ def test_emodb_bad_inputs(tmp_path: Path) -> None:
 
 IEMOCAP_LINES = {
     # (session, dialog): [(utterance, code)]
-    (1, "Ses01F_impro01"): [("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "fru"), ("Ses01F_impro01_M001", "ang")],
+    (1, "Ses01F_impro01"): [
+        ("Ses01F_impro01_F000", "neu"), ("Ses01F_impro01_M000", "fru"), ("Ses01F_impro01_M001", "ang"),
+    ],
     (1, "Ses01M_script01_1"): [("Ses01M_script01_1_F000", "exc"), ("Ses01M_script01_1_M003", "sad")],
-    (2, "Ses02F_impro02"): [("Ses02F_impro02_F000", "hap"), ("Ses02F_impro02_M000", "xxx"), ("Ses02F_impro02_M001", "neu")],
+    (2, "Ses02F_impro02"): [
+        ("Ses02F_impro02_F000", "hap"), ("Ses02F_impro02_M000", "xxx"), ("Ses02F_impro02_M001", "neu"),
+    ],
 }
 
 
@@ -223,7 +227,8 @@ def test_folder(tmp_path: Path) -> None:
     (tmp_path / "corpus" / "empty").mkdir()
     corpus = load_folder(tmp_path / "corpus")
     assert corpus.labels == ("anger", "neutral")
-    assert [(u.path.name, u.label) for u in corpus.utterances] == [("y.flac", "anger"), ("a.wav", "neutral"), ("x.wav", "neutral")]
+    got = [(u.path.name, u.label) for u in corpus.utterances]
+    assert got == [("y.flac", "anger"), ("a.wav", "neutral"), ("x.wav", "neutral")]
     assert load_corpus(tmp_path / "corpus").utterances == corpus.utterances
 
 

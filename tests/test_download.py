@@ -83,7 +83,8 @@ def test_good_archive_lands_verified(server: Server, tmp_path: Path, capsys: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["emodb"]  # no staging folder left
     assert "verified (3 files)" in capsys.readouterr().err
     corpus = load_emodb(target, classes=7)
-    assert [(u.label, u.speaker) for u in corpus.utterances] == [("happiness", "03"), ("neutral", "03"), ("anger", "16")]
+    got = [(u.label, u.speaker) for u in corpus.utterances]
+    assert got == [("happiness", "03"), ("neutral", "03"), ("anger", "16")]
     # Present already: nothing is fetched again.
     assert download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS) == target
     assert server.requests == 1
@@ -97,7 +98,9 @@ def test_good_archive_lands_verified(server: Server, tmp_path: Path, capsys: pyt
         ({**WAVS, "99x99Xx.wav": b"stray"}, r"unexpected 1 \(99x99Xx\.wav\)"),
     ],
 )
-def test_bad_archive_leaves_destination_untouched(server: Server, tmp_path: Path, wavs: dict[str, bytes], message: str) -> None:
+def test_bad_archive_leaves_destination_untouched(
+    server: Server, tmp_path: Path, wavs: dict[str, bytes], message: str
+) -> None:
     server.files["/download.zip"] = make_zip(wavs)
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError, match=f"fail verification: {message}"):

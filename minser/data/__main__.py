@@ -16,14 +16,19 @@ from minser.errors import MinserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m minser.data", description="Download and inspect speech-emotion corpora.")
+    parser = argparse.ArgumentParser(
+        prog="python -m minser.data", description="Download and inspect speech-emotion corpora."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     download = commands.add_parser(
         "download", help="download a corpus (EmoDB only: the others are licensed)",
         description="Download EmoDB (CC0-1.0), verify every wav file's SHA-256 and extract it to DEST/emodb.",
     )
     download.add_argument("corpus", choices=["emodb"], help="corpus to download")
-    download.add_argument("--dest", default=None, help=f"destination folder (default: $MINSER_DATA, else ~/.cache/minser; now {data_dir()})")
+    download.add_argument(
+        "--dest", default=None,
+        help=f"destination folder (default: $MINSER_DATA, else ~/.cache/minser; now {data_dir()})",
+    )
     download.add_argument("--url", default=DEFAULT_URL, help=f"archive address (default: {DEFAULT_URL})")
     info = commands.add_parser(
         "info", help="count a corpus' utterances per label and its speakers",

@@ -49,7 +49,10 @@ def cache_key(corpus: Corpus, frontend: FrontEnd) -> str:
         try:
             stat = utterance.path.stat()
         except OSError as exc:
-            raise DataError(f"corpus {corpus.name!r}: cannot read {utterance.path} ({exc}); the corpus changed or moved") from exc
+            raise DataError(
+                f"corpus {corpus.name!r}: cannot read {utterance.path} ({exc}); "
+                "the corpus changed or moved"
+            ) from exc
         files.append([str(utterance.path.resolve()), stat.st_size, stat.st_mtime_ns])
     description = {
         "format": CACHE_FORMAT,

@@ -153,7 +153,10 @@ def _emodb_wav_dir(root: Path) -> Path:
         return root / "wav"
     if root.is_dir() and any(root.glob("*.wav")):
         return root
-    raise DataError(f"EmoDB not found: {root} holds no wav/ folder (expected {root}/wav/03a01Fa.wav, ...); {DOWNLOAD_HINT}")
+    raise DataError(
+        f"EmoDB not found: {root} holds no wav/ folder (expected {root}/wav/03a01Fa.wav, ...); "
+        f"{DOWNLOAD_HINT}"
+    )
 
 
 def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
@@ -205,7 +208,10 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
     eval_dir = session_dir / "dialog" / "EmoEvaluation"
     eval_files = sorted(eval_dir.glob("*.txt"))
     if not eval_files:
-        raise DataError(f"IEMOCAP {session_dir}: no evaluation files {eval_dir}/*.txt; the session folder is incomplete")
+        raise DataError(
+            f"IEMOCAP {session_dir}: no evaluation files {eval_dir}/*.txt; "
+            "the session folder is incomplete"
+        )
     utterances = []
     for eval_file in eval_files:
         for line_number, line in enumerate(eval_file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -220,7 +226,10 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
                 )
             wav = session_dir / "sentences" / "wav" / eval_file.stem / f"{utt}.wav"
             if not wav.is_file():
-                raise DataError(f"{eval_file} line {line_number}: {utt} has no audio file {wav}; the corpus is incomplete")
+                raise DataError(
+                    f"{eval_file} line {line_number}: {utt} has no audio file {wav}; "
+                    "the corpus is incomplete"
+                )
             # The last part's letter is the gender of who speaks this utterance (the prefix's letter
             # only says which actor wore the motion-capture markers).
             speaker = f"Ses{name['session']}{name['gender']}"
@@ -260,12 +269,17 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"manifest {csv_path} not found; give a CSV file with header path,label[,speaker]")
-    with csv_path.open(newline="", encoding="utf-8") as handle:
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
-            raise DataError(f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]")
-        rows = [({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num) for row in reader]
+            raise DataError(
+                f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]"
+            )
+        # Cells beyond the header (key None) are ignored; missing cells (value None) read as empty.
+        rows = [
+            ({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num) for row in reader
+        ]
     utterances = []
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"

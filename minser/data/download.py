@@ -69,7 +69,10 @@ def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
                     of_total = f" of {total / 1e6:.1f}" if total else ""
                     print(f"minser: downloaded {done / 1e6:.1f}{of_total} MB", file=sys.stderr)
     except urllib.error.HTTPError as exc:
-        raise DataError(f"cannot download EmoDB: {url} answered HTTP {exc.code} {exc.reason}; {_manual_hint(url, target)}") from exc
+        raise DataError(
+            f"cannot download EmoDB: {url} answered HTTP {exc.code} {exc.reason}; "
+            f"{_manual_hint(url, target)}"
+        ) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"cannot download EmoDB from {url} ({reason}); {_manual_hint(url, target)}") from exc
@@ -88,7 +91,10 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
                 with zipped.open(member) as source, (wav_dir / name).open("wb") as sink:
                     shutil.copyfileobj(source, sink, _CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise DataError(f"the file from {url} is not a readable zip archive ({exc}); the download is corrupt or the URL is wrong") from exc
+        raise DataError(
+            f"the file from {url} is not a readable zip archive ({exc}); "
+            "the download is corrupt or the URL is wrong"
+        ) from exc
 
 
 def _sha256(path: Path) -> str:
@@ -144,7 +150,10 @@ def download_emodb(
         dest.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".emodb-download-", dir=dest))
     except OSError as exc:
-        raise DataError(f"cannot write to {dest} ({exc}); choose a writable destination (--dest or MINSER_DATA)") from exc
+        raise DataError(
+            f"cannot write to {dest} ({exc}); "
+            "choose a writable destination (--dest or MINSER_DATA)"
+        ) from exc
     try:
         if progress:
             print(f"minser: downloading EmoDB from {url}", file=sys.stderr)
