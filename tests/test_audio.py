@@ -1,0 +1,173 @@
+"""minser.audio: reading, downmixing, resampling, fixed length, exact-SNR noise and bad-input errors."""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from scipy.signal import resample_poly
+
+from minser.audio import add_white_noise, check_wave, fit_length, load
+from minser.errors import AudioError
+
+
+def _tone(freq: float, sr: int, seconds: float = 0.5) -> np.ndarray:
+    t = np.arange(round(sr * seconds)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(wave: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wave))
+    return float(np.argmax(spectrum) * sr / len(wave))
+
+
+def _ratio(sr: int, file_sr: int) -> tuple[int, int]:
+    divisor = gcd(sr, file_sr)
+    return sr // divisor, file_sr // divisor
+
+
+def test_load_emodb_matches_soundfile(emodb_root: Path) -> None:
+    # 14a07Wc.wav has a PAD chunk before its data: a 44-byte-header reader would get it wrong.
+    for name in ("03a01Fa.wav", "14a07Wc.wav"):
+        path = emodb_root / "wav" / name
+        wave = load(path)
+        expected, sr = soundfile.read(path, dtype="float32")
+        assert sr == 16000
+        assert wave.dtype == np.float32 and wave.ndim == 1
+        np.testing.assert_array_equal(wave, expected)
+
+
+def test_load_downmixes_stereo_to_mean(tmp_path: Path) -> None:
+    left, right = _tone(440, 16000), _tone(1000, 16000)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load(path), (left + right) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize("file_sr", [8000, 22050, 44100])
+def test_load_resamples_with_polyphase_filter(tmp_path: Path, file_sr: int) -> None:
+    tone = _tone(1000, file_sr)
+    path = tmp_path / f"tone_{file_sr}.flac"
+    soundfile.write(path, tone, file_sr, subtype="PCM_24")
+    wave = load(path, sr=16000)
+    stored, _ = soundfile.read(path, dtype="float32")
+    np.testing.assert_allclose(wave, resample_poly(stored, *_ratio(16000, file_sr)), atol=1e-6)
+    assert wave.dtype == np.float32 and len(wave) == 8000
+    assert _peak_hz(wave, 16000) == pytest.approx(1000, abs=2)
+
+
+def test_load_missing_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.wav"
+    with pytest.raises(AudioError, match=r"nope\.wav.*no such audio file"):
+        load(path)
+
+
+def test_load_corrupt_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(200)))
+    with pytest.raises(AudioError, match=r"corrupt\.wav.*cannot be read as audio"):
+        load(path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    with pytest.raises(AudioError, match=r"notes\.txt.*cannot be read as audio"):
+        load(text)
+
+
+def test_load_empty_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match=r"empty\.wav.*zero samples"):
+        load(path)
+
+
+def test_load_non_finite_file_names_it(tmp_path: Path) -> None:
+    wave = _tone(440, 16000)
+    wave[100] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(path, wave, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav.*NaN or Inf"):
+        load(path)
+
+
+def test_load_too_short_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "short.wav"
+    soundfile.write(path, _tone(440, 16000)[:399], 16000)
+    with pytest.raises(AudioError, match=r"short\.wav.*399 samples.*400 samples"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("wave", "message"),
+    [
+        (np.zeros(0, dtype=np.float32), "zero samples"),
+        (np.zeros(399, dtype=np.float32), "shorter than one analysis window"),
+        (np.array([0.1] * 500 + [np.inf], dtype=np.float32), "NaN or Inf"),
+        (np.zeros(1000, dtype=np.int16), "dtype int16"),
+        (np.zeros((2, 2, 1000), dtype=np.float32), r"shape \(samples,\) or \(batch, samples\)"),
+        (["a", "b"], "dtype"),
+    ],
+)
+def test_arrays_get_the_same_checks(wave: object, message: str) -> None:
+    with pytest.raises(AudioError, match=rf"^array: .*{message}"):
+        check_wave(wave)
+    with pytest.raises(AudioError, match=message):
+        fit_length(wave)
+
+
+def test_check_wave_returns_float32() -> None:
+    wave = np.linspace(-1, 1, 1000)
+    checked = check_wave(wave)
+    assert checked.dtype == np.float32
+    np.testing.assert_allclose(checked, wave, atol=1e-7)
+
+
+def test_fit_length_pads_and_cuts() -> None:
+    wave = _tone(440, 16000, seconds=1.0)
+    padded = fit_length(wave)
+    assert padded.shape == (120000,) and padded.dtype == np.float32
+    np.testing.assert_array_equal(padded[:16000], wave)
+    assert not padded[16000:].any()
+    long = _tone(440, 16000, seconds=9.0)
+    np.testing.assert_array_equal(fit_length(long), long[:120000])
+    assert fit_length(wave, seconds=0.5).shape == (8000,)
+
+
+def test_fit_length_batch() -> None:
+    batch = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    fitted = fit_length(batch, seconds=0.1, sr=16000)
+    assert fitted.shape == (3, 1600)
+    np.testing.assert_array_equal(fitted[:, :1000], batch)
+    assert not fitted[:, 1000:].any()
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 0.0, 10.0, 20.0, 37.5])
+def test_white_noise_has_exact_snr(snr_db: float) -> None:
+    wave = _tone(440, 16000, seconds=1.0)
+    noisy = add_white_noise(wave, snr_db, np.random.default_rng(1))
+    noise = noisy.astype(np.float64) - wave
+    measured = 10 * np.log10(np.mean(wave.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert noisy.dtype == np.float32 and noisy.shape == wave.shape
+    assert measured == pytest.approx(snr_db, abs=1e-4)
+
+
+def test_white_noise_snr_per_utterance_in_a_batch() -> None:
+    batch = np.stack([_tone(440, 16000), 0.01 * _tone(300, 16000)])
+    noisy = add_white_noise(batch, 15.0, np.random.default_rng(2))
+    noise = noisy.astype(np.float64) - batch
+    measured = 10 * np.log10(np.mean(batch.astype(np.float64) ** 2, axis=1) / np.mean(noise**2, axis=1))
+    np.testing.assert_allclose(measured, [15.0, 15.0], atol=1e-4)
+
+
+def test_white_noise_is_deterministic_under_a_seed() -> None:
+    wave = _tone(440, 16000)
+    first = add_white_noise(wave, 10.0, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, add_white_noise(wave, 10.0, 7))
+    assert not np.array_equal(first, add_white_noise(wave, 10.0, 8))
+
+
+def test_white_noise_rejects_silence() -> None:
+    with pytest.raises(AudioError, match="silent"):
+        add_white_noise(np.zeros(1000, dtype=np.float32), 10.0, 0)
