@@ -259,6 +259,7 @@ def test_corpus_methods(tmp_path: Path) -> None:
         Corpus("toy", ("a",), [Utterance(tmp_path / "z.wav", "z", "s")])
     with pytest.raises(DataError, match="duplicates"):
         Corpus("toy", ("a", "a"), [])
+    assert Utterance("x/a.wav", "a", "s").path == Path("x/a.wav")
     with pytest.raises(dataclasses.FrozenInstanceError):
         utterances[0].label = "c"  # type: ignore[misc]
 

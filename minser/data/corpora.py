@@ -64,6 +64,10 @@ class Utterance:
     speaker: str
     session: str | None = None
 
+    def __post_init__(self) -> None:
+        # Accept str paths from callers; the cache and loaders rely on Path methods.
+        object.__setattr__(self, "path", Path(self.path))
+
 
 @dataclass
 class Corpus:
