@@ -1,0 +1,126 @@
+"""Re-score trained checkpoints, from the checkpoint alone.
+
+    python -m minser.evaluate runs/ilt-20260101-120000            # every fold's best.pt, its test split
+    python -m minser.evaluate runs/ilt-.../fold-1/best.pt --data my_corpus.csv   # a whole other corpus
+
+A checkpoint carries its model spec, class names, front-end settings and the data and test
+split it was trained with, so no other input is needed. Without ``--data`` (or with the
+training corpus) each checkpoint is scored on its own fold's test utterances, which reproduces
+``results.json``; with another corpus (or ``--all``) on every utterance whose label the model
+knows. WA and UA are in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from minser import checkpoint
+from minser.errors import CheckpointError, DataError, MinserError
+
+__all__ = ["checkpoints_of", "evaluate", "evaluate_checkpoint", "main"]
+
+
+def checkpoints_of(path: str | Path) -> list[Path]:
+    """The checkpoints ``path`` names: itself if a file, else every ``fold-*/best.pt`` of a run folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    found = sorted(path.glob("fold-*/best.pt"), key=lambda p: int(p.parent.name.split("-")[1])) if path.is_dir() else []
+    if not found:
+        raise CheckpointError(f"{path}: neither a checkpoint file nor a run folder holding fold-*/best.pt; "
+                              "give the --out folder of a python -m minser.train run or one of its .pt files")
+    return found
+
+
+def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``corpus`` to score and their targets in the checkpoint's class order."""
+    labels = list(saved["labels"])
+    unknown = sorted(set(corpus.labels) - set(labels))
+    if unknown and not same_corpus:
+        print(f"minser: skipping utterances labelled {unknown}: the model knows only {labels}", file=sys.stderr)
+    known = np.array([u.label in labels for u in corpus.utterances])
+    index = np.flatnonzero(known)
+    if same_corpus and not everything:
+        test = np.asarray(saved["fold"]["test"], dtype=np.int64)
+        if test.size and test.max() >= len(corpus):
+            raise DataError(f"the corpus has {len(corpus)} utterances but the checkpoint's test split indexes "
+                            f"utterance {int(test.max())}; the data changed since training: pass --all")
+        index = test
+    if index.size == 0:
+        raise DataError(f"corpus {corpus.name!r} has no utterance labelled with one of {labels}")
+    targets = np.array([labels.index(corpus.utterances[i].label) for i in index], dtype=np.int64)
+    return index, targets
+
+
+def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int | None = None, *,
+                        everything: bool = False, device: str = "cpu", batch_size: int = 64,
+                        cache_dir: str | None = None) -> dict[str, Any]:
+    """Score one checkpoint: ``{"checkpoint", "fold", "n", "wa", "ua", "confusion"}`` (WA/UA in percent)."""
+    from minser.data import cached_features
+    from minser.features import FrontEnd
+    from minser.train import Tensors, TrainConfig, load_data, predict, score
+
+    saved = checkpoint.load(path)
+    trained = saved.get("data", {})
+    same_corpus = data is None or (str(data) == trained.get("spec") and classes in (None, trained.get("classes")))
+    if same_corpus:
+        if "spec" not in trained:
+            raise CheckpointError(f"{path}: records no training data; pass --data to score it on a corpus")
+        config = TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
+                             seed=saved["train"]["seed"])
+    else:
+        config = TrainConfig(data=str(data), classes=4 if classes is None else classes)
+    corpus = load_data(config)
+    index, targets = _scored_items(saved, corpus, same_corpus, everything)
+    features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
+    pick = torch.as_tensor(index)
+    items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))
+    model = checkpoint.load_model(saved).to(device)
+    pad_to = saved.get("train", {}).get("pad_to", "full")
+    predictions = predict(model, items, batch_size=batch_size, pad_to=pad_to, device=device)
+    fold = saved.get("fold", {}).get("name")
+    return {"checkpoint": str(path), "fold": fold, "n": int(len(index)),
+            **score(targets, predictions, len(saved["labels"]))}
+
+
+def evaluate(path: str | Path, data: str | None = None, classes: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Score every checkpoint of ``path`` (see :func:`checkpoints_of`); mean and std (ddof=0) of WA and UA."""
+    from minser.train import summarise
+
+    folds = [evaluate_checkpoint(p, data, classes, **kwargs) for p in checkpoints_of(path)]
+    return {**summarise(folds), "folds": folds}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
+    p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("path", metavar="RUN_OR_CHECKPOINT", help="a run folder (scores fold-*/best.pt) or a .pt file")
+    p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
+                                  "(default: the checkpoint's training data, on its fold's test split)")
+    p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained)")
+    p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64, help="utterances per forward pass")
+    p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
+    args = p.parse_args(argv)
+    try:
+        result = evaluate(args.path, args.data, args.classes, everything=args.all, device=args.device,
+                          batch_size=args.batch_size, cache_dir=args.cache_dir)
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for fold in result["folds"]:
+        print(f"{fold['checkpoint']}: {fold['n']} utterances  WA {fold['wa']:6.2f}  UA {fold['ua']:6.2f}")
+    print(f"mean: WA {result['wa']:.2f} ± {result['wa_std']:.2f}  UA {result['ua']:.2f} ± {result['ua_std']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Checkpoints: atomic writes, data-only loading, clear errors for bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from minser import checkpoint
+from minser.errors import CheckpointError
+from minser.models import build
+
+
+def _save(path: Path, **extra) -> torch.nn.Module:
+    model = build("cnn", 4, d_model=8, channels=[2, 2, 2])
+    checkpoint.save(path, spec=model.spec, labels=["a", "b", "c", "d"], frontend={"n_mels": 40},
+                    state_dict=model.state_dict(), **extra)
+    return model
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path: Path) -> None:
+    model = _save(tmp_path / "c.pt", epoch=3, history=[{"loss": 1.5}], best=None)
+    saved = checkpoint.load(tmp_path / "c.pt")
+    assert saved["format"] == checkpoint.FORMAT and saved["labels"] == ["a", "b", "c", "d"]
+    assert saved["epoch"] == 3 and saved["history"] == [{"loss": 1.5}] and saved["best"] is None
+    rebuilt = checkpoint.load_model(saved)
+    assert not rebuilt.training
+    x = torch.randn(2, 40, 750)
+    assert torch.equal(rebuilt(x), model.eval()(x))
+
+
+class _NotData:
+    pass
+
+
+def test_code_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "spec": {}, "labels": [], "frontend": {}, "state_dict": {},
+                "payload": _NotData()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize("content, message", [(b"not a zip file", "corrupt"), (None, "no such checkpoint")])
+def test_bad_files_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "bad.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        checkpoint.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_incomplete_checkpoint_says_what_is_missing(tmp_path: Path) -> None:
+    torch.save({"format": checkpoint.FORMAT, "spec": {}, "labels": []}, tmp_path / "part.pt")
+    with pytest.raises(CheckpointError, match="frontend, state_dict"):
+        checkpoint.load(tmp_path / "part.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not written by minser"):
+        checkpoint.load(tmp_path / "other.pt")
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = checkpoint.write_json(tmp_path / "r.json", {"wa": 1.0})
+
+    def explode(file) -> None:
+        file.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        checkpoint.atomic_write(path, explode, mode="w")
+    assert path.read_text() == '{\n  "wa": 1.0\n}\n'
+    assert os.listdir(tmp_path) == ["r.json"]

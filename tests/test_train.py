@@ -1,0 +1,151 @@
+"""The training command on real EmoDB: outputs, determinism, resume, batching and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minser import checkpoint
+from minser.errors import ConfigError, DataError
+from minser.train import BUCKET_BATCHES, batch_indices, cli, main, parse_args
+
+# Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
+TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
+TINY_ILT = TINY_CNN + ["--model-opt", "ff_dim=8", "--model-opt", "layers=1", "--model-opt", "heads=2"]
+
+
+def quick(out: Path, cache: Path, *extra: str) -> list[str]:
+    """Arguments of a short run: 5 utterances per class, 1 fold, batches of 8."""
+    return ["--data", "emodb", "--subset", "5", "--folds", "1", "--batch-size", "8", "--threads", "1",
+            "--out", str(out), "--cache-dir", str(cache), *extra]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(scope="module")
+def ilt_run(emodb_root: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short ILT run with attention fusion (shared by the output checks and tests/test_evaluate.py)."""
+    out = tmp_path_factory.mktemp("run") / "ilt"
+    main(["--model", "ilt", "--fusion", "attention", "--epochs", "2", "--pad-to", "batch",
+          *TINY_ILT, *quick(out, cache)])
+    return out
+
+
+def test_run_writes_config_folds_checkpoints_and_results(ilt_run: Path) -> None:
+    results = json.loads((ilt_run / "results.json").read_text())
+    assert results["model"] == "ilt" and results["options"]["fusion"] == "attention"
+    assert results["data"] == "emodb" and results["protocol"] == "random"
+    assert results["labels"] == ["anger", "happiness", "sadness", "neutral"]
+    (fold,) = results["folds"]
+    confusion = np.array(fold["confusion"])
+    assert confusion.sum() == fold["n_test"] == 4  # 20% of 5 utterances per class
+    assert fold["wa"] == pytest.approx(100 * np.trace(confusion) / confusion.sum())
+    assert results["wa"] == fold["wa"] and results["wa_std"] == 0.0 and results["ua"] == fold["ua"]
+    config = json.loads((ilt_run / "config.json").read_text())
+    assert config["epochs"] == 2 and config["noise_snr"] == 30.0 and config["lr"] == 1e-4
+    csv = (ilt_run / "confusion.csv").read_text().splitlines()
+    assert csv[0] == "true\\predicted,anger,happiness,sadness,neutral" and len(csv) == 5
+    assert (ilt_run / "confusion.png").stat().st_size > 0
+    metrics = json.loads((ilt_run / "fold-1" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["n_train"] == 2 * 12 and metrics["n_val"] == 2 * 4  # clean + noisy copies
+
+
+def test_best_checkpoint_is_self_describing(ilt_run: Path) -> None:
+    saved = checkpoint.load(ilt_run / "fold-1" / "best.pt")
+    assert saved["spec"]["name"] == "ilt" and saved["spec"]["options"]["d_model"] == 8
+    assert saved["frontend"]["n_mels"] == 40 and saved["labels"][0] == "anger"
+    assert saved["data"] == {"spec": "emodb", "classes": 4, "subset": 5}
+    assert len(saved["fold"]["test"]) == 4
+    model = checkpoint.load_model(saved)
+    assert hasattr(model, "fusion_weights")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return checkpoint.load(path)["state_dict"]
+
+
+def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """3 epochs in one go == 2 epochs, then --resume to 3: same metrics and weights, bit for bit."""
+    common = ["--model", "cnn", *TINY_CNN]
+    straight = main([*common, "--epochs", "3", *quick(tmp_path / "straight", cache)])
+    main([*common, "--epochs", "2", *quick(tmp_path / "resumed", cache)])
+    resumed = main([*common, "--epochs", "3", "--resume", *quick(tmp_path / "resumed", cache)])
+    for key in ("wa", "ua", "folds"):
+        assert resumed[key] == straight[key]
+    for name in ("last.pt", "best.pt"):
+        a, b = _weights(tmp_path / "straight/fold-1" / name), _weights(tmp_path / "resumed/fold-1" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = lambda run: [{k: v for k, v in h.items() if k != "seconds"} for h in
+                           json.loads((tmp_path / run / "fold-1/metrics.json").read_text())["history"]]
+    assert history("straight") == history("resumed")
+
+
+def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
+    with pytest.raises(ConfigError, match="--resume: lr"):
+        main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--lr", "0.01", "--resume", *quick(tmp_path / "run", cache)])
+    with pytest.raises(ConfigError, match="already holds a run"):
+        main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
+
+
+@pytest.mark.parametrize("pad_to", ["full", "batch"])
+def test_batches_cover_every_utterance_once(pad_to: str) -> None:
+    lengths = torch.randint(50, 750, (203,))
+    batches = batch_indices(lengths, 10, torch.Generator().manual_seed(0), pad_to)
+    assert sorted(torch.cat(batches).tolist()) == list(range(203))
+    again = batch_indices(lengths, 10, torch.Generator().manual_seed(0), pad_to)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    if pad_to == "batch":
+        # Sorting within buckets leaves much less padding than random batches.
+        padded = sum(len(b) * int(lengths[b].max()) for b in batches)
+        random_padded = sum(len(b) * int(lengths[b].max()) for b in torch.randperm(203).split(10))
+        assert padded < 0.8 * random_padded
+        assert BUCKET_BATCHES > 1
+
+
+def test_model_options_reach_the_config() -> None:
+    config = parse_args(["--model", "cat", "--branches", "c2l", "--no-pe", "--model-opt", "channels=[4,8]",
+                         "--model-opt", "pool=attention", "--no-noise"])
+    assert config.options == {"channels": [4, 8], "pool": "attention", "pe": False, "branches": "c2l"}
+    assert config.noise_snr is None
+
+
+def test_unknown_model_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="valid models: .*cat.*ilt"):
+        parse_args(["--model", "resnet"])
+
+
+def test_missing_emodb_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path))
+    assert cli(["--model", "cnn", "--out", str(tmp_path / "run")]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: EmoDB not found") and "--download" in stderr
+    assert "python -m minser.data download emodb" in stderr
+
+
+def test_corrupt_audio_in_a_manifest_names_the_file(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    good = sorted((emodb_root / "wav").glob("*.wav"))[:6]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rows = [f"{p},{'anger' if i % 2 else 'neutral'},s{i % 2}" for i, p in enumerate(good)] + [f"{broken},anger,s0"]
+    manifest = tmp_path / "corpus.csv"
+    manifest.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    assert cli(["--model", "cnn", "--data", str(manifest), "--epochs", "1", "--out", str(tmp_path / "run"),
+                "--cache-dir", str(cache)]) == 2
+    stderr = capsys.readouterr().err
+    assert f"error: {broken}" in stderr and "corrupt" in stderr
+
+
+def test_missing_manifest_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nowhere.csv"):
+        main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "run")])
