@@ -42,7 +42,9 @@ def min_samples(sr: int = SAMPLE_RATE) -> int:
     return round(MIN_SECONDS * sr)
 
 
-def check_wave(wave: object, name: str = "array", *, sr: int = SAMPLE_RATE, min_length: int | None = None) -> np.ndarray:
+def check_wave(
+    wave: object, name: str = "array", *, sr: int = SAMPLE_RATE, min_length: int | None = None
+) -> np.ndarray:
     """Validate ``wave`` and return it as a float32 array of shape ``(samples,)`` or ``(batch, samples)``.
 
     Raises :class:`AudioError` naming ``name`` when the array is not 1-D or 2-D, not floating point,

@@ -80,9 +80,10 @@ def _check_settings(
         raise ConfigError(f"front end: win_length={win_length} must not exceed n_fft={n_fft}")
     if not _is_number(fmin) or not (fmax is None or _is_number(fmax)):
         raise ConfigError(f"front end: fmin={fmin!r} and fmax={fmax!r} must be numbers in Hz (fmax may be None)")
-    top = sr / 2 if fmax is None else fmax
-    if not 0.0 <= fmin < top <= sr / 2:
-        raise ConfigError(f"front end: need 0 <= fmin < fmax <= sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    if fmax is not None and not fmin < fmax <= sr / 2:
+        raise ConfigError(f"front end: fmax={fmax} Hz must be above fmin={fmin} and at most sample_rate / 2 = {sr / 2}")
+    if not 0.0 <= fmin < sr / 2:
+        raise ConfigError(f"front end: fmin={fmin} Hz must be in [0, sample_rate / 2 = {sr / 2})")
     if norm not in ("slaney", None):
         raise ConfigError(f"front end: norm={norm!r} must be 'slaney' (area-normalised bands) or None")
 
