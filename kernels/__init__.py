@@ -4,8 +4,8 @@ Each op has a Triton kernel (``minser.kernels.attention_triton``,
 ``minser.kernels.attention_pool_triton``) and a PyTorch reference
 (:mod:`minser.kernels.reference`). The path is chosen per call with ``impl``:
 
-- ``"auto"``: Triton when the tensors live on a CUDA device and Triton is installed,
-  else PyTorch.
+- ``"auto"``: Triton when the tensors live on a CUDA device, Triton is installed and the
+  kernels cover the shape and dtype (:mod:`minser.kernels.configs`), else PyTorch.
 - ``"triton"``: always Triton (on CPU this needs ``TRITON_INTERPRET=1``, which the tests use).
 - ``"torch"``: always the PyTorch reference.
 """
@@ -18,7 +18,7 @@ import os
 import torch
 
 from minser.errors import ConfigError
-from minser.kernels import reference
+from minser.kernels import configs, reference
 
 IMPLS = ("auto", "triton", "torch")
 
@@ -30,13 +30,13 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _use_triton(impl: str, device: torch.device) -> bool:
+def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
     if impl not in IMPLS:
         raise ConfigError(f"impl={impl!r} is not one of {IMPLS}")
     if impl == "torch":
         return False
     if impl == "auto":
-        return device.type == "cuda" and triton_available()
+        return device.type == "cuda" and supported and triton_available()
     if not triton_available():
         raise ConfigError("impl='triton' needs the triton package: pip install 'minser[gpu]'")
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -84,7 +84,7 @@ def attention(
     if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ConfigError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head size")
     _check_lengths(key_lengths, q.shape[0], "key_lengths")
-    if _use_triton(impl, q.device):
+    if _use_triton(impl, q.device, configs.attention_supported(q.shape[3], q.dtype)):
         from minser.kernels.attention_triton import triton_attention
 
         return triton_attention(q, k, v, key_lengths)
@@ -113,7 +113,7 @@ def attention_pool(
     if h.dim() != 3 or w.shape != (h.shape[2],):
         raise ConfigError(f"attention_pool wants h (B, T, D) and w (D,); got h {tuple(h.shape)}, w {tuple(w.shape)}")
     _check_lengths(lengths, h.shape[0], "lengths")
-    if _use_triton(impl, h.device):
+    if _use_triton(impl, h.device, configs.pool_supported(h.shape[2], h.dtype)):
         from minser.kernels.attention_pool_triton import triton_attention_pool
 
         return triton_attention_pool(h, w, lengths)

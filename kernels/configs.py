@@ -45,18 +45,24 @@ ATTENTION_KERNELS = ("attn_fwd", "attn_bwd_delta", "attn_bwd_dkdv", "attn_bwd_dq
 POOL_KERNELS = ("pool_fwd", "pool_bwd")
 
 
+# (kernel, head size, operands are fp32) -> launch. Chosen from tools/kernel_report.py so that no
+# configuration spills registers on sm_80 or sm_90. fp32 operands take exact (IEEE, non tensor-core)
+# dots whose accumulators live in registers, hence smaller tiles and more warps than fp16/bf16.
+_ATTENTION_LAUNCHES: dict[tuple[str, int, bool], Launch] = {}
+for _d in ATTENTION_HEAD_DIMS:
+    _ATTENTION_LAUNCHES[("attn_fwd", _d, False)] = Launch(64, 64 if _d <= 64 else 32, 4, 2)
+    _ATTENTION_LAUNCHES[("attn_fwd", _d, True)] = Launch(64, 32, 4 if _d <= 32 else 8, 2)
+    for _fp32 in (False, True):
+        _ATTENTION_LAUNCHES[("attn_bwd_delta", _d, _fp32)] = Launch(64, _d, 4, 1)
+    _ATTENTION_LAUNCHES[("attn_bwd_dkdv", _d, False)] = Launch(64, 64, 4, 1) if _d <= 64 else Launch(32, 32, 4, 1)
+    _ATTENTION_LAUNCHES[("attn_bwd_dkdv", _d, True)] = Launch(32, 32 if _d <= 64 else 16, 8, 1)
+    _ATTENTION_LAUNCHES[("attn_bwd_dq", _d, False)] = Launch(64, 64, 4, 1) if _d <= 64 else Launch(32, 32, 4, 1)
+    _ATTENTION_LAUNCHES[("attn_bwd_dq", _d, True)] = Launch(32, 32, 8, 1)
+
+
 def attention_launch(kernel: str, head_dim: int, dtype: torch.dtype) -> Launch:
     """Launch parameters of one attention kernel for a head size and input dtype."""
-    wide = head_dim == 128 or dtype == torch.float32
-    if kernel == "attn_fwd":
-        return Launch(64, 64 if head_dim <= 64 else 32, 4, 2)
-    if kernel == "attn_bwd_delta":
-        return Launch(64, head_dim, 4, 1)
-    if kernel in ("attn_bwd_dkdv", "attn_bwd_dq"):
-        # The backward kernels keep two accumulators and four operand tiles live; smaller
-        # tiles for wide heads / fp32 operands keep them in registers (no spills, see the report).
-        return Launch(32, 32, 4, 1) if wide else Launch(64, 64, 4, 1)
-    raise KeyError(kernel)
+    return _ATTENTION_LAUNCHES[(kernel, head_dim, dtype == torch.float32)]
 
 
 def pool_block_dim(dim: int) -> int:

@@ -1,7 +1,8 @@
 """PyTorch reference path of minser's fused ops.
 
 These are the ground truth the Triton kernels are tested against and the path used on
-CPU. They accumulate in float32 whatever the input dtype and return the input dtype.
+CPU. They accumulate in float32 (float64 inputs stay float64, so gradcheck can use them) and
+return the input dtype.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import torch
 def key_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     """Boolean mask ``(batch, size)``: True where position ``< lengths[b]``."""
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def _accumulated(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -38,10 +43,10 @@ def attention(
         ``(B, H, Lq, D)`` in the dtype of ``q``; softmax(q k^T / sqrt(D)) v.
     """
     scale = q.shape[-1] ** -0.5
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    scores = torch.matmul(_accumulated(q), _accumulated(k).transpose(-1, -2)) * scale
     mask = None if key_lengths is None else key_mask(key_lengths, k.shape[2])[:, None, None, :]
     probs = _masked_softmax(scores, mask)
-    return torch.matmul(probs, v.float()).to(q.dtype)
+    return torch.matmul(probs, _accumulated(v)).to(q.dtype)
 
 
 def attention_pool(
@@ -59,8 +64,8 @@ def attention_pool(
     Returns:
         ``(pooled (B, D), weights (B, T))`` in the dtype of ``h``.
     """
-    hf = h.float()
-    scores = torch.matmul(hf, w.float())
+    hf = _accumulated(h)
+    scores = torch.matmul(hf, w.to(hf.dtype))
     mask = None if lengths is None else key_mask(lengths, h.shape[1])
     weights = _masked_softmax(scores, mask)
     pooled = torch.einsum("bt,btd->bd", weights, hf)

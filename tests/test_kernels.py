@@ -1,0 +1,92 @@
+"""The PyTorch reference path of minser.kernels: gradients, masking invariants, dispatch and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minser.errors import ConfigError
+from minser.kernels import attention, attention_pool, configs
+
+
+def _attention_inputs(dtype=torch.float64, B=2, H=2, Lq=5, Lk=7, D=4):
+    shapes = [(B, H, Lq, D), (B, H, Lk, D), (B, H, Lk, D)]
+    return [torch.randn(s, dtype=dtype, requires_grad=True) for s in shapes]
+
+
+def test_attention_gradcheck_with_padding_and_an_empty_sequence():
+    q, k, v = _attention_inputs()
+    lengths = torch.tensor([0, 4])
+    assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, key_lengths=lengths, impl="torch"), (q, k, v))
+
+
+def test_attention_pool_gradcheck_through_both_outputs():
+    h = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 0, 3])
+    assert torch.autograd.gradcheck(lambda h, w: attention_pool(h, w, lengths=lengths, impl="torch"), (h, w))
+
+
+def test_attention_ignores_padded_keys_and_zeroes_empty_sequences():
+    q, k, v = _attention_inputs(torch.float32)
+    lengths = torch.tensor([0, 4])
+    out = attention(q, k, v, key_lengths=lengths, impl="torch")
+    k2, v2 = k.detach().clone(), v.detach().clone()
+    k2[:, :, 4:] = 1e4
+    v2[:, :, 4:] = -1e4
+    torch.testing.assert_close(attention(q, k2, v2, key_lengths=lengths, impl="torch"), out)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.equal(q.grad[0], torch.zeros_like(q.grad[0]))
+    assert torch.equal(k.grad[:, :, 4:], torch.zeros_like(k.grad[:, :, 4:]))
+
+
+def test_attention_without_lengths_is_softmax_attention():
+    q, k, v = _attention_inputs(torch.float32)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1) @ v
+    torch.testing.assert_close(attention(q, k, v, impl="torch"), expected)
+
+
+def test_attention_pool_weights_sum_to_one_on_valid_steps():
+    h, w = torch.randn(3, 6, 4), torch.randn(4)
+    pooled, weights = attention_pool(h, w, lengths=torch.tensor([6, 0, 3]), impl="auto")
+    torch.testing.assert_close(weights.sum(1), torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.equal(weights[2, 3:], torch.zeros(3)) and torch.equal(pooled[1], torch.zeros(4))
+    torch.testing.assert_close(pooled, torch.einsum("bt,btd->bd", weights, h))
+
+
+def test_auto_on_cpu_is_the_reference_path():
+    q, k, v = _attention_inputs(torch.float32)
+    torch.testing.assert_close(attention(q, k, v, impl="auto"), attention(q, k, v, impl="torch"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: attention(torch.ones(1, 1, 2, 4), torch.ones(1, 1, 3, 4), torch.ones(1, 1, 3, 4), impl="cuda"),
+        lambda: attention(torch.ones(1, 2, 4), torch.ones(1, 2, 4), torch.ones(1, 2, 4)),
+        lambda: attention(torch.ones(1, 1, 2, 4), torch.ones(1, 1, 3, 8), torch.ones(1, 1, 3, 8)),
+        lambda: attention(torch.ones(2, 1, 2, 4), torch.ones(2, 1, 3, 4), torch.ones(2, 1, 3, 4),
+                          key_lengths=torch.tensor([1.0, 2.0])),
+        lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(5)),
+        lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(4), lengths=torch.tensor([3])),
+    ],
+    ids=["unknown-impl", "q-not-4d", "head-size-mismatch", "float-lengths", "w-size", "lengths-shape"],
+)
+def test_bad_input_raises_config_error(call):
+    with pytest.raises(ConfigError):
+        call()
+
+
+def test_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ConfigError, match="TRITON_INTERPRET"):
+        attention_pool(torch.ones(1, 3, 4), torch.ones(4), impl="triton")
+
+
+def test_supported_shapes_table():
+    assert all(configs.attention_supported(d, t) for d in (16, 32, 64, 128) for t in configs.DTYPES)
+    assert not configs.attention_supported(48, torch.float32)
+    assert not configs.attention_supported(64, torch.float64)
+    assert configs.pool_supported(1000, torch.bfloat16) and not configs.pool_supported(2048, torch.float32)
+    assert [configs.pool_block_dim(d) for d in (1, 16, 17, 1000)] == [16, 16, 32, 1024]
