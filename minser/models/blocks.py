@@ -13,7 +13,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from minser import kernels
 from minser.kernels.reference import key_mask
@@ -35,9 +34,19 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> tor
     return x * mask.reshape(shape).to(x.dtype)
 
 
+def strided_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
+    """Valid steps after a convolution with "same" padding and ``stride``: ``ceil(lengths / stride)``.
+
+    Output step ``j`` reads input steps ``j * stride +- kernel // 2``; the last valid one may
+    read up to ``kernel // 2`` steps past the end, which are zeros both in a zero-masked
+    batch and in the convolution's own padding of the cut utterance. Works on ints too.
+    """
+    return None if lengths is None else (lengths - 1) // stride + 1
+
+
 def pooled_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
-    """Valid steps after a kernel = stride window with no padding: ``lengths // stride``."""
-    return None if lengths is None else torch.div(lengths, stride, rounding_mode="floor")
+    """Valid steps after a window of kernel = stride without padding: ``floor(lengths / stride)``. Works on ints too."""
+    return None if lengths is None else lengths // stride
 
 
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -52,44 +61,55 @@ class ConvBlock(nn.Module):
     """2-D convolution -> BatchNorm -> ReLU -> average pooling -> dropout.
 
     Input and output are images ``(batch, channels, n_mels, frames)``. The convolution has
-    "same" zero padding; frames beyond ``lengths`` are zeroed first, so the convolution sees
-    at a padded utterance's right edge the same zeros as its own padding on the cut utterance.
-    Pooling has kernel = stride (no padding): output frame ``j`` reads frames
-    ``[j * time_pool, (j + 1) * time_pool)``, so the ``lengths // time_pool`` valid outputs
-    depend only on valid frames.
+    "same" zero padding and stride ``(freq_stride, time_stride)``; frames beyond ``lengths``
+    are zeroed first, so that at a padded utterance's right edge it sees the same zeros as
+    its own padding on the cut utterance. Pooling has kernel = stride (no padding), so the
+    valid outputs depend only on valid frames.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, freq_pool: int, time_pool: int, dropout: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: tuple[int, int],
+        pool: tuple[int, int],
+        dropout: float,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(out_channels)
-        self.pool = nn.AvgPool2d((freq_pool, time_pool))
+        self.pool = nn.AvgPool2d(pool)
         self.dropout = nn.Dropout(dropout)
-        self.time_pool = time_pool
+        self.time_stride = stride[1]
+        self.time_pool = pool[1]
+
+    def output_lengths(self, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid output frames for ``lengths`` valid input frames (tensor or int)."""
+        return pooled_lengths(strided_lengths(lengths, self.time_stride), self.time_pool)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.conv(zero_padding(x, lengths, dim=3))
         x = self.dropout(self.pool(torch.relu(self.norm(x))))
-        return x, pooled_lengths(lengths, self.time_pool)
+        return x, self.output_lengths(lengths)
 
 
 class CNN(nn.Module):
     """Stacked :class:`ConvBlock` over the log-Mel image, read out as a sequence over time.
 
-    ``(batch, n_mels, frames)`` -> ``(batch, K, d_model)`` with ``K = frames // prod(time_pools)``:
-    each step's channels x remaining Mel bands are projected linearly to ``d_model``.
+    ``(batch, n_mels, frames)`` -> ``(batch, K, d_model)``, ``K`` = ``output_lengths(frames)``
+    (``frames / 16`` by default): each step's channels x remaining Mel bands are projected
+    linearly to ``d_model``.
     """
 
     def __init__(
         self,
         n_mels: int,
         channels: tuple[int, ...],
-        freq_pools: tuple[int, ...],
-        time_pools: tuple[int, ...],
+        strides: tuple[tuple[int, int], ...],
+        pools: tuple[tuple[int, int], ...],
         kernel_size: int,
         d_model: int,
         dropout: float,
@@ -97,13 +117,15 @@ class CNN(nn.Module):
         super().__init__()
         ins = (1, *channels[:-1])
         self.blocks = nn.ModuleList(
-            ConvBlock(i, o, kernel_size, fp, tp, dropout) for i, o, fp, tp in zip(ins, channels, freq_pools, time_pools)
+            ConvBlock(i, o, kernel_size, s, p, dropout) for i, o, s, p in zip(ins, channels, strides, pools)
         )
-        bands = n_mels
-        for pool in freq_pools:
-            bands //= pool
-        self.project = nn.Linear(channels[-1] * bands, d_model)
-        self.stride = math.prod(time_pools)
+        self.project = nn.Linear(channels[-1] * cnn_bands(n_mels, strides, pools), d_model)
+
+    def output_lengths(self, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid output steps for ``lengths`` valid input frames (tensor or int)."""
+        for block in self.blocks:
+            lengths = block.output_lengths(lengths)
+        return lengths
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
@@ -114,6 +136,13 @@ class CNN(nn.Module):
         batch, channels, bands, steps = x.shape
         x = x.permute(0, 3, 1, 2).reshape(batch, steps, channels * bands)
         return zero_padding(self.project(x), lengths, dim=1), lengths
+
+
+def cnn_bands(n_mels: int, strides: tuple[tuple[int, int], ...], pools: tuple[tuple[int, int], ...]) -> int:
+    """Mel bands left after the CNN's strided convolutions and poolings."""
+    for (freq_stride, _), (freq_pool, _) in zip(strides, pools):
+        n_mels = pooled_lengths(strided_lengths(n_mels, freq_stride), freq_pool)
+    return n_mels
 
 
 class FrameConv(nn.Module):
@@ -129,30 +158,49 @@ class FrameConv(nn.Module):
         self.norm = nn.BatchNorm1d(d_model)
         self.stride = stride
 
+    def output_lengths(self, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid output steps for ``lengths`` valid input frames (tensor or int)."""
+        return pooled_lengths(lengths, self.stride)
+
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = torch.relu(self.norm(self.conv(x)))
-        return x.transpose(1, 2), pooled_lengths(lengths, self.stride)
+        return x.transpose(1, 2), self.output_lengths(lengths)
+
+
+def reverse_valid(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``x`` ``(batch, time, dim)`` with each utterance's valid steps in reverse order; padding stays put."""
+    if lengths is None:
+        return x.flip(1)
+    batch, steps, dim = x.shape
+    t = torch.arange(steps, device=x.device)[None, :]
+    index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return x.gather(1, index[:, :, None].expand(batch, steps, dim))
 
 
 class BiLSTM(nn.Module):
-    """Bidirectional LSTM ``(batch, time, in_dim)`` -> ``(batch, time, d_model)``.
+    """Bidirectional LSTM ``(batch, time, in_dim)`` -> ``(batch, time, d_model)``, ``d_model // 2`` units per direction.
 
-    ``d_model // 2`` units per direction. With ``lengths`` the sequence is packed, so the
-    backward direction starts at each utterance's last valid step; padded outputs are zero.
+    Each direction is a unidirectional ``nn.LSTM`` run on the padded batch: the forward one
+    is causal, so padding after an utterance cannot reach its valid steps; the backward one
+    reads each utterance reversed within its length, so it starts at the last valid step.
+    This equals packing (``pack_padded_sequence``) but keeps PyTorch's fused CPU kernel,
+    about 5x faster than packed sequences in forward + backward. Padded outputs are zero.
     """
 
     def __init__(self, in_dim: int, d_model: int, layers: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, d_model // 2, num_layers=layers, batch_first=True, bidirectional=True)
+        widths = [in_dim] + [d_model] * (layers - 1)
+        self.forwards = nn.ModuleList(nn.LSTM(w, d_model // 2, batch_first=True) for w in widths)
+        self.backwards = nn.ModuleList(nn.LSTM(w, d_model // 2, batch_first=True) for w in widths)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:
-            return self.lstm(x)[0]
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out = self.lstm(packed)[0]
-        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+        for forward, backward in zip(self.forwards, self.backwards):
+            ahead = forward(x)[0]
+            behind = reverse_valid(backward(reverse_valid(x, lengths))[0], lengths)
+            x = zero_padding(torch.cat([ahead, behind], dim=-1), lengths, dim=1)
+        return x
 
 
 class PositionalEncoding(nn.Module):
@@ -223,9 +271,9 @@ class TransformerEncoderLayer(nn.Module):
     def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, impl: str) -> None:
         super().__init__()
         self.attention = MultiHeadAttention(d_model, heads, impl)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model)
-        )
+        # Dropout on the sublayer outputs only: on a 2-core CPU, dropout on the wider
+        # feed-forward hidden layer costs more than the layer's matmuls.
+        self.feed_forward = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Linear(ff_dim, d_model))
         self.norm_attention = nn.LayerNorm(d_model)
         self.norm_feed_forward = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)

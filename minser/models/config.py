@@ -5,9 +5,9 @@ parts it contains (CNN, LSTM, transformer). The defaults are where the paper is 
 they were chosen for speed on a 2-core CPU at the paper's input of 40 Mel bands x 750
 frames (see README "Models"):
 
-- CNN: 3 blocks of 3x3 convolution with 8, 16, 32 channels, average pooling of
-  (2, 4), (2, 2), (2, 2) over (Mel, time): 750 frames become 46 steps of 32 x 5 features,
-  projected to ``d_model``.
+- CNN: 3 blocks of 3x3 convolution with 8, 16, 32 channels; the first convolution strides
+  by (2, 2) over (Mel, time), then average pooling of (1, 2), (2, 2), (2, 2): 750 frames
+  become 46 steps of 32 channels x 5 bands, projected to ``d_model``.
 - LSTM: a 1-D convolution of kernel and stride 4 (the paper's CAT, Section 2.3) shortens
   the log-Mel sequence from 750 to 187 steps before a 1-layer BiLSTM of ``d_model // 2``
   units per direction.
@@ -24,6 +24,7 @@ from typing import Any
 
 from minser.errors import ConfigError
 from minser.kernels import IMPLS
+from minser.models.blocks import cnn_bands
 
 POOLS = ("mean", "attention")
 FUSIONS = ("concat", "plus", "attention")
@@ -91,36 +92,52 @@ class BaseOptions:
 
 @dataclass
 class CNNOptions(BaseOptions):
-    """The CNN over the log-Mel image (blocks of conv -> BatchNorm -> ReLU -> avg pool -> dropout).
+    """The CNN over the log-Mel image (blocks of strided conv -> BatchNorm -> ReLU -> avg pool -> dropout).
 
     Attributes:
         channels: output channels of each block.
-        freq_pools: average-pooling factor along the Mel axis, per block.
-        time_pools: average-pooling factor along time, per block; their product is the
-            CNN's time stride (16 by default: 750 frames -> 46 steps).
+        freq_strides, time_strides: stride of each block's convolution along Mel and time.
+            The first block strides by 2 along both: the full-resolution 40 x 750 image is
+            the most expensive place in every network, and a strided convolution there is
+            about 9x cheaper (forward + backward) than a convolution followed by pooling.
+        freq_pools, time_pools: average-pooling factor of each block along Mel and time.
+            The total time stride is 16 by default: 750 frames -> 46 steps, 40 bands -> 5.
         kernel_size: odd side of the square convolution kernels ("same" padding).
     """
 
     channels: tuple[int, ...] = (8, 16, 32)
-    freq_pools: tuple[int, ...] = (2, 2, 2)
-    time_pools: tuple[int, ...] = (4, 2, 2)
+    freq_strides: tuple[int, ...] = (2, 1, 1)
+    time_strides: tuple[int, ...] = (2, 1, 1)
+    freq_pools: tuple[int, ...] = (1, 2, 2)
+    time_pools: tuple[int, ...] = (2, 2, 2)
     kernel_size: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.channels = _int_tuple("channels", self.channels)
-        self.freq_pools = _int_tuple("freq_pools", self.freq_pools)
-        self.time_pools = _int_tuple("time_pools", self.time_pools)
-        if not len(self.channels) == len(self.freq_pools) == len(self.time_pools):
-            _fail("channels", self.channels, "channels, freq_pools and time_pools need one entry per block each")
+        per_block = ("channels", "freq_strides", "time_strides", "freq_pools", "time_pools")
+        for name in per_block:
+            setattr(self, name, _int_tuple(name, getattr(self, name)))
+        if len({len(getattr(self, name)) for name in per_block}) != 1:
+            _fail("channels", self.channels, f"{', '.join(per_block)} need one entry per block each")
         _check_int("kernel_size", self.kernel_size)
         if self.kernel_size % 2 == 0:
             _fail("kernel_size", self.kernel_size, "give an odd size so that 'same' padding is symmetric")
-        bands = self.n_mels
-        for pool in self.freq_pools:
-            bands //= pool
-        if bands < 1:
-            _fail("freq_pools", self.freq_pools, f"they pool the {self.n_mels} Mel bands to nothing")
+        if self.bands() < 1:
+            _fail("freq_pools", self.freq_pools, f"with freq_strides they shrink the {self.n_mels} Mel bands to nothing")
+
+    @property
+    def strides(self) -> tuple[tuple[int, int], ...]:
+        """``(freq_stride, time_stride)`` of each block."""
+        return tuple(zip(self.freq_strides, self.time_strides))
+
+    @property
+    def pools(self) -> tuple[tuple[int, int], ...]:
+        """``(freq_pool, time_pool)`` of each block."""
+        return tuple(zip(self.freq_pools, self.time_pools))
+
+    def bands(self) -> int:
+        """Mel bands left after the CNN."""
+        return cnn_bands(self.n_mels, self.strides, self.pools)
 
 
 @dataclass
@@ -238,9 +255,12 @@ class CATOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
     Attributes:
         branches: ``"both"`` (CNN->LSTM and LSTM->CNN, pooled and added), ``"c2l"`` (CNN->LSTM
             only: the LSTM's steps query the CNN's) or ``"l2c"`` (LSTM->CNN only).
+        layers: layers of each cross-attention transformer; 1 by default (two transformers,
+            so as many layers in all as the other networks' single encoder).
     """
 
     branches: str = "both"
+    layers: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()

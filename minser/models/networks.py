@@ -7,7 +7,7 @@ their defaults are documented in :mod:`minser.models.config`.
 Choices where the paper is silent (all options):
 
 - A transformer's output sequence becomes a vector by masked mean over time (``pool``).
-- CAT's two cross-attention outputs have different lengths (the CNN's 750 / 16 = 46 steps,
+- CAT's two cross-attention outputs have different lengths (the CNN's 750 / 16 -> 46 steps,
   the LSTM's 750 / 4 = 187 steps); each is pooled to a vector, and the vectors are added.
 - ``pe`` adds the positional encoding to every sequence that enters a transformer (both
   streams of CAT).
@@ -55,9 +55,12 @@ class Network(nn.Module):
 
     @property
     def min_frames(self) -> int:
-        """The fewest frames an utterance may have: the largest time stride of the network."""
-        strides = [m.stride for m in self.modules() if isinstance(m, (CNN, FrameConv))]
-        return max(strides, default=1)
+        """The fewest frames an utterance may have: every branch must keep at least one step."""
+        shorteners = [m for m in self.modules() if isinstance(m, (CNN, FrameConv))]
+        frames = 1
+        while any(m.output_lengths(frames) < 1 for m in shorteners):
+            frames += 1
+        return frames
 
     def set_impl(self, impl: str) -> None:
         """Route every attention / attention-pooling call through kernel path ``impl``."""
@@ -83,7 +86,7 @@ class Network(nn.Module):
 
 
 def _cnn(o: config.CNNOptions) -> CNN:
-    return CNN(o.n_mels, o.channels, o.freq_pools, o.time_pools, o.kernel_size, o.d_model, o.dropout)
+    return CNN(o.n_mels, o.channels, o.strides, o.pools, o.kernel_size, o.d_model, o.dropout)
 
 
 def _encoder(o: config.TransformerOptions) -> TransformerEncoder:
