@@ -19,6 +19,7 @@ global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -45,7 +46,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # large enough to group lengths well, small enough to keep the batch order random.
 BUCKET_BATCHES = 8
 # Config fields that determine the result: a resumed run must agree on all of them.
-RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "lr",
+RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
@@ -64,6 +65,7 @@ class TrainConfig:
     folds: int | None = None         # run only the first N folds
     epochs: int = 100
     batch_size: int = 40             # global batch; split across ranks under torchrun
+    micro_batches: int = 1           # slices per rank, run one after another (gradient accumulation)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
     noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, help="run only the first N folds (default: all)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (split across ranks)")
+    p.add_argument("--micro-batches", type=int, default=d.micro_batches,
+                   help="cut each rank's share of a batch into this many slices run one after another "
+                        "(gradient accumulation: less memory, same batch size; BatchNorm sees each slice)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (betas 0.9, 0.99)")
     p.add_argument("--noise-snr", type=float, default=d.noise_snr,
                    help="SNR in dB of the white-noise copy added for every train and validation utterance")
@@ -152,7 +157,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             options[key] = getattr(args, key)
     config = TrainConfig(
         model=args.model, options=options, data=args.data, classes=args.classes, subset=args.subset,
-        protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
+        micro_batches=args.micro_batches, lr=args.lr,
         noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
         device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
@@ -166,7 +172,7 @@ def check_config(config: TrainConfig) -> None:
 
     if config.model not in MODELS:
         raise ConfigError(f"--model {config.model!r} is unknown; valid models: {', '.join(sorted(MODELS))}")
-    for name, minimum in (("epochs", 1), ("batch_size", 1), ("threads", 1), ("folds", 1), ("subset", 1)):
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("micro_batches", 1), ("threads", 1), ("folds", 1), ("subset", 1)):
         value = getattr(config, name)
         if value is not None and value < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: give an integer >= {minimum}")
@@ -353,9 +359,9 @@ def init_distributed(config: TrainConfig) -> Dist:
     if world == 1:
         return Dist()
     dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if config.batch_size < world:
-        raise ConfigError(f"--batch-size {config.batch_size} is smaller than the {world} ranks; give at least one "
-                          "utterance per rank")
+    if config.batch_size < world * config.micro_batches:
+        raise ConfigError(f"--batch-size {config.batch_size} is smaller than {world} ranks x {config.micro_batches} "
+                          "micro-batches; give at least one utterance per slice")
     if not torch.distributed.is_initialized():
         backend = "nccl" if resolve_device(config, dist).type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
@@ -433,6 +439,10 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     from minser.models import build
 
     folder = Path(run["out"]) / f"fold-{fold.index + 1}"
+    slices, tail = dist.world * config.micro_batches, len(fold.train.y) % config.batch_size
+    if 0 < tail < slices:
+        raise ConfigError(f"fold {fold.name}: the last batch holds {tail} utterances, fewer than the {slices} slices "
+                          f"({dist.world} ranks x {config.micro_batches} micro-batches); change --batch-size")
     torch.manual_seed(_seed_of(config.seed, fold.index))
     model = build(config.model, len(run["labels"]), **config.options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
@@ -465,23 +475,14 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         ddp.train()
         total, count = torch.zeros((), device=device), 0
         for index in batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to):
-            # Every rank takes an equal slice of the global batch; scaling the summed loss by
-            # world / global size makes DDP's gradient average equal the single-process mean.
-            local = index.tensor_split(dist.world)[dist.rank]
-            frames = int(fold.train.lengths[index].max()) if config.pad_to == "batch" else None
-            x, lengths = model_input(fold.train, local, config.pad_to, device, frames)
-            y = fold.train.y[local].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = ddp(x, lengths=lengths)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum") * (dist.world / len(index))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.detach() * len(index) / dist.world  # this rank's summed loss
+            total += train_step(ddp, optimizer, scaler, fold.train, index, config, dist, device, dtype)
             count += len(index)
         if dist.world > 1:
             torch.distributed.all_reduce(total)
+            # Ranks updated BatchNorm running statistics from their own slices: take rank 0's
+            # everywhere, so every rank validates the same model and picks the same best epoch.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         val = score(fold.val.y, predict(model, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
                                         device=device, precision=config.precision), len(run["labels"]))
         seconds = time.perf_counter() - started
@@ -509,6 +510,38 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     if dist.main:
         checkpoint.write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
+               index: torch.Tensor, config: TrainConfig, dist: Dist, device: torch.device,
+               dtype: torch.dtype | None) -> torch.Tensor:
+    """One optimiser step on the global batch ``index``; returns this rank's summed loss (a 0-d tensor).
+
+    The global batch is cut into ``world * micro_batches`` equal slices; this rank runs its
+    ``micro_batches`` slices one after another, accumulating gradients. Scaling each slice's
+    summed cross-entropy by ``world / len(index)`` makes DDP's gradient average (over ranks)
+    equal the mean over the global batch, whatever the number of ranks and slices. BatchNorm
+    normalises each slice with its own statistics (SyncBatchNorm on CUDA spans the ranks).
+    """
+    slices = index.tensor_split(dist.world * config.micro_batches)
+    frames = int(data.lengths[index].max()) if config.pad_to == "batch" else None
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=device)
+    mine = slices[dist.rank * config.micro_batches:(dist.rank + 1) * config.micro_batches]
+    for i, local in enumerate(mine):
+        x, lengths = model_input(data, local, config.pad_to, device, frames)
+        y = data.y[local].to(device, non_blocking=True)
+        # DDP all-reduces gradients on the last slice's backward only.
+        sync = i == len(mine) - 1 or not hasattr(ddp, "no_sync")
+        with (contextlib.nullcontext() if sync else ddp.no_sync()):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = ddp(x, lengths=lengths)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            scaler.scale(loss * (dist.world / len(index))).backward()
+        total += loss.detach()
+    scaler.step(optimizer)
+    scaler.update()
+    return total
 
 
 class Clock:
