@@ -1,0 +1,198 @@
+"""Benchmark minser's log-Mel front end against librosa: ``python bench/frontend.py --help``.
+
+Speed. Three ways of turning the same utterances into the paper's log-Mel features, timed in turn
+within each of ``--repeat`` rounds (after one untimed warm-up round), so load from other processes
+hits all three alike:
+
+- ``librosa per utterance``: ``librosa.feature.melspectrogram`` (same settings: n_fft 400, hop 160,
+  periodic Hann, centred frames with zero padding, 40 Slaney bands) and ``librosa.power_to_db(ref=1,
+  amin=1e-10, top_db=None)`` on each utterance, already zero-padded or cut to 7.5 s;
+- ``minser extract, batch``: one ``minser.features.extract`` call on the list of raw utterances
+  (it pads/cuts and validates them itself, so it does strictly more work);
+- ``minser extract, per utterance``: ``extract`` called once per raw utterance.
+
+The speed ratio is librosa's median time over minser's batched median time. Wall-clock time is the
+headline; process CPU time is reported too, since it is less sensitive to other processes on a
+shared machine (it counts all of minser's FFT threads, so it favours neither side).
+
+Agreement, on every utterance used (unpadded): the filterbank against ``librosa.filters.mel``, and
+the Mel power against ``librosa.feature.melspectrogram`` as ``max |ours - ref| / max |ref|`` per
+utterance (worst over utterances); the element-wise figure is the smallest ``atol / max |ref|`` for
+which ``|ours - ref| <= 1e-5 |ref| + atol`` holds everywhere; and the log-Mel's largest difference in dB.
+
+Data: EmoDB from ``$MINSER_DATA/emodb/wav``; without it, synthetic noise bursts with EmoDB-like
+durations (the script says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+import librosa  # noqa: E402
+import scipy  # noqa: E402
+import soundfile  # noqa: E402
+
+from minser.audio import fit_length, load  # noqa: E402
+from minser.features import FrontEnd, extract, log_mel, mel_filterbank, mel_power  # noqa: E402
+
+FRONTEND = FrontEnd()
+RTOL = 1e-5
+
+
+def load_utterances(count: int | None, seed: int) -> tuple[list[np.ndarray], str]:
+    """``count`` utterances (all when None), evenly spread over EmoDB's sorted files, or synthetic ones."""
+    root = os.environ.get("MINSER_DATA")
+    wav_dir = Path(root) / "emodb" / "wav" if root else None
+    paths = sorted(wav_dir.glob("*.wav")) if wav_dir is not None and wav_dir.is_dir() else []
+    if paths:
+        if count is not None and count < len(paths):
+            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
+        return [load(path, FRONTEND.sample_rate) for path in paths], f"EmoDB, {len(paths)} files from {wav_dir}"
+    durations, _ = common.emodb_durations()
+    rng = np.random.default_rng(seed)
+    durations = durations[: count or len(durations)]
+    waves = []
+    for seconds in durations:
+        samples = round(seconds * FRONTEND.sample_rate)
+        envelope = np.abs(np.sin(np.linspace(0, 3 * np.pi, samples)))  # syllable-like bursts
+        waves.append((0.1 * envelope * rng.standard_normal(samples)).astype(np.float32))
+    return waves, f"SYNTHETIC noise bursts, {len(waves)} EmoDB-like durations (MINSER_DATA/emodb/wav not found)"
+
+
+def _librosa_mel(wave: np.ndarray) -> np.ndarray:
+    fe = FRONTEND
+    return librosa.feature.melspectrogram(
+        y=wave, sr=fe.sample_rate, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
+        window="hann", center=True, pad_mode="constant", power=2.0, n_mels=fe.n_mels, fmin=fe.fmin,
+        fmax=fe.fmax, htk=fe.htk, norm=fe.norm,
+    )
+
+
+def _librosa_log_mel(wave: np.ndarray) -> np.ndarray:
+    return librosa.power_to_db(_librosa_mel(wave), ref=1.0, amin=FRONTEND.amin, top_db=None)
+
+
+def time_methods(methods: dict[str, Callable[[], object]], repeat: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of each method, one call per method per round, after a warm-up round."""
+    for fn in methods.values():
+        fn()
+    times = {name: {"wall": [], "cpu": []} for name in methods}
+    for _ in range(repeat):
+        for name, fn in methods.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
+    return times
+
+
+def agreement(waves: Sequence[np.ndarray]) -> dict[str, float]:
+    """Worst-case differences from librosa over ``waves`` (see the module docstring)."""
+    fe = FRONTEND
+    bank = mel_filterbank(fe.sample_rate, fe.n_fft, fe.n_mels, fe.fmin, fe.fmax, fe.htk, fe.norm)
+    bank_ref = librosa.filters.mel(
+        sr=fe.sample_rate, n_fft=fe.n_fft, n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax, htk=fe.htk, norm=fe.norm
+    )
+    normwise = elementwise = db = 0.0
+    for wave in waves:
+        ref = _librosa_mel(wave)
+        ours = mel_power(wave, fe.sample_rate, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
+                         n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax, htk=fe.htk, norm=fe.norm)
+        error, peak = np.abs(ours - ref), np.abs(ref).max()
+        normwise = max(normwise, float(error.max() / peak))
+        elementwise = max(elementwise, float(((error - RTOL * np.abs(ref)) / peak).max()))
+        ref_db = librosa.power_to_db(ref, ref=1.0, amin=fe.amin, top_db=None)
+        ours_db = log_mel(wave, fe.sample_rate, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
+                          n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax, htk=fe.htk, norm=fe.norm, amin=fe.amin)
+        db = max(db, float(np.abs(ours_db - ref_db).max()))
+    return {
+        "filterbank_max_rel_error": float(np.abs(bank - bank_ref).max() / np.abs(bank_ref).max()),
+        "mel_power_max_rel_error": normwise,
+        "mel_power_elementwise_atol_of_peak": max(elementwise, 0.0),
+        "log_mel_max_abs_error_db": db,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Time minser's log-Mel front end against librosa per utterance and check their agreement.",
+        epilog="Reads EmoDB from $MINSER_DATA/emodb/wav (synthetic signals if missing).",
+    )
+    parser.add_argument("--quick", action="store_true", help="24 utterances, 3 rounds: runs in a few seconds")
+    parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
+    parser.add_argument("--utterances", type=int, metavar="N", help="utterances to use (default: all; --quick: 24)")
+    parser.add_argument("--repeat", type=int, metavar="R", help="timed rounds (default: 7; --quick: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic fallback signals (default: 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    count = args.utterances if args.utterances is not None else (24 if args.quick else None)
+    repeat = args.repeat if args.repeat is not None else (3 if args.quick else 7)
+    if (count is not None and count < 1) or repeat < 1:
+        raise SystemExit("--utterances and --repeat must be positive")
+
+    info = common.environment(torch.device("cpu"))
+    info.update(librosa=librosa.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__)
+    common.print_header("log-Mel front end: minser vs librosa", info)
+    waves, source = load_utterances(count, args.seed)
+    print(f"# data: {source}; {FRONTEND.n_mels} x {FRONTEND.n_frames} features of {FRONTEND.seconds} s; "
+          f"librosa {librosa.__version__}, scipy {scipy.__version__}")
+    fixed = [fit_length(wave, FRONTEND.seconds, FRONTEND.sample_rate) for wave in waves]
+
+    methods = {
+        "librosa per utterance": lambda: [_librosa_log_mel(wave) for wave in fixed],
+        "minser extract, batch": lambda: extract(waves, FRONTEND),
+        "minser extract, per utterance": lambda: [extract(wave, FRONTEND) for wave in waves],
+    }
+    times = time_methods(methods, repeat)
+    per_utt = {name: {kind: np.median(values) / len(waves) * 1e3 for kind, values in t.items()}
+               for name, t in times.items()}
+    reference = per_utt["librosa per utterance"]
+    rows = [
+        {"method": name, "wall ms/utt": t["wall"], "cpu ms/utt": t["cpu"],
+         "wall speed-up": reference["wall"] / t["wall"], "cpu speed-up": reference["cpu"] / t["cpu"]}
+        for name, t in per_utt.items()
+    ]
+    print(f"\n### speed: {len(waves)} utterances, median of {repeat} rounds")
+    print(common.format_table(rows, ["method", "wall ms/utt", "cpu ms/utt", "wall speed-up", "cpu speed-up"]))
+    batch = per_utt["minser extract, batch"]
+    ratio, cpu_ratio = reference["wall"] / batch["wall"], reference["cpu"] / batch["cpu"]
+    print(f"\nspeed ratio (librosa per utterance / minser batch): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU")
+
+    agree = agreement(waves)
+    print(f"\n### agreement with librosa ({source.split(',')[0]}, {len(waves)} utterances, worst case)")
+    print(common.format_table([{"figure": k, "value": v} for k, v in agree.items()], ["figure", "value"]))
+
+    if args.json:
+        payload = {
+            "benchmark": "frontend",
+            "environment": info | {"fft_workers": os.cpu_count()},
+            "data": source,
+            "frontend": FRONTEND.to_dict(),
+            "settings": {"utterances": len(waves), "repeat": repeat, "quick": args.quick, "seed": args.seed},
+            "per_utterance_ms": per_utt,
+            "times_s": times,
+            "speed_ratio_wall": ratio,
+            "speed_ratio_cpu": cpu_ratio,
+            "agreement": agree,
+        }
+        common.write_json(args.json, payload)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
