@@ -1,0 +1,129 @@
+"""Ahead-of-time compilation of every launchable Triton kernel configuration for sm_80 and sm_90.
+
+A kernel that would not compile on an A100 / H100, that spills registers or that needs more shared
+memory than the device has fails here, without a GPU. ``tools/kernel_report.py`` compiles in one
+subprocess (without ``TRITON_INTERPRET``, which would turn the kernels into interpreter objects);
+its result is shared by the tests of this module. A further test checks that the wrappers launch
+only configurations in that list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from minser.kernels import attention_pool_triton, attention_triton, configs  # noqa: E402
+
+REPORT = Path(__file__).resolve().parents[1] / "tools" / "kernel_report.py"
+ARCHS = (80, 90)
+
+
+def _specs() -> list[configs.CompileSpec]:
+    return [*attention_triton.compile_specs(), *attention_pool_triton.compile_specs()]
+
+
+def _compile_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("kernel_report") / "report.json"
+    run = subprocess.run([sys.executable, str(REPORT), "--json", str(out)], env=_compile_env(),
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def test_every_launchable_configuration_compiles_for_sm80_and_sm90(report):
+    compiled = {(row["kernel"], row["arch"]) for row in report}
+    expected = {(spec.label, arch) for spec in _specs() for arch in ARCHS}
+    assert compiled == expected
+    # 4 head sizes x 3 dtypes x 4 attention kernels + 7 feature tiles x 3 dtypes x 2 pooling kernels
+    assert len(expected) == 2 * (4 * 3 * 4 + 7 * 3 * 2)
+
+
+def test_no_register_spills_and_shared_memory_within_the_device_limit(report):
+    sys.path.insert(0, str(REPORT.parent))
+    try:
+        import kernel_report
+    finally:
+        sys.path.remove(str(REPORT.parent))
+    bad = {f"{row['kernel']} sm_{row['arch']}": kernel_report.problems(row) for row in report}
+    assert not {k: v for k, v in bad.items() if v}
+    assert all(0 < row["registers"] <= 255 for row in report)
+    limits = {80: 163 * 1024, 90: 227 * 1024}
+    assert all(row["shared_limit"] == limits[row["arch"]] for row in report)
+
+
+def test_report_help():
+    run = subprocess.run([sys.executable, str(REPORT), "--help"], env=_compile_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "--check" in run.stdout and "sm_80" in run.stdout
+
+
+class _Recorder:
+    """Stands in for a Triton kernel: records how the wrapper launches it (types and constexprs)."""
+
+    def __init__(self, name: str, fn, launches: list) -> None:
+        self.name, self.arg_names, self.launches = name, fn.arg_names, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, num_warps, num_stages, **constexprs):
+            self.launches.append((self.name, args, constexprs, num_warps, num_stages))
+
+        return launch
+
+
+def _argument_type(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return "*" + {torch.int32: "i32", **configs.TYPE_NAMES}[value.dtype]
+    return "fp32" if isinstance(value, float) else "i32"
+
+
+def _launched_signatures(monkeypatch, launches: list) -> None:
+    for module in (attention_triton, attention_pool_triton):
+        for name, fn in module.KERNELS.items():
+            monkeypatch.setattr(module, fn.__name__, _Recorder(name, fn, launches))
+    # What a CUDA launch passes (the interpreter widens bfloat16 dot operands).
+    monkeypatch.setattr(attention_triton, "_interpreting", lambda: False)
+
+
+KERNELS = {**attention_triton.KERNELS, **attention_pool_triton.KERNELS}
+
+
+def _matching_spec(specs, name, args, constexprs, num_warps, num_stages) -> str | None:
+    for spec in specs:
+        if spec.fn is not KERNELS[name]:
+            continue
+        runtime = [a for a in spec.fn.arg_names if spec.signature[a] != "constexpr"]
+        if (spec.constexprs == constexprs
+                and [spec.signature[a] for a in runtime] == [_argument_type(v) for v in args]
+                and (spec.launch.num_warps, spec.launch.num_stages) == (num_warps, num_stages)):
+            return spec.label
+    return None
+
+
+def test_wrappers_launch_only_compiled_configurations(monkeypatch):
+    launches: list = []
+    _launched_signatures(monkeypatch, launches)
+    for dtype in configs.DTYPES:
+        for d in configs.ATTENTION_HEAD_DIMS:
+            q, k, v = (torch.zeros(2, 2, n, d, dtype=dtype, requires_grad=True) for n in (5, 7, 7))
+            attention_triton.triton_attention(q, k, v, torch.tensor([7, 3])).sum().backward()
+        for dim in (1, 17, 40, 100, 200, 300, 1024):  # every feature tile
+            h, w = torch.zeros(2, 9, dim, dtype=dtype, requires_grad=True), torch.zeros(dim, requires_grad=True)
+            pooled, weights = attention_pool_triton.triton_attention_pool(h, w, None)
+            (pooled.sum() + weights.sum()).backward()
+    specs = _specs()
+    matched = [_matching_spec(specs, *launch) for launch in launches]
+    assert not [(launch[0], launch[2]) for launch, label in zip(launches, matched) if label is None]
+    assert set(matched) == {spec.label for spec in specs}  # and the list holds nothing unlaunchable

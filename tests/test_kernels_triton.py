@@ -1,0 +1,164 @@
+"""The Triton kernels (in Triton's CPU interpreter without a GPU) against the PyTorch reference.
+
+Forward outputs and every gradient, over shapes that cross tile boundaries, odd lengths, Lq != Lk,
+key padding with empty sequences, strided inputs, every head size and every dtype.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minser.kernels import attention, attention_pool, configs
+
+pytest.importorskip("triton")
+
+# (atol, rtol) per input dtype: fp32 accumulates in the same precision as the reference (only the
+# summation order differs); fp16 / bf16 also round the dot operands (P, dS) and the outputs.
+# atol is relative to the tensor's largest magnitude, as sums over long rows (dw sums B * T
+# terms) carry rounding proportional to their scale, not to each element.
+TOLERANCE = {
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (4e-2, 4e-2),
+}
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    atol, rtol = TOLERANCE[dtype]
+    atol *= max(1.0, expected.float().abs().max().item())
+    assert actual.dtype == expected.dtype, what
+    torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def _run(op, inputs, grads, **kwargs):
+    """Outputs and input gradients of ``op`` on both paths; ``grads`` are the output gradients."""
+    results = {}
+    for impl in ("triton", "torch"):
+        leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+        outputs = op(*leaves, impl=impl, **kwargs)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        torch.autograd.backward(outputs, grads)
+        results[impl] = (*outputs, *(leaf.grad for leaf in leaves))
+    return results["triton"], results["torch"]
+
+
+def _randn(*shape, dtype):
+    return torch.randn(*shape, device=DEVICE).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", configs.DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", configs.ATTENTION_HEAD_DIMS)
+def test_attention_matches_reference(head_dim, dtype):
+    # Lq = 67 and Lk = 70 cross every query / key tile (16..64); lengths cut inside a tile.
+    B, H, Lq, Lk = 2, 2, 67, 70
+    q, k, v = _randn(B, H, Lq, head_dim, dtype=dtype), _randn(B, H, Lk, head_dim, dtype=dtype), _randn(
+        B, H, Lk, head_dim, dtype=dtype)
+    grad = _randn(B, H, Lq, head_dim, dtype=dtype)
+    lengths = torch.tensor([70, 37], device=DEVICE)
+    triton_out, torch_out = _run(attention, (q, k, v), (grad,), key_lengths=lengths)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), triton_out, torch_out):
+        _close(a, b, dtype, name)
+
+
+@pytest.mark.parametrize("dtype,head_dim", [(torch.float32, 16), (torch.float16, 32), (torch.bfloat16, 64)], ids=str)
+def test_attention_empty_and_overlong_lengths_give_reference_and_zeros(dtype, head_dim):
+    B, H, Lq, Lk = 3, 1, 20, 9
+    q, k, v = _randn(B, H, Lq, head_dim, dtype=dtype), _randn(B, H, Lk, head_dim, dtype=dtype), _randn(
+        B, H, Lk, head_dim, dtype=dtype)
+    lengths = torch.tensor([0, 100, -1], device=DEVICE)
+    triton_out, torch_out = _run(attention, (q, k, v), (_randn(B, H, Lq, head_dim, dtype=dtype),), key_lengths=lengths)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), triton_out, torch_out):
+        _close(a, b, dtype, name)
+        assert torch.isfinite(a.float()).all(), name
+        assert not a[0].any() and not a[2].any(), f"{name} of a sequence without keys must be zero"
+
+
+def test_attention_self_attention_without_lengths():
+    q, k, v = (_randn(2, 3, 33, 32, dtype=torch.float32) for _ in range(3))
+    triton_out, torch_out = _run(attention, (q, k, v), (_randn(2, 3, 33, 32, dtype=torch.float32),))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), triton_out, torch_out):
+        _close(a, b, torch.float32, name)
+
+
+def test_attention_reads_strided_inputs_and_gradients():
+    B, L, H, D = 2, 40, 2, 16
+    x = _randn(B, L, 3 * H * D, dtype=torch.float16).requires_grad_(True)
+    # q, k: views of one fused projection (heads strided); v: head size strided (copied).
+    q, k, _ = x.view(B, L, 3, H, D).unbind(2)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
+    v = _randn(B, H, D, L, dtype=torch.float16).transpose(2, 3)
+    assert not q.is_contiguous() and v.stride(-1) != 1
+    lengths = torch.tensor([40, 11], device=DEVICE)
+    grad = _randn(B, L, H, D, dtype=torch.float16)
+    grads = {}
+    for impl in ("triton", "torch"):
+        x.grad = None
+        out = attention(q, k, v, key_lengths=lengths, impl=impl)
+        out.transpose(1, 2).backward(grad)  # a strided output gradient
+        grads[impl] = (out, x.grad.clone())
+    for name, a, b in zip(("out", "dx"), grads["triton"], grads["torch"]):
+        _close(a, b, torch.float16, name)
+
+
+POOL_CASES = [(d, t) for t in configs.DTYPES for d in (20, 130)] + [
+    (d, torch.float32) for d in (16, 64, 256, 512, 1000)
+]
+
+
+@pytest.mark.parametrize("dim,dtype", POOL_CASES, ids=str)
+def test_attention_pool_matches_reference(dim, dtype):
+    # T = 75 crosses every time tile (8..64); one sequence is empty, one cut inside a tile.
+    B, T = 3, 75
+    h, w = _randn(B, T, dim, dtype=dtype), torch.randn(dim, device=DEVICE)
+    lengths = torch.tensor([0, 33, 75], device=DEVICE)
+    grads = (_randn(B, dim, dtype=dtype), _randn(B, T, dtype=dtype))
+    triton_out, torch_out = _run(attention_pool, (h, w), grads, lengths=lengths)
+    for name, a, b in zip(("pooled", "weights", "dh", "dw"), triton_out, torch_out):
+        _close(a, b, dtype, name)
+    assert not triton_out[0][0].any() and not triton_out[2][0].any()
+
+
+def test_attention_pool_strided_input_and_pooled_gradient_only():
+    B, T, D = 2, 50, 24
+    base = _randn(B, T, 2 * D, dtype=torch.bfloat16)
+    w = torch.randn(D, device=DEVICE, dtype=torch.bfloat16)
+    results = {}
+    for impl in ("triton", "torch"):
+        leaf_base, leaf_w = base.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        h = leaf_base[:, :, :D]  # rows strided by 2 D
+        assert h.stride(1) == 2 * D
+        pooled, _ = attention_pool(h, leaf_w, impl=impl)
+        (pooled.float() ** 2).sum().backward()
+        results[impl] = (pooled, leaf_base.grad, leaf_w.grad)
+    for name, a, b in zip(("pooled", "dh", "dw"), results["triton"], results["torch"]):
+        _close(a, b, torch.bfloat16, name)
+
+
+@pytest.mark.parametrize("name", ["cat", "ilt"])
+def test_training_loss_curve_is_the_same_on_both_paths(name):
+    models = pytest.importorskip("minser.models")
+    # Tiny widths: head size 32 / 2 = 16; CAT cross-attends between streams of different
+    # lengths with key padding, ILT pools its BiLSTM with attention pooling.
+    options = dict(d_model=32, heads=2, layers=1, ff_dim=32, channels=(4, 8, 8), dropout=0.0, pool="attention")
+    features = torch.randn(3, 40, 80, device=DEVICE)
+    lengths = torch.tensor([80, 61, 40], device=DEVICE)
+    targets = torch.tensor([0, 2, 1], device=DEVICE)
+    torch.manual_seed(0)
+    initial = models.build(name, 4, **options).to(DEVICE).state_dict()
+    curves = {}
+    for impl in ("torch", "triton"):
+        model = models.build(name, 4, **{**options, "impl": impl}).to(DEVICE)
+        model.load_state_dict(initial)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        curve = []
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(model(features, lengths), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            curve.append(loss.item())
+        curves[impl] = torch.tensor(curve)
+    assert curves["torch"][-1] < curves["torch"][0]  # it trains
+    torch.testing.assert_close(curves["triton"], curves["torch"], atol=1e-4, rtol=1e-4)
