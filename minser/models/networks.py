@@ -212,7 +212,7 @@ class ILT(Network):
         weights = self.fusion.weights()
         if weights is None:
             raise ConfigError("fusion='concat' has no fusion weights; use fusion='plus' or 'attention'")
-        return {"lstm": float(weights[0]), "transformer": float(weights[1])}
+        return {"lstm": weights[0].item(), "transformer": weights[1].item()}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, lengths)

@@ -1,0 +1,253 @@
+"""Tests of minser.models: every network of Tables 1 and 2, padding invariance, specs, blocks vs PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from minser.errors import ConfigError, DataError
+from minser.models import MODELS, build, from_spec
+from minser.models.blocks import CNN, AttentionPool, BiLSTM, PositionalEncoding, TransformerEncoderLayer
+from minser.models.config import option_names
+
+# Every row of the paper's tables: name x option value x positional encoding on/off.
+ROWS = [
+    ("cnn", {}),
+    ("cnn", {"pool": "attention"}),
+    *[("cnn_transformer", {"pe": pe}) for pe in (False, True)],
+    *[("cnn_lstm_transformer", {"pe": pe}) for pe in (False, True)],
+    *[("ilt", {"fusion": f, "pe": pe}) for f in ("concat", "plus", "attention") for pe in (False, True)],
+    *[("cat", {"branches": b, "pe": pe}) for b in ("both", "c2l", "l2c") for pe in (False, True)],
+    ("cnn_plus_lstm", {}),
+    *[("lstm_transformer", {"pe": pe}) for pe in (False, True)],
+    ("lstm_transformer", {"pool": "attention", "layers": 1}),
+]
+ROW_IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in ROWS]
+
+# Small widths keep the sweep fast; the structure (3 blocks, strides, both streams) is the paper's.
+SMALL = {"n_mels": 16, "d_model": 16, "heads": 2, "ff_dim": 32, "channels": (4, 4, 8), "impl": "torch"}
+
+
+def small(name: str, n_classes: int = 3, **options) -> nn.Module:
+    valid = option_names(MODELS[name].Options)
+    return build(name, n_classes, **{**{k: v for k, v in SMALL.items() if k in valid}, **options})
+
+
+def padded_batch(lengths: list[int], n_mels: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features whose padding holds large junk, so that any leak shows."""
+    x = torch.randn(len(lengths), n_mels, max(lengths))
+    for b, length in enumerate(lengths):
+        x[b, :, length:] = 1e3
+    return x, torch.tensor(lengths)
+
+
+def test_rows_cover_every_name_and_option_value() -> None:
+    assert {name for name, _ in ROWS} == set(MODELS)
+    assert {o["fusion"] for n, o in ROWS if n == "ilt"} == {"concat", "plus", "attention"}
+    assert {o["branches"] for n, o in ROWS if n == "cat"} == {"both", "c2l", "l2c"}
+
+
+@pytest.mark.parametrize(("name", "options"), ROWS, ids=ROW_IDS)
+def test_every_row_trains(name: str, options: dict) -> None:
+    model = small(name, **options).train()
+    x, lengths = padded_batch([64, 41, 23])
+    logits = model(x, lengths)
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} gets no gradient: a dead block"
+
+
+@pytest.mark.parametrize(("name", "options"), ROWS, ids=ROW_IDS)
+def test_padding_does_not_change_logits(name: str, options: dict) -> None:
+    model = small(name, **options).eval()
+    x, lengths = padded_batch([70, 52, 33, 16])
+    with torch.no_grad():
+        batched = model(x, lengths)
+        for b, length in enumerate(lengths.tolist()):
+            alone = x[b : b + 1, :, :length]
+            torch.testing.assert_close(batched[b : b + 1], model(alone), rtol=0, atol=1e-5)
+            torch.testing.assert_close(batched[b : b + 1], model(alone, torch.tensor([length])), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_spec_round_trip(name: str) -> None:
+    model = small(name, n_classes=5).eval()
+    spec = json.loads(json.dumps(model.spec))
+    assert spec["name"] == name and spec["n_classes"] == 5
+    assert set(spec["options"]) == set(option_names(MODELS[name].Options))
+    rebuilt = from_spec(spec).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.spec == model.spec
+    x, lengths = padded_batch([40, 30])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, lengths), model(x, lengths), rtol=0, atol=0)
+
+
+def test_paper_input_size_with_defaults() -> None:
+    """The paper's input (40 Mel bands x 750 frames) through the default CAT and ILT."""
+    x, lengths = padded_batch([750, 400], n_mels=40)
+    for name in ("cat", "ilt"):
+        model = build(name, 4, impl="torch").eval()
+        with torch.no_grad():
+            logits = model(x, lengths)
+            assert logits.shape == (2, 4) and torch.isfinite(logits).all()
+            torch.testing.assert_close(logits[1:], model(x[1:, :, :400]), rtol=0, atol=1e-5)
+        assert model.cnn(x, lengths)[0].shape == (2, 46, 64)
+        assert model.lstm(x, lengths)[0].shape == (2, 187, 64)
+
+
+def test_unknown_name_lists_the_models() -> None:
+    with pytest.raises(ConfigError) as error:
+        build("transformer_xl", 4)
+    for name in MODELS:
+        assert name in str(error.value)
+
+
+def test_unknown_option_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="fusoin") as error:
+        build("ilt", 4, fusoin="plus")
+    assert "fusion" in str(error.value) and "alpha" in str(error.value)
+    with pytest.raises(ConfigError, match="branches"):
+        build("cnn", 4, branches="both")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "listed"),
+    [
+        ("ilt", {"fusion": "sum"}, "'concat', 'plus', 'attention'"),
+        ("cat", {"branches": "c2c"}, "'both', 'c2l', 'l2c'"),
+        ("cnn_transformer", {"pool": "max"}, "'mean', 'attention'"),
+        ("cnn_transformer", {"impl": "cuda"}, "'auto', 'triton', 'torch'"),
+        ("cnn_transformer", {"pe": "yes"}, "True or False"),
+        ("cnn_transformer", {"heads": 5}, "multiple of heads"),
+        ("ilt", {"alpha": 1.5}, "[0, 1]"),
+        ("cnn", {"channels": (8, 16)}, "one entry per block"),
+        ("cnn", {"kernel_size": 4}, "odd"),
+        ("cnn", {"freq_pools": (4, 4, 4)}, "Mel bands"),
+        ("lstm_transformer", {"lstm_stride": 0}, ">= 1"),
+    ],
+)
+def test_bad_option_values(name: str, options: dict, listed: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build(name, 4, **options)
+    assert listed in str(error.value) and next(iter(options)) in str(error.value)
+
+
+def test_bad_spec_and_n_classes() -> None:
+    with pytest.raises(ConfigError, match="name, n_classes, options"):
+        from_spec({"name": "cat"})
+    with pytest.raises(ConfigError, match="n_classes"):
+        build("cat", 1)
+
+
+def test_short_or_misshaped_input_is_refused() -> None:
+    model = small("cat")
+    assert model.min_frames == 15  # ceil(15 / 2) = 8 -> 4 -> 2 -> 1 CNN step
+    with pytest.raises(DataError, match="minimum of 15"):
+        model(torch.randn(1, 16, 14))
+    with pytest.raises(DataError, match="minimum of 15"):
+        model(torch.randn(2, 16, 40), torch.tensor([40, 10]))
+    with pytest.raises(DataError, match=r"\(batch, 16, frames\)"):
+        model(torch.randn(2, 40, 40))
+
+
+def test_ilt_fusion_weights() -> None:
+    model = small("ilt", fusion="attention")
+    assert model.fusion_weights() == pytest.approx({"lstm": 0.5, "transformer": 0.5})
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    x, lengths = padded_batch([40, 30])
+    nn.functional.cross_entropy(model(x, lengths), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    weights = model.fusion_weights()
+    assert weights["lstm"] != pytest.approx(0.5) and sum(weights.values()) == pytest.approx(1.0)
+    assert small("ilt", fusion="plus", alpha=0.65).fusion_weights() == pytest.approx({"lstm": 0.65, "transformer": 0.35})
+    with pytest.raises(ConfigError, match="concat"):
+        small("ilt", fusion="concat").fusion_weights()
+
+
+def test_cnn_output_lengths_match_its_tensors() -> None:
+    cnn = CNN(16, (2, 2, 2), ((2, 2), (1, 1), (1, 3)), ((1, 2), (2, 1), (1, 2)), 3, 8, 0.0)
+    for frames in range(20, 80):
+        out, lengths = cnn(torch.randn(1, 16, frames), torch.tensor([frames]))
+        assert out.shape[1] == lengths.item() == cnn.output_lengths(frames), frames
+
+
+def test_positional_encoding_is_equations_3_and_4() -> None:
+    d_model = 8
+    table = PositionalEncoding(d_model)(torch.zeros(1, 300, d_model))[0]
+    for pos in (0, 7, 299):
+        for i in range(d_model // 2):
+            angle = torch.tensor(pos / 10000 ** (2 * i / d_model), dtype=torch.float64)
+            assert table[pos, 2 * i].item() == pytest.approx(torch.sin(angle).item(), abs=1e-5)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(torch.cos(angle).item(), abs=1e-5)
+    longer = PositionalEncoding(d_model, max_len=4)(torch.zeros(1, 300, d_model))[0]
+    torch.testing.assert_close(longer, table)
+
+
+def test_bilstm_equals_packed_bidirectional_lstm() -> None:
+    ours = BiLSTM(6, 10, layers=2)
+    reference = nn.LSTM(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for layer in range(2):
+            for direction, lstm in (("", ours.forwards[layer]), ("_reverse", ours.backwards[layer])):
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(reference, f"{kind}_l{layer}{direction}").copy_(getattr(lstm, f"{kind}_l0"))
+    x, lengths = torch.randn(3, 12, 6), torch.tensor([12, 7, 3])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=12)[0]
+    torch.testing.assert_close(ours(x, lengths), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours(x), reference(x)[0], rtol=0, atol=1e-6)
+
+
+def test_transformer_layer_equals_pytorch_layer() -> None:
+    ours = TransformerEncoderLayer(16, 4, 32, dropout=0.0, impl="torch").eval()
+    reference = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True).eval()
+    with torch.no_grad():
+        reference.self_attn.in_proj_weight.copy_(torch.cat([ours.attention.query.weight, ours.attention.key_value.weight]))
+        reference.self_attn.in_proj_bias.copy_(torch.cat([ours.attention.query.bias, ours.attention.key_value.bias]))
+        reference.self_attn.out_proj.load_state_dict(ours.attention.out.state_dict())
+        reference.linear1.load_state_dict(ours.feed_forward[0].state_dict())
+        reference.linear2.load_state_dict(ours.feed_forward[2].state_dict())
+        reference.norm1.load_state_dict(ours.norm_attention.state_dict())
+        reference.norm2.load_state_dict(ours.norm_feed_forward.state_dict())
+        x, lengths = torch.randn(3, 9, 16), torch.tensor([9, 5, 2])
+        padding = torch.arange(9)[None, :] >= lengths[:, None]
+        expected = reference(x, src_key_padding_mask=padding)
+        got = ours(x, memory_lengths=lengths)
+    valid = ~padding
+    torch.testing.assert_close(got[valid], expected[valid], rtol=0, atol=1e-5)
+
+
+def test_attention_pool_weights_ignore_padding() -> None:
+    pool = AttentionPool(8, impl="torch")
+    h, lengths = torch.randn(2, 6, 8), torch.tensor([6, 3])
+    pooled = pool(h, lengths)
+    assert pool.weights[1, 3:].abs().max() == 0
+    torch.testing.assert_close(pool.weights.sum(dim=1), torch.ones(2))
+    torch.testing.assert_close(pooled[1], (pool.weights[1, :3, None] * h[1, :3]).sum(dim=0))
+
+
+@pytest.mark.parametrize("name", ["ilt", "cat"])
+def test_triton_path_trains_like_torch(name: str) -> None:
+    """The same weights through impl="triton" (Triton's CPU interpreter here) and impl="torch"."""
+    pytest.importorskip("triton")
+    model = small(name, d_model=32, heads=2, channels=(2, 2, 2))  # the kernels take head sizes >= 16
+    x, lengths = padded_batch([40, 25])
+    grads = {}
+    for impl in ("torch", "triton"):
+        model.set_impl(impl)
+        assert model.spec["options"]["impl"] == impl
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        logits = model(x, lengths)
+        nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+        grads[impl] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(grads["triton"][0], grads["torch"][0], rtol=1e-4, atol=1e-5)
+    for pname, grad in grads["torch"][1].items():
+        torch.testing.assert_close(grads["triton"][1][pname], grad, rtol=1e-3, atol=1e-5, msg=pname)
