@@ -1,0 +1,66 @@
+"""Label the emotion of audio files: one JSON line per file on stdout.
+
+    python -m minser.predict examples/clips/anger_03a01Wa.wav          # the pretrained default
+    python -m minser.predict a.wav b.flac --model runs/cnn/fold-1/best.pt
+
+Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}``. A file that
+cannot be read or scored is reported on stderr as one JSON line ``{"file": ..., "error": ...}``,
+and the others are still labelled; the exit status is then 1 (2 when the model cannot be loaded).
+Audio longer than 7.5 s is scored over sliding windows (see :mod:`minser.recognizer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from minser.errors import MinserError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m minser.predict`` argument parser."""
+    p = argparse.ArgumentParser(prog="python -m minser.predict", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format soundfile reads)")
+    p.add_argument("--model", metavar="CHECKPOINT",
+                   help="a .pt checkpoint of minser.train or minser.export, or a one-fold run folder "
+                        "(default: the pretrained model shipped with minser)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model)."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from minser.recognizer import Recognizer
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads {args.threads}: give a positive number of threads", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    try:
+        recognizer = Recognizer.load(args.model)
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for file in args.files:
+        try:
+            prediction = recognizer.predict(file)
+        except MinserError as exc:
+            failed += 1
+            print(json.dumps({"file": file, "error": str(exc)}), file=sys.stderr, flush=True)
+            continue
+        print(json.dumps({"file": file, "label": prediction.label, "scores": prediction.scores}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

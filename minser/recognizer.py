@@ -1,0 +1,261 @@
+"""Emotion recognition from audio with a trained checkpoint: file or samples in, label and scores out.
+
+>>> rec = Recognizer.load()                          # the pretrained default shipped in minser/assets
+>>> rec.predict("examples/clips/anger_03a01Wa.wav")
+Prediction(label='anger', scores={'anger': 0.97, ...})
+>>> rec.predict(samples, sr=44100)                   # a 1-D array needs its sample rate
+>>> rec.predict(["a.wav", "b.flac"])                 # a batch gives a list of predictions
+
+Input handling (needs only torch, numpy, scipy and soundfile):
+
+- Files are read with :func:`minser.audio.load`: any soundfile format, downmixed to mono and
+  resampled to the model's rate. Arrays are float samples in [-1, 1]: ``(samples,)`` mono, or
+  ``(samples, channels)`` with at most :data:`MAX_CHANNELS` channels (soundfile's layout; averaged
+  to mono), or a 2-D ``(batch, samples)`` batch of equal-length mono waves. A 2-D array is taken
+  as multi-channel only when it has at most :data:`MAX_CHANNELS` columns and more rows than
+  columns; a batch always has at least 400 columns (one analysis window), so the two never clash.
+  An array needs ``sr``; a rate other than the model's is resampled (polyphase filter).
+- Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame
+  count passed as ``lengths`` when the checkpoint was trained that way (``pad_to="batch"``).
+  Audio shorter than the network's time stride (0.16 s for the CNN networks) is scored as if it
+  were padded with silence up to that minimum.
+- Longer audio is scored over sliding windows of 7.5 s with a 50% hop (3.75 s); the last window is
+  aligned with the end of the audio so every sample is seen. The label probabilities are the
+  mean of the windows' probabilities (softmax of each window's logits).
+
+Checkpoints are loaded as data only (``torch.load(..., weights_only=True)``). A checkpoint with
+``"quantize": "int8"`` (written by ``python -m minser.export --quantize int8``) holds the float
+weights and is quantized when loaded: the packed int8 LSTM weights of
+``torch.ao.quantization.quantize_dynamic`` are script objects that weights-only loading refuses, so
+the float network is rebuilt, its weights loaded, and its linear and LSTM layers converted to
+dynamic int8 (:func:`quantize_int8`). Quantization is deterministic, so every load gives the same
+int8 model.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from math import gcd
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+from minser import checkpoint
+from minser.audio import check_wave, load
+from minser.errors import AudioError, CheckpointError
+from minser.features import FrontEnd, extract
+
+__all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "quantize_int8",
+           "resolve_checkpoint", "window_starts"]
+
+# The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
+DEFAULT_MODEL = "default.pt"
+# Sliding windows over long audio advance by this fraction of the window (7.5 s -> 3.75 s).
+HOP_FRACTION = 0.5
+# A 2-D array with at most this many columns (and more rows) is one multi-channel wave.
+MAX_CHANNELS = 8
+# Windows scored per forward pass: bounds the memory of very long audio.
+WINDOWS_PER_PASS = 16
+
+Audio = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable label and the probability of every label (in the model's class order, summing to 1)."""
+
+    label: str
+    scores: dict[str, float]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file ``path`` names: itself if a file; in a run folder of ``python -m minser.train``
+    its only ``fold-*/best.pt`` (a run with several folds must name one, e.g. ``RUN/fold-1/best.pt``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or run folder; pass a .pt file written by "
+                              "minser.train or minser.export, or a run folder")
+    found = sorted(path.glob("fold-*/best.pt"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CheckpointError(f"{path}: the folder holds no fold-*/best.pt; give the --out folder of a "
+                              "python -m minser.train run or one of its .pt files")
+    raise CheckpointError(f"{path}: the run has {len(found)} folds ({', '.join(str(p) for p in found)}); "
+                          "pass the checkpoint of one of them")
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of ``model``'s linear and LSTM layers, for CPU inference.
+
+    Weights are stored as int8 with a per-tensor scale; activations are quantized on the fly
+    per batch. Convolutions, normalisations and attention products stay float32.
+    """
+    # torch.ao.quantization warns that it will move to torchao, an extra dependency minser avoids;
+    # the eager dynamic API is what the CPU kernels (fbgemm / qnnpack) serve today.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8, inplace=False)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Start samples of the sliding windows over ``n_samples`` samples: ``0, hop, 2 hop, ...`` while the
+    window stays inside the audio, then one window aligned with the end. ``[0]`` when it fits in one."""
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window, hop))
+    return starts + [n_samples - window]
+
+
+def _resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """``wave`` ``(samples,)`` from ``sr_in`` to ``sr_out`` Hz (polyphase, as :func:`minser.audio.load`)."""
+    if sr_in == sr_out:
+        return wave
+    divisor = gcd(sr_in, sr_out)
+    return resample_poly(wave, sr_out // divisor, sr_in // divisor).astype(np.float32)
+
+
+def _is_channels(array: np.ndarray) -> bool:
+    """True for a 2-D ``(samples, channels)`` array (soundfile's layout), not a ``(batch, samples)`` batch."""
+    return array.ndim == 2 and array.shape[1] <= MAX_CHANNELS and array.shape[0] > array.shape[1]
+
+
+class Recognizer:
+    """A trained network with its front end and class names, ready to label audio on the CPU.
+
+    Build it with :meth:`load`; ``model`` maps log-Mel features ``(batch, n_mels, frames)`` and
+    ``lengths`` ``(batch,)`` to logits ``(batch, n_classes)``.
+    """
+
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], frontend: FrontEnd, *,
+                 pass_lengths: bool = True, source: str | None = None) -> None:
+        self.model = model.eval()
+        self.labels = tuple(labels)
+        self.frontend = frontend
+        # Checkpoints trained on full 7.5 s inputs saw no lengths; keep what they were trained with.
+        self.pass_lengths = pass_lengths
+        self.source = source
+        self.min_frames = int(getattr(model, "min_frames", 1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Recognizer:
+        """Load a checkpoint file or run folder (see :func:`resolve_checkpoint`); ``None`` loads the
+        pretrained default shipped inside the package (``minser/assets/default.pt``)."""
+        if path is None:
+            with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
+                return cls.from_checkpoint(checkpoint.load(default), source=f"minser.assets/{DEFAULT_MODEL}")
+        file = resolve_checkpoint(path)
+        return cls.from_checkpoint(checkpoint.load(file), source=str(file))
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any], source: str | None = None) -> Recognizer:
+        """A recognizer from a checkpoint dict already loaded by :func:`minser.checkpoint.load`."""
+        from minser.models import from_spec
+
+        name = source or "checkpoint"
+        quantize = saved.get("quantize")
+        if quantize not in (None, "int8"):
+            raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
+        model = from_spec(saved["spec"])
+        # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.
+        model.set_impl("torch")
+        try:
+            model.load_state_dict(saved["state_dict"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"{name}: weights do not fit the network {saved['spec'].get('name')!r} "
+                                  f"({exc}); the file was edited or written by another version") from exc
+        model.eval()
+        if quantize == "int8":
+            model = quantize_int8(model)
+        pad_to = saved.get("train", {}).get("pad_to", "full") if isinstance(saved.get("train"), dict) else "full"
+        return cls(model, saved["labels"], FrontEnd.from_dict(saved["frontend"]), pass_lengths=pad_to == "batch",
+                   source=source)
+
+    # ------------------------------------------------------------------------------------------
+    # Input
+
+    def _wave(self, item: Audio, sr: int | None, name: str) -> np.ndarray:
+        """One input as mono float32 ``(samples,)`` at the model's rate."""
+        rate = self.frontend.sample_rate
+        if isinstance(item, (str, os.PathLike)):
+            return load(item, sr=rate)
+        if sr is None:
+            raise AudioError(f"{name}: an array of samples needs its sample rate; pass sr=..., e.g. "
+                             f"rec.predict(wave, sr={rate})")
+        if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+            raise AudioError(f"{name}: sr={sr!r} is not a sample rate; give a positive integer in Hz")
+        array = np.asarray(item)
+        if _is_channels(array):
+            array = check_wave(array.T, name, sr=int(sr)).mean(axis=0)
+        wave = check_wave(array, name, sr=int(sr))
+        if wave.ndim != 1:
+            raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {wave.shape}")
+        return check_wave(_resample(wave, int(sr), rate), name, sr=rate)
+
+    def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
+        """The waves of ``x`` and whether ``x`` was a batch."""
+        if isinstance(x, np.ndarray) and x.ndim == 2 and not _is_channels(x):
+            return [self._wave(row, sr, f"array[{i}]") for i, row in enumerate(x)], True
+        if isinstance(x, (list, tuple)):
+            if not x:
+                raise AudioError("predict: got an empty batch; pass a file, an array or a non-empty list of them")
+            return [self._wave(item, sr, str(item) if isinstance(item, (str, os.PathLike)) else f"item {i}")
+                    for i, item in enumerate(x)], True
+        name = str(x) if isinstance(x, (str, os.PathLike)) else "array"
+        return [self._wave(x, sr, name)], False
+
+    # ------------------------------------------------------------------------------------------
+    # Scoring
+
+    @torch.no_grad()
+    def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``."""
+        lengths = np.maximum(lengths, self.min_frames)
+        if self.pass_lengths:
+            frames = int(lengths.max())
+            x, valid = torch.from_numpy(np.ascontiguousarray(features[:, :, :frames])), torch.from_numpy(lengths)
+        else:
+            x, valid = torch.from_numpy(features), None
+        return self.model(x, valid).float().numpy()
+
+    def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Label probabilities ``(batch, n_classes)`` of mono waves at the model's rate (see the module
+        docstring for the sliding windows over long audio)."""
+        window = self.frontend.n_samples
+        hop = max(1, round(window * HOP_FRACTION))
+        pieces, owner = [], []
+        for index, wave in enumerate(waves):
+            for start in window_starts(len(wave), window, hop):
+                pieces.append(wave[start:start + window])
+                owner.append(index)
+        probs = []
+        for first in range(0, len(pieces), WINDOWS_PER_PASS):
+            features, lengths = extract(pieces[first:first + WINDOWS_PER_PASS], self.frontend)
+            probs.append(torch.softmax(torch.from_numpy(self.logits(features, lengths)), dim=-1).numpy())
+        window_probs, owner = np.concatenate(probs), np.asarray(owner)
+        return np.stack([window_probs[owner == i].mean(axis=0) for i in range(len(waves))])
+
+    def predict(self, x: Audio | Sequence[Audio], sr: int | None = None) -> Prediction | list[Prediction]:
+        """Label ``x``: a file path, a 1-D array (with ``sr``), or a batch (a list of paths or arrays,
+        or a 2-D ``(batch, samples)`` array); a batch gives a list of :class:`Prediction`."""
+        waves, batch = self._waves(x, sr)
+        predictions = [
+            Prediction(self.labels[int(np.argmax(p))], {label: float(v) for label, v in zip(self.labels, p)})
+            for p in self.probabilities(waves)
+        ]
+        return predictions if batch else predictions[0]
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "name", type(self.model).__name__)
+        return f"Recognizer({name}, labels={list(self.labels)}, source={self.source!r})"

@@ -1,0 +1,78 @@
+"""python -m minser.predict: JSON lines, bad files reported by name, exit codes, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from minser import checkpoint
+from minser.features import FrontEnd
+from minser.models import build
+from minser.predict import main
+
+SR = 16000
+LABELS = ("anger", "neutral")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A randomly initialised small cnn checkpoint (the CLI only needs a loadable one)."""
+    torch.manual_seed(0)
+    net = build("cnn", len(LABELS), d_model=8, channels=[4, 4, 4])
+    return checkpoint.save(tmp_path_factory.mktemp("model") / "cnn.pt", spec=net.spec, labels=LABELS,
+                           frontend=FrontEnd().to_dict(), state_dict=net.state_dict(), train={"pad_to": "batch"})
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    path = tmp_path / "clip.wav"
+    rng = np.random.default_rng(0)
+    soundfile.write(path, (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
+    return path
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_prints_one_json_line_per_file(model, clip, capsys):
+    assert main([str(clip), str(clip), "--model", str(model), "--threads", "1"]) == 0
+    out = lines(capsys.readouterr().out)
+    assert [o["file"] for o in out] == [str(clip), str(clip)]
+    for o in out:
+        assert set(o) == {"file", "label", "scores"}
+        assert list(o["scores"]) == list(LABELS)
+        assert o["label"] == max(o["scores"], key=o["scores"].get)
+        assert sum(o["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_files_are_named_on_stderr_and_the_others_still_labelled(model, clip, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    missing = tmp_path / "missing.wav"
+    assert main([str(corrupt), str(clip), str(missing), "--model", str(model)]) == 1
+    captured = capsys.readouterr()
+    assert [o["file"] for o in lines(captured.out)] == [str(clip)]
+    errors = lines(captured.err)
+    assert [e["file"] for e in errors] == [str(corrupt), str(missing)]
+    assert "cannot be read as audio" in errors[0]["error"] and str(corrupt) in errors[0]["error"]
+    assert "no such audio file" in errors[1]["error"]
+
+
+def test_unloadable_model_exits_2(clip, tmp_path, capsys):
+    assert main([str(clip), "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main([str(clip), "--threads", "0"]) == 2
+
+
+def test_help_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "minser.predict", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "--model" in result.stdout and "JSON line" in result.stdout

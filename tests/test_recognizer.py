@@ -1,0 +1,223 @@
+"""Recognizer: loading, input handling (files, arrays, batches, rates, stereo, short and long audio), scores."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from scipy.signal import resample_poly
+
+import minser
+from minser import checkpoint
+from minser.errors import AudioError, CheckpointError
+from minser.features import FrontEnd
+from minser.models import build
+from minser.recognizer import Prediction, Recognizer, resolve_checkpoint, window_starts
+
+SR = 16000
+LABELS = ("anger", "boredom", "neutral")
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO / "examples" / "clips"
+
+
+def save_tiny(path: Path, pad_to: str = "batch", **extra) -> Path:
+    """A randomly initialised small cnn_transformer checkpoint, as minser.train writes it."""
+    torch.manual_seed(0)
+    model = build("cnn_transformer", len(LABELS), d_model=16, heads=2, ff_dim=16, layers=1, channels=[4, 4, 4])
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from identity
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-50.0, -20.0)
+                module.running_var.uniform_(100.0, 400.0)
+    return checkpoint.save(path, spec=model.spec, labels=LABELS, frontend=FrontEnd().to_dict(),
+                           state_dict=model.state_dict(), train={"pad_to": pad_to}, **extra)
+
+
+def wave(seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray:
+    """A deterministic voiced-like test signal: a wobbling harmonic tone plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sr)) / sr
+    f0 = 140.0 + 40.0 * np.sin(2 * np.pi * (0.7 + 0.3 * seed) * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    tone = sum(np.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.0 * t) ** 2
+    return (0.2 * envelope * tone + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def rec(tiny) -> Recognizer:
+    return Recognizer.load(tiny)
+
+
+def scores_of(prediction: Prediction) -> np.ndarray:
+    return np.array([prediction.scores[label] for label in LABELS])
+
+
+def test_predict_file_gives_label_and_probabilities(rec, tmp_path):
+    path = tmp_path / "a.wav"
+    soundfile.write(path, wave(2.0), SR)
+    prediction = rec.predict(path)
+    assert isinstance(prediction, Prediction)
+    assert list(prediction.scores) == list(LABELS)
+    assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert prediction.label == max(prediction.scores, key=prediction.scores.get)
+    # The file path and the same samples as an array give the same scores.
+    np.testing.assert_allclose(scores_of(rec.predict(str(path))), scores_of(rec.predict(wave(2.0), sr=SR)), atol=1e-6)
+
+
+def test_scores_are_the_softmax_of_the_model_on_the_front_end(rec):
+    from minser.features import extract
+
+    x = wave(3.0, seed=1)
+    features, lengths = extract(x)
+    with torch.no_grad():
+        logits = rec.model(torch.from_numpy(features[:, :, : lengths[0]]), torch.from_numpy(lengths))
+    expected = torch.softmax(logits, -1)[0].numpy()
+    np.testing.assert_allclose(scores_of(rec.predict(x, sr=SR)), expected, atol=1e-6)
+
+
+def test_array_without_sample_rate_is_an_error_that_says_to_pass_sr(rec):
+    with pytest.raises(AudioError, match="sr="):
+        rec.predict(wave(1.0))
+    with pytest.raises(AudioError, match="sample rate"):
+        rec.predict(wave(1.0), sr=-5)
+
+
+@pytest.mark.parametrize("sr", [8000, 44100])
+def test_other_sample_rates_are_resampled(rec, tmp_path, sr):
+    native = wave(2.0, sr=sr)
+    expected = resample_poly(native, SR // np.gcd(sr, SR), sr // np.gcd(sr, SR)).astype(np.float32)
+    np.testing.assert_allclose(scores_of(rec.predict(native, sr=sr)), scores_of(rec.predict(expected, sr=SR)), atol=1e-6)
+    path = tmp_path / f"at{sr}.wav"
+    soundfile.write(path, native, sr, subtype="FLOAT")
+    np.testing.assert_allclose(scores_of(rec.predict(path)), scores_of(rec.predict(expected, sr=SR)), atol=1e-5)
+
+
+def test_stereo_is_downmixed(rec, tmp_path):
+    left, right = wave(2.0, seed=2), wave(2.0, seed=3)
+    stereo = np.stack([left, right], axis=1)  # (samples, channels), soundfile's layout
+    mono = scores_of(rec.predict((left + right) / 2, sr=SR))
+    np.testing.assert_allclose(scores_of(rec.predict(stereo, sr=SR)), mono, atol=1e-6)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, stereo, SR, subtype="FLOAT")
+    np.testing.assert_allclose(scores_of(rec.predict(path)), mono, atol=1e-5)
+
+
+def test_batches_equal_single_predictions(rec, tmp_path):
+    waves = [wave(1.0, seed=4), wave(2.5, seed=5), wave(6.0, seed=6)]
+    singles = [scores_of(rec.predict(w, sr=SR)) for w in waves]
+    batch = rec.predict(waves, sr=SR)
+    assert isinstance(batch, list) and len(batch) == 3
+    for prediction, single in zip(batch, singles):
+        np.testing.assert_allclose(scores_of(prediction), single, atol=1e-5)
+    paths = []
+    for i, w in enumerate(waves):
+        paths.append(tmp_path / f"{i}.wav")
+        soundfile.write(paths[-1], w, SR, subtype="FLOAT")
+    for prediction, single in zip(rec.predict(paths), singles):
+        np.testing.assert_allclose(scores_of(prediction), single, atol=1e-5)
+    # A 2-D array is a batch of equal-length waves.
+    equal = np.stack([wave(2.0, seed=7), wave(2.0, seed=8)])
+    rows = rec.predict(equal, sr=SR)
+    np.testing.assert_allclose(scores_of(rows[1]), scores_of(rec.predict(equal[1], sr=SR)), atol=1e-5)
+
+
+def test_batch_reports_the_bad_item(rec, tmp_path):
+    with pytest.raises(AudioError, match="item 1"):
+        rec.predict([wave(1.0), np.zeros(10, dtype=np.float32)], sr=SR)
+    with pytest.raises(AudioError, match="no such audio file"):
+        rec.predict([tmp_path / "missing.wav"])
+    with pytest.raises(AudioError, match="empty batch"):
+        rec.predict([])
+
+
+def test_too_short_audio(rec):
+    with pytest.raises(AudioError, match="shorter than one analysis window"):
+        rec.predict(np.ones(100, dtype=np.float32), sr=SR)
+    # Longer than one window but shorter than the network's time stride: scored, not rejected.
+    assert rec.min_frames > 1 + 800 // 160
+    prediction = rec.predict(wave(0.05), sr=SR)
+    assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_window_starts_cover_the_audio():
+    assert window_starts(100, 120, 60) == [0]
+    assert window_starts(120, 120, 60) == [0]
+    assert window_starts(121, 120, 60) == [0, 1]
+    assert window_starts(300, 120, 60) == [0, 60, 120, 180]
+    assert window_starts(310, 120, 60) == [0, 60, 120, 180, 190]
+
+
+def test_long_audio_is_the_mean_over_sliding_windows(rec):
+    long = np.concatenate([wave(5.0, seed=9), wave(5.0, seed=10), wave(10.0, seed=11)])  # 20 s
+    window, hop = FrontEnd().n_samples, FrontEnd().n_samples // 2
+    starts = window_starts(long.size, window, hop)
+    assert starts == [0, 60000, 120000, 180000, 200000]
+    expected = np.mean([scores_of(rec.predict(long[s:s + window], sr=SR)) for s in starts], axis=0)
+    np.testing.assert_allclose(scores_of(rec.predict(long, sr=SR)), expected, atol=1e-5)
+
+
+def test_full_padding_checkpoints_score_the_fixed_input(tmp_path):
+    rec = Recognizer.load(save_tiny(tmp_path / "full.pt", pad_to="full"))
+    assert not rec.pass_lengths
+    from minser.features import extract
+
+    x = wave(2.0, seed=12)
+    with torch.no_grad():
+        expected = torch.softmax(rec.model(torch.from_numpy(extract(x)[0])), -1)[0].numpy()
+    np.testing.assert_allclose(scores_of(rec.predict(x, sr=SR)), expected, atol=1e-6)
+
+
+def test_int8_flag_quantizes_at_load(tiny, tmp_path, rec):
+    saved = checkpoint.load(tiny)
+    path = checkpoint.save(tmp_path / "int8.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int8")
+    quantized = Recognizer.load(path)
+    kinds = {type(m).__module__ for m in quantized.model.modules()}
+    assert any("quantized" in kind for kind in kinds)
+    x = wave(3.0, seed=13)
+    np.testing.assert_allclose(scores_of(quantized.predict(x, sr=SR)), scores_of(rec.predict(x, sr=SR)), atol=0.05)
+    bad = checkpoint.save(tmp_path / "int4.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int4")
+    with pytest.raises(CheckpointError, match="int4"):
+        Recognizer.load(bad)
+
+
+def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
+    one = tmp_path / "run1"
+    save_tiny(one / "fold-1" / "best.pt")
+    assert resolve_checkpoint(one) == one / "fold-1" / "best.pt"
+    assert Recognizer.load(one).labels == LABELS
+    save_tiny(one / "fold-2" / "best.pt")
+    with pytest.raises(CheckpointError, match="2 folds"):
+        Recognizer.load(one)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no fold"):
+        Recognizer.load(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        Recognizer.load(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        Recognizer.load(garbage)
+    saved = checkpoint.load(tiny)
+    saved["state_dict"].pop(next(iter(saved["state_dict"])))
+    broken = checkpoint.save(tmp_path / "broken.pt", **{k: v for k, v in saved.items() if k != "format"})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Recognizer.load(broken)
+
+
+def test_import_minser_stays_light():
+    import subprocess
+
+    code = "import sys, minser; assert 'torch' not in sys.modules; print(minser.Recognizer.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Recognizer"
+    assert minser.Prediction is Prediction
