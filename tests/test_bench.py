@@ -1,0 +1,339 @@
+"""Tests of the benchmark scripts in bench/: smoke runs with --quick, FLOP formulas, shapes, options, JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from minser import models
+from minser.kernels import reference
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+OWN_SCRIPTS = ("attention.py", "models.py")
+# Every script with a --quick mode; bench/train.py times real training epochs and has none.
+SCRIPTS = tuple(s for s in (*OWN_SCRIPTS, "frontend.py") if (BENCH / s).exists())
+
+
+def _load(name: str):
+    """Import ``bench/<name>.py`` as a module (the scripts put bench/ on sys.path for ``_common``)."""
+    module_name = f"bench_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+attention = _load("attention")
+bench_models = _load("models")
+common = _load("_common")
+
+
+# --------------------------------------------------------------------------------------------
+# Smoke: every script runs with --quick and writes valid JSON
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    runs = {}
+    out = tmp_path_factory.mktemp("bench")
+    for script in SCRIPTS:
+        path = out / f"{script}.json"
+        # One thread: on a busy 2-core machine a second OpenMP thread makes small ops many times
+        # slower. --threads is ours; other scripts (frontend.py) promise only --quick and --json.
+        threads = ["--threads", "1"] if script in OWN_SCRIPTS else []
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / script), "--quick", "--json", str(path), *threads],
+            capture_output=True, text=True, timeout=300,
+        )
+        runs[script] = (proc, path)
+    return runs
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quick_run_writes_json(quick_runs, script):
+    proc, path = quick_runs[script]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads(path.read_text())
+    assert isinstance(payload, dict) and payload
+    assert not list(path.parent.glob(f".{path.name}.*")), "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("module", [attention, bench_models])
+def test_help(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--quick" in out and "--json" in out and "--threads" in out
+
+
+def test_attention_quick_results(quick_runs):
+    proc, path = quick_runs["attention.py"]
+    payload = json.loads(path.read_text())
+    env = payload["environment"]
+    assert env["torch"] == torch.__version__ and env["cpu_count"] == os.cpu_count()
+    rows = payload["results"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["backend"] for r in ok} >= {"reference", "sdpa-math"}
+    assert {r["op"] for r in ok} == {"attention", "pool"}
+    assert {r["masked"] for r in ok} == {True, False}
+    for row in ok:
+        assert row["max_abs_err"] < 1e-4, row  # every backend computes the same attention
+        assert row["median_ms"] > 0 and row["timing"]["n"] >= 1
+        assert math.isclose(row["tflops"], row["flops"] / (row["median_ms"] * 1e-3) / 1e12)
+    for row in (r for r in ok if r["op"] == "attention"):
+        shape = attention.AttentionShape("", row["B"], row["H"], row["Lq"], row["Lk"], row["D"])
+        assert row["valid_keys"] <= shape.valid_keys
+        assert row["flops"] == 4 * row["H"] * row["Lq"] * row["D"] * row["valid_keys"] * (1 if row["pass"] == "fwd" else 3.5)
+    if not torch.cuda.is_available():
+        assert "triton" not in {r["backend"] for r in rows}
+        assert "needs a CUDA GPU" in proc.stdout and all(d == "fp32" for d in {r["dtype"] for r in rows})
+
+
+def test_models_quick_results(quick_runs):
+    _, path = quick_runs["models.py"]
+    payload = json.loads(path.read_text())
+    rows = {r["model"]: r for r in payload["results"] if r["device"] == "cpu"}
+    assert set(rows) == {"cnn", "cat"}
+    for name, row in rows.items():
+        assert row["params"] == sum(p.numel() for p in models.build(name, 4).parameters())
+        assert math.isclose(row["b1_rtf"], row["b1_ms"] / 7500)
+        assert row["train_full_utt_s"] > 0 and row["train_batch_utt_s"] > 0
+        assert row["train_batch"]["padded_frames_mean"] <= 750
+    assert rows["cnn"]["b4_vs_cnn"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# FLOP and byte formulas
+
+
+def _counted_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_attention_flops_match_torch_flop_counter():
+    b, h, lq, lk, d = 2, 3, 5, 7, 4
+    q, k, v = (torch.randn(b, h, n, d, requires_grad=True) for n in (lq, lk, lk))
+    shape = attention.AttentionShape("", b, h, lq, lk, d)
+    forward = _counted_flops(lambda: reference.attention(q, k, v))
+    assert attention.attention_flops(shape, "fwd") == forward == 4 * b * h * lq * lk * d
+    # The reference's backward is 4 matmuls (2x forward); the convention adds FlashAttention's
+    # recomputation of Q K^T (0.5x forward) on top.
+    both = _counted_flops(lambda: reference.attention(q, k, v).sum().backward())
+    assert attention.attention_flops(shape, "fwd+bwd") == both + forward // 2
+
+
+def test_attention_flops_exclude_masked_keys():
+    full = attention.AttentionShape("", 2, 3, 5, 7, 4)
+    masked = attention.AttentionShape("", 2, 3, 5, 7, 4, key_lengths=(7, 3))
+    assert attention.attention_flops(masked, "fwd") == attention.attention_flops(full, "fwd") * 10 // 14
+    assert attention.attention_flops(masked, "fwd+bwd") == 3.5 * 4 * 3 * 5 * 4 * 10
+
+
+def test_pool_flops_and_bytes():
+    h, w, p = torch.randn(3, 6, 8), torch.randn(8, 1), torch.rand(3, 6)
+    shape = attention.PoolShape("", 3, 6, 8)
+    # the counter skips matrix-vector products, so count the scores as a (D, 1) matmul
+    counted = _counted_flops(lambda: (h @ w, torch.einsum("bt,btd->bd", p, h)))
+    assert attention.pool_flops(shape, "fwd") == counted == 4 * 3 * 6 * 8
+    masked = attention.PoolShape("", 3, 6, 8, lengths=(6, 1, 2))
+    assert attention.pool_flops(masked, "fwd") == 4 * 8 * 9 and attention.pool_flops(masked, "fwd+bwd") == 3 * 4 * 8 * 9
+    # fp16: h read once, then pooled (B, D), weights (B, T) and w (D,)
+    assert attention.pool_bytes(shape, "fwd", 2) == 2 * (3 * 6 * 8 + 3 * 8 + 3 * 6 + 8)
+    assert attention.pool_bytes(shape, "fwd+bwd", 4) > 2 * attention.pool_bytes(shape, "fwd", 4) - 4 * 3 * 6
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+
+
+def test_sweep_lengths_and_shapes():
+    assert attention.sweep_lengths(8192) == [128, 256, 512, 1024, 2048, 4096, 8192]
+    assert attention.sweep_lengths(1000) == [128, 256, 512]
+    with pytest.raises(ValueError):
+        attention.sweep_lengths(64)
+    shapes = attention.sweep_shapes([128, 8192], (32, 64, 128), tokens=16384, hidden=2048)
+    assert len(shapes) == 6
+    for s in shapes:
+        assert s.q_len == s.k_len and s.key_lengths is None
+        assert s.batch * s.q_len == 16384 and s.heads * s.head_dim == 2048
+    assert attention.sweep_shapes([4096], (64,), tokens=1024, hidden=32)[0].batch == 1  # never below one
+
+
+@pytest.mark.parametrize("bad", [(0, 3), (3,), (8, 3)])
+def test_attention_shape_rejects_bad_key_lengths(bad):
+    # a zero-length row would make SDPA return NaN; lengths must match the batch and fit Lk
+    with pytest.raises(ValueError):
+        attention.AttentionShape("x", 2, 1, 4, 7, 8, key_lengths=bad)
+
+
+def test_model_shapes_are_the_networks():
+    shapes, pools, note = attention.model_shapes(["cat", "ilt"], batch=3)
+    options = models.MODELS["cat"].Options()
+    heads, head_dim = options.heads, options.d_model // options.heads
+    assert "batch 3" in note and shapes and pools
+    assert {(s.batch, s.heads, s.head_dim) for s in shapes} == {(3, heads, head_dim)}
+    cross = {(s.q_len, s.k_len) for s in shapes if "cross" in s.label}
+    assert len(cross) == 2 and cross == {(k, q) for q, k in cross}  # both directions of CAT
+    assert {s.key_lengths is None for s in shapes} == {True, False}
+    masked = [s for s in shapes if s.key_lengths is not None]
+    assert all(max(s.key_lengths) <= s.k_len for s in masked)
+    assert all(p.dim == options.d_model and p.label.startswith("ilt") for p in pools)
+    assert reference.attention.__name__ == "attention"  # the recording hook was removed
+
+
+def test_model_shapes_rejects_unknown_network():
+    with pytest.raises(SystemExit, match="unknown network"):
+        attention.model_shapes(["nope"], batch=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+def _settings(argv):
+    args = attention.build_parser().parse_args(argv)
+    return attention.resolve_settings(args)
+
+
+def test_attention_cpu_defaults_and_fp32_only(capsys):
+    s = _settings(["--dtype", "fp16", "--dtype", "bf16", "--device", "cpu"])
+    assert s.dtypes == ("fp32",) and "only fp32" in capsys.readouterr().out
+    assert s.lengths == (128, 256, 512, 1024) and s.passes == ("fwd", "fwd+bwd")
+    assert s.ops == ("attention", "pool") and s.use_models and s.models is None
+
+
+def test_attention_gpu_defaults(monkeypatch):
+    monkeypatch.setattr(attention.common, "resolve_device", lambda name: torch.device("cuda"))
+    s = _settings([])
+    assert s.dtypes == ("fp16", "bf16", "fp32") and s.lengths[-1] == 8192 and s.head_dims == (32, 64, 128)
+    assert (s.tokens, s.hidden) == (16384, 2048)
+    backends = attention.attention_backends(torch.device("cuda"))
+    assert backends[0] == "triton" and backends[-1] == "reference"
+    assert {"sdpa-flash", "sdpa-efficient", "sdpa-math"} <= set(backends)
+    assert "triton" not in attention.attention_backends(torch.device("cpu"))
+
+
+def test_attention_options():
+    s = _settings(["--device", "cpu", "--op", "pool", "--pass", "fwd", "--no-sweep", "--no-models",
+                   "--shape", "2,4,46,187,16", "--models", "cat,ilt", "--max-len", "4096"])
+    assert s.ops == ("pool",) and s.passes == ("fwd",) and s.lengths == () and not s.use_models
+    assert s.shapes == (attention.AttentionShape("shape 2,4,46,187,16", 2, 4, 46, 187, 16),)
+    quick = _settings(["--quick", "--device", "cpu"])
+    assert quick.models == ("cat",) and quick.repeat <= 3 and quick.lengths == (128,)
+    with pytest.raises(SystemExit):
+        attention.build_parser().parse_args(["--shape", "2,4,46"])
+    with pytest.raises(SystemExit):
+        _settings(["--head-dims", "64,x"])
+
+
+def test_run_attention_rows():
+    settings = _settings(["--device", "cpu", "--warmup", "0", "--repeat", "1"])
+    shape = attention.AttentionShape("t", 2, 2, 8, 12, 16, key_lengths=(12, 5))
+    rows = attention.run_attention(shape, "fp32", "fwd+bwd", settings)
+    assert [r["backend"] for r in rows] == attention.attention_backends(torch.device("cpu"))
+    sdpa = [r for r in rows if r["backend"].startswith("sdpa-") and r["status"] == "ok"]
+    assert sdpa and min(r["vs_best_sdpa"] for r in sdpa) == 1.0
+    assert all(r["max_abs_err"] < 1e-5 for r in rows if r["status"] == "ok")
+    assert all(r["flops"] == 3.5 * 4 * 2 * 8 * 16 * 17 for r in rows)
+
+
+def test_models_options():
+    parse = bench_models.build_parser().parse_args
+    s = bench_models.resolve_settings(parse(["--device", "cpu", "--models", "cat", "--pad-to", "batch"]))
+    assert s.models == ("cat",) and s.pad_to == ("batch",) and s.batch == 40 and s.devices == (torch.device("cpu"),)
+    quick = bench_models.resolve_settings(parse(["--quick", "--device", "cpu"]))
+    assert quick.models == ("cnn", "cat") and quick.pad_to == ("full", "batch")
+    with pytest.raises(SystemExit, match="unknown network"):
+        bench_models.resolve_settings(parse(["--models", "nope"]))
+
+
+def test_training_batches_follow_minser_train():
+    lengths = torch.tensor([100, 700, 120, 680, 110, 690, 130, 710])
+    full = bench_models.training_batches(lengths, 4, 3, "full", seed=0)
+    batch = bench_models.training_batches(lengths, 4, 3, "batch", seed=0)
+    assert len(full) == len(batch) == 3 and all(len(b) == 4 for b in full + batch)
+    # length bucketing puts the short and the long utterances in separate batches
+    assert sorted(int(b.max()) for b in batch[:2]) == [130, 710]
+    assert bench_models.real_time_factor(750.0, 1) == 0.1
+    assert math.isclose(bench_models.real_time_factor(3000.0, 40), 0.01)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def test_summarize_median_and_spread():
+    t = common.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (t.median_ms, t.p25_ms, t.p75_ms, t.min_ms, t.n) == (3.0, 2.0, 4.0, 1.0, 5)
+    assert math.isclose(t.spread_pct, 100 * 2 / 3)
+    assert common.summarize([2.0]).spread_pct == 0.0
+    with pytest.raises(ValueError):
+        common.summarize([])
+
+
+def test_measure_counts_calls():
+    calls = []
+    timing = common.measure(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeat=4)
+    assert len(calls) == 6 and timing.n == 4 and timing.min_ms >= 0
+    assert common.peak_memory_bytes(lambda: None, torch.device("cpu")) is None
+
+
+def test_write_json_is_atomic(tmp_path):
+    path = tmp_path / "sub" / "out.json"
+    common.write_json(path, {"a": [1, 2.5, None]})
+    assert json.loads(path.read_text()) == {"a": [1, 2.5, None]}
+    with pytest.raises(ValueError):
+        common.write_json(path, {"a": float("nan")})  # NaN is not JSON: refused, old file kept
+    assert json.loads(path.read_text()) == {"a": [1, 2.5, None]}
+    assert [p.name for p in path.parent.iterdir()] == ["out.json"]
+
+
+def test_format_table():
+    text = common.format_table([{"a": 1.23456, "b": None}, {"a": 10, "b": "xy"}], ["a", "b"])
+    lines = text.splitlines()
+    assert lines[0].split() == ["a", "b"] and lines[2].split() == ["1.23", "-"] and lines[3].split() == ["10", "xy"]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_environment_names_versions_and_commit():
+    info = common.environment(torch.device("cpu"))
+    assert info["torch"] == torch.__version__ and info["numpy"] == np.__version__
+    assert info["cpu_count"] == os.cpu_count() and info["torch_threads"] == torch.get_num_threads()
+    assert info["git_commit"] is None or len(info["git_commit"].removesuffix("-dirty")) == 40
+    json.dumps(info)
+
+
+def test_emodb_durations_real(emodb_root, monkeypatch):
+    monkeypatch.setenv("MINSER_DATA", str(emodb_root.parent))
+    durations, source = common.emodb_durations()
+    assert len(durations) == 535 and "EmoDB wav headers" in source
+    assert 1.2 < durations.min() < 1.3 and 8.9 < durations.max() < 9.0
+
+
+def test_emodb_durations_synthetic(monkeypatch):
+    monkeypatch.delenv("MINSER_DATA", raising=False)
+    durations, source = common.emodb_durations()
+    again, _ = common.emodb_durations()
+    assert "synthetic" in source and len(durations) == 535 and np.array_equal(durations, again)
+    assert durations.min() >= 1.23 and durations.max() <= 8.98 and 2.5 < durations.mean() < 3.1
+    frames = common.sample_frame_lengths(durations, 40, seed=1)
+    assert frames.shape == (40,) and frames.min() >= 124 and frames.max() <= 750
+    assert np.array_equal(frames, common.sample_frame_lengths(durations, 40, seed=1))
+
+
+def test_frames_of_samples_matches_front_end_contract():
+    assert common.frames_of_samples(np.array([0, 159, 160, 16000, 120000, 200000])).tolist() == [1, 1, 2, 101, 750, 750]
