@@ -1,0 +1,81 @@
+"""Time the paper's training protocol and extrapolate it: ``python bench/train.py --help``.
+
+Runs ``minser.train`` for real (default: CAT, EmoDB 4 classes, random protocol, default widths,
+batch 40, noise copies) for ``--epochs`` epochs of the first fold, once with ``--pad-to full``
+(every utterance 7.5 s: the paper) and once with ``--pad-to batch`` (length-bucketed batches),
+in one process, one after the other. From the per-epoch times in each run's ``metrics.json`` it
+reports the median epoch time, the ratio full / batch, and an extrapolation to the full
+protocol (5 folds x 100 epochs): ``setup + 5 * 100 * median epoch``, where setup is the measured
+one-off cost (features from the cache, the noisy copies, model building). The extrapolation is
+printed as such: it assumes every epoch costs what the measured ones did.
+
+The machine may be shared; the ratio measured in one run is the robust figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+from minser.train import main as train  # noqa: E402
+
+FULL_FOLDS, FULL_EPOCHS = 5, 100
+
+
+def time_run(model: str, pad_to: str, epochs: int, threads: int, device: str, extra: list[str]) -> dict:
+    """Train fold 1 for ``epochs`` epochs; per-epoch seconds and the one-off setup seconds."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run"
+        started = time.perf_counter()
+        train(["--model", model, "--pad-to", pad_to, "--epochs", str(epochs), "--folds", "1",
+               "--threads", str(threads), "--device", device, "--out", str(out), *extra])
+        total = time.perf_counter() - started
+        history = json.loads((out / "fold-1" / "metrics.json").read_text())["history"]
+    epoch_seconds = [h["seconds"] for h in history]
+    # The first epoch carries warm-up (allocator, kernel caches): time it, but take the median.
+    median = statistics.median(epoch_seconds[1:] or epoch_seconds)
+    return {"pad_to": pad_to, "epochs": epochs, "epoch_seconds": epoch_seconds, "median_epoch_s": median,
+            "setup_s": total - sum(epoch_seconds),
+            "extrapolated_protocol_min": (total - sum(epoch_seconds) + FULL_FOLDS * FULL_EPOCHS * median) / 60}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python bench/train.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cat", help="network to train")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs timed per padding mode (>= 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the training default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
+    parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument passed to minser.train (repeatable), e.g. --train-arg=--subset=20")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = common.resolve_device(None if args.device == "auto" else args.device)
+    info = common.environment(device)
+    common.print_header(f"training: {args.model}, EmoDB 4 classes, {args.epochs} epochs of fold 1 per padding mode",
+                        info)
+    rows = [time_run(args.model, pad_to, args.epochs, args.threads, args.device, args.train_arg)
+            for pad_to in ("full", "batch")]
+    speedup = rows[0]["median_epoch_s"] / rows[1]["median_epoch_s"]
+    print(common.format_table(rows, ["pad_to", "epochs", "median_epoch_s", "setup_s", "extrapolated_protocol_min"]))
+    print(f"--pad-to batch is {speedup:.2f}x faster per epoch than --pad-to full (same run, same machine)")
+    print(f"EXTRAPOLATION (not a full run): {FULL_FOLDS} folds x {FULL_EPOCHS} epochs = "
+          f"{rows[0]['extrapolated_protocol_min']:.1f} min with --pad-to full, "
+          f"{rows[1]['extrapolated_protocol_min']:.1f} min with --pad-to batch")
+    if args.json:
+        common.write_json(args.json, {"environment": info, "model": args.model, "runs": rows,
+                                      "batch_over_full_speedup": speedup})
+
+
+if __name__ == "__main__":
+    main()

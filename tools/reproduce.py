@@ -1,0 +1,129 @@
+"""Run every row of the paper's Tables 1 and 2 on one corpus and tabulate WA and UA.
+
+    python tools/reproduce.py --data emodb --epochs 100                 # all rows, hours on a CPU
+    python tools/reproduce.py --rows t1-ilt-attention,t2-cat-both --epochs 5 --folds 1
+
+Each row is one ``python -m minser.train`` run in ``<out>/<row>/``. A row whose
+``results.json`` already has the requested epochs and folds is skipped; a row that was
+interrupted is resumed (``--resume``) from its last completed epoch; so re-running the command
+continues where it stopped, and re-running with more ``--epochs`` extends every row. The table
+(``<out>/results.md``, rewritten atomically after every row) gives WA and UA as mean ± standard
+deviation over folds (percent), with the epochs and protocol actually run.
+
+The rows follow minser.models' reading of the paper (Table 1: the two baselines and ILT with
+each fusion; Table 2: CNN-Transformer, LSTM-Transformer, CNN+LSTM and CAT with each branch
+set). The paper's own figures are not reproduced here: we could not source them, and
+we do not type in numbers we cannot cite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minser.checkpoint import atomic_write
+from minser.errors import MinserError
+from minser.train import main as train
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: an id, the table it belongs to, a label, the model and its options."""
+
+    id: str
+    table: int
+    label: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def arguments(self) -> list[str]:
+        return ["--model", self.model, *(f"--model-opt={k}={json.dumps(v)}" for k, v in self.options.items())]
+
+
+ROWS = (
+    Row("t1-cnn-transformer", 1, "Baseline 1: CNN-Transformer", "cnn_transformer"),
+    Row("t1-cnn-lstm-transformer", 1, "Baseline 2: CNN-BiLSTM-Transformer", "cnn_lstm_transformer"),
+    Row("t1-ilt-concat", 1, "ILT, concatenation fusion", "ilt", {"fusion": "concat"}),
+    Row("t1-ilt-plus", 1, "ILT, plus fusion (alpha 0.5)", "ilt", {"fusion": "plus", "alpha": 0.5}),
+    Row("t1-ilt-attention", 1, "ILT, attention fusion", "ilt", {"fusion": "attention"}),
+    Row("t2-cnn-transformer", 2, "CNN-Transformer", "cnn_transformer"),
+    Row("t2-lstm-transformer", 2, "LSTM-Transformer", "lstm_transformer"),
+    Row("t2-cnn-plus-lstm", 2, "CNN+LSTM", "cnn_plus_lstm"),
+    Row("t2-cat-c2l", 2, "CAT, CNN->LSTM only", "cat", {"branches": "c2l"}),
+    Row("t2-cat-l2c", 2, "CAT, LSTM->CNN only", "cat", {"branches": "l2c"}),
+    Row("t2-cat-both", 2, "CAT, both branches", "cat", {"branches": "both"}),
+)
+
+
+def finished(folder: Path, epochs: int, folds: int | None) -> dict[str, Any] | None:
+    """The row's results when its run already has ``epochs`` epochs (and ``folds`` folds if given)."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if results["epochs"] != epochs or (folds is not None and len(results["folds"]) != folds):
+        return None
+    return results
+
+
+def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> str:
+    """The markdown table of finished rows."""
+    lines = [f"# Tables 1 and 2 on `{args.data}` ({args.classes} classes)", "",
+             f"Protocol `{args.protocol}`, {args.epochs} epochs per fold, seed {args.seed}; WA and UA in percent, "
+             "mean ± standard deviation (ddof=0) over the folds run. Written by `tools/reproduce.py`.", "",
+             "| row | table | network | folds | WA | UA |", "|---|---|---|---|---|---|"]
+    for row, r in rows:
+        lines.append(f"| {row.id} | {row.table} | {row.label} | {len(r['folds'])} | "
+                     f"{r['wa']:.2f} ± {r['wa_std']:.2f} | {r['ua']:.2f} ± {r['ua_std']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", help=f"comma-separated row ids (default: all): {', '.join(r.id for r in ROWS)}")
+    p.add_argument("--data", default="emodb", help="corpus: emodb, iemocap, a CSV manifest or a folder")
+    p.add_argument("--classes", type=int, default=4, help="EmoDB classes: 4 or 7")
+    p.add_argument("--protocol", default="random", help="random, speaker or session (see minser.train)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs per fold")
+    p.add_argument("--folds", type=int, help="run only the first N folds")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--out", default="runs/reproduce", help="folder of the row runs and results.md")
+    p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every minser.train run (repeatable), e.g. --train-arg=--pad-to=batch")
+    args = p.parse_args(argv)
+    by_id = {row.id: row for row in ROWS}
+    wanted = args.rows.split(",") if args.rows else list(by_id)
+    unknown = [name for name in wanted if name not in by_id]
+    if unknown:
+        print(f"error: unknown rows {unknown}; valid rows: {', '.join(by_id)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    done: list[tuple[Row, dict[str, Any]]] = []
+    for row in (by_id[name] for name in wanted):
+        folder = out / row.id
+        results = finished(folder, args.epochs, args.folds)
+        if results is None:
+            common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
+                      args.protocol, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(folder),
+                      *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
+            print(f"== {row.id}: {row.label}", flush=True)
+            try:
+                results = train(common + (["--resume"] if (folder / "config.json").is_file() else []))
+            except MinserError as exc:
+                print(f"error: {row.id}: {exc}", file=sys.stderr)
+                return 2
+        else:
+            print(f"== {row.id}: finished earlier, skipped", flush=True)
+        done.append((row, results))
+        text = table(done, args)
+        atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
+    print(table(done, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
