@@ -170,8 +170,8 @@ def format_environment(info: dict) -> str:
     )
 
 
-def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A plain-text table with right-aligned cells; floats get 3 significant digits, None shows as '-'."""
+def format_table(rows: Sequence[dict], columns: Sequence[str], *, markdown: bool = False) -> str:
+    """A plain-text (or Markdown) table with right-aligned cells; floats get 3 significant digits, None shows as '-'."""
 
     def cell(value: object) -> str:
         if value is None:
@@ -182,6 +182,12 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    if markdown:
+        def line(values):
+            return "| " + " | ".join(v.rjust(w) for v, w in zip(values, widths)) + " |"
+
+        rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
+        return "\n".join([line(columns), rule] + [line(r) for r in cells])
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
@@ -204,9 +210,10 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every bench script shares: ``--quick``, ``--json``, ``--threads``, ``--device``."""
+    """The options every bench script shares: ``--quick``, ``--json``, ``--markdown``, ``--threads``, ``--device``."""
     parser.add_argument("--quick", action="store_true", help="a small subset that runs in seconds (smoke test)")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs/BENCHMARKS.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--device", default=None, help="'cpu' or 'cuda' (default: cuda when a CUDA device is present, else cpu)"

@@ -317,6 +317,7 @@ class Settings:
     warmup: int
     repeat: int
     seed: int
+    markdown: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,6 +402,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         warmup=warmup,
         repeat=repeat,
         seed=args.seed,
+        markdown=args.markdown,
     )
 
 
@@ -551,7 +553,7 @@ def run(settings: Settings) -> dict:
                 for pass_ in settings.passes:
                     rows += run_case(shape, dtype_name, pass_, settings)
         print(f"\n### {op}: times in ms (median over {settings.repeat} runs), spread = IQR / median in %")
-        print(common.format_table(rows, columns))
+        print(common.format_table(rows, columns, markdown=settings.markdown))
         results += rows
     return {
         "benchmark": "attention",

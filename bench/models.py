@@ -57,6 +57,7 @@ class Settings:
     warmup: int
     repeat: int
     seed: int
+    markdown: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +103,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         warmup=warmup,
         repeat=repeat,
         seed=args.seed,
+        markdown=args.markdown,
     )
 
 
@@ -221,7 +223,7 @@ def run(settings: Settings) -> dict:
     columns += ["batch_vs_full"] if len(settings.pad_to) == 2 else []
     print(f"\n### latency in ms (median of {settings.repeat}), RTF = latency / audio duration, "
           f"training in utterances/s (batch {b}, {settings.train_steps} steps)")
-    print(common.format_table(rows, columns))
+    print(common.format_table(rows, columns, markdown=settings.markdown))
     return {
         "benchmark": "models",
         "environment": info,

@@ -307,6 +307,8 @@ def test_format_table():
     lines = text.splitlines()
     assert lines[0].split() == ["a", "b"] and lines[2].split() == ["1.23", "-"] and lines[3].split() == ["10", "xy"]
     assert len({len(line) for line in lines}) == 1
+    md = common.format_table([{"a": 1.23456, "b": None}], ["a", "b"], markdown=True).splitlines()
+    assert md == ["|    a | b |", "|-----:|--:|", "| 1.23 | - |"]
 
 
 def test_environment_names_versions_and_commit():
