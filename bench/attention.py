@@ -55,6 +55,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
+from minser import models  # noqa: E402
 from minser.kernels import attention as minser_attention  # noqa: E402
 from minser.kernels import attention_pool as minser_attention_pool  # noqa: E402
 from minser.kernels import reference  # noqa: E402
@@ -64,6 +65,7 @@ PASSES = ("fwd", "fwd+bwd")
 OPS = ("attention", "pool")
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
 MODEL_BATCH = 40
+N_MELS = 40
 
 
 @dataclass(frozen=True)
@@ -178,19 +180,13 @@ def model_shapes(names: Sequence[str] | None, batch: int, seed: int = 0) -> tupl
     recording the arguments of every attention and pooling call on the PyTorch path. Each shape is
     returned masked (the model's key lengths) and unmasked; duplicates are dropped.
     """
-    try:
-        from minser import models
-    except ImportError as e:
-        return [], [], f"minser.models is not importable ({e}); model shapes skipped, pass --shape"
-    registry = list(getattr(models, "MODELS", ()))
-    if not registry:
-        return [], [], "minser.models has no MODELS registry; model shapes skipped, pass --shape"
+    registry = list(models.MODELS)
     unknown = sorted(set(names or ()) - set(registry))
     if unknown:
         raise SystemExit(f"--models: unknown network(s) {unknown}; the registry has {registry}")
     durations, source = common.emodb_durations()
     lengths = torch.from_numpy(common.sample_frame_lengths(durations, batch, seed))
-    features = torch.randn(batch, 40, common.MAX_FRAMES, generator=torch.Generator().manual_seed(seed))
+    features = torch.randn(batch, N_MELS, common.MAX_FRAMES, generator=torch.Generator().manual_seed(seed))
     calls: list[tuple[str, str, tuple]] = []
     original_attention, original_pool = reference.attention, reference.attention_pool
 
@@ -372,7 +368,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         max_len, head_dims, pool_dims = 128, (64,), (64,)
         tokens, hidden = (4096, 1024) if gpu else (512, 128)
         warmup, repeat, batch = 1, 3, 8
-        models = tuple(args.models.split(",")) if args.models else ("cat",)
+        names = tuple(args.models.split(",")) if args.models else ("cat",)
     else:
         max_len = args.max_len or (8192 if gpu else 1024)
         head_dims = _int_list(args.head_dims, "--head-dims")
@@ -381,7 +377,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         hidden = args.hidden or (2048 if gpu else 512)
         warmup = args.warmup if args.warmup is not None else (10 if gpu else 2)
         repeat = args.repeat or (30 if gpu else 7)
-        models = tuple(args.models.split(",")) if args.models else None
+        names = tuple(args.models.split(",")) if args.models else None
         batch = args.batch
     if batch < 1 or tokens < 1 or hidden < 1 or repeat < 1 or warmup < 0:
         raise SystemExit("--batch, --tokens, --hidden and --repeat must be positive, --warmup >= 0")
@@ -396,7 +392,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         tokens=tokens,
         hidden=hidden,
         use_models=not args.no_models,
-        models=models,
+        models=names,
         shapes=tuple(args.shape),
         model_batch=batch,
         warmup=warmup,
