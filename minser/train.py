@@ -507,6 +507,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])), "best_epoch": best["epoch"],
                "val_wa": best["val_wa"], "n_train": len(fold.train.y), "n_val": len(fold.val.y),
                "n_test": len(fold.test.y), "history": history}
+    if hasattr(model, "fusion_weights") and model.spec["options"].get("fusion") != "concat":
+        metrics["fusion_weights"] = model.fusion_weights()  # ILT's a_L, a_T (the paper reports 0.65 / 0.35)
     if dist.main:
         checkpoint.write_json(folder / "metrics.json", metrics)
     return metrics
@@ -680,8 +682,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     results = {"model": config.model, "options": spec["options"],
                "data": config.data, "classes": config.classes, "corpus": corpus.name, "protocol": config.protocol,
                "labels": list(corpus.labels), **summarise(folds), "epochs": config.epochs, "seed": config.seed,
-               "folds": [{k: f[k] for k in ("name", "wa", "ua", "confusion", "best_epoch", "val_wa", "n_test")}
-                         for f in folds],
+               "folds": [{k: f[k] for k in ("name", "wa", "ua", "confusion", "best_epoch", "val_wa", "n_test",
+                                             "fusion_weights") if k in f} for f in folds],
                "confusion": confusion.tolist()}
     if dist.main:
         checkpoint.write_json(out / "results.json", results)

@@ -48,6 +48,7 @@ def test_run_writes_config_folds_checkpoints_and_results(ilt_run: Path) -> None:
     assert confusion.sum() == fold["n_test"] == 4  # 20% of 5 utterances per class
     assert fold["wa"] == pytest.approx(100 * np.trace(confusion) / confusion.sum())
     assert results["wa"] == fold["wa"] and results["wa_std"] == 0.0 and results["ua"] == fold["ua"]
+    assert sum(fold["fusion_weights"].values()) == pytest.approx(1.0)  # softmax weights a_L + a_T
     config = json.loads((ilt_run / "config.json").read_text())
     assert config["epochs"] == 2 and config["noise_snr"] == 30.0 and config["lr"] == 1e-4
     csv = (ilt_run / "confusion.csv").read_text().splitlines()
