@@ -112,6 +112,18 @@ def test_mel_power_matches_librosa_on_random_signals(options: dict) -> None:
         _assert_agrees(mel_power(wave, **options), _librosa_mel(wave, **options))
 
 
+def test_mel_power_of_zero_padded_waves_matches_librosa() -> None:
+    # Frames wholly in trailing zeros are skipped (their power is exactly 0); check the boundary frames.
+    rng = np.random.default_rng(8)
+    for samples in (400, 401, 439, 440, 441, 600, 5000):
+        wave = np.zeros(8000, dtype=np.float32)
+        wave[:samples] = 0.1 * rng.standard_normal(samples)
+        ours, ref = mel_power(wave), _librosa_mel(wave)
+        _assert_agrees(ours, ref)
+        voiced = -(-(samples + 200) // 160)  # frames that reach a non-zero sample
+        assert ours[:, : voiced - 1].all() and not ours[:, voiced:].any()
+
+
 def test_power_to_db_matches_librosa() -> None:
     power = np.concatenate([np.zeros(3), np.logspace(-14, 3, 200)]).astype(np.float32)
     ref = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
