@@ -11,7 +11,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from minser.errors import ConfigError, DataError
 from minser.models import MODELS, build, from_spec
-from minser.models.blocks import CNN, AttentionPool, BiLSTM, PositionalEncoding, TransformerEncoderLayer
+from minser.models.blocks import (
+    CNN,
+    AttentionPool,
+    BiLSTM,
+    PositionalEncoding,
+    TransformerEncoderLayer,
+    masked_batch_norm,
+)
 from minser.models.config import option_names
 
 # Every row of the paper's tables: name x option value x positional encoding on/off.
@@ -73,6 +80,34 @@ def test_padding_does_not_change_logits(name: str, options: dict) -> None:
             alone = x[b : b + 1, :, :length]
             torch.testing.assert_close(batched[b : b + 1], model(alone), rtol=0, atol=1e-5)
             torch.testing.assert_close(batched[b : b + 1], model(alone, torch.tensor([length])), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_padding_does_not_change_training_step(name: str) -> None:
+    """In training mode, more padding changes neither the logits nor BatchNorm's running statistics."""
+    models = [small(name, dropout=0.0).train() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    x, lengths = padded_batch([60, 44, 31])
+    more = torch.cat([x, torch.full((3, 16, 25), -1e3)], dim=2)
+    torch.testing.assert_close(models[1](more, lengths), models[0](x, lengths), rtol=0, atol=1e-5)
+    for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 20), (3, 4, 20)])
+def test_masked_batch_norm_is_batch_norm_on_valid_steps(shape: tuple[int, ...]) -> None:
+    norm = nn.BatchNorm2d(4) if len(shape) == 4 else nn.BatchNorm1d(4)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1.0, 1.0)
+    reference = nn.BatchNorm2d(4) if len(shape) == 4 else nn.BatchNorm1d(4)
+    reference.load_state_dict(norm.state_dict())
+    x = 3 * torch.randn(*shape) - 20
+    padded = torch.cat([x, torch.full_like(x, 1e3)], dim=-1)
+    got = masked_batch_norm(norm, padded, torch.full((3,), 20))[..., :20]
+    torch.testing.assert_close(got, reference(x), rtol=0, atol=1e-5)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(norm.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

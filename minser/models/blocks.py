@@ -57,6 +57,35 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     return total / lengths.clamp(min=1).to(x.dtype)[:, None]
 
 
+def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x)`` for ``x`` ``(batch, channels, ..., time)``, with training statistics over the valid steps only.
+
+    In training mode with ``lengths``, the batch mean and variance (and so the running
+    statistics) skip the steps at ``time >= lengths[b]``, as PyTorch's BatchNorm would on the
+    unpadded utterances; otherwise this is ``norm(x)``. Same parameters and buffers as ``norm``.
+    """
+    if lengths is None or not norm.training:
+        return norm(x)
+    steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))
+    mask = key_mask(lengths, steps).to(x.dtype).view(x.shape[0], *[1] * (x.dim() - 2), steps)
+    dims = [0, *range(2, x.dim())]
+    count = mask.sum() * (x[0, 0].numel() // steps)
+    mean = (x * mask).sum(dims) / count
+    # Two passes: convolutions of log-Mel features have means far from 0, where
+    # E[x^2] - E[x]^2 cancels badly in float32.
+    centred = (x - mean.view(channel)) * mask
+    var = centred.square().sum(dims) / count
+    with torch.no_grad():
+        momentum = norm.momentum
+        norm.num_batches_tracked += 1
+        if momentum is None:  # cumulative moving average, as nn.BatchNorm
+            momentum = 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.lerp_(mean.detach(), momentum)
+        norm.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
+    scale = norm.weight * torch.rsqrt(var + norm.eps)
+    return x * scale.view(channel) + (norm.bias - mean * scale).view(channel)
+
+
 class ConvBlock(nn.Module):
     """2-D convolution -> BatchNorm -> ReLU -> average pooling -> dropout.
 
@@ -92,8 +121,8 @@ class ConvBlock(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.conv(zero_padding(x, lengths, dim=3))
-        x = self.dropout(self.pool(torch.relu(self.norm(x))))
-        return x, self.output_lengths(lengths)
+        x = torch.relu(masked_batch_norm(self.norm, x, strided_lengths(lengths, self.time_stride)))
+        return self.dropout(self.pool(x)), self.output_lengths(lengths)
 
 
 class CNN(nn.Module):
@@ -165,8 +194,9 @@ class FrameConv(nn.Module):
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = torch.relu(self.norm(self.conv(x)))
-        return x.transpose(1, 2), self.output_lengths(lengths)
+        lengths = self.output_lengths(lengths)
+        x = torch.relu(masked_batch_norm(self.norm, self.conv(x), lengths))
+        return x.transpose(1, 2), lengths
 
 
 def reverse_valid(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""Print a markdown table of every minser network: parameters and CPU time at the paper's input.
+
+For each network (default options) it times, on CPU with a fixed torch thread count, the
+forward pass in eval mode at batch 1 and batch 40, and one training step's forward +
+backward at batch 40, on random log-Mel features of 40 bands x 750 frames (7.5 s), and
+prints the median of the repeats in milliseconds.
+
+    python tools/model_table.py                   # all networks, 2 threads, 5 repeats
+    python tools/model_table.py --models cat ilt --repeats 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from minser.models import MODELS, build
+
+
+def median_ms(step: Callable[[], None], repeats: int) -> float:
+    """Median wall time of ``step`` in milliseconds, after one warm-up call."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
+    """Parameters and median times (ms) of network ``name`` at default options."""
+    model = build(name, args.n_classes, n_mels=args.n_mels, impl="torch")
+    features = torch.randn(args.batch, args.n_mels, args.frames)
+    lengths = torch.full((args.batch,), args.frames)
+
+    def forward(batch: int) -> Callable[[], None]:
+        def step() -> None:
+            with torch.no_grad():
+                model(features[:batch], lengths[:batch])
+
+        return step
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(features, lengths).logsumexp(dim=1).mean().backward()
+
+    model.eval()
+    row = {"params": sum(p.numel() for p in model.parameters())}
+    row["forward_1"] = median_ms(forward(1), args.repeats)
+    row["forward_batch"] = median_ms(forward(args.batch), args.repeats)
+    model.train()
+    row["train_batch"] = median_ms(train_step, args.repeats)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="networks (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (default: 5)")
+    parser.add_argument("--batch", type=int, default=40, help="the large batch size (default: 40, the paper's)")
+    parser.add_argument("--frames", type=int, default=750, help="frames per utterance (default: 750 = 7.5 s)")
+    parser.add_argument("--n-mels", type=int, default=40, help="Mel bands (default: 40)")
+    parser.add_argument("--n-classes", type=int, default=4, help="classes (default: 4)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    b = args.batch
+    print(
+        f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.n_mels} x {args.frames}, "
+        f"default options, median of {args.repeats} (ms)\n"
+    )
+    print(f"| model | parameters | forward, batch 1 | forward, batch {b} | forward + backward, batch {b} |")
+    print("|---|---:|---:|---:|---:|")
+    for name in args.models:
+        row = measure(name, args)
+        print(
+            f"| `{name}` | {row['params']:,} | {row['forward_1']:.1f} | {row['forward_batch']:.1f} "
+            f"| {row['train_batch']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
