@@ -198,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         payload = {
             "benchmark": "frontend",
-            "environment": info | {"fft_workers": os.cpu_count()},
+            "environment": info | {
+                "fft_workers": os.cpu_count(),
+                "blas_threads_env": {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+            },
             "data": source,
             "frontend": FRONTEND.to_dict(),
             "settings": {"utterances": len(waves), "repeat": repeat, "quick": args.quick, "seed": args.seed},
