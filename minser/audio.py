@@ -1,6 +1,6 @@
 """Reading and shaping waveforms: float32 mono audio at 16 kHz.
 
-- :func:`load` reads any file soundfile can read, downmixes to mono and resamples.
+- :func:`load` reads any file soundfile can read, downmixes to mono and resamples (:func:`resample`).
 - :func:`fit_length` zero-pads or cuts to the paper's fixed 7.5 s.
 - :func:`add_white_noise` adds white noise at an exact signal-to-noise ratio (the paper's
   augmentation of training and validation data).
@@ -34,6 +34,7 @@ __all__ = [
     "fit_length",
     "load",
     "min_samples",
+    "resample",
 ]
 
 
@@ -92,11 +93,19 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); the file is corrupt or not a sound format") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
-    wave = samples.mean(axis=1, dtype=np.float32)
-    if file_sr != sr:
-        divisor = gcd(int(file_sr), int(sr))
-        wave = resample_poly(wave, sr // divisor, file_sr // divisor).astype(np.float32)
-    return check_wave(wave, str(path), sr=sr)
+    return check_wave(resample(samples.mean(axis=1, dtype=np.float32), file_sr, sr), str(path), sr=sr)
+
+
+def resample(wave: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``wave`` ``(samples,)`` or ``(batch, samples)`` from ``orig_sr`` to ``sr`` Hz, float32.
+
+    A polyphase filter (``scipy.signal.resample_poly`` with the reduced ratio ``sr / orig_sr``);
+    the same rate returns ``wave`` unchanged.
+    """
+    if orig_sr == sr:
+        return wave
+    divisor = gcd(int(orig_sr), int(sr))
+    return resample_poly(wave, sr // divisor, orig_sr // divisor, axis=-1).astype(np.float32)
 
 
 def fit_length(wave: np.ndarray, seconds: float = SECONDS, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 from scipy.signal import resample_poly
 
-from minser.audio import add_white_noise, check_wave, fit_length, load
+from minser.audio import add_white_noise, check_wave, fit_length, load, resample
 from minser.errors import AudioError
 
 
@@ -57,6 +57,16 @@ def test_load_resamples_with_polyphase_filter(tmp_path: Path, file_sr: int) -> N
     np.testing.assert_allclose(wave, resample_poly(stored, *_ratio(16000, file_sr)), atol=1e-6)
     assert wave.dtype == np.float32 and len(wave) == 8000
     assert _peak_hz(wave, 16000) == pytest.approx(1000, abs=2)
+
+
+def test_resample_rows_and_identity() -> None:
+    batch = np.stack([_tone(440, 22050), _tone(3000, 22050)])
+    resampled = resample(batch, 22050, 16000)
+    assert resampled.shape == (2, 8000) and resampled.dtype == np.float32
+    for row, tone in zip(resampled, batch):
+        np.testing.assert_array_equal(row, resample(tone, 22050, 16000))
+    assert _peak_hz(resampled[1], 16000) == pytest.approx(3000, abs=2)
+    assert resample(batch, 16000, 16000) is batch
 
 
 def test_load_missing_file_names_it(tmp_path: Path) -> None:
