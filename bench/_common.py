@@ -4,10 +4,12 @@ Every script in ``bench/`` imports this file as a sibling (``bench/`` is put on 
 by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``.
 
 Timing protocol (:func:`measure`): ``warmup`` untimed calls, then ``repeat`` timed calls; on a
-CUDA device each call is bracketed by CUDA events (GPU time, after a synchronise), on CPU by
-``time.perf_counter``. We report the median and the spread, ``(p75 - p25) / median`` in
-percent: on a shared, noisy machine the median is the robust figure and the spread says how
-far to trust it.
+CUDA device each call is bracketed by CUDA events (GPU time, after a synchronise), on CPU by a
+clock: ``wall`` (``time.perf_counter``, the default) or ``cpu`` (``time.process_time``, the CPU
+time of every thread of the process: on a shared machine where other jobs take the cores it
+leaves out the time this process waits for a core; with ``--threads 1`` it is the compute
+time). We report the median and the spread, ``(p75 - p25) / median`` in percent: on a shared,
+noisy machine the median is the robust figure and the spread says how far to trust it.
 """
 
 from __future__ import annotations
@@ -73,8 +75,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, repeat: int = 10) -> Timing:
-    """Time ``fn()`` (see the module docstring for the protocol)."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def clock(name: str) -> Callable[[], float]:
+    """The CPU-side clock ``name`` (``"wall"`` or ``"cpu"``), in seconds."""
+    if name not in CLOCKS:
+        raise ValueError(f"clock {name!r} is not one of {tuple(CLOCKS)}")
+    return CLOCKS[name]
+
+
+def measure(
+    fn: Callable[[], object], device: torch.device, *, warmup: int = 3, repeat: int = 10, clock_name: str = "wall"
+) -> Timing:
+    """Time ``fn()`` (see the module docstring for the protocol; ``clock_name`` applies on CPU)."""
+    now = clock(clock_name)
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -88,9 +103,9 @@ def measure(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, 
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            times.append(1e3 * (time.perf_counter() - t0))
+            times.append(1e3 * (now() - t0))
     return summarize(times)
 
 
@@ -210,11 +225,14 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every bench script shares: ``--quick``, ``--json``, ``--markdown``, ``--threads``, ``--device``."""
+    """The options every bench script shares: ``--quick``, ``--json``, ``--markdown``, ``--threads``, ``--clock``,
+    ``--device``."""
     parser.add_argument("--quick", action="store_true", help="a small subset that runs in seconds (smoke test)")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs/BENCHMARKS.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="CPU timing clock: wall (default) or cpu (process CPU time; robust on a busy machine)")
     parser.add_argument(
         "--device", default=None, help="'cpu' or 'cuda' (default: cuda when a CUDA device is present, else cpu)"
     )

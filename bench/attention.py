@@ -63,7 +63,9 @@ from minser.kernels import reference  # noqa: E402
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PASSES = ("fwd", "fwd+bwd")
 OPS = ("attention", "pool")
-SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
+SDPA_BACKENDS = {
+    "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH",
+}
 MODEL_BATCH = 40
 N_MELS = 40
 
@@ -90,7 +92,9 @@ class AttentionShape:
             if len(self.key_lengths) != self.batch:
                 raise ValueError(f"{self.label}: {len(self.key_lengths)} key lengths for batch {self.batch}")
             if not all(1 <= n <= self.k_len for n in self.key_lengths):
-                raise ValueError(f"{self.label}: key lengths must lie in [1, {self.k_len}] (SDPA gives NaN on empty rows)")
+                raise ValueError(
+                    f"{self.label}: key lengths must lie in [1, {self.k_len}] (SDPA gives NaN on empty rows)"
+                )
 
     @property
     def valid_keys(self) -> int:
@@ -172,7 +176,9 @@ def parse_shape(text: str) -> AttentionShape:
         raise argparse.ArgumentTypeError(f"--shape {text!r}: give five positive integers B,H,Lq,Lk,D ({e})") from None
 
 
-def model_shapes(names: Sequence[str] | None, batch: int, seed: int = 0) -> tuple[list[AttentionShape], list[PoolShape], str]:
+def model_shapes(
+    names: Sequence[str] | None, batch: int, seed: int = 0
+) -> tuple[list[AttentionShape], list[PoolShape], str]:
     """The attention and pooling shapes minser's networks run, and a note on where they came from.
 
     Builds each network with default options and runs it once (CPU, eval, no grad) on ``batch``
@@ -314,6 +320,7 @@ class Settings:
     repeat: int
     seed: int
     markdown: bool = False
+    clock: str = "wall"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep")
     parser.add_argument("--shape", action="append", type=parse_shape, default=[], metavar="B,H,Lq,Lk,D",
                         help="extra unmasked attention shape (repeatable)")
-    parser.add_argument("--batch", type=int, default=MODEL_BATCH, help="batch of the networks' shapes (default: 40; --quick: 8)")
+    parser.add_argument("--batch", type=int, default=MODEL_BATCH,
+                        help="batch of the networks' shapes (default: 40; --quick: 8)")
     parser.add_argument("--warmup", type=int, help="untimed calls before timing")
     parser.add_argument("--repeat", type=int, help="timed calls per case")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and lengths (default: 0)")
@@ -399,6 +407,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         repeat=repeat,
         seed=args.seed,
         markdown=args.markdown,
+        clock=args.clock,
     )
 
 
@@ -439,7 +448,9 @@ def time_case(
     peak = common.peak_memory_bytes(fn, settings.device)
     if peak is not None:
         row["peak_mib"] = peak / 2**20
-    timing = common.measure(fn, settings.device, warmup=settings.warmup, repeat=settings.repeat)
+    timing = common.measure(
+        fn, settings.device, warmup=settings.warmup, repeat=settings.repeat, clock_name=settings.clock
+    )
     row["timing"] = timing.to_json()
     row["median_ms"], row["spread_pct"] = timing.median_ms, timing.spread_pct
     row["tflops"] = flops / (timing.median_ms * 1e-3) / 1e12
@@ -516,6 +527,24 @@ ATTENTION_COLUMNS = ("label", "B", "H", "Lq", "Lk", "D", "masked", "dtype", "pas
                      "spread_pct", "tflops", "peak_mib", "vs_best_sdpa", "max_abs_err", "status")
 POOL_COLUMNS = ("label", "B", "T", "D", "masked", "dtype", "pass", "backend", "median_ms", "spread_pct", "tflops",
                 "gbps", "peak_mib", "vs_unfused", "max_abs_err", "status")
+# op -> (columns naming a case, the ratio shown in the summary, what the ratio is against)
+SUMMARIES = {
+    "attention": (
+        ("label", "B", "H", "Lq", "Lk", "D", "masked", "dtype", "pass"), "vs_best_sdpa", "the fastest SDPA backend"
+    ),
+    "pool": (("label", "B", "T", "D", "masked", "dtype", "pass"), "vs_unfused", "the unfused PyTorch ops"),
+}
+
+
+def summarize_cases(rows: Sequence[dict], case_columns: Sequence[str], ratio_key: str) -> tuple[list[dict], list[str]]:
+    """One row per case and one column per backend holding ``"median_ms (ratio x)"``; ``-`` where it could not run."""
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    cases: dict[tuple, dict] = {}
+    for row in rows:
+        key = tuple(row[c] for c in case_columns)
+        case = cases.setdefault(key, dict(zip(case_columns, key)))
+        case[row["backend"]] = f"{row['median_ms']:.3g} ({row[ratio_key]:.2f}x)" if "median_ms" in row else None
+    return list(cases.values()), [*case_columns, *backends]
 
 
 def run(settings: Settings) -> dict:
@@ -548,8 +577,12 @@ def run(settings: Settings) -> dict:
             for dtype_name in settings.dtypes:
                 for pass_ in settings.passes:
                     rows += run_case(shape, dtype_name, pass_, settings)
-        print(f"\n### {op}: times in ms (median over {settings.repeat} runs), spread = IQR / median in %")
+        clock = "CUDA events" if settings.device.type == "cuda" else f"{settings.clock} clock"
+        print(f"\n### {op}: times in ms (median over {settings.repeat} runs, {clock}), spread = IQR / median in %")
         print(common.format_table(rows, columns, markdown=settings.markdown))
+        case_columns, ratio_key, against = SUMMARIES[op]
+        print(f"\n### {op} summary: median ms per backend (ratio to {against} in the same run)")
+        print(common.format_table(*summarize_cases(rows, case_columns, ratio_key), markdown=settings.markdown))
         results += rows
     return {
         "benchmark": "attention",
@@ -558,7 +591,7 @@ def run(settings: Settings) -> dict:
             "ops": settings.ops, "dtypes": settings.dtypes, "passes": settings.passes, "lengths": settings.lengths,
             "head_dims": settings.head_dims, "pool_dims": settings.pool_dims, "tokens": settings.tokens,
             "hidden": settings.hidden, "models": settings.models, "model_batch": settings.model_batch,
-            "warmup": settings.warmup, "repeat": settings.repeat, "seed": settings.seed,
+            "warmup": settings.warmup, "repeat": settings.repeat, "seed": settings.seed, "clock": settings.clock,
         },
         "notes": notes,
         "results": results,

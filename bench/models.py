@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ class Settings:
     repeat: int
     seed: int
     markdown: bool = False
+    clock: str = "wall"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +91,10 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     unknown = [n for n in names if n not in models.MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
-    batch, steps, warmup, repeat = (4, 2, 1, 3) if args.quick else (args.batch, args.train_steps, args.warmup, args.repeat)
+    if args.quick:
+        batch, steps, warmup, repeat = 4, 2, 1, 3
+    else:
+        batch, steps, warmup, repeat = args.batch, args.train_steps, args.warmup, args.repeat
     if min(batch, steps, repeat) < 1 or warmup < 0:
         raise SystemExit("--batch, --train-steps and --repeat must be positive, --warmup >= 0")
     return Settings(
@@ -104,6 +107,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         repeat=repeat,
         seed=args.seed,
         markdown=args.markdown,
+        clock=args.clock,
     )
 
 
@@ -135,7 +139,7 @@ def latency(model: torch.nn.Module, batch: int, device: torch.device, settings: 
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             return model(x)
 
-    return common.measure(forward, device, warmup=settings.warmup, repeat=settings.repeat)
+    return common.measure(forward, device, warmup=settings.warmup, repeat=settings.repeat, clock_name=settings.clock)
 
 
 def training_throughput(
@@ -161,17 +165,19 @@ def training_throughput(
     for i in range(settings.warmup):
         step(batches[i % len(batches)])
     common.synchronize(device)
+    now = common.clock(settings.clock if device.type == "cpu" else "wall")
     times = []
     for lengths in batches:
-        started = time.perf_counter()
+        started = now()
         step(lengths)
         common.synchronize(device)
-        times.append(1e3 * (time.perf_counter() - started))
+        times.append(1e3 * (now() - started))
     utterances = sum(len(b) for b in batches)
     return {
         "utterances_per_s": utterances / (sum(times) * 1e-3),
         "step": common.summarize(times).to_json(),
-        "padded_frames_mean": sum(common.MAX_FRAMES if pad_to == "full" else int(b.max()) for b in batches) / len(batches),
+        "padded_frames_mean": sum(common.MAX_FRAMES if pad_to == "full" else int(b.max()) for b in batches)
+        / len(batches),
         "valid_frames_mean": float(torch.cat(list(batches)).float().mean()),
     }
 
@@ -215,13 +221,16 @@ def run(settings: Settings) -> dict:
         notes.append("No CUDA device: GPU latency and throughput need a CUDA run.")
     for note in notes:
         print(f"note: {note}")
-    rows = [bench_model(name, device, frame_lengths, settings) for device in settings.devices for name in settings.models]
+    rows = [
+        bench_model(name, device, frame_lengths, settings) for device in settings.devices for name in settings.models
+    ]
     add_reference_ratios(rows, settings.batch)
     b = settings.batch
     columns = ["model", "device", "params", "b1_ms", "b1_spread_pct", "b1_rtf", f"b{b}_ms", f"b{b}_spread_pct",
                f"b{b}_rtf", f"b{b}_vs_cnn"] + [f"train_{p}_utt_s" for p in settings.pad_to]
     columns += ["batch_vs_full"] if len(settings.pad_to) == 2 else []
-    print(f"\n### latency in ms (median of {settings.repeat}), RTF = latency / audio duration, "
+    print(f"\n### latency in ms (median of {settings.repeat}, {settings.clock} clock on CPU), "
+          "RTF = latency / audio duration, "
           f"training in utterances/s (batch {b}, {settings.train_steps} steps)")
     print(common.format_table(rows, columns, markdown=settings.markdown))
     return {
@@ -230,7 +239,7 @@ def run(settings: Settings) -> dict:
         "settings": {
             "devices": [str(d) for d in settings.devices], "models": settings.models, "pad_to": settings.pad_to,
             "batch": settings.batch, "train_steps": settings.train_steps, "warmup": settings.warmup,
-            "repeat": settings.repeat, "seed": settings.seed,
+            "repeat": settings.repeat, "seed": settings.seed, "clock": settings.clock,
         },
         "notes": notes,
         "results": rows,

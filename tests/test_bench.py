@@ -95,7 +95,8 @@ def test_attention_quick_results(quick_runs):
     for row in (r for r in ok if r["op"] == "attention"):
         shape = attention.AttentionShape("", row["B"], row["H"], row["Lq"], row["Lk"], row["D"])
         assert row["valid_keys"] <= shape.valid_keys
-        assert row["flops"] == 4 * row["H"] * row["Lq"] * row["D"] * row["valid_keys"] * (1 if row["pass"] == "fwd" else 3.5)
+        factor = 1 if row["pass"] == "fwd" else 3.5
+        assert row["flops"] == 4 * row["H"] * row["Lq"] * row["D"] * row["valid_keys"] * factor
     if not torch.cuda.is_available():
         assert "triton" not in {r["backend"] for r in rows}
         assert "needs a CUDA GPU" in proc.stdout and all(d == "fp32" for d in {r["dtype"] for r in rows})
@@ -249,12 +250,20 @@ def test_run_attention_rows():
     assert sdpa and min(r["vs_best_sdpa"] for r in sdpa) == 1.0
     assert all(r["max_abs_err"] < 1e-5 for r in rows if r["status"] == "ok")
     assert all(r["flops"] == 3.5 * 4 * 2 * 8 * 16 * 17 for r in rows)
+    failed = {**rows[0], "backend": "sdpa-efficient", "status": "unsupported: no kernel"}
+    for key in ("median_ms", "vs_best_sdpa"):
+        failed.pop(key)
+    table, columns = attention.summarize_cases(rows + [failed], attention.SUMMARIES["attention"][0], "vs_best_sdpa")
+    assert len(table) == 1 and columns[-1] == "sdpa-efficient" and table[0]["sdpa-efficient"] is None
+    best = min(sdpa, key=lambda r: r["median_ms"])
+    assert table[0][best["backend"]] == f"{best['median_ms']:.3g} (1.00x)"
 
 
 def test_models_options():
     parse = bench_models.build_parser().parse_args
     s = bench_models.resolve_settings(parse(["--device", "cpu", "--models", "cat", "--pad-to", "batch"]))
     assert s.models == ("cat",) and s.pad_to == ("batch",) and s.batch == 40 and s.devices == (torch.device("cpu"),)
+    assert bench_models.resolve_settings(parse(["--clock", "cpu", "--device", "cpu"])).clock == "cpu"
     quick = bench_models.resolve_settings(parse(["--quick", "--device", "cpu"]))
     assert quick.models == ("cnn", "cat") and quick.pad_to == ("full", "batch")
     with pytest.raises(SystemExit, match="unknown network"):
@@ -290,6 +299,9 @@ def test_measure_counts_calls():
     timing = common.measure(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeat=4)
     assert len(calls) == 6 and timing.n == 4 and timing.min_ms >= 0
     assert common.peak_memory_bytes(lambda: None, torch.device("cpu")) is None
+    assert common.measure(lambda: sum(range(10000)), torch.device("cpu"), warmup=0, repeat=2, clock_name="cpu").n == 2
+    with pytest.raises(ValueError, match="clock"):
+        common.measure(lambda: None, torch.device("cpu"), clock_name="sundial")
 
 
 def test_write_json_is_atomic(tmp_path):
