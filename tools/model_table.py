@@ -3,7 +3,9 @@
 For each network (default options) it times, on CPU with a fixed torch thread count, the
 forward pass in eval mode at batch 1 and batch 40, and one training step's forward +
 backward at batch 40, on random log-Mel features of 40 bands x 750 frames (7.5 s), and
-prints the median of the repeats in milliseconds.
+prints the median of the repeats in milliseconds of wall time. The last column is the
+training step's CPU time summed over threads: on a shared machine it is inflated less
+than wall time by other processes.
 
     python tools/model_table.py                   # all networks, 2 threads, 5 repeats
     python tools/model_table.py --models cat ilt --repeats 9
@@ -12,6 +14,7 @@ prints the median of the repeats in milliseconds.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,14 +24,14 @@ import torch
 from minser.models import MODELS, build
 
 
-def median_ms(step: Callable[[], None], repeats: int) -> float:
-    """Median wall time of ``step`` in milliseconds, after one warm-up call."""
+def median_ms(step: Callable[[], None], repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median time of ``step`` in milliseconds by ``clock``, after one warm-up call."""
     step()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1e3 * statistics.median(times)
 
 
@@ -55,6 +58,7 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     row["forward_batch"] = median_ms(forward(args.batch), args.repeats)
     model.train()
     row["train_batch"] = median_ms(train_step, args.repeats)
+    row["train_batch_cpu"] = median_ms(train_step, args.repeats, clock=time.process_time)
     return row
 
 
@@ -74,15 +78,19 @@ def main() -> None:
     b = args.batch
     print(
         f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.n_mels} x {args.frames}, "
-        f"default options, median of {args.repeats} (ms)\n"
+        f"default options, median of {args.repeats} (ms); load average at start "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
     )
-    print(f"| model | parameters | forward, batch 1 | forward, batch {b} | forward + backward, batch {b} |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| model | parameters | forward, batch 1 | forward, batch {b} | forward + backward, batch {b} "
+        f"| same, CPU time of all threads |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name in args.models:
         row = measure(name, args)
         print(
             f"| `{name}` | {row['params']:,} | {row['forward_1']:.1f} | {row['forward_batch']:.1f} "
-            f"| {row['train_batch']:.1f} |"
+            f"| {row['train_batch']:.1f} | {row['train_batch_cpu']:.1f} |"
         )
 
 

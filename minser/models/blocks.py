@@ -178,7 +178,8 @@ class FrameConv(nn.Module):
     """1-D convolution that shortens the log-Mel sequence before an LSTM (the paper's CAT, Section 2.3).
 
     ``(batch, n_mels, frames)`` -> ``(batch, frames // stride, d_model)``: kernel = stride (each
-    output step reads its own ``stride`` frames), then BatchNorm and ReLU.
+    output step reads its own ``stride`` frames, so valid steps never read padding), then
+    BatchNorm and ReLU.
     """
 
     def __init__(self, n_mels: int, d_model: int, stride: int) -> None:
@@ -196,7 +197,7 @@ class FrameConv(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         lengths = self.output_lengths(lengths)
         x = torch.relu(masked_batch_norm(self.norm, self.conv(x), lengths))
-        return x.transpose(1, 2), lengths
+        return zero_padding(x.transpose(1, 2), lengths, dim=1), lengths
 
 
 def reverse_valid(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

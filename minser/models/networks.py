@@ -16,6 +16,7 @@ Choices where the paper is silent (all options):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -53,7 +54,7 @@ class Network(nn.Module):
         """JSON-able ``{"name", "n_classes", "options"}`` with every option resolved."""
         return {"name": self.name, "n_classes": self.n_classes, "options": config.options_to_json(self.options)}
 
-    @property
+    @functools.cached_property
     def min_frames(self) -> int:
         """The fewest frames an utterance may have: every branch must keep at least one step."""
         shorteners = [m for m in self.modules() if isinstance(m, (CNN, FrameConv))]
