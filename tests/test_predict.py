@@ -76,3 +76,11 @@ def test_help_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "minser.predict", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "--model" in result.stdout and "JSON line" in result.stdout
+
+
+def test_default_model_on_the_example_clips(capsys):
+    clips = sorted((Path(__file__).resolve().parents[1] / "examples" / "clips").glob("*.wav"))
+    assert len(clips) == 7
+    assert main([str(clip) for clip in clips]) == 0
+    out = lines(capsys.readouterr().out)
+    assert [o["label"] for o in out] == [clip.name.split("_")[0] for clip in clips]

@@ -221,3 +221,13 @@ def test_import_minser_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Recognizer"
     assert minser.Prediction is Prediction
+
+
+def test_default_model_labels_the_example_clips():
+    """The shipped default (minser/assets/default.pt) gets every example clip right (see docs/MODEL_CARD.md)."""
+    rec = Recognizer.load()
+    assert rec.labels == ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
+    clips = sorted(CLIPS.glob("*.wav"))
+    assert [clip.name.split("_")[0] for clip in clips] == sorted(rec.labels)
+    for clip, prediction in zip(clips, rec.predict(clips)):
+        assert prediction.label == clip.name.split("_")[0], (clip.name, prediction.scores)

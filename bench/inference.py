@@ -1,0 +1,247 @@
+"""End-to-end CPU inference benchmark of a minser checkpoint: ``python bench/inference.py --help``.
+
+For one 7.5 s utterance (the networks' full input), file in and label out, front end included:
+reading the WAV (:func:`minser.audio.load`), the numpy log-Mel front end, the network and the
+softmax, timed as a whole for three variants of the same checkpoint:
+
+- ``float``: :class:`minser.Recognizer` on the float32 PyTorch network;
+- ``int8``: the Recognizer on the dynamic-int8 network (``python -m minser.export --quantize int8``);
+- ``onnxruntime``: the same front end, then the ONNX export (``--format onnx``) in onnxruntime's
+  CPU provider (skipped when onnxruntime or onnx is not installed).
+
+Each runs with 1 and 2 threads (torch's ``set_num_threads``; onnxruntime's ``intra_op_num_threads``).
+The front end alone (read + log-Mel) is timed too, so the network's share is visible; its FFT
+uses ``scipy.fft`` with every core (minser.features' choice) whatever the thread setting.
+The real-time factor is latency over 7.5 s: below 1 is faster than real time.
+
+The test signal is a synthetic 7.5 s, 16 kHz WAV (a harmonic tone with a moving pitch and noise):
+the cost does not depend on what is said. Sizes: the checkpoint file, the serialized float and
+int8 weights, and the ONNX file. With ``--accuracy RUN`` every ``fold-*/best.pt`` of a
+``python -m minser.train`` run on EmoDB is scored on its own test split by all three variants
+(WA/UA in percent), which shows what int8 and ONNX change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+from minser import checkpoint  # noqa: E402
+from minser.audio import load  # noqa: E402
+from minser.export import check_onnx, onnx_bytes, state_bytes  # noqa: E402
+from minser.features import extract  # noqa: E402
+from minser.recognizer import Recognizer, quantize_int8  # noqa: E402
+
+VARIANTS = ("float", "int8", "onnxruntime")
+COLUMNS = ("variant", "threads", "median_ms", "spread_pct", "rtf")
+
+
+def speech_like_signal(seconds: float = common.SECONDS, sr: int = common.SAMPLE_RATE) -> np.ndarray:
+    """A deterministic speech-like stand-in: a harmonic tone with a moving pitch, a syllable-rate envelope, noise."""
+    t = np.arange(round(seconds * sr)) / sr
+    phase = 2 * np.pi * np.cumsum(150.0 + 50.0 * np.sin(2 * np.pi * 0.5 * t)) / sr
+    tone = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t) ** 2
+    noise = np.random.default_rng(0).standard_normal(t.size)
+    return (0.15 * envelope * tone + 0.005 * noise).astype(np.float32)
+
+
+def onnx_session(data: bytes, threads: int):
+    """An onnxruntime CPU session of the model ``data`` with ``threads`` intra-op threads, or None."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session, recognizer: Recognizer, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Softmax of the ONNX model's logits, the input prepared as the Recognizer prepares it."""
+    lengths = np.maximum(lengths, recognizer.min_frames)
+    if recognizer.pass_lengths:
+        features = np.ascontiguousarray(features[:, :, : int(lengths.max())])
+    else:
+        lengths = np.full_like(lengths, features.shape[2])
+    logits = session.run(["logits"], {"features": features, "lengths": lengths})[0]
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+
+def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict, path: Path):
+    """The call that labels ``path`` with ``variant``: read, front end, network, softmax, argmax."""
+    if variant == "onnxruntime":
+        recognizer, session = recognizers["float"], sessions["onnxruntime"]
+
+        def run() -> str:
+            features, lengths = extract(load(path, sr=recognizer.frontend.sample_rate), recognizer.frontend)
+            return recognizer.labels[int(onnx_probabilities(session, recognizer, features, lengths)[0].argmax())]
+
+        return run
+    return lambda: recognizers[variant].predict(path).label
+
+
+def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, path: Path, threads: Sequence[int],
+                 warmup: int, repeat: int) -> list[dict]:
+    """One row per variant and thread count, plus the front end alone."""
+    cpu, rows = torch.device("cpu"), []
+    frontend = recognizers["float"].frontend
+    for n in threads:
+        torch.set_num_threads(n)
+        sessions = {"onnxruntime": onnx_session(onnx_model, n) if onnx_model is not None else None}
+        timing = common.measure(lambda: extract(load(path, sr=frontend.sample_rate), frontend), cpu,
+                                warmup=warmup, repeat=repeat)
+        rows.append(_row("front end only", n, timing))
+        for variant in VARIANTS:
+            if variant == "onnxruntime" and sessions["onnxruntime"] is None:
+                continue
+            run = end_to_end(variant, recognizers, sessions, path)
+            rows.append(_row(variant, n, common.measure(run, cpu, warmup=warmup, repeat=repeat)))
+    return rows
+
+
+def _row(variant: str, threads: int, timing: common.Timing) -> dict:
+    return {"variant": variant, "threads": threads, "median_ms": timing.median_ms, "spread_pct": timing.spread_pct,
+            "rtf": timing.median_ms / 1e3 / common.SECONDS, "timing": timing.to_json()}
+
+
+def size_rows(source: Path, recognizers: dict[str, Recognizer], onnx_model: bytes | None) -> list[dict]:
+    """Sizes in kB: the checkpoint file, the serialized weights of each variant, the ONNX file."""
+    rows = [{"what": "checkpoint file", "kB": source.stat().st_size / 1e3},
+            {"what": "float weights", "kB": state_bytes(recognizers["float"].model) / 1e3},
+            {"what": "int8 weights (linear + LSTM packed int8)", "kB": state_bytes(recognizers["int8"].model) / 1e3}]
+    if onnx_model is not None:
+        rows.append({"what": "ONNX file", "kB": len(onnx_model) / 1e3})
+    return rows
+
+
+def accuracy_rows(run: Path, batch: int = 64) -> list[dict]:
+    """WA/UA (percent) of float, int8 and onnxruntime on each fold's test split of a run on its own corpus."""
+    from minser.data import cached_features
+    from minser.features import FrontEnd
+    from minser.metrics import unweighted_accuracy, weighted_accuracy
+    from minser.train import TrainConfig, load_data
+
+    rows = []
+    for path in sorted(run.glob("fold-*/best.pt")):
+        saved = checkpoint.load(path)
+        config = TrainConfig(data=saved["data"]["spec"], classes=saved["data"]["classes"],
+                             subset=saved["data"].get("subset"), seed=saved["train"]["seed"])
+        corpus = load_data(config)
+        features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), progress=False)
+        test = np.asarray(saved["fold"]["test"], dtype=np.int64)
+        targets = corpus.targets()[test]
+        order = test[np.argsort(lengths[test], kind="stable")]  # similar lengths per batch: less padding
+        recognizers = _variants(saved, str(path))
+        session = onnx_session(_onnx(recognizers["float"]), 1)
+        predicted = {variant: {} for variant in VARIANTS}
+        for start in range(0, len(order), batch):
+            index = order[start:start + batch]
+            for variant in ("float", "int8"):
+                logits = recognizers[variant].logits(features[index], lengths[index])
+                predicted[variant].update(zip(index.tolist(), logits.argmax(-1).tolist()))
+            if session is not None:
+                probs = onnx_probabilities(session, recognizers["float"], features[index], lengths[index])
+                predicted["onnxruntime"].update(zip(index.tolist(), probs.argmax(-1).tolist()))
+        for variant, by_index in predicted.items():
+            if by_index:
+                p = np.array([by_index[i] for i in test.tolist()])
+                rows.append({"fold": saved["fold"]["name"], "variant": variant,
+                             "wa": 100 * float(weighted_accuracy(targets, p)),
+                             "ua": 100 * float(unweighted_accuracy(targets, p, len(saved["labels"])))})
+    return rows
+
+
+def mean_accuracy(rows: list[dict]) -> list[dict]:
+    """Mean WA/UA over folds per variant."""
+    out = []
+    for variant in VARIANTS:
+        picked = [r for r in rows if r["variant"] == variant]
+        if picked:
+            out.append({"variant": variant, "folds": len(picked), "wa": float(np.mean([r["wa"] for r in picked])),
+                        "ua": float(np.mean([r["ua"] for r in picked]))})
+    return out
+
+
+def _variants(saved: dict, source: str) -> dict[str, Recognizer]:
+    float_recognizer = Recognizer.from_checkpoint(saved, source=source)
+    int8 = Recognizer(quantize_int8(float_recognizer.model), float_recognizer.labels, float_recognizer.frontend,
+                      pass_lengths=float_recognizer.pass_lengths, source=source)
+    return {"float": float_recognizer, "int8": int8}
+
+
+def _onnx(recognizer: Recognizer) -> bytes | None:
+    try:
+        import onnxruntime  # noqa: F401
+
+        return onnx_bytes(recognizer.model)
+    except ImportError:
+        return None
+    except Exception as exc:  # an unexportable network: bench the others
+        print(f"# onnx export skipped: {exc}", file=sys.stderr)
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python bench/inference.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the pretrained minser/assets/default.pt)")
+    parser.add_argument("--accuracy", type=Path, metavar="RUN",
+                        help="also score every fold-*/best.pt of this minser.train run on its test split")
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per row (--quick: 3)")
+    common.add_common_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device not in (None, "cpu"):
+        raise SystemExit("--device: this benchmark is CPU only (edge inference)")
+    threads = [args.threads] if args.threads else ([1] if args.quick else [1, 2])
+    warmup, repeat = (1, 3) if args.quick else (3, args.repeat)
+    source = args.model or Path(checkpoint.__file__).parent / "assets" / "default.pt"
+    saved = checkpoint.load(source)
+    recognizers = _variants(saved, str(source))
+    onnx_model = _onnx(recognizers["float"])
+    if onnx_model is not None:
+        difference = check_onnx(onnx_model, recognizers["float"].model)
+        if difference is None or difference > 1e-4:
+            raise SystemExit(f"the ONNX export disagrees with PyTorch by {difference}; not benchmarking it")
+    info = common.environment(torch.device("cpu"))
+    common.print_header(f"end-to-end CPU inference, 7.5 s utterance: {source}", info)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "utterance.wav"
+        soundfile.write(path, speech_like_signal(), common.SAMPLE_RATE, subtype="PCM_16")
+        latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat)
+    sizes = size_rows(Path(source), recognizers, onnx_model)
+    def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+        return common.format_table(rows, columns, markdown=args.markdown)
+
+    print(table(latency, COLUMNS))
+    print()
+    print(table(sizes, ("what", "kB")))
+    payload = {"environment": info, "model": str(source), "spec": saved["spec"], "latency": latency, "sizes": sizes}
+    if args.accuracy:
+        folds = accuracy_rows(args.accuracy)
+        payload["accuracy"] = {"run": str(args.accuracy), "folds": folds, "mean": mean_accuracy(folds)}
+        print()
+        print(table(payload["accuracy"]["mean"], ("variant", "folds", "wa", "ua")))
+    if args.json:
+        common.write_json(args.json, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

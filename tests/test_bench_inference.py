@@ -1,0 +1,64 @@
+"""Smoke test of bench/inference.py: --quick on a small checkpoint, every variant timed, valid JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minser import checkpoint
+from minser.features import FrontEnd
+from minser.models import build
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "inference.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_inference"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    torch.manual_seed(0)
+    net = build("cnn_plus_lstm", 3, channels=[2, 2, 2])  # linear and LSTM layers wide enough for int8 to shrink
+    return checkpoint.save(tmp_path / "small.pt", spec=net.spec, labels=("a", "b", "c"), frontend=FrontEnd().to_dict(),
+                           state_dict=net.state_dict(), train={"pad_to": "batch"})
+
+
+def test_quick_run_writes_every_variant(model, tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    assert bench.main(["--quick", "--threads", "1", "--model", str(model), "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    variants = [row["variant"] for row in payload["latency"]]
+    expected = ["front end only", "float", "int8"]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        expected.append("onnxruntime")
+    assert variants == expected
+    for row in payload["latency"]:
+        assert row["threads"] == 1 and row["median_ms"] > 0
+        assert row["rtf"] == pytest.approx(row["median_ms"] / 1e3 / 7.5)
+    sizes = {row["what"]: row["kB"] for row in payload["sizes"]}
+    assert sizes["int8 weights (linear + LSTM packed int8)"] < sizes["float weights"]
+    assert "rtf" in capsys.readouterr().out
+
+
+def test_signal_is_deterministic_and_7_5_seconds():
+    a, b = bench.speech_like_signal(), bench.speech_like_signal()
+    assert a.shape == (120000,) and (a == b).all() and abs(a).max() < 1
+
+
+def test_help():
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--help"])
+    assert exit_info.value.code == 0
