@@ -259,6 +259,22 @@ def test_run_attention_rows():
     assert table[0][best["backend"]] == f"{best['median_ms']:.3g} (1.00x)"
 
 
+@pytest.mark.skipif(
+    not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
+)
+def test_triton_backends_agree_with_reference():
+    # the GPU rows' call path, run in Triton's CPU interpreter on a tiny case
+    lengths = torch.tensor([16, 5])
+    q, k, v = attention.make_inputs([(2, 1, 16, 16)] * 3, torch.float32, torch.device("cpu"), 0, True)
+    call = attention.runner(lambda *a: attention.attention_call("triton", *a), [q, k, v], lengths, True, 0)
+    truth = attention.runner(lambda *a: attention.attention_call("reference", *a), [q, k, v], lengths, True, 0)
+    assert attention.max_abs_diff(call(), truth()) < 1e-4
+    h, w = attention.make_inputs([(2, 16, 16), (16,)], torch.float32, torch.device("cpu"), 0, True)
+    pooled = attention.runner(lambda *a: attention.pool_call("triton", *a), [h, w], lengths, True, 0)
+    unfused = attention.runner(lambda *a: attention.pool_call("torch", *a), [h, w], lengths, True, 0)
+    assert attention.max_abs_diff(pooled(), unfused()) < 1e-4
+
+
 def test_models_options():
     parse = bench_models.build_parser().parse_args
     s = bench_models.resolve_settings(parse(["--device", "cpu", "--models", "cat", "--pad-to", "batch"]))
