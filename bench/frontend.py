@@ -139,18 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time minser's log-Mel front end against librosa per utterance and check their agreement.",
         epilog="Reads EmoDB from $MINSER_DATA/emodb/wav (synthetic signals if missing).",
     )
-    parser.add_argument("--quick", action="store_true", help="24 utterances, 3 rounds: runs in a few seconds")
+    parser.add_argument("--quick", action="store_true", help="8 utterances, 2 rounds: runs in a few seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
-    parser.add_argument("--utterances", type=int, metavar="N", help="utterances to use (default: all; --quick: 24)")
-    parser.add_argument("--repeat", type=int, metavar="R", help="timed rounds (default: 7; --quick: 3)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as markdown (as in docs/BENCHMARKS.md)")
+    parser.add_argument("--utterances", type=int, metavar="N", help="utterances to use (default: all; --quick: 8)")
+    parser.add_argument("--repeat", type=int, metavar="R", help="timed rounds (default: 7; --quick: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic fallback signals (default: 0)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    count = args.utterances if args.utterances is not None else (24 if args.quick else None)
-    repeat = args.repeat if args.repeat is not None else (3 if args.quick else 7)
+    count = args.utterances if args.utterances is not None else (8 if args.quick else None)
+    repeat = args.repeat if args.repeat is not None else (2 if args.quick else 7)
     if (count is not None and count < 1) or repeat < 1:
         raise SystemExit("--utterances and --repeat must be positive")
 
@@ -185,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch = per_utt[scenario]["minser extract, batch"]
         ratios[scenario] = {"wall": reference["wall"] / batch["wall"], "cpu": reference["cpu"] / batch["cpu"]}
     print(f"\n### speed: {len(waves)} utterances, median of {repeat} rounds")
-    print(common.format_table(rows, ["data", "method", "wall ms/utt", "cpu ms/utt", "wall speed-up", "cpu speed-up"]))
+    columns = ["data", "method", "wall ms/utt", "cpu ms/utt", "wall speed-up", "cpu speed-up"]
+    print(common.format_table(rows, columns, markdown=args.markdown))
     print()
     for scenario, ratio in ratios.items():
         print(f"speed ratio, {scenario} (librosa per utterance / minser batch): "
@@ -193,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     agree = agreement(waves)
     print(f"\n### agreement with librosa ({source.split(',')[0]}, {len(waves)} utterances, worst case)")
-    print(common.format_table([{"figure": k, "value": v} for k, v in agree.items()], ["figure", "value"]))
+    agree_rows = [{"figure": k, "value": v} for k, v in agree.items()]
+    print(common.format_table(agree_rows, ["figure", "value"], markdown=args.markdown))
 
     if args.json:
         payload = {
