@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="8 utterances, 2 rounds: runs in a few seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
-    parser.add_argument("--markdown", action="store_true", help="print the tables as markdown (as in docs/BENCHMARKS.md)")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the tables as markdown (as in docs/BENCHMARKS.md)"
+    )
     parser.add_argument("--utterances", type=int, metavar="N", help="utterances to use (default: all; --quick: 8)")
     parser.add_argument("--repeat", type=int, metavar="R", help="timed rounds (default: 7; --quick: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic fallback signals (default: 0)")
