@@ -24,6 +24,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -72,7 +73,8 @@ def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
 
 
 def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
-    """Compiles one configuration for ``sm_<arch>``; returns its report row."""
+    """Compiles one configuration for ``sm_<arch>``; returns its report row (``problems`` lists
+    what the device would reject or run slowly: register spills, shared memory over the limit)."""
     aligned = {(spec.fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in spec.aligned}
     source = triton.compiler.ASTSource(fn=spec.fn, signature=spec.signature, constexprs=spec.constexprs,
                                        attrs=aligned)
@@ -80,7 +82,7 @@ def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
                             options={"num_warps": spec.launch.num_warps, "num_stages": spec.launch.num_stages})
     usage = ptxas_usage(kernel.asm["ptx"], arch)
     shared = int(kernel.metadata.shared) + usage["static_smem"]
-    return {
+    row = {
         "kernel": spec.label,
         "arch": arch,
         "num_warps": spec.launch.num_warps,
@@ -91,6 +93,23 @@ def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
         "shared_bytes": shared,
         "shared_limit": SMEM_LIMIT[arch],
     }
+    row["problems"] = problems(row)
+    return row
+
+
+def _compile_indexed(job: tuple[int, int]) -> dict[str, object]:
+    index, arch = job
+    return compile_one(specs()[index], arch)
+
+
+def compile_all(archs: list[int], only: str = "", jobs: int = 1) -> list[dict[str, object]]:
+    """Report rows of every configuration whose label contains ``only``, for each arch, in order."""
+    todo = [(i, arch) for arch in archs for i, spec in enumerate(specs()) if only in spec.label]
+    if jobs <= 1:
+        return [_compile_indexed(job) for job in todo]
+    # spawn: fresh workers that import triton themselves (no forked compiler or torch state).
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(_compile_indexed, todo, chunksize=1)
 
 
 def problems(row: dict[str, object]) -> list[str]:
@@ -120,16 +139,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute capabilities to compile for (default: 80 90)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--only", default="", help="compile only kernels whose label contains this text")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="compile in this many processes (default: one per CPU)")
     parser.add_argument("--check", action="store_true", help="exit 1 on register spills or shared memory over the limit")
     args = parser.parse_args(argv)
 
-    rows = [compile_one(spec, arch) for arch in args.arch for spec in specs() if args.only in spec.label]
+    rows = compile_all(args.arch, args.only, args.jobs)
     print(table(rows))
     if args.json:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(rows, indent=1))
         os.replace(tmp, args.json)
-    bad = [f"{r['kernel']} sm_{r['arch']}: {'; '.join(problems(r))}" for r in rows if problems(r)]
+    bad = [f"{r['kernel']} sm_{r['arch']}: {'; '.join(r['problems'])}" for r in rows if r["problems"]]
     for line in bad:
         print("PROBLEM", line, file=sys.stderr)
     return 1 if args.check and bad else 0
