@@ -93,7 +93,7 @@ def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict,
 
 
 def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, path: Path, threads: Sequence[int],
-                 warmup: int, repeat: int) -> list[dict]:
+                 warmup: int, repeat: int, clock_name: str = "wall") -> list[dict]:
     """One row per variant and thread count, plus the front end alone."""
     cpu, rows = torch.device("cpu"), []
     frontend = recognizers["float"].frontend
@@ -101,13 +101,14 @@ def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, p
         torch.set_num_threads(n)
         sessions = {"onnxruntime": onnx_session(onnx_model, n) if onnx_model is not None else None}
         timing = common.measure(lambda: extract(load(path, sr=frontend.sample_rate), frontend), cpu,
-                                warmup=warmup, repeat=repeat)
+                                warmup=warmup, repeat=repeat, clock_name=clock_name)
         rows.append(_row("front end only", n, timing))
         for variant in VARIANTS:
             if variant == "onnxruntime" and sessions["onnxruntime"] is None:
                 continue
             run = end_to_end(variant, recognizers, sessions, path)
-            rows.append(_row(variant, n, common.measure(run, cpu, warmup=warmup, repeat=repeat)))
+            timing = common.measure(run, cpu, warmup=warmup, repeat=repeat, clock_name=clock_name)
+            rows.append(_row(variant, n, timing))
     return rows
 
 
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "utterance.wav"
         soundfile.write(path, speech_like_signal(), common.SAMPLE_RATE, subtype="PCM_16")
-        latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat)
+        latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat, args.clock)
     sizes = size_rows(Path(source), recognizers, onnx_model)
     def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         return common.format_table(rows, columns, markdown=args.markdown)
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(latency, COLUMNS))
     print()
     print(table(sizes, ("what", "kB")))
-    payload = {"environment": info, "model": str(source), "spec": saved["spec"], "latency": latency, "sizes": sizes}
+    payload = {"environment": info, "clock": args.clock, "model": str(source), "spec": saved["spec"], "latency": latency, "sizes": sizes}
     if args.accuracy:
         folds = accuracy_rows(args.accuracy)
         payload["accuracy"] = {"run": str(args.accuracy), "folds": folds, "mean": mean_accuracy(folds)}

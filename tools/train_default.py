@@ -15,7 +15,9 @@ sets, which only feed the progress lines. ``--cv`` instead runs the same recipe 
 random protocol (``python -m minser.train ... --protocol random``: 5 seeded 55/25/20 splits,
 the epoch of best validation WA scored on the test split), whose WA/UA the model card reports.
 
-On the same machine, torch version and thread count the shipped file is reproduced exactly.
+On the same machine, torch version and thread count, and the same code (the checkpoint's
+``code`` entry records the git commit and any uncommitted change under minser/ or kernels/),
+the shipped file is reproduced exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,7 +75,16 @@ def ship(last: dict, path: Path = DEFAULT) -> Path:
         data={"spec": "emodb", "classes": 7, "subset": None, "utterances": "all 535"},
         train={key: config[key] for key in ("model", "classes", "epochs", "batch_size", "lr", "betas", "noise_snr",
                                             "pad_to", "seed", "threads")},
-        epoch=last["epoch"], recipe="tools/train_default.py")
+        epoch=last["epoch"], recipe="tools/train_default.py", code=code_version())
+
+
+def code_version() -> dict:
+    """The git commit the training code came from, and whether minser/ or kernels/ had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "torch": torch.__version__,
+            "uncommitted": git("status", "--porcelain", "--", "minser", "kernels").splitlines()}
 
 
 def main(argv: list[str] | None = None) -> int:
