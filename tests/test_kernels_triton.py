@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from minser.errors import ConfigError
 from minser.kernels import attention, attention_pool, configs
 
 pytest.importorskip("triton")
@@ -162,3 +163,13 @@ def test_training_loss_curve_is_the_same_on_both_paths(name):
         curves[impl] = torch.tensor(curve)
     assert curves["torch"][-1] < curves["torch"][0]  # it trains
     torch.testing.assert_close(curves["triton"], curves["torch"], atol=1e-4, rtol=1e-4)
+
+
+def test_uncovered_shapes_raise_with_the_way_out():
+    q = torch.randn(1, 1, 4, 48, device=DEVICE)
+    with pytest.raises(ConfigError, match="impl='torch'"):
+        attention(q, q, q, impl="triton")
+    with pytest.raises(ConfigError, match="one dtype"):
+        attention(q[..., :32], q[..., :32].half(), q[..., :32], impl="triton")
+    with pytest.raises(ConfigError, match="impl='torch'"):
+        attention_pool(torch.randn(1, 3, 2048, device=DEVICE), torch.randn(2048, device=DEVICE), impl="triton")
