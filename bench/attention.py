@@ -15,8 +15,9 @@ Shapes: the ones minser's networks run, captured by running every registry netwo
 size, CNN and LSTM step counts and key lengths are exactly the models'), each with and without its
 padding mask; plus a sweep of sequence lengths up to ``--max-len`` and head sizes 32, 64, 128
 (``--tokens`` queries per case in all, ``--hidden`` = heads x head size, as in FlashAttention's
-benchmarks), unmasked. Every masked sequence keeps at least one valid key (SDPA gives NaN on a
-fully masked row).
+benchmarks), unmasked; pooling is swept over the same lengths at widths ``--pool-dims`` (64, 512) and
+batch ``--batch`` (40). Every masked sequence keeps at least one valid key (SDPA gives NaN on a fully
+masked row).
 
 FLOP counts (hand-counted; masked keys excluded, padded queries included since every kernel
 computes them). With ``Lk_valid(b)`` the valid keys of batch element ``b``:
