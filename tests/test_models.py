@@ -190,6 +190,10 @@ def test_short_or_misshaped_input_is_refused() -> None:
         model(torch.randn(2, 16, 40), torch.tensor([40, 10]))
     with pytest.raises(DataError, match=r"\(batch, 16, frames\)"):
         model(torch.randn(2, 40, 40))
+    with pytest.raises(DataError, match="integer"):
+        model(torch.randn(2, 16, 40), torch.tensor([40.0, 30.0]))
+    with pytest.raises(DataError, match="<= 40 frames"):
+        model(torch.randn(2, 16, 40), torch.tensor([41, 30]))
 
 
 def test_ilt_fusion_weights() -> None:

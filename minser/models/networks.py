@@ -76,6 +76,8 @@ class Network(nn.Module):
             raise DataError(
                 f"{self.name} wants features (batch, {self.options.n_mels}, frames), got {tuple(x.shape)}"
             )
+        if lengths is not None and (lengths.dtype.is_floating_point or lengths.dtype == torch.bool):
+            raise DataError(f"lengths must hold integer frame counts, got dtype {lengths.dtype}")
         shortest = x.shape[2] if lengths is None else int(lengths.min())
         if shortest < self.min_frames:
             raise DataError(
