@@ -11,8 +11,8 @@ frames (see README "Models"):
 - LSTM: a 1-D convolution of kernel and stride 4 (the paper's CAT, Section 2.3) shortens
   the log-Mel sequence from 750 to 187 steps before a 1-layer BiLSTM of ``d_model // 2``
   units per direction.
-- Transformer: ``d_model = 64``, 4 heads, 2 layers, feed-forward width 128, post-norm
-  (as in Vaswani et al.); its output sequence becomes a vector by masked mean over time
+- Transformer: ``d_model = 64``, 4 heads, 2 layers (1 in each of CAT's two cross-attention
+  transformers), feed-forward width 128, post-norm (as in Vaswani et al.); its output sequence becomes a vector by masked mean over time
   (``pool="mean"``) or attention pooling (``pool="attention"``).
 """
 
