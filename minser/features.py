@@ -331,6 +331,9 @@ def extract(
     dropped). ``lengths`` int64 ``(batch,)`` counts the frames that carry signal,
     ``min(n_frames, 1 + samples // hop_length)`` of each unpadded wave.
     """
+    if not isinstance(frontend, FrontEnd):
+        raise ConfigError(f"extract: frontend must be a FrontEnd, got {type(frontend).__name__}; "
+                          "use FrontEnd.from_dict(settings) for stored settings")
     fe = frontend
     checked = _checked_waves(waves, fe)
     # Cutting here and padding inside _mel_power_rows equals fit_length(), without a padded copy.

@@ -234,3 +234,5 @@ def test_extract_names_bad_inputs() -> None:
         extract([])
     with pytest.raises(AudioError, match=r"^waves: .*NaN or Inf"):
         extract(nan)
+    with pytest.raises(ConfigError, match="frontend must be a FrontEnd"):
+        extract(good, FrontEnd().to_dict())  # type: ignore[arg-type]
