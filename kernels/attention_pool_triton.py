@@ -120,12 +120,7 @@ KERNELS = {"pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd}
 def _launch(kernel: str, dim: int) -> tuple[dict[str, int], dict[str, int]]:
     """``(constexprs, launch options)`` of a pooling kernel for feature size ``dim``."""
     launch = configs.pool_launch(kernel, configs.pool_block_dim(dim))
-    return ({"BLOCK_T": launch.block_m, "BLOCK_D": launch.block_n},
-            {"num_warps": launch.num_warps, "num_stages": launch.num_stages})
-
-
-def _rowwise(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return {"BLOCK_T": launch.block_m, "BLOCK_D": launch.block_n}, launch.options()
 
 
 class TritonAttentionPool(torch.autograd.Function):
@@ -178,7 +173,7 @@ def triton_attention_pool(
         lens = torch.full((B,), T, dtype=torch.int32, device=h.device)
     else:
         lens = lengths.to(device=h.device, dtype=torch.int32).contiguous()
-    return TritonAttentionPool.apply(_rowwise(h), w, lens)
+    return TritonAttentionPool.apply(configs.last_axis_contiguous(h), w, lens)
 
 
 def compile_specs() -> Iterator[configs.CompileSpec]:

@@ -26,7 +26,6 @@ import triton.language as tl
 
 from minser.errors import ConfigError
 from minser.kernels import configs
-from minser.kernels.configs import Launch
 
 LOG2E = 1.4426950408889634
 
@@ -219,17 +218,8 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _rowwise(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when its last axis is contiguous (the kernels read the other axes by stride)."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _grid(length: int, block: int, batch_heads: int) -> tuple[int, int]:
     return triton.cdiv(length, block), batch_heads
-
-
-def _launch_options(launch: Launch) -> dict[str, int]:
-    return {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
 
 
 def _forward(q, k, v, klen):
@@ -243,7 +233,7 @@ def _forward(q, k, v, klen):
         *_strides(q), *_strides(k), *_strides(v), *_strides(o),
         H, Lq, Lk, D**-0.5 * LOG2E,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **_dot_options(q.dtype, _interpreting()),
-        **_launch_options(launch),
+        **launch.options(),
     )
     return o, lse
 
@@ -256,7 +246,7 @@ def _backward(q, k, v, o, lse, klen, do):
     launch = configs.attention_launch("attn_bwd_delta", D, q.dtype)
     _attn_bwd_delta[_grid(Lq, launch.block_m, B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, Lq,
-        BLOCK_M=launch.block_m, HEAD_DIM=D, **_launch_options(launch),
+        BLOCK_M=launch.block_m, HEAD_DIM=D, **launch.options(),
     )
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
@@ -267,13 +257,13 @@ def _backward(q, k, v, o, lse, klen, do):
     _attn_bwd_dkdv[_grid(Lk, launch.block_n, B * H)](
         q, k, v, do, lse, delta, klen, dk, dv, *common, *_strides(dk), H, Lq, Lk, *scales,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **dots,
-        **_launch_options(launch),
+        **launch.options(),
     )
     launch = configs.attention_launch("attn_bwd_dq", D, q.dtype)
     _attn_bwd_dq[_grid(Lq, launch.block_m, B * H)](
         q, k, v, do, lse, delta, klen, dq, *common, *_strides(dq), H, Lq, Lk, *scales,
         BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, HEAD_DIM=D, **dots,
-        **_launch_options(launch),
+        **launch.options(),
     )
     return dq, dk, dv
 
@@ -290,7 +280,7 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, klen = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, klen, _rowwise(do))
+        dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.last_axis_contiguous(do))
         return dq, dk, dv, None
 
 
@@ -319,7 +309,7 @@ def triton_attention(
         klen = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
     else:
         klen = key_lengths.to(device=q.device, dtype=torch.int32).contiguous()
-    return TritonAttention.apply(_rowwise(q), _rowwise(k), _rowwise(v), klen)
+    return TritonAttention.apply(configs.last_axis_contiguous(q), configs.last_axis_contiguous(k), configs.last_axis_contiguous(v), klen)
 
 
 def compile_specs() -> Iterator[configs.CompileSpec]:

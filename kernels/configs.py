@@ -40,6 +40,10 @@ class Launch:
     num_warps: int
     num_stages: int
 
+    def options(self) -> dict[str, int]:
+        """The launch keywords Triton takes besides the constexprs."""
+        return {"num_warps": self.num_warps, "num_stages": self.num_stages}
+
 
 ATTENTION_KERNELS = ("attn_fwd", "attn_bwd_delta", "attn_bwd_dkdv", "attn_bwd_dq")
 POOL_KERNELS = ("pool_fwd", "pool_bwd")
@@ -111,6 +115,12 @@ def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, 
 
 
 TYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def last_axis_contiguous(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its last axis is contiguous, else a contiguous copy: the kernels read every
+    other axis through its stride."""
+    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def attention_supported(head_dim: int, dtype: torch.dtype) -> bool:
