@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ import torch.nn.functional as F
 
 from minser import checkpoint
 from minser.errors import ConfigError, DataError, MinserError
+
+if TYPE_CHECKING:
+    from minser.data import Corpus
+    from minser.features import FrontEnd
+    from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session")
 PAD_TO = ("full", "batch")
@@ -194,7 +199,7 @@ def check_config(config: TrainConfig) -> None:
 # Data
 
 
-def load_data(config: TrainConfig):
+def load_data(config: TrainConfig) -> Corpus:
     """The corpus of ``config`` (``--data``, ``--classes``, ``--subset``), downloading EmoDB if asked."""
     from minser.data import download_emodb, load_corpus
 
@@ -219,7 +224,7 @@ def subset_indices(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate(picked))
 
 
-def make_splits(corpus, config: TrainConfig) -> list:
+def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
     """The folds of ``config.protocol`` over ``corpus``, limited to ``config.folds``."""
     from minser.splits import leave_one_group_out, random_splits
 
@@ -233,7 +238,7 @@ def make_splits(corpus, config: TrainConfig) -> list:
     return list(splits)[: config.folds]
 
 
-def noisy_features(corpus, frontend, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features of a white-noise copy of every utterance at ``snr_db`` dB: ``((N, n_mels, frames), (N,))``.
 
     Made once per run (not per epoch) from a generator seeded by ``seed``, so every fold and
