@@ -3,7 +3,8 @@
     python -m minser.predict examples/clips/anger_03a01Wa.wav          # the pretrained default
     python -m minser.predict a.wav b.flac --model runs/cnn/fold-1/best.pt
 
-Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}``. A file that
+Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}`` (probabilities
+rounded to 6 decimals). A file that
 cannot be read or scored is reported on stderr as one JSON line ``{"file": ..., "error": ...}``,
 and the others are still labelled; the exit status is then 1 (2 when the model cannot be loaded).
 Audio longer than 7.5 s is scored over sliding windows (see :mod:`minser.recognizer`).
@@ -18,7 +19,10 @@ from typing import Sequence
 
 from minser.errors import MinserError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SCORE_DECIMALS", "build_parser", "main"]
+
+# Probabilities are printed to 6 decimals: enough to rank and threshold, short enough to read.
+SCORE_DECIMALS = 6
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             print(json.dumps({"file": file, "error": str(exc)}), file=sys.stderr, flush=True)
             continue
-        print(json.dumps({"file": file, "label": prediction.label, "scores": prediction.scores}), flush=True)
+        scores = {label: round(value, SCORE_DECIMALS) for label, value in prediction.scores.items()}
+        print(json.dumps({"file": file, "label": prediction.label, "scores": scores}), flush=True)
     return 1 if failed else 0
 
 

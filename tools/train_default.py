@@ -65,8 +65,9 @@ def train_on_everything(out: Path) -> dict:
     return checkpoint.load(out / "fold-1" / "last.pt")
 
 
-def ship(last: dict, path: Path = DEFAULT) -> Path:
-    """Write the shipped checkpoint: the last epoch's weights and what they were trained on, nothing else."""
+def ship(last: dict, path: Path, code: dict) -> Path:
+    """Write the shipped checkpoint: the last epoch's weights, what they were trained on and with which
+    code (:func:`code_version` taken when training started), nothing else."""
     from minser import checkpoint
 
     config = last["train"]
@@ -75,7 +76,7 @@ def ship(last: dict, path: Path = DEFAULT) -> Path:
         data={"spec": "emodb", "classes": 7, "subset": None, "utterances": "all 535"},
         train={key: config[key] for key in ("model", "classes", "epochs", "batch_size", "lr", "betas", "noise_snr",
                                             "pad_to", "seed", "threads")},
-        epoch=last["epoch"], recipe="tools/train_default.py", code=code_version())
+        epoch=last["epoch"], recipe="tools/train_default.py", code=code)
 
 
 def code_version() -> dict:
@@ -83,7 +84,7 @@ def code_version() -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "torch": torch.__version__,
+    return {"commit": git("rev-parse", "HEAD"), "torch": str(torch.__version__),
             "uncommitted": git("status", "--porcelain", "--", "minser", "kernels").splitlines()}
 
 
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         from minser import train
 
         return train.cli([*RECIPE, "--protocol", "random", "--out", str(args.out or REPO / "runs" / "default-cv")])
+    code = code_version()
     last = train_on_everything(args.out or REPO / "runs" / "default")
-    print(f"wrote {ship(last, args.ship)} (epoch {last['epoch']})")
+    print(f"wrote {ship(last, args.ship, code)} (epoch {last['epoch']})")
     return 0
 
 
