@@ -94,21 +94,28 @@ def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict,
 
 def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, path: Path, threads: Sequence[int],
                  warmup: int, repeat: int, clock_name: str = "wall") -> list[dict]:
-    """One row per variant and thread count, plus the front end alone."""
-    cpu, rows = torch.device("cpu"), []
+    """One row per variant and thread count, plus the front end alone.
+
+    The variants are timed in interleaved rounds (one call of each per round) rather than one after
+    the other, so that on a shared machine a burst of load from other jobs hits them all alike.
+    """
+    now, rows = common.clock(clock_name), []
     frontend = recognizers["float"].frontend
     for n in threads:
         torch.set_num_threads(n)
         sessions = {"onnxruntime": onnx_session(onnx_model, n) if onnx_model is not None else None}
-        timing = common.measure(lambda: extract(load(path, sr=frontend.sample_rate), frontend), cpu,
-                                warmup=warmup, repeat=repeat, clock_name=clock_name)
-        rows.append(_row("front end only", n, timing))
+        calls = {"front end only": lambda: extract(load(path, sr=frontend.sample_rate), frontend)}
         for variant in VARIANTS:
-            if variant == "onnxruntime" and sessions["onnxruntime"] is None:
-                continue
-            run = end_to_end(variant, recognizers, sessions, path)
-            timing = common.measure(run, cpu, warmup=warmup, repeat=repeat, clock_name=clock_name)
-            rows.append(_row(variant, n, timing))
+            if variant != "onnxruntime" or sessions["onnxruntime"] is not None:
+                calls[variant] = end_to_end(variant, recognizers, sessions, path)
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for round_index in range(warmup + repeat):
+            for name, call in calls.items():
+                started = now()
+                call()
+                if round_index >= warmup:
+                    times[name].append(1e3 * (now() - started))
+        rows += [_row(name, n, common.summarize(ms)) for name, ms in times.items()]
     return rows
 
 
@@ -201,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, help="checkpoint (default: the pretrained minser/assets/default.pt)")
     parser.add_argument("--accuracy", type=Path, metavar="RUN",
                         help="also score every fold-*/best.pt of this minser.train run on its test split")
-    parser.add_argument("--repeat", type=int, default=30, help="timed calls per row (--quick: 3)")
+    parser.add_argument("--repeat", type=int, default=50, help="timed rounds (one call per variant each; --quick: 3)")
     common.add_common_arguments(parser)
     return parser
 
