@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved = checkpoint.load(source)
         if args.format == "onnx":
             out = Path(args.out) if args.out else source.with_suffix(".onnx")
+            if saved.get("quantize") is not None:
+                print(f"note: {source} is a {saved['quantize']} checkpoint, which holds float weights; "
+                      "the ONNX model is the float network", file=sys.stderr)
             written, difference = export_onnx(saved, out)
             check = ("not checked (onnxruntime is not installed)" if difference is None
                      else f"max |onnxruntime - torch| = {difference:.2e} on random features")

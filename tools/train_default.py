@@ -1,6 +1,6 @@
 """Reproduce minser's pretrained default, ``minser/assets/default.pt`` (see docs/MODEL_CARD.md).
 
-    MINSER_DATA=/work/shared/data python tools/train_default.py            # ~5 min on 2 CPU cores
+    MINSER_DATA=/work/shared/data python tools/train_default.py            # ~8 min on a shared 2-core CPU
     MINSER_DATA=/work/shared/data python tools/train_default.py --cv       # the recipe's 5-fold estimate
 
 The recipe: ``cnn_transformer`` (default options), all 535 EmoDB utterances, 7 emotions, the
