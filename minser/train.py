@@ -370,8 +370,10 @@ def init_distributed(config: TrainConfig) -> Dist:
         raise ConfigError(f"--batch-size {config.batch_size} is smaller than {world} ranks x {config.micro_batches} "
                           "micro-batches; give at least one utterance per slice")
     if not torch.distributed.is_initialized():
-        backend = "nccl" if resolve_device(config, dist).type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend)
+        device = resolve_device(config, dist)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL collectives (barrier) run on this rank's GPU
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist
 
 
@@ -652,6 +654,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _check_resume(config, out)
     elif (out / "config.json").exists():
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    if dist.world > 1:
+        torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 
     corpus = load_data(config)
     # Building once up front rejects bad model options before any feature is computed.
