@@ -635,18 +635,32 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Run the protocol of ``config`` and return ``results.json``'s content (also written to ``--out``)."""
+    """Run the protocol of ``config`` and return ``results.json``'s content (also written to ``--out``).
+
+    Torch's thread count and deterministic mode are set for the run and restored afterwards, so
+    a caller in the same process (a test, a notebook) keeps its own settings.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    check_config(config)
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _train(config: TrainConfig) -> dict[str, Any]:
     from minser.data import cached_features
     from minser.features import FrontEnd
     from minser.models import build
 
-    check_config(config)
-    torch.set_num_threads(config.threads)
     dist = init_distributed(config)
     device = resolve_device(config, dist)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
     out = _run_folder(config)
     if dist.world > 1 and not config.out:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")

@@ -112,6 +112,12 @@ def test_batches_cover_every_utterance_once(pad_to: str) -> None:
         assert BUCKET_BATCHES > 1
 
 
+def test_run_restores_torch_settings(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])  # --threads 1
+    assert torch.get_num_threads() == 2 and not torch.are_deterministic_algorithms_enabled()
+
+
 def test_model_options_reach_the_config() -> None:
     config = parse_args(["--model", "cat", "--branches", "c2l", "--no-pe", "--model-opt", "channels=[4,8]",
                          "--model-opt", "pool=attention", "--no-noise"])
