@@ -39,16 +39,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from math import gcd
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from minser import checkpoint
-from minser.audio import check_wave, load
+from minser.audio import check_wave, load, resample
 from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
 
@@ -116,14 +114,6 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
         return [0]
     starts = list(range(0, n_samples - window, hop))
     return starts + [n_samples - window]
-
-
-def _resample(wave: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """``wave`` ``(samples,)`` from ``sr_in`` to ``sr_out`` Hz (polyphase, as :func:`minser.audio.load`)."""
-    if sr_in == sr_out:
-        return wave
-    divisor = gcd(sr_in, sr_out)
-    return resample_poly(wave, sr_out // divisor, sr_in // divisor).astype(np.float32)
 
 
 def _is_channels(array: np.ndarray) -> bool:
@@ -201,7 +191,7 @@ class Recognizer:
         wave = check_wave(array, name, sr=int(sr))
         if wave.ndim != 1:
             raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {wave.shape}")
-        return check_wave(_resample(wave, int(sr), rate), name, sr=rate)
+        return check_wave(resample(wave, int(sr), rate), name, sr=rate)
 
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """The waves of ``x`` and whether ``x`` was a batch."""
