@@ -11,6 +11,7 @@ import torch
 
 from minser.errors import ConfigError
 from minser.kernels import attention, attention_pool, configs
+from minser.models import build
 
 pytest.importorskip("triton")
 
@@ -139,7 +140,6 @@ def test_attention_pool_strided_input_and_pooled_gradient_only():
 
 @pytest.mark.parametrize("name", ["cat", "ilt"])
 def test_training_loss_curve_is_the_same_on_both_paths(name):
-    models = pytest.importorskip("minser.models")
     # Tiny widths: head size 32 / 2 = 16; CAT cross-attends between streams of different
     # lengths with key padding, ILT pools its BiLSTM with attention pooling.
     options = dict(d_model=32, heads=2, layers=1, ff_dim=32, channels=(4, 8, 8), dropout=0.0, pool="attention")
@@ -147,10 +147,10 @@ def test_training_loss_curve_is_the_same_on_both_paths(name):
     lengths = torch.tensor([80, 61, 40], device=DEVICE)
     targets = torch.tensor([0, 2, 1], device=DEVICE)
     torch.manual_seed(0)
-    initial = models.build(name, 4, **options).to(DEVICE).state_dict()
+    initial = build(name, 4, **options).to(DEVICE).state_dict()
     curves = {}
     for impl in ("torch", "triton"):
-        model = models.build(name, 4, **{**options, "impl": impl}).to(DEVICE)
+        model = build(name, 4, **{**options, "impl": impl}).to(DEVICE)
         model.load_state_dict(initial)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         curve = []
