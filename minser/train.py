@@ -3,6 +3,7 @@
     python -m minser.train --model ilt --fusion attention            # EmoDB, 4 classes, 5 random splits
     python -m minser.train --model cat --protocol speaker --folds 2  # leave-one-speaker-out, 2 folds
     torchrun --nproc_per_node 2 -m minser.train --model cat --out runs/cat-ddp   # DistributedDataParallel
+    python -m minser.train --model cnn_transformer --protocol all --epochs 30 # every utterance, last epoch
 
 The protocol (He, Minematsu, Saito): log-Mel features of 7.5 s (40 x 750), a white-noise copy
 of every training and validation utterance (30 dB SNR by default), Adam (lr 1e-4, betas 0.9/0.99), cross-entropy,
@@ -14,6 +15,14 @@ matrix summed over folds as ``confusion.csv`` (and ``confusion.png`` when matplo
 Everything that draws random numbers is seeded from ``--seed``: model initialisation per fold,
 the noise, batch order per epoch (a generator seeded by (seed, fold, epoch)) and dropout (the
 global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit for bit.
+
+``--protocol all`` trains one fold on every utterance (and its noise copy) and keeps the last
+epoch: there is no validation or test part, so no epoch is selected and ``results.json`` has no
+test metrics (``wa``/``ua`` are null, with a note). This is how a model to ship is trained.
+
+Off by default, what the field adds to the paper's recipe: ``--spec-augment`` (SpecAugment-style
+time and frequency masks on training batches), ``--label-smoothing`` and ``--lr-schedule cosine``
+with ``--warmup-epochs``.
 """
 
 from __future__ import annotations
@@ -44,15 +53,23 @@ if TYPE_CHECKING:
     from minser.features import FrontEnd
     from minser.splits import Split
 
-PROTOCOLS = ("random", "speaker", "session")
+PROTOCOLS = ("random", "speaker", "session", "all")
+LR_SCHEDULES = ("constant", "cosine")
+# SpecAugment masks per training utterance: 2 frequency masks of up to 8 of the 40 Mel bands and
+# 2 time masks of up to 40 frames (0.4 s), each at most 10% of the utterance's valid frames
+# (a short utterance is not blanked out).
+FREQ_MASKS, FREQ_MASK_BANDS, TIME_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE = 2, 8, 2, 40, 0.1
 PAD_TO = ("full", "batch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
 # large enough to group lengths well, small enough to keep the batch order random.
 BUCKET_BATCHES = 8
+NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epoch: there is no test part, "
+                "so no WA/UA; estimate the recipe's accuracy with --protocol random")
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
-                 "noise_snr", "pad_to", "seed", "precision")
+                 "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
+                 "warmup_epochs")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
 
@@ -66,13 +83,17 @@ class TrainConfig:
     data: str = "emodb"              # "emodb", "iemocap", a CSV manifest or a folder of label folders
     classes: int = 4                 # EmoDB: 4 (anger, happiness, sadness, neutral) or 7
     subset: int | None = None        # keep this many utterances per class (seeded pick); None = all
-    protocol: str = "random"         # random | speaker | session
+    protocol: str = "random"         # random | speaker | session | all (train on everything, keep the last epoch)
     folds: int | None = None         # run only the first N folds
     epochs: int = 100
     batch_size: int = 40             # global batch; split across ranks under torchrun
     micro_batches: int = 1           # slices per rank, run one after another (gradient accumulation)
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
+    lr_schedule: str = "constant"    # constant | cosine (to 0 at the last epoch), after the warm-up
+    warmup_epochs: float = 0.0       # linear warm-up from 0 to lr over this many epochs
+    label_smoothing: float = 0.0     # cross-entropy label smoothing in [0, 1)
+    spec_augment: bool = False       # time and frequency masks on the training batches
     noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
     pad_to: str = "full"             # full: every utterance 7.5 s; batch: pad to the batch's longest
     seed: int = 0
@@ -124,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
                    help="random: the paper's 5 seeded 0.55/0.25/0.2 train/val/test splits; speaker: "
-                        "leave-one-speaker-out; session: leave-one-session-out (IEMOCAP)")
+                        "leave-one-speaker-out; session: leave-one-session-out (IEMOCAP); all: one fold "
+                        "training on every utterance, keeping the last epoch (no validation or test part, "
+                        "so no WA/UA)")
     p.add_argument("--folds", type=int, help="run only the first N folds (default: all)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (split across ranks)")
@@ -132,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut each rank's share of a batch into this many slices run one after another "
                         "(gradient accumulation: less memory, same batch size; BatchNorm sees each slice)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (betas 0.9, 0.99)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="constant, or cosine decay to 0 at the last epoch; both after --warmup-epochs "
+                        "(set per optimiser step)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="linear learning-rate warm-up from 0 over this many epochs")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="cross-entropy label smoothing in [0, 1)")
+    p.add_argument("--spec-augment", action="store_true",
+                   help=f"SpecAugment-style masks on every training utterance (seeded; within its valid frames): "
+                        f"{FREQ_MASKS} frequency masks of up to {FREQ_MASK_BANDS} Mel bands and {TIME_MASKS} time "
+                        f"masks of up to {TIME_MASK_FRAMES} frames (at most {100 * TIME_MASK_SHARE:.0f}%% of the "
+                        "utterance), filled with the utterance's mean")
     p.add_argument("--noise-snr", type=float, default=d.noise_snr,
                    help="SNR in dB of the white-noise copy added for every train and validation utterance")
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
@@ -165,7 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     config = TrainConfig(
         model=args.model, options=options, data=args.data, classes=args.classes, subset=args.subset,
         protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
-        micro_batches=args.micro_batches, lr=args.lr,
+        micro_batches=args.micro_batches, lr=args.lr, lr_schedule=args.lr_schedule,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, spec_augment=args.spec_augment,
         noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
         device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
@@ -185,6 +221,12 @@ def check_config(config: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: give an integer >= {minimum}")
     if not config.lr > 0:
         raise ConfigError(f"--lr {config.lr}: give a positive learning rate")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"--lr-schedule {config.lr_schedule!r}: valid values are {', '.join(LR_SCHEDULES)}")
+    if not 0 <= config.warmup_epochs <= config.epochs:
+        raise ConfigError(f"--warmup-epochs {config.warmup_epochs}: give a number of epochs in [0, --epochs]")
+    if not 0 <= config.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing {config.label_smoothing}: give a value in [0, 1)")
     if config.protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {config.protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
     if config.pad_to not in PAD_TO:
@@ -225,11 +267,17 @@ def subset_indices(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray
 
 
 def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
-    """The folds of ``config.protocol`` over ``corpus``, limited to ``config.folds``."""
-    from minser.splits import leave_one_group_out, random_splits
+    """The folds of ``config.protocol`` over ``corpus``, limited to ``config.folds``.
+
+    ``all`` is one fold training on every utterance, with empty validation and test parts.
+    """
+    from minser.splits import Split, leave_one_group_out, random_splits
 
     targets = corpus.targets()
-    if config.protocol == "random":
+    if config.protocol == "all":
+        none = np.empty(0, dtype=np.int64)
+        splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
+    elif config.protocol == "random":
         splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=config.seed)
     elif config.protocol == "speaker":
         splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=config.seed)
@@ -305,6 +353,49 @@ def model_input(data: Tensors, index: torch.Tensor, pad_to: str, device: torch.d
     lengths = data.lengths[index]
     frames = int(lengths.max()) if frames is None else frames
     return data.x[index, :, :frames].to(device, non_blocking=True), lengths.to(device, non_blocking=True)
+
+
+def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment masks ``(batch, n_mels, frames)``, True where a training input is blanked.
+
+    Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_BANDS` Mel bands and
+    :data:`TIME_MASKS` spans of up to :data:`TIME_MASK_FRAMES` frames (at most
+    :data:`TIME_MASK_SHARE` of its ``lengths`` valid frames), placed uniformly inside the valid
+    frames. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
+    """
+    batch = len(lengths)
+    bands, steps = torch.arange(n_mels), torch.arange(frames)
+    mask = torch.zeros(batch, n_mels, frames, dtype=torch.bool)
+    uniform = lambda: torch.rand(batch, generator=generator)
+    for _ in range(FREQ_MASKS):
+        width = (uniform() * (FREQ_MASK_BANDS + 1)).long()
+        start = (uniform() * (n_mels - width + 1)).long()
+        mask |= ((bands >= start[:, None]) & (bands < (start + width)[:, None]))[:, :, None]
+    longest = torch.clamp((lengths.float() * TIME_MASK_SHARE).long(), max=TIME_MASK_FRAMES)
+    for _ in range(TIME_MASKS):
+        width = (uniform() * (longest + 1)).long()
+        start = (uniform() * (lengths - width + 1)).long()
+        mask |= ((steps >= start[:, None]) & (steps < (start + width)[:, None]))[:, None, :]
+    return mask
+
+
+def masked_with_mean(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x (batch, n_mels, frames)`` with ``mask`` positions set to each utterance's mean over its valid frames
+    (log-Mels are in dB, not normalised: zero would be a loud value, the padding value is silence)."""
+    valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None].to(x.device)
+    mean = (x * valid[:, None]).sum((1, 2)) / (valid.sum(1) * x.shape[1])
+    return torch.where(mask.to(x.device), mean[:, None, None], x)
+
+
+def learning_rate(config: TrainConfig, epoch: float) -> float:
+    """The learning rate at ``epoch`` (fractional: ``epoch + step / steps``): a linear warm-up over
+    ``warmup_epochs``, then ``lr`` (constant) or a cosine from ``lr`` down to 0 at ``epochs``."""
+    if epoch < config.warmup_epochs:
+        return config.lr * epoch / config.warmup_epochs
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = (epoch - config.warmup_epochs) / max(config.epochs - config.warmup_epochs, 1e-12)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -443,7 +534,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     """Train one fold (resuming from its ``last.pt`` when present) and score its best epoch on the test set.
 
     Returns the fold's metrics: ``wa``/``ua`` (percent), ``confusion``, ``best_epoch``, ``val_wa``,
-    ``history`` (per epoch: loss, val WA/UA, seconds).
+    ``history`` (per epoch: loss, val WA/UA, seconds). A fold without validation utterances
+    (``--protocol all``) keeps its last epoch and, having no test utterances, has no WA/UA (None).
     """
     from minser.models import build
 
@@ -482,9 +574,14 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         started, started_cpu = time.perf_counter(), time.process_time()
         generator = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch))
         ddp.train()
+        # Masks draw from their own generator: turning --spec-augment on leaves the batch order as it was.
+        masks = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 1)) if config.spec_augment else None
         total, count = torch.zeros((), device=device), 0
-        for index in batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to):
-            total += train_step(ddp, optimizer, scaler, fold.train, index, config, dist, device, dtype)
+        batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
+        for step, index in enumerate(batches):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch + (step + 0.5) / len(batches))
+            total += train_step(ddp, optimizer, scaler, fold.train, index, config, dist, device, dtype, masks)
             count += len(index)
         if dist.world > 1:
             torch.distributed.all_reduce(total)
@@ -492,13 +589,16 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
             # everywhere, so every rank validates the same model and picks the same best epoch.
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
-        val = score(fold.val.y, predict(model, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
-                                        device=device, precision=config.precision), len(run["labels"]))
+        if len(fold.val.y):
+            val = score(fold.val.y, predict(model, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
+                                            device=device, precision=config.precision), len(run["labels"]))
+        else:
+            val = {"wa": None, "ua": None}
         seconds = time.perf_counter() - started
         # CPU seconds (all threads) say what an epoch costs even when the machine is shared.
         history.append({"epoch": epoch + 1, "loss": float(total) / count, "val_wa": val["wa"], "val_ua": val["ua"],
                         "seconds": seconds, "cpu_seconds": time.process_time() - started_cpu})
-        if val["wa"] > best["val_wa"]:
+        if val["wa"] is not None and val["wa"] > best["val_wa"]:
             best = {"val_wa": val["wa"], "epoch": epoch + 1,
                     "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if dist.main:
@@ -511,12 +611,16 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
             print(clock.line(fold, epoch + 1, history[-1]), flush=True)
         clock.tick(seconds)
 
-    model.load_state_dict(best["state_dict"])
-    predictions = predict(model, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to, device=device,
-                          precision=config.precision)
-    metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])), "best_epoch": best["epoch"],
-               "val_wa": best["val_wa"], "n_train": len(fold.train.y), "n_val": len(fold.val.y),
-               "n_test": len(fold.test.y), "history": history}
+    if best["state_dict"] is None:  # no validation part: the last epoch is the fold's model
+        metrics = {"name": fold.name, "wa": None, "ua": None, "confusion": None, "best_epoch": None,
+                   "val_wa": None, "note": NO_TEST_NOTE}
+    else:
+        model.load_state_dict(best["state_dict"])
+        predictions = predict(model, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to,
+                              device=device, precision=config.precision)
+        metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])),
+                   "best_epoch": best["epoch"], "val_wa": best["val_wa"]}
+    metrics.update(n_train=len(fold.train.y), n_val=len(fold.val.y), n_test=len(fold.test.y), history=history)
     if hasattr(model, "fusion_weights") and model.spec["options"].get("fusion") != "concat":
         metrics["fusion_weights"] = model.fusion_weights()  # ILT's a_L, a_T (the paper reports 0.65 / 0.35)
     if dist.main:
@@ -526,7 +630,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
 
 def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
                index: torch.Tensor, config: TrainConfig, dist: Dist, device: torch.device,
-               dtype: torch.dtype | None) -> torch.Tensor:
+               dtype: torch.dtype | None, masks: torch.Generator | None = None) -> torch.Tensor:
     """One optimiser step on the global batch ``index``; returns this rank's summed loss (a 0-d tensor).
 
     The global batch is cut into ``world * micro_batches`` equal slices; this rank runs its
@@ -534,21 +638,27 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     summed cross-entropy by ``world / len(index)`` makes DDP's gradient average (over ranks)
     equal the mean over the global batch, whatever the number of ranks and slices. BatchNorm
     normalises each slice with its own statistics (SyncBatchNorm on CUDA spans the ranks).
+    With ``masks`` (a generator), SpecAugment masks are drawn for the whole global batch, so every
+    rank and slice count sees the same masks.
     """
-    slices = index.tensor_split(dist.world * config.micro_batches)
-    frames = int(data.lengths[index].max()) if config.pad_to == "batch" else None
+    slices = torch.arange(len(index)).tensor_split(dist.world * config.micro_batches)
+    frames = int(data.lengths[index].max()) if config.pad_to == "batch" else data.x.shape[-1]
+    mask = None if masks is None else spec_augment_masks(data.lengths[index], data.x.shape[1], frames, masks)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
     mine = slices[dist.rank * config.micro_batches:(dist.rank + 1) * config.micro_batches]
-    for i, local in enumerate(mine):
+    for i, rows in enumerate(mine):
+        local = index[rows]
         x, lengths = model_input(data, local, config.pad_to, device, frames)
+        if mask is not None:
+            x = masked_with_mean(x, data.lengths[local], mask[rows])
         y = data.y[local].to(device, non_blocking=True)
         # DDP all-reduces gradients on the last slice's backward only.
         sync = i == len(mine) - 1 or not hasattr(ddp, "no_sync")
         with (contextlib.nullcontext() if sync else ddp.no_sync()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = ddp(x, lengths=lengths)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            loss = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=config.label_smoothing)
             scaler.scale(loss * (dist.world / len(index))).backward()
         total += loss.detach()
     scaler.step(optimizer)
@@ -568,8 +678,10 @@ class Clock:
 
     def line(self, fold: Fold, epoch: int, entry: dict[str, float]) -> str:
         eta = (self.seconds + entry["seconds"]) / (self.done + 1) * (self.remaining - 1)
+        val = ("no validation" if entry["val_wa"] is None
+               else f"val WA {entry['val_wa']:5.1f} UA {entry['val_ua']:5.1f}")
         return (f"fold {fold.index + 1}/{self.n_folds} epoch {epoch:3d}/{self.epochs} loss {entry['loss']:.4f} "
-                f"val WA {entry['val_wa']:5.1f} UA {entry['val_ua']:5.1f} {entry['seconds']:6.1f}s ETA {_hms(eta)}")
+                f"{val} {entry['seconds']:6.1f}s ETA {_hms(eta)}")
 
 
 def _hms(seconds: float) -> str:
@@ -594,14 +706,22 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
         raise ConfigError(f"--resume: {path} not found; give --out the folder of the run to continue")
     saved = json.loads(path.read_text())
     current = json.loads(json.dumps(dataclasses.asdict(config)))
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
     for name in RESULT_FIELDS:
-        if saved.get(name) != current.get(name):
+        # A run saved before a field existed ran with its default.
+        if saved.get(name, defaults[name]) != current.get(name):
             raise ConfigError(f"--resume: {name} is {current.get(name)!r} but the run in {out} used {saved.get(name)!r}; "
                               "repeat the original settings (only --epochs, --folds, --device, --threads may change)")
+    if config.lr_schedule == "cosine" and saved.get("epochs") != config.epochs:
+        raise ConfigError(f"--resume: --epochs {config.epochs} but the run in {out} used {saved.get('epochs')}; "
+                          "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
 
 
-def summarise(folds: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean and population standard deviation (ddof=0) over folds of WA and UA, in percent."""
+def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and population standard deviation (ddof=0) over folds of WA and UA, in percent
+    (all None, with a note, when the folds have no test part: ``--protocol all``)."""
+    if any(f["wa"] is None for f in folds):
+        return {"wa": None, "ua": None, "wa_std": None, "ua_std": None, "note": NO_TEST_NOTE}
     wa, ua = np.array([f["wa"] for f in folds]), np.array([f["ua"] for f in folds])
     return {"wa": float(wa.mean()), "ua": float(ua.mean()), "wa_std": float(wa.std()), "ua_std": float(ua.std())}
 
@@ -704,16 +824,18 @@ def _train(config: TrainConfig) -> dict[str, Any]:
                     [int(i) for i in split.test])
         folds.append(train_fold(fold, config, run, dist, device, clock))
 
-    confusion = np.sum([np.array(f["confusion"]) for f in folds], axis=0)
+    tested = all(f["confusion"] is not None for f in folds)
+    confusion = np.sum([np.array(f["confusion"]) for f in folds], axis=0) if tested else None
     results = {"model": config.model, "options": spec["options"],
                "data": config.data, "classes": config.classes, "corpus": corpus.name, "protocol": config.protocol,
                "labels": list(corpus.labels), **summarise(folds), "epochs": config.epochs, "seed": config.seed,
                "folds": [{k: f[k] for k in ("name", "wa", "ua", "confusion", "best_epoch", "val_wa", "n_test",
-                                             "fusion_weights") if k in f} for f in folds],
-               "confusion": confusion.tolist()}
+                                             "fusion_weights", "note") if k in f} for f in folds],
+               "confusion": None if confusion is None else confusion.tolist()}
     if dist.main:
         checkpoint.write_json(out / "results.json", results)
-        write_confusion(out, confusion, corpus.labels)
+        if confusion is not None:
+            write_confusion(out, confusion, corpus.labels)
         print(summary_table(results), flush=True)
     return results
 
@@ -730,6 +852,8 @@ def _epochs_to_run(config: TrainConfig, out: Path, n_folds: int) -> int:
 
 def summary_table(results: dict[str, Any]) -> str:
     """The final table: one row per fold and the mean and standard deviation, WA and UA in percent."""
+    if results["wa"] is None:
+        return f"no test metrics: {results['note']}"
     lines = [f"{'fold':<24} {'WA %':>7} {'UA %':>7} {'best epoch':>10}"]
     lines += [f"{f['name']:<24} {f['wa']:7.2f} {f['ua']:7.2f} {f['best_epoch']:10d}" for f in results["folds"]]
     lines.append(f"{'mean ± std':<24} {results['wa']:5.2f}±{results['wa_std']:.2f} "

@@ -11,7 +11,10 @@ import torch
 
 from minser import checkpoint
 from minser.errors import ConfigError, DataError
-from minser.train import BUCKET_BATCHES, batch_indices, cli, main, parse_args
+from minser import train as train_module
+from minser.train import (BUCKET_BATCHES, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS, FREQ_MASK_BANDS, FREQ_MASKS,
+                          TrainConfig, batch_indices, cli, learning_rate, main, masked_with_mean, parse_args,
+                          spec_augment_masks)
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
 TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
@@ -73,12 +76,31 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(path)["state_dict"]
 
 
-def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
-    """3 epochs in one go == 2 epochs, then --resume to 3: same metrics and weights, bit for bit."""
-    common = ["--model", "cnn", *TINY_CNN]
-    straight = main([*common, "--epochs", "3", *quick(tmp_path / "straight", cache)])
-    main([*common, "--epochs", "2", *quick(tmp_path / "resumed", cache)])
-    resumed = main([*common, "--epochs", "3", "--resume", *quick(tmp_path / "resumed", cache)])
+def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next run stop (KeyboardInterrupt) once ``epochs`` epochs are trained and saved."""
+    tick = train_module.Clock.tick
+
+    def tick_then_stop(self: train_module.Clock, seconds: float) -> None:
+        tick(self, seconds)
+        if self.done == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Clock, "tick", tick_then_stop)
+
+
+@pytest.mark.parametrize("options", [[], ["--spec-augment", "--label-smoothing", "0.1", "--lr-schedule", "cosine",
+                                          "--warmup-epochs", "1.5"]], ids=["paper", "spec-augment-smoothing-cosine"])
+def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
+    """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""
+    common = ["--model", "cnn", *TINY_CNN, *options, "--epochs", "3"]
+    straight = main([*common, *quick(tmp_path / "straight", cache)])
+    with monkeypatch.context() as patch:
+        _interrupt_after(2, patch)
+        with pytest.raises(KeyboardInterrupt):
+            main([*common, *quick(tmp_path / "resumed", cache)])
+    assert checkpoint.load(tmp_path / "resumed/fold-1/last.pt")["epoch"] == 2
+    resumed = main([*common, "--resume", *quick(tmp_path / "resumed", cache)])
     for key in ("wa", "ua", "folds"):
         assert resumed[key] == straight[key]
     for name in ("last.pt", "best.pt"):
@@ -87,6 +109,79 @@ def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_p
     history = lambda run: [{k: v for k, v in h.items() if "seconds" not in k} for h in
                            json.loads((tmp_path / run / "fold-1/metrics.json").read_text())["history"]]
     assert history("straight") == history("resumed")
+
+
+def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
+        emodb_root: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "all"
+    args = ["--model", "cnn", *TINY_CNN, "--epochs", "2", "--protocol", "all", "--pad-to", "batch", *quick(out, cache)]
+    results = main(args)
+    assert results["protocol"] == "all" and results["wa"] is None and results["ua"] is None
+    assert "no WA/UA" in results["note"] and results["confusion"] is None
+    assert json.loads((out / "results.json").read_text())["wa"] is None
+    assert "no test metrics" in capsys.readouterr().out
+    metrics = json.loads((out / "fold-1" / "metrics.json").read_text())
+    assert metrics["n_train"] == 2 * 4 * 5 and metrics["n_val"] == 0 and metrics["n_test"] == 0  # clean + noisy
+    assert [h["val_wa"] for h in metrics["history"]] == [None, None]
+    assert not (out / "fold-1" / "best.pt").exists() and not (out / "confusion.csv").exists()
+    last = checkpoint.load(out / "fold-1" / "last.pt")
+    assert last["epoch"] == 2 and last["fold"]["test"] == []
+    # The shipped model is this last epoch: the same command again gives the same weights.
+    again = main([str(tmp_path / "again") if a == str(out) else a for a in args])
+    assert again["wa"] is None
+    a, b = last["state_dict"], _weights(tmp_path / "again/fold-1/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spec_augment_masks_stay_inside_the_valid_frames() -> None:
+    lengths = torch.tensor([30, 200, 750, 5])
+    masks = spec_augment_masks(lengths, 40, 750, torch.Generator().manual_seed(0))
+    assert masks.shape == (4, 40, 750)
+    assert torch.equal(masks, spec_augment_masks(lengths, 40, 750, torch.Generator().manual_seed(0)))
+    assert not torch.equal(masks, spec_augment_masks(lengths, 40, 750, torch.Generator().manual_seed(1)))
+    for mask, length in zip(masks, lengths.tolist()):
+        bands = mask.all(1)                      # frequency masks cover every frame of their bands
+        steps = mask.all(0)                      # time masks cover every band of their frames
+        assert int(bands.sum()) <= FREQ_MASKS * FREQ_MASK_BANDS
+        assert not steps[length:].any()          # time masks never fall in the padding
+        assert int(steps.sum()) <= TIME_MASKS * min(TIME_MASK_FRAMES, int(length * TIME_MASK_SHARE))
+        assert torch.equal(mask, bands[:, None] | steps[None, :])
+    assert masks.any()
+
+
+def test_masked_inputs_take_the_utterance_mean() -> None:
+    x = torch.randn(2, 4, 6)
+    lengths = torch.tensor([3, 6])
+    mask = torch.zeros(2, 4, 6, dtype=torch.bool)
+    mask[:, 1] = True
+    out = masked_with_mean(x, lengths, mask)
+    assert torch.equal(out[:, [0, 2, 3]], x[:, [0, 2, 3]])
+    assert torch.allclose(out[0, 1], x[0, :, :3].mean().expand(6))
+    assert torch.allclose(out[1, 1], x[1].mean().expand(6))
+
+
+def test_learning_rate_schedules() -> None:
+    cosine = TrainConfig(lr=1e-3, epochs=10, lr_schedule="cosine", warmup_epochs=2)
+    assert learning_rate(cosine, 1.0) == pytest.approx(5e-4)       # half-way through the warm-up
+    assert learning_rate(cosine, 2.0) == pytest.approx(1e-3)       # warm-up done: the full rate
+    assert learning_rate(cosine, 6.0) == pytest.approx(5e-4)       # half-way down the cosine
+    assert learning_rate(cosine, 10.0) == pytest.approx(0.0, abs=1e-12)
+    constant = TrainConfig(lr=1e-3, epochs=10, warmup_epochs=0)
+    assert {learning_rate(constant, e) for e in (0.0, 5.5, 10.0)} == {1e-3}
+
+
+@pytest.mark.parametrize("args, message", [(["--label-smoothing", "1"], "--label-smoothing 1.0"),
+                                           (["--warmup-epochs", "200"], "--warmup-epochs 200.0")])
+def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_args(["--model", "cnn", *args])
+
+
+def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(tmp_path / "run", cache)]
+    main([*common, "--epochs", "1"])
+    with pytest.raises(ConfigError, match="cosine schedule"):
+        main([*common, "--epochs", "2", "--resume"])
 
 
 def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ Adam with betas 0.9/0.99, batches of 40 grouped by length with ``--pad-to batch`
 learning rate 1e-3 for 30 epochs, seed 0, one torch thread; the weights of the last epoch
 are shipped (training on every utterance leaves nothing to select an epoch on).
 
-Training runs through minser.train's own fold loop (``train_fold``) with one fold whose
-training set is every utterance; the clean utterances stand in as its "validation" and "test"
-sets, which only feed the progress lines. ``--cv`` instead runs the same recipe under the
-random protocol (``python -m minser.train ... --protocol random``: 5 seeded 55/25/20 splits,
-the epoch of best validation WA scored on the test split), whose WA/UA the model card reports.
+Training is minser's own training command, ``python -m minser.train <recipe> --protocol all``:
+one fold training on every utterance (and its noise copy) that keeps the last epoch; its
+``fold-1/last.pt`` is then written, with only the weights and what they were trained on, to
+``minser/assets/default.pt`` (atomically). ``--cv`` instead runs the same recipe under the
+random protocol (``--protocol random``: 5 seeded 55/25/20 splits, the epoch of best validation
+WA scored on the test split), whose WA/UA the model card reports.
 
 On the same machine, torch version and thread count, and the same code (the checkpoint's
 ``code`` entry records the git commit and any uncommitted change under minser/ or kernels/),
@@ -23,13 +24,10 @@ the shipped file is reproduced exactly.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,29 +37,10 @@ RECIPE = ["--model", "cnn_transformer", "--data", "emodb", "--classes", "7", "--
 
 
 def train_on_everything(out: Path) -> dict:
-    """Train the recipe on every utterance with minser.train's fold loop; return the last epoch's checkpoint."""
+    """Run ``python -m minser.train <recipe> --protocol all --out <out>``; return its last epoch's checkpoint."""
     from minser import checkpoint, train
-    from minser.data import cached_features
-    from minser.features import FrontEnd
 
-    config = train.parse_args([*RECIPE, "--out", str(out)])
-    torch.set_num_threads(config.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    corpus = train.load_data(config)
-    frontend = FrontEnd()
-    config_json = json.loads(json.dumps(dataclasses.asdict(config)))
-    run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json}
-    checkpoint.write_json(out / "config.json", config_json)
-
-    clean_x, clean_lengths = cached_features(corpus, frontend, config.cache_dir)
-    targets = torch.as_tensor(corpus.targets())
-    clean = train.Tensors(torch.from_numpy(clean_x), torch.from_numpy(clean_lengths), targets)
-    noisy_x, noisy_lengths = train.noisy_features(corpus, frontend, config.noise_snr, config.seed)
-    noisy = train.Tensors(torch.from_numpy(noisy_x), torch.from_numpy(noisy_lengths), targets)
-    every = np.arange(len(corpus))
-    fold = train.Fold(0, "all-utterances", train.Tensors.cat(clean, noisy), clean, clean, every.tolist())
-    clock = train.Clock(config.epochs, 1, config.epochs)
-    train.train_fold(fold, config, run, train.Dist(), torch.device("cpu"), clock)
+    train.main([*RECIPE, "--protocol", "all", "--out", str(out)])
     return checkpoint.load(out / "fold-1" / "last.pt")
 
 
