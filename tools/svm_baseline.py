@@ -29,7 +29,7 @@ from minser import checkpoint
 from minser.errors import MinserError
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
-GAMMA_GRID = ("scale", 0.3, 1.0, 3.0)  # numbers: multiples of 1 / n_features ("scale" uses the data's variance too)
+GAMMA_GRID = ("scale", 0.03, 0.1, 0.3, 1.0, 3.0)  # numbers: multiples of 1 / n_features ("scale" uses the data's variance too)
 
 
 def band_statistics(features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
