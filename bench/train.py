@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                         help="extra argument passed to minser.train (repeatable), e.g. --train-arg=--subset=20")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2 epochs on 6 utterances per class (its extrapolation means nothing)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs = 2
+        args.train_arg = ["--subset=6", *args.train_arg]
     torch.set_num_threads(args.threads)
     device = common.resolve_device(None if args.device == "auto" else args.device)
     info = common.environment(device)
@@ -83,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{rows[1]['extrapolated_protocol_min']:.1f} min with --pad-to batch (wall clock as measured); "
           f"{rows[0]['extrapolated_unshared_min']:.1f} / {rows[1]['extrapolated_unshared_min']:.1f} min from CPU "
           f"seconds / {args.threads} threads (an unshared machine)")
+    if args.quick:
+        print("--quick: 6 utterances per class, 2 epochs; these figures only show that the script runs")
     if args.json:
         common.write_json(args.json, {"environment": info, "model": args.model, "runs": rows,
                                       "batch_over_full_speedup": speedup, "batch_over_full_cpu_speedup": cpu_speedup})

@@ -20,8 +20,8 @@ from minser.kernels import reference
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 OWN_SCRIPTS = ("attention.py", "models.py")
-# Every script with a --quick mode; bench/train.py times real training epochs and has none.
-SCRIPTS = tuple(s for s in (*OWN_SCRIPTS, "frontend.py") if (BENCH / s).exists())
+# Every script with a --quick mode (bench/inference.py has its own smoke test).
+SCRIPTS = (*OWN_SCRIPTS, "frontend.py", "train.py")
 
 
 def _load(name: str):
@@ -45,17 +45,18 @@ common = _load("_common")
 
 
 @pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def quick_runs(tmp_path_factory, emodb_root) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     runs = {}
     out = tmp_path_factory.mktemp("bench")
     for script in SCRIPTS:
         path = out / f"{script}.json"
         # One thread: on a busy 2-core machine a second OpenMP thread makes small ops many times
         # slower. --threads is ours; other scripts (frontend.py) promise only --quick and --json.
-        threads = ["--threads", "1"] if script in OWN_SCRIPTS else []
+        threads = ["--threads", "1"] if script in (*OWN_SCRIPTS, "train.py") else []
         proc = subprocess.run(
             [sys.executable, str(BENCH / script), "--quick", "--json", str(path), *threads],
             capture_output=True, text=True, timeout=300,
+            env={**os.environ, "MINSER_DATA": str(emodb_root.parent)},
         )
         runs[script] = (proc, path)
     return runs
