@@ -21,6 +21,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'minser' has no attribute {name!r}")
 
+
 __all__ = [
     "AudioError",
     "CheckpointError",
