@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,33 @@ def test_corrupt_audio_in_a_manifest_names_the_file(emodb_root: Path, cache: Pat
 def test_missing_manifest_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nowhere.csv"):
         main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "run")])
+
+
+def _svm_baseline():
+    """tools/svm_baseline.py as a module (tools/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "svm_baseline.py"
+    spec = importlib.util.spec_from_file_location("svm_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_svm_band_statistics_ignore_the_padding() -> None:
+    tool = _svm_baseline()
+    x = np.random.default_rng(0).normal(size=(2, 3, 10)).astype(np.float32)
+    lengths = np.array([4, 10])
+    stats = tool.band_statistics(x, lengths)
+    assert stats.shape == (2, 6 * 3)
+    np.testing.assert_allclose(stats[0, :3], x[0, :, :4].mean(1), rtol=1e-6)
+    np.testing.assert_allclose(stats[0, 9:12], x[0, :, :4].max(1), rtol=1e-6)
+    x[0, :, 4:] = -100.0  # padding is silence: it must not move the first utterance's statistics
+    np.testing.assert_array_equal(tool.band_statistics(x, lengths)[0], stats[0])
+
+
+def test_svm_baseline_says_to_install_scikit_learn(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    assert _svm_baseline().main(["--classes", "4"]) == 2
+    assert "pip install scikit-learn" in capsys.readouterr().err
