@@ -21,8 +21,9 @@ epoch: there is no validation or test part, so no epoch is selected and ``result
 test metrics (``wa``/``ua`` are null, with a note). This is how a model to ship is trained.
 
 Off by default, what the field adds to the paper's recipe: ``--spec-augment`` (SpecAugment-style
-time and frequency masks on training batches), ``--label-smoothing`` and ``--lr-schedule cosine``
-with ``--warmup-epochs``.
+time and frequency masks on training batches), ``--crop`` (random windows of the training
+utterances), ``--label-smoothing``, ``--lr-schedule cosine`` with ``--warmup-epochs``,
+``--weight-decay`` (AdamW) and ``--ema`` (validate and keep a moving average of the weights).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from minser import checkpoint
+from minser.ema import WeightEMA
 from minser.errors import ConfigError, DataError, MinserError
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epo
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
-                 "warmup_epochs")
+                 "warmup_epochs", "ema", "weight_decay", "crop")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
 
@@ -94,6 +96,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0       # linear warm-up from 0 to lr over this many epochs
     label_smoothing: float = 0.0     # cross-entropy label smoothing in [0, 1)
     spec_augment: bool = False       # time and frequency masks on the training batches
+    crop: float | None = None        # seconds: train on a random window of at most this long per utterance
+    ema: float = 0.0                 # decay per step of the weight average that is validated and kept; 0 = off
+    weight_decay: float = 0.0        # decoupled weight decay (AdamW); 0 = the paper's plain Adam
     noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
     pad_to: str = "full"             # full: every utterance 7.5 s; batch: pad to the batch's longest
     seed: int = 0
@@ -167,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{FREQ_MASKS} frequency masks of up to {FREQ_MASK_BANDS} Mel bands and {TIME_MASKS} time "
                         f"masks of up to {TIME_MASK_FRAMES} frames (at most {100 * TIME_MASK_SHARE:.0f}%% of the "
                         "utterance), filled with the utterance's mean")
+    p.add_argument("--crop", type=float, default=d.crop, metavar="SECONDS",
+                   help="train on a random window of at most this many seconds of each utterance, drawn anew every "
+                        "epoch (seeded); validation and test see whole utterances. Needs --pad-to batch")
+    p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="validate, select and save an exponential moving average of the weights with this decay "
+                        "per optimiser step (e.g. 0.995); 0 = off, the weights of the last step (the paper)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="decoupled weight decay (AdamW); 0 = plain Adam (the paper)")
     p.add_argument("--noise-snr", type=float, default=d.noise_snr,
                    help="SNR in dB of the white-noise copy added for every train and validation utterance")
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
@@ -202,6 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         micro_batches=args.micro_batches, lr=args.lr, lr_schedule=args.lr_schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, spec_augment=args.spec_augment,
+        crop=args.crop, ema=args.ema, weight_decay=args.weight_decay,
         noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
         device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
@@ -227,6 +241,14 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--warmup-epochs {config.warmup_epochs}: give a number of epochs in [0, --epochs]")
     if not 0 <= config.label_smoothing < 1:
         raise ConfigError(f"--label-smoothing {config.label_smoothing}: give a value in [0, 1)")
+    if config.crop is not None and not config.crop > 0:
+        raise ConfigError(f"--crop {config.crop}: give a positive window length in seconds, e.g. 2")
+    if config.crop is not None and config.pad_to != "batch":
+        raise ConfigError("--crop needs --pad-to batch: the windows have their own lengths, which the model must mask")
+    if not 0 <= config.ema < 1:
+        raise ConfigError(f"--ema {config.ema}: give a decay in [0, 1), e.g. 0.995 (0 turns averaging off)")
+    if not config.weight_decay >= 0:
+        raise ConfigError(f"--weight-decay {config.weight_decay}: give a value >= 0")
     if config.protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {config.protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
     if config.pad_to not in PAD_TO:
@@ -314,7 +336,7 @@ class Tensors:
     lengths: torch.Tensor
     y: torch.Tensor
 
-    def take(self, index: np.ndarray) -> Tensors:
+    def take(self, index: np.ndarray | torch.Tensor) -> Tensors:
         i = torch.as_tensor(index, dtype=torch.long)
         return Tensors(self.x[i], self.lengths[i], self.y[i])
 
@@ -377,6 +399,16 @@ def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generato
         start = (uniform() * (lengths - width + 1)).long()
         mask |= ((steps >= start[:, None]) & (steps < (start + width)[:, None]))[:, None, :]
     return mask
+
+
+def random_crops(data: Tensors, frames: int, generator: torch.Generator) -> Tensors:
+    """Each utterance of ``data`` cut to a window of ``min(length, frames)`` valid frames at a uniform
+    random start inside its valid frames; ``x`` is cut to the longest window, ``lengths`` are the windows'."""
+    lengths = data.lengths.clamp(max=frames)
+    starts = (torch.rand(len(lengths), generator=generator) * (data.lengths - lengths + 1)).long()
+    steps = (starts[:, None] + torch.arange(int(lengths.max()))).clamp(max=data.x.shape[-1] - 1)
+    x = data.x.gather(2, steps[:, None, :].expand(-1, data.x.shape[1], -1))
+    return Tensors(x, lengths, data.y)
 
 
 def masked_with_mean(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -546,7 +578,10 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
                           f"({dist.world} ranks x {config.micro_batches} micro-batches); change --batch-size")
     torch.manual_seed(_seed_of(config.seed, fold.index))
     model = build(config.model, len(run["labels"]), **config.options).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    optimizer = make_optimizer(model, config)
+    # With --ema the average is what is validated, selected, tested and saved as best.pt.
+    ema = WeightEMA(model, config.ema) if config.ema else None
+    kept = model if ema is None else ema.model
     dtype = autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict[str, float]] = []
@@ -558,6 +593,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         optimizer.load_state_dict(last["optimizer"])
         scaler.load_state_dict(last["scaler"])
         _set_rng_states(last["rng"], device)
+        if ema is not None:
+            ema.load_state_dict(last["ema"])
         history, best, start_epoch = last["history"], last["best"], last["epoch"]
     if dist.world > 1:
         if device.type == "cuda":
@@ -576,21 +613,27 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         ddp.train()
         # Masks draw from their own generator: turning --spec-augment on leaves the batch order as it was.
         masks = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 1)) if config.spec_augment else None
+        crops = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 2)) if config.crop else None
         total, count = torch.zeros((), device=device), 0
         batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
         for step, index in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch + (step + 0.5) / len(batches))
-            total += train_step(ddp, optimizer, scaler, fold.train, index, config, dist, device, dtype, masks)
+            batch, rows = fold.train, index
+            if crops is not None:
+                batch, rows = random_crops(fold.train.take(index), run["crop_frames"], crops), torch.arange(len(index))
+            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks)
             count += len(index)
+            if ema is not None:
+                ema.update(model)
         if dist.world > 1:
             torch.distributed.all_reduce(total)
             # Ranks updated BatchNorm running statistics from their own slices: take rank 0's
             # everywhere, so every rank validates the same model and picks the same best epoch.
-            for buffer in model.buffers():
+            for buffer in (*model.buffers(), *(() if ema is None else ema.model.buffers())):
                 torch.distributed.broadcast(buffer, 0)
         if len(fold.val.y):
-            val = score(fold.val.y, predict(model, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
+            val = score(fold.val.y, predict(kept, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
                                             device=device, precision=config.precision), len(run["labels"]))
         else:
             val = {"wa": None, "ua": None}
@@ -600,14 +643,15 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
                         "seconds": seconds, "cpu_seconds": time.process_time() - started_cpu})
         if val["wa"] is not None and val["wa"] > best["val_wa"]:
             best = {"val_wa": val["wa"], "epoch": epoch + 1,
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
         if dist.main:
             if best["epoch"] == epoch + 1:
                 checkpoint.save(folder / "best.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
                                 state_dict=best["state_dict"], epoch=epoch + 1, val_wa=val["wa"], **extra)
             checkpoint.save(folder / "last.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
                             state_dict=model.state_dict(), epoch=epoch + 1, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), rng=_rng_states(device), history=history, best=best, **extra)
+                            scaler=scaler.state_dict(), rng=_rng_states(device), history=history, best=best,
+                            **({} if ema is None else {"ema": ema.state_dict()}), **extra)
             print(clock.line(fold, epoch + 1, history[-1]), flush=True)
         clock.tick(seconds)
 
@@ -615,17 +659,24 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         metrics = {"name": fold.name, "wa": None, "ua": None, "confusion": None, "best_epoch": None,
                    "val_wa": None, "note": NO_TEST_NOTE}
     else:
-        model.load_state_dict(best["state_dict"])
-        predictions = predict(model, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to,
+        kept.load_state_dict(best["state_dict"])
+        predictions = predict(kept, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to,
                               device=device, precision=config.precision)
         metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])),
                    "best_epoch": best["epoch"], "val_wa": best["val_wa"]}
     metrics.update(n_train=len(fold.train.y), n_val=len(fold.val.y), n_test=len(fold.test.y), history=history)
-    if hasattr(model, "fusion_weights") and model.spec["options"].get("fusion") != "concat":
-        metrics["fusion_weights"] = model.fusion_weights()  # ILT's a_L, a_T (the paper reports 0.65 / 0.35)
+    if hasattr(kept, "fusion_weights") and kept.spec["options"].get("fusion") != "concat":
+        metrics["fusion_weights"] = kept.fusion_weights()  # ILT's a_L, a_T (the paper reports 0.65 / 0.35)
     if dist.main:
         checkpoint.write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with the paper's betas, or AdamW (decoupled decay) with ``--weight-decay``."""
+    if config.weight_decay:
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
 
 
 def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
@@ -799,7 +850,9 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:
         checkpoint.write_json(out / "config.json", config_json)
-    run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json}
+    run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,
+           "crop_frames": None if config.crop is None else max(1, round(config.crop * frontend.sample_rate
+                                                                       / frontend.hop_length))}
 
     clean_x, clean_lengths = cached_features(corpus, frontend, config.cache_dir, progress=dist.main)
     targets = torch.as_tensor(corpus.targets())

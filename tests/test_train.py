@@ -90,7 +90,8 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("options", [[], ["--spec-augment", "--label-smoothing", "0.1", "--lr-schedule", "cosine",
-                                          "--warmup-epochs", "1.5"]], ids=["paper", "spec-augment-smoothing-cosine"])
+                                          "--warmup-epochs", "1.5"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--pad-to", "batch"]],
+                         ids=["paper", "spec-augment-smoothing-cosine", "ema-weight-decay-crop"])
 def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
     """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""
@@ -172,7 +173,9 @@ def test_learning_rate_schedules() -> None:
 
 
 @pytest.mark.parametrize("args, message", [(["--label-smoothing", "1"], "--label-smoothing 1.0"),
-                                           (["--warmup-epochs", "200"], "--warmup-epochs 200.0")])
+                                           (["--warmup-epochs", "200"], "--warmup-epochs 200.0"),
+                                           (["--ema", "1"], "--ema 1.0"),
+                                           (["--weight-decay", "-1"], "--weight-decay -1.0")])
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
@@ -282,3 +285,35 @@ def test_svm_baseline_says_to_install_scikit_learn(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
     assert _svm_baseline().main(["--classes", "4"]) == 2
     assert "pip install scikit-learn" in capsys.readouterr().err
+
+
+def test_ema_run_selects_and_saves_the_average(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """With --ema, best.pt holds the averaged weights (not the last step's) and last.pt carries the average."""
+    main(["--model", "cnn", *TINY_CNN, "--epochs", "1", "--ema", "0.5", "--lr", "0.01", *quick(tmp_path / "run", cache)])
+    last, best = checkpoint.load(tmp_path / "run/fold-1/last.pt"), checkpoint.load(tmp_path / "run/fold-1/best.pt")
+    assert last["ema"]["updates"] == 3  # 1 epoch of 3 batches of 8 out of 24 utterances
+    averaged, live = last["ema"]["state_dict"], last["state_dict"]
+    assert not torch.equal(averaged["classifier.net.3.weight"], live["classifier.net.3.weight"])
+    assert best["epoch"] == 1 and best["state_dict"].keys() == averaged.keys()
+    assert all(torch.equal(best["state_dict"][k], averaged[k]) for k in averaged)
+
+
+def test_random_crops_are_windows_of_the_valid_frames() -> None:
+    lengths = torch.tensor([30, 200, 120])
+    x = torch.arange(3 * 2 * 200, dtype=torch.float32).reshape(3, 2, 200)
+    data = train_module.Tensors(x, lengths, torch.tensor([0, 1, 2]))
+    starts = set()
+    for seed in range(20):
+        crops = train_module.random_crops(data, 50, torch.Generator().manual_seed(seed))
+        assert crops.lengths.tolist() == [30, 50, 50] and crops.x.shape == (3, 2, 50)
+        assert torch.equal(crops.x[0, :, :30], x[0, :, :30])  # shorter than the window: kept whole
+        for b, length in ((1, 200), (2, 120)):
+            start = int(crops.x[b, 0, 0] - x[b, 0, 0])
+            assert 0 <= start <= length - 50 and torch.equal(crops.x[b], x[b, :, start:start + 50])
+            starts.add((b, start))
+    assert len(starts) > 10  # the windows move
+
+
+def test_crop_needs_length_aware_batches() -> None:
+    with pytest.raises(ConfigError, match="--crop needs --pad-to batch"):
+        parse_args(["--model", "cnn", "--crop", "2"])
