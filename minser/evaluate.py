@@ -52,6 +52,10 @@ def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: 
             raise DataError(f"the corpus has {len(corpus)} utterances but the checkpoint's test split indexes "
                             f"utterance {int(test.max())}; the data changed since training: pass --all")
         index = test
+        if index.size == 0:
+            raise DataError("the checkpoint was trained on every utterance of its corpus (--protocol all), so it has "
+                            "no held-out test split; pass --data with another corpus, or --all to score the training "
+                            "utterances (which says nothing about accuracy on unseen speech)")
     if index.size == 0:
         raise DataError(f"corpus {corpus.name!r} has no utterance labelled with one of {labels}")
     targets = np.array([labels.index(corpus.utterances[i].label) for i in index], dtype=np.int64)

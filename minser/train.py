@@ -17,7 +17,7 @@ the noise, batch order per epoch (a generator seeded by (seed, fold, epoch)) and
 global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit for bit.
 
 ``--protocol all`` trains one fold on every utterance (and its noise copy) and keeps the last
-epoch: there is no validation or test part, so no epoch is selected and ``results.json`` has no
+epoch (as ``best.pt``): there is no validation or test part, so no epoch is selected and ``results.json`` has no
 test metrics (``wa``/``ua`` are null, with a note). This is how a model to ship is trained.
 
 Off by default, what the field adds to the paper's recipe: ``--spec-augment`` (SpecAugment-style
@@ -641,8 +641,9 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         # CPU seconds (all threads) say what an epoch costs even when the machine is shared.
         history.append({"epoch": epoch + 1, "loss": float(total) / count, "val_wa": val["wa"], "val_ua": val["ua"],
                         "seconds": seconds, "cpu_seconds": time.process_time() - started_cpu})
-        if val["wa"] is not None and val["wa"] > best["val_wa"]:
-            best = {"val_wa": val["wa"], "epoch": epoch + 1,
+        # Without a validation part (--protocol all) every epoch is kept, so best.pt ends as the last one.
+        if val["wa"] is None or val["wa"] > best["val_wa"]:
+            best = {"val_wa": -1.0 if val["wa"] is None else val["wa"], "epoch": epoch + 1,
                     "state_dict": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
         if dist.main:
             if best["epoch"] == epoch + 1:
@@ -655,7 +656,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
             print(clock.line(fold, epoch + 1, history[-1]), flush=True)
         clock.tick(seconds)
 
-    if best["state_dict"] is None:  # no validation part: the last epoch is the fold's model
+    if not len(fold.val.y):  # no validation part: the last epoch is the fold's model
         metrics = {"name": fold.name, "wa": None, "ua": None, "confusion": None, "best_epoch": None,
                    "val_wa": None, "note": NO_TEST_NOTE}
     else:

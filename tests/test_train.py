@@ -125,9 +125,14 @@ def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
     metrics = json.loads((out / "fold-1" / "metrics.json").read_text())
     assert metrics["n_train"] == 2 * 4 * 5 and metrics["n_val"] == 0 and metrics["n_test"] == 0  # clean + noisy
     assert [h["val_wa"] for h in metrics["history"]] == [None, None]
-    assert not (out / "fold-1" / "best.pt").exists() and not (out / "confusion.csv").exists()
-    last = checkpoint.load(out / "fold-1" / "last.pt")
-    assert last["epoch"] == 2 and last["fold"]["test"] == []
+    assert not (out / "confusion.csv").exists()
+    last, kept = checkpoint.load(out / "fold-1" / "last.pt"), checkpoint.load(out / "fold-1" / "best.pt")
+    assert last["epoch"] == kept["epoch"] == 2 and last["fold"]["test"] == []
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in last["state_dict"].items())  # best.pt = last epoch
+    from minser.evaluate import evaluate
+    with pytest.raises(DataError, match="no held-out test split"):
+        evaluate(out, cache_dir=str(cache))
+    assert evaluate(out, everything=True, cache_dir=str(cache))["folds"][0]["n"] == 4 * 5
     # The shipped model is this last epoch: the same command again gives the same weights.
     again = main([str(tmp_path / "again") if a == str(out) else a for a in args])
     assert again["wa"] is None

@@ -10,8 +10,8 @@ learning rate 1e-3 for 30 epochs, seed 0, one torch thread; the weights of the l
 are shipped (training on every utterance leaves nothing to select an epoch on).
 
 Training is minser's own training command, ``python -m minser.train <recipe> --protocol all``:
-one fold training on every utterance (and its noise copy) that keeps the last epoch; its
-``fold-1/last.pt`` is then written, with only the weights and what they were trained on, to
+one fold training on every utterance (and its noise copy) that keeps the last epoch as
+``fold-1/best.pt``, which is then written, with only the weights and what they were trained on, to
 ``minser/assets/default.pt`` (atomically). ``--cv`` instead runs the same recipe under the
 random protocol (``--protocol random``: 5 seeded 55/25/20 splits, the epoch of best validation
 WA scored on the test split), whose WA/UA the model card reports.
@@ -41,7 +41,7 @@ def train_on_everything(out: Path) -> dict:
     from minser import checkpoint, train
 
     train.main([*RECIPE, "--protocol", "all", "--out", str(out)])
-    return checkpoint.load(out / "fold-1" / "last.pt")
+    return checkpoint.load(out / "fold-1" / "best.pt")
 
 
 def ship(last: dict, path: Path, code: dict) -> Path:
