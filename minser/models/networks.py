@@ -144,7 +144,26 @@ class CNNClassifier(Network):
         return self.classifier(self.pool(h, lengths))
 
 
-class CNNTransformer(Network):
+class TransformerHeadNetwork(Network):
+    """Base of the networks that end in [PE] -> transformer -> pool -> classifier over one sequence.
+
+    A subclass builds its front end first and then calls :meth:`add_head`, so that modules are
+    created (and randomly initialised) in the order front, positions, transformer, pool,
+    classifier; its ``forward`` hands the front end's ``(batch, steps, d_model)`` output to :meth:`head`.
+    """
+
+    def add_head(self, options: config.TransformerOptions, n_classes: int) -> None:
+        self.positions = _positions(options)
+        self.transformer = _encoder(options)
+        self.pool = SequencePool(options.pool, options.d_model, options.impl)
+        self.classifier = _classifier(options, n_classes)
+
+    def head(self, h: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``(batch, n_classes)`` of a sequence ``(batch, steps, d_model)`` with ``lengths`` valid steps."""
+        return self.classifier(self.pool(self.transformer(self.positions(h), lengths), lengths))
+
+
+class CNNTransformer(TransformerHeadNetwork):
     """``cnn_transformer`` (Table 1 baseline 1, Table 2 CNN-Transformer): CNN -> [PE] -> transformer -> pool."""
 
     name = "cnn_transformer"
@@ -153,19 +172,14 @@ class CNNTransformer(Network):
     def __init__(self, n_classes: int, options: config.CNNTransformerOptions) -> None:
         super().__init__(n_classes, options)
         self.cnn = _cnn(options)
-        self.positions = _positions(options)
-        self.transformer = _encoder(options)
-        self.pool = SequencePool(options.pool, options.d_model, options.impl)
-        self.classifier = _classifier(options, n_classes)
+        self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, lengths)
-        h, lengths = self.cnn(x, lengths)
-        h = self.transformer(self.positions(h), lengths)
-        return self.classifier(self.pool(h, lengths))
+        return self.head(*self.cnn(x, lengths))
 
 
-class CNNLSTMTransformer(Network):
+class CNNLSTMTransformer(TransformerHeadNetwork):
     """``cnn_lstm_transformer`` (Table 1 baseline 2): CNN -> BiLSTM -> [PE] -> transformer -> pool."""
 
     name = "cnn_lstm_transformer"
@@ -175,16 +189,12 @@ class CNNLSTMTransformer(Network):
         super().__init__(n_classes, options)
         self.cnn = _cnn(options)
         self.lstm = BiLSTM(options.d_model, options.d_model, options.lstm_layers)
-        self.positions = _positions(options)
-        self.transformer = _encoder(options)
-        self.pool = SequencePool(options.pool, options.d_model, options.impl)
-        self.classifier = _classifier(options, n_classes)
+        self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, lengths)
         h, lengths = self.cnn(x, lengths)
-        h = self.transformer(self.positions(self.lstm(h, lengths)), lengths)
-        return self.classifier(self.pool(h, lengths))
+        return self.head(self.lstm(h, lengths), lengths)
 
 
 class ILT(Network):
@@ -285,7 +295,7 @@ class CNNPlusLSTM(Network):
         return self.classifier(self.cnn_pool(c, c_lengths) + self.lstm_pool(h, h_lengths))
 
 
-class LSTMTransformer(Network):
+class LSTMTransformer(TransformerHeadNetwork):
     """``lstm_transformer`` (Table 2 LSTM-Transformer): :class:`LogMelLSTM` -> [PE] -> transformer -> pool."""
 
     name = "lstm_transformer"
@@ -294,16 +304,11 @@ class LSTMTransformer(Network):
     def __init__(self, n_classes: int, options: config.LSTMTransformerOptions) -> None:
         super().__init__(n_classes, options)
         self.lstm = LogMelLSTM(options)
-        self.positions = _positions(options)
-        self.transformer = _encoder(options)
-        self.pool = SequencePool(options.pool, options.d_model, options.impl)
-        self.classifier = _classifier(options, n_classes)
+        self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, lengths)
-        h, lengths = self.lstm(x, lengths)
-        h = self.transformer(self.positions(h), lengths)
-        return self.classifier(self.pool(h, lengths))
+        return self.head(*self.lstm(x, lengths))
 
 
 NETWORKS: tuple[type[Network], ...] = (
