@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from minser import checkpoint
+from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
+                            masked_with_mean, random_crops, spec_augment_masks)
 from minser.ema import WeightEMA
 from minser.errors import ConfigError, DataError, MinserError
 
@@ -57,10 +59,6 @@ if TYPE_CHECKING:
 
 PROTOCOLS = ("random", "speaker", "session", "all")
 LR_SCHEDULES = ("constant", "cosine")
-# SpecAugment masks per training utterance: 2 frequency masks of up to 8 of the 40 Mel bands and
-# 2 time masks of up to 40 frames (0.4 s), each at most 10% of the utterance's valid frames
-# (a short utterance is not blanked out).
-FREQ_MASKS, FREQ_MASK_BANDS, TIME_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE = 2, 8, 2, 40, 0.1
 PAD_TO = ("full", "batch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
@@ -377,48 +375,6 @@ def model_input(data: Tensors, index: torch.Tensor, pad_to: str, device: torch.d
     return data.x[index, :, :frames].to(device, non_blocking=True), lengths.to(device, non_blocking=True)
 
 
-def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generator: torch.Generator) -> torch.Tensor:
-    """SpecAugment masks ``(batch, n_mels, frames)``, True where a training input is blanked.
-
-    Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_BANDS` Mel bands and
-    :data:`TIME_MASKS` spans of up to :data:`TIME_MASK_FRAMES` frames (at most
-    :data:`TIME_MASK_SHARE` of its ``lengths`` valid frames), placed uniformly inside the valid
-    frames. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
-    """
-    batch = len(lengths)
-    bands, steps = torch.arange(n_mels), torch.arange(frames)
-    mask = torch.zeros(batch, n_mels, frames, dtype=torch.bool)
-    uniform = lambda: torch.rand(batch, generator=generator)
-    for _ in range(FREQ_MASKS):
-        width = (uniform() * (FREQ_MASK_BANDS + 1)).long()
-        start = (uniform() * (n_mels - width + 1)).long()
-        mask |= ((bands >= start[:, None]) & (bands < (start + width)[:, None]))[:, :, None]
-    longest = torch.clamp((lengths.float() * TIME_MASK_SHARE).long(), max=TIME_MASK_FRAMES)
-    for _ in range(TIME_MASKS):
-        width = (uniform() * (longest + 1)).long()
-        start = (uniform() * (lengths - width + 1)).long()
-        mask |= ((steps >= start[:, None]) & (steps < (start + width)[:, None]))[:, None, :]
-    return mask
-
-
-def random_crops(data: Tensors, frames: int, generator: torch.Generator) -> Tensors:
-    """Each utterance of ``data`` cut to a window of ``min(length, frames)`` valid frames at a uniform
-    random start inside its valid frames; ``x`` is cut to the longest window, ``lengths`` are the windows'."""
-    lengths = data.lengths.clamp(max=frames)
-    starts = (torch.rand(len(lengths), generator=generator) * (data.lengths - lengths + 1)).long()
-    steps = (starts[:, None] + torch.arange(int(lengths.max()))).clamp(max=data.x.shape[-1] - 1)
-    x = data.x.gather(2, steps[:, None, :].expand(-1, data.x.shape[1], -1))
-    return Tensors(x, lengths, data.y)
-
-
-def masked_with_mean(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x (batch, n_mels, frames)`` with ``mask`` positions set to each utterance's mean over its valid frames
-    (log-Mels are in dB, not normalised: zero would be a loud value, the padding value is silence)."""
-    valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None].to(x.device)
-    mean = (x * valid[:, None]).sum((1, 2)) / (valid.sum(1) * x.shape[1])
-    return torch.where(mask.to(x.device), mean[:, None, None], x)
-
-
 def learning_rate(config: TrainConfig, epoch: float) -> float:
     """The learning rate at ``epoch`` (fractional: ``epoch + step / steps``): a linear warm-up over
     ``warmup_epochs``, then ``lr`` (constant) or a cosine from ``lr`` down to 0 at ``epochs``."""
@@ -621,7 +577,9 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
                 group["lr"] = learning_rate(config, epoch + (step + 0.5) / len(batches))
             batch, rows = fold.train, index
             if crops is not None:
-                batch, rows = random_crops(fold.train.take(index), run["crop_frames"], crops), torch.arange(len(index))
+                taken = fold.train.take(index)
+                batch = Tensors(*random_crops(taken.x, taken.lengths, run["crop_frames"], crops), taken.y)
+                rows = torch.arange(len(index))
             total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks)
             count += len(index)
             if ema is not None:

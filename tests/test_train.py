@@ -13,9 +13,9 @@ import torch
 from minser import checkpoint
 from minser.errors import ConfigError, DataError
 from minser import train as train_module
-from minser.train import (BUCKET_BATCHES, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS, FREQ_MASK_BANDS, FREQ_MASKS,
-                          TrainConfig, batch_indices, cli, learning_rate, main, masked_with_mean, parse_args,
-                          spec_augment_masks)
+from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
+                            masked_with_mean, random_crops, spec_augment_masks)
+from minser.train import BUCKET_BATCHES, TrainConfig, batch_indices, cli, learning_rate, main, parse_args
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
 TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
@@ -306,15 +306,14 @@ def test_ema_run_selects_and_saves_the_average(emodb_root: Path, cache: Path, tm
 def test_random_crops_are_windows_of_the_valid_frames() -> None:
     lengths = torch.tensor([30, 200, 120])
     x = torch.arange(3 * 2 * 200, dtype=torch.float32).reshape(3, 2, 200)
-    data = train_module.Tensors(x, lengths, torch.tensor([0, 1, 2]))
     starts = set()
     for seed in range(20):
-        crops = train_module.random_crops(data, 50, torch.Generator().manual_seed(seed))
-        assert crops.lengths.tolist() == [30, 50, 50] and crops.x.shape == (3, 2, 50)
-        assert torch.equal(crops.x[0, :, :30], x[0, :, :30])  # shorter than the window: kept whole
+        windows, cut = random_crops(x, lengths, 50, torch.Generator().manual_seed(seed))
+        assert cut.tolist() == [30, 50, 50] and windows.shape == (3, 2, 50)
+        assert torch.equal(windows[0, :, :30], x[0, :, :30])  # shorter than the window: kept whole
         for b, length in ((1, 200), (2, 120)):
-            start = int(crops.x[b, 0, 0] - x[b, 0, 0])
-            assert 0 <= start <= length - 50 and torch.equal(crops.x[b], x[b, :, start:start + 50])
+            start = int(windows[b, 0, 0] - x[b, 0, 0])
+            assert 0 <= start <= length - 50 and torch.equal(windows[b], x[b, :, start:start + 50])
             starts.add((b, start))
     assert len(starts) > 10  # the windows move
 
