@@ -26,6 +26,24 @@ from minser.kernels import configs
 
 
 @triton.jit
+def _load_steps(x_base, offs_t, sxt, offs_d, valid, in_d):
+    # The (steps, dim) tile of one sequence in float32, zero outside the valid steps and dims.
+    return tl.load(x_base + offs_t[:, None] * sxt + offs_d[None, :],
+                   mask=valid[:, None] & in_d[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _step_gradients(x_base, BETA, DWEIGHTS, b, T, n, start, sxt, offs_d, in_d, gp, BLOCK_T: tl.constexpr):
+    # One tile of steps: x, beta and g_t = dpooled . h_t + dweights_t (zero past the valid steps).
+    offs_t = start + tl.arange(0, BLOCK_T)
+    valid = offs_t < n
+    x = _load_steps(x_base, offs_t, sxt, offs_d, valid, in_d)
+    beta = tl.load(BETA + b * T + offs_t, mask=valid, other=0.0)
+    g = tl.sum(x * gp[None, :], 1) + tl.load(DWEIGHTS + b * T + offs_t, mask=valid, other=0.0)
+    return offs_t, x, beta, g
+
+
+@triton.jit
 def _pool_fwd(
     X, W, LEN, POOLED, WEIGHTS, BETA,
     sxb, sxt, T, D,
@@ -45,8 +63,7 @@ def _pool_fwd(
     for start in range(0, n, BLOCK_T):
         offs_t = start + tl.arange(0, BLOCK_T)
         valid = offs_t < n
-        x = tl.load(x_base + offs_t[:, None] * sxt + offs_d[None, :],
-                    mask=valid[:, None] & in_d[None, :], other=0.0).to(tl.float32)
+        x = _load_steps(x_base, offs_t, sxt, offs_d, valid, in_d)
         s = tl.where(valid, tl.sum(x * w[None, :], 1), float("-inf"))
         tl.store(BETA + b * T + offs_t, s, mask=valid)
         m_new = tl.maximum(m, tl.max(s, 0))
@@ -88,24 +105,14 @@ def _pool_bwd(
 
     c_part = tl.zeros([BLOCK_T], tl.float32)
     for start in range(0, n, BLOCK_T):
-        offs_t = start + tl.arange(0, BLOCK_T)
-        valid = offs_t < n
-        x = tl.load(x_base + offs_t[:, None] * sxt + offs_d[None, :],
-                    mask=valid[:, None] & in_d[None, :], other=0.0).to(tl.float32)
-        beta = tl.load(BETA + b * T + offs_t, mask=valid, other=0.0)
-        g = tl.sum(x * gp[None, :], 1) + tl.load(DWEIGHTS + b * T + offs_t, mask=valid, other=0.0)
+        _, _, beta, g = _step_gradients(x_base, BETA, DWEIGHTS, b, T, n, start, sxt, offs_d, in_d, gp, BLOCK_T)
         c_part += beta * g
     c = tl.sum(c_part, 0)
 
     dw = tl.zeros([BLOCK_D], tl.float32)
     # Padding steps (beta = 0) get zero gradient rows, so this pass covers all T steps.
     for start in range(0, T, BLOCK_T):
-        offs_t = start + tl.arange(0, BLOCK_T)
-        valid = offs_t < n
-        x = tl.load(x_base + offs_t[:, None] * sxt + offs_d[None, :],
-                    mask=valid[:, None] & in_d[None, :], other=0.0).to(tl.float32)
-        beta = tl.load(BETA + b * T + offs_t, mask=valid, other=0.0)
-        g = tl.sum(x * gp[None, :], 1) + tl.load(DWEIGHTS + b * T + offs_t, mask=valid, other=0.0)
+        offs_t, x, beta, g = _step_gradients(x_base, BETA, DWEIGHTS, b, T, n, start, sxt, offs_d, in_d, gp, BLOCK_T)
         gs = beta * (g - c)
         dx = beta[:, None] * gp[None, :] + gs[:, None] * w[None, :]
         tl.store(DX + b * T * D + offs_t[:, None] * D + offs_d[None, :], dx.to(DX.dtype.element_ty),

@@ -41,6 +41,18 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
 
 
 @triton.jit
+def _load_rows(base, rows, stride, offs_d, valid):
+    # The (rows, head_dim) tile of a (steps, head_dim) matrix at base, zero where valid is False.
+    return tl.load(base + rows[:, None] * stride + offs_d[None, :], mask=valid[:, None], other=0.0)
+
+
+@triton.jit
+def _store_rows(base, rows, stride, offs_d, value, valid):
+    # Writes a (rows, head_dim) tile, cast to the matrix's dtype, where valid is True.
+    tl.store(base + rows[:, None] * stride + offs_d[None, :], value.to(base.dtype.element_ty), mask=valid[:, None])
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, O, LSE, KLEN,
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
@@ -56,8 +68,7 @@ def _attn_fwd(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-                mask=offs_m[:, None] < Lq, other=0.0)
+    q = _load_rows(Q + b * sqb + h * sqh, offs_m, sqm, offs_d, offs_m < Lq)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
 
@@ -68,8 +79,8 @@ def _attn_fwd(
     for start_n in range(0, n_keys, BLOCK_N):
         offs = start_n + offs_n
         valid = offs < n_keys
-        k = tl.load(k_base + offs[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(v_base + offs[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        k = _load_rows(k_base, offs, skn, offs_d, valid)
+        v = _load_rows(v_base, offs, svn, offs_d, valid)
         s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -84,8 +95,7 @@ def _attn_fwd(
     lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), 0.0)
     row = offs_m < Lq
     tl.store(LSE + pid_bh * Lq + offs_m, lse, mask=row)
-    tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :],
-             acc.to(O.dtype.element_ty), mask=row[:, None])
+    _store_rows(O + b * sob + h * soh, offs_m, som, offs_d, acc, row)
 
 
 @triton.jit
@@ -102,8 +112,8 @@ def _attn_bwd_delta(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row = offs_m < Lq
-    o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], mask=row[:, None], other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+    o = _load_rows(O + b * sob + h * soh, offs_m, som, offs_d, row)
+    do = _load_rows(DO + b * sdb + h * sdh, offs_m, sdm, offs_d, row)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + pid_bh * Lq + offs_m, delta, mask=row)
 
@@ -125,8 +135,8 @@ def _attn_bwd_dkdv(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     valid = offs_n < n_keys
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+    k = _load_rows(K + b * skb + h * skh, offs_n, skn, offs_d, valid)
+    v = _load_rows(V + b * svb + h * svh, offs_n, svn, offs_d, valid)
     q_base = Q + b * sqb + h * sqh
     do_base = DO + b * sdb + h * sdh
 
@@ -137,8 +147,8 @@ def _attn_bwd_dkdv(
     for start_m in range(0, q_end, BLOCK_M):
         offs = start_m + offs_m
         row = offs < Lq
-        q = tl.load(q_base + offs[:, None] * sqm + offs_d[None, :], mask=row[:, None], other=0.0)
-        do = tl.load(do_base + offs[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+        q = _load_rows(q_base, offs, sqm, offs_d, row)
+        do = _load_rows(do_base, offs, sdm, offs_d, row)
         lse = tl.load(LSE + pid_bh * Lq + offs, mask=row, other=0.0)
         delta = tl.load(DELTA + pid_bh * Lq + offs, mask=row, other=0.0)
         s_t = _dot(k, tl.trans(q), PRECISION, UPCAST_DOT) * qk_scale
@@ -148,11 +158,9 @@ def _attn_bwd_dkdv(
         ds_t = p_t * (dp_t - delta[None, :])
         dk += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST_DOT)
 
-    out = offs_n[:, None] < Lk
-    tl.store(DK + b * sgb + h * sgh + offs_n[:, None] * sgn + offs_d[None, :],
-             (dk * sm_scale).to(DK.dtype.element_ty), mask=out)
-    tl.store(DV + b * sgb + h * sgh + offs_n[:, None] * sgn + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=out)
+    out = offs_n < Lk
+    _store_rows(DK + b * sgb + h * sgh, offs_n, sgn, offs_d, dk * sm_scale, out)
+    _store_rows(DV + b * sgb + h * sgh, offs_n, sgn, offs_d, dv, out)
 
 
 @triton.jit
@@ -172,8 +180,8 @@ def _attn_bwd_dq(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     row = offs_m < Lq
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=row[:, None], other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row[:, None], other=0.0)
+    q = _load_rows(Q + b * sqb + h * sqh, offs_m, sqm, offs_d, row)
+    do = _load_rows(DO + b * sdb + h * sdh, offs_m, sdm, offs_d, row)
     lse = tl.load(LSE + pid_bh * Lq + offs_m, mask=row, other=0.0)
     delta = tl.load(DELTA + pid_bh * Lq + offs_m, mask=row, other=0.0)
     k_base = K + b * skb + h * skh
@@ -183,16 +191,15 @@ def _attn_bwd_dq(
     for start_n in range(0, n_keys, BLOCK_N):
         offs = start_n + offs_n
         valid = offs < n_keys
-        k = tl.load(k_base + offs[:, None] * skn + offs_d[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(v_base + offs[:, None] * svn + offs_d[None, :], mask=valid[:, None], other=0.0)
+        k = _load_rows(k_base, offs, skn, offs_d, valid)
+        v = _load_rows(v_base, offs, svn, offs_d, valid)
         s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale
         p = tl.where(valid[None, :], tl.exp2(s - lse[:, None]), 0.0)
         dp = _dot(do, tl.trans(v), PRECISION, UPCAST_DOT)
         ds = p * (dp - delta[:, None])
         dq += _dot(ds.to(k.dtype), k, PRECISION, UPCAST_DOT)
 
-    tl.store(DQ + b * sgb + h * sgh + offs_m[:, None] * sgm + offs_d[None, :],
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=row[:, None])
+    _store_rows(DQ + b * sgb + h * sgh, offs_m, sgm, offs_d, dq * sm_scale, row)
 
 
 KERNELS = {
