@@ -262,15 +262,19 @@ def test_missing_manifest_is_a_data_error(tmp_path: Path) -> None:
         main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "run")])
 
 
-def _svm_baseline():
-    """tools/svm_baseline.py as a module (tools/ is not a package)."""
+def _tool(name: str):
+    """tools/<name>.py as a module (tools/ is not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "svm_baseline.py"
-    spec = importlib.util.spec_from_file_location("svm_baseline", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _svm_baseline():
+    return _tool("svm_baseline")
 
 
 def test_svm_band_statistics_ignore_the_padding() -> None:
@@ -321,3 +325,25 @@ def test_random_crops_are_windows_of_the_valid_frames() -> None:
 def test_crop_needs_length_aware_batches() -> None:
     with pytest.raises(ConfigError, match="--crop needs --pad-to batch"):
         parse_args(["--model", "cnn", "--crop", "2"])
+
+
+def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    reproduce = _tool("reproduce")
+    tiny = [f"--train-arg={a}" for a in ("--subset=5", "--batch-size=8", "--threads=1", f"--cache-dir={cache}",
+                                         "--model-opt=d_model=8", "--model-opt=channels=[2,2,2]", "--model-opt=ff_dim=8",
+                                         "--model-opt=layers=1", "--model-opt=heads=2")]
+    args = ["--rows", "t1-cnn-transformer-nope,t1-ilt-plus", "--epochs", "1", "--folds", "1",
+            "--out", str(tmp_path / "rep"), *tiny]
+    assert reproduce.main(args) == 0
+    table = (tmp_path / "rep" / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| t1-")]
+    assert [r.split(" | ")[0] for r in rows] == ["| t1-cnn-transformer-nope", "| t1-ilt-plus"]
+    assert "1 epochs per fold" in table and "--subset=5" in table
+    results = json.loads((tmp_path / "rep" / "t1-ilt-plus" / "results.json").read_text())
+    assert results["options"]["fusion"] == "plus" and results["options"]["alpha"] == 0.5
+    assert f"{results['ua']:.2f} ± {results['ua_std']:.2f}" in rows[1]
+    capsys.readouterr()
+    assert reproduce.main(args) == 0  # both rows finished: nothing is trained again
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    assert reproduce.main(["--rows", "t9-nothing"]) == 2

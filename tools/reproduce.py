@@ -75,7 +75,8 @@ def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> s
     """The markdown table of finished rows."""
     lines = [f"# Tables 1 and 2 on `{args.data}` ({args.classes} classes)", "",
              f"Protocol `{args.protocol}`, {args.epochs} epochs per fold, seed {args.seed}; WA and UA in percent, "
-             "mean ± standard deviation (ddof=0) over the folds run. Written by `tools/reproduce.py`.", "",
+             "mean ± standard deviation (ddof=0) over the folds run. Written by `tools/reproduce.py`"
+             + (f"; every run also had `{' '.join(args.train_arg)}`." if args.train_arg else "."), "",
              "| row | table | network | folds | WA | UA |", "|---|---|---|---|---|---|"]
     for row, r in rows:
         lines.append(f"| {row.id} | {row.table} | {row.label} | {len(r['folds'])} | "
