@@ -32,6 +32,9 @@ ROWS = [
     ("cnn_plus_lstm", {}),
     *[("lstm_transformer", {"pe": pe}) for pe in (False, True)],
     ("lstm_transformer", {"pool": "attention", "layers": 1}),
+    # Not a row of the paper: the input standardisation option, on the two proposed networks.
+    ("ilt", {"fusion": "attention", "input_norm": True}),
+    ("cat", {"branches": "both", "input_norm": True}),
 ]
 ROW_IDS = [name + "".join(f"-{k}={v}" for k, v in options.items()) for name, options in ROWS]
 
@@ -82,10 +85,11 @@ def test_padding_does_not_change_logits(name: str, options: dict) -> None:
             torch.testing.assert_close(batched[b : b + 1], model(alone, torch.tensor([length])), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("input_norm", [False, True], ids=["", "input_norm"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_padding_does_not_change_training_step(name: str) -> None:
+def test_padding_does_not_change_training_step(name: str, input_norm: bool) -> None:
     """In training mode, more padding changes neither the logits nor BatchNorm's running statistics."""
-    models = [small(name, dropout=0.0).train() for _ in range(2)]
+    models = [small(name, dropout=0.0, input_norm=input_norm).train() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     x, lengths = padded_batch([60, 44, 31])
     more = torch.cat([x, torch.full((3, 16, 25), -1e3)], dim=2)
@@ -166,6 +170,7 @@ def test_unknown_option_lists_the_valid_ones() -> None:
         ("cnn", {"kernel_size": 4}, "odd"),
         ("cnn", {"freq_pools": (4, 4, 4)}, "Mel bands"),
         ("lstm_transformer", {"lstm_stride": 0}, ">= 1"),
+        ("cnn", {"input_norm": "yes"}, "true or false"),
     ],
 )
 def test_bad_option_values(name: str, options: dict, listed: str) -> None:
@@ -290,3 +295,17 @@ def test_triton_path_trains_like_torch(name: str) -> None:
     torch.testing.assert_close(grads["triton"][0], grads["torch"][0], rtol=1e-4, atol=1e-5)
     for pname, grad in grads["torch"][1].items():
         torch.testing.assert_close(grads["triton"][1][pname], grad, rtol=1e-3, atol=1e-5, msg=pname)
+
+
+def test_input_norm_standardises_each_band_over_valid_frames() -> None:
+    model = small("cnn", input_norm=True).train()
+    x, lengths = padded_batch([64, 41, 23])
+    x = x * torch.linspace(1, 20, 16)[None, :, None] - 60  # bands of very different scale, in dB
+    captured = {}
+    model.cnn.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+    model(x, lengths)
+    valid = torch.cat([captured["x"][b, :, :n] for b, n in enumerate(lengths.tolist())], dim=1)
+    torch.testing.assert_close(valid.mean(1), torch.zeros(16), rtol=0, atol=1e-4)
+    torch.testing.assert_close(valid.std(1, unbiased=False), torch.ones(16), rtol=0, atol=1e-3)
+    assert "input_norm.running_mean" in model.state_dict()
+    assert not any(k.startswith("input_norm") for k in small("cnn").state_dict())  # off: keys unchanged

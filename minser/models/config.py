@@ -74,12 +74,16 @@ class BaseOptions:
         dropout: dropout probability (CNN blocks, transformer, classifier).
         impl: kernel path for attention and attention pooling: ``"auto"``, ``"torch"`` or
             ``"triton"`` (see :mod:`minser.kernels`); does not change the weights.
+        input_norm: standardise each Mel band of the input with BatchNorm statistics (over the
+            valid frames of the training batches; running statistics at inference), before any
+            branch. Off by default: the paper feeds the log-Mels (dB) as they are.
     """
 
     n_mels: int = 40
     d_model: int = 64
     dropout: float = 0.1
     impl: str = "auto"
+    input_norm: bool = False
 
     def __post_init__(self) -> None:
         _check_int("n_mels", self.n_mels)
@@ -88,6 +92,8 @@ class BaseOptions:
             _fail("d_model", self.d_model, "give an even width (sinusoidal pairs, two LSTM directions)")
         _check_fraction("dropout", self.dropout)
         _check_choice("impl", self.impl, IMPLS)
+        if not isinstance(self.input_norm, bool):
+            _fail("input_norm", self.input_norm, "give true or false")
 
 
 @dataclass

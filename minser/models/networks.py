@@ -35,6 +35,7 @@ from minser.models.blocks import (
     PositionalEncoding,
     SequencePool,
     TransformerEncoder,
+    masked_batch_norm,
 )
 
 
@@ -48,6 +49,8 @@ class Network(nn.Module):
         super().__init__()
         self.n_classes = n_classes
         self.options = options
+        # Only with input_norm: the default networks keep their state-dict keys.
+        self.input_norm = nn.BatchNorm1d(options.n_mels) if options.input_norm else None
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -69,6 +72,11 @@ class Network(nn.Module):
         for module in self.modules():
             if hasattr(module, "impl"):
                 module.impl = impl
+
+    def prepare(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """The checked (see :meth:`check_input`) and, with ``input_norm``, standardised input ``(batch, n_mels, frames)``."""
+        self.check_input(x, lengths)
+        return x if self.input_norm is None else masked_batch_norm(self.input_norm, x, lengths)
 
     def check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
         """Raise DataError for a wrong shape or an utterance shorter than ``min_frames``."""
@@ -139,7 +147,7 @@ class CNNClassifier(Network):
         self.classifier = _classifier(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         h, lengths = self.cnn(x, lengths)
         return self.classifier(self.pool(h, lengths))
 
@@ -175,7 +183,7 @@ class CNNTransformer(TransformerHeadNetwork):
         self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         return self.head(*self.cnn(x, lengths))
 
 
@@ -192,7 +200,7 @@ class CNNLSTMTransformer(TransformerHeadNetwork):
         self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         h, lengths = self.cnn(x, lengths)
         return self.head(self.lstm(h, lengths), lengths)
 
@@ -228,7 +236,7 @@ class ILT(Network):
         return {"lstm": weights[0].item(), "transformer": weights[1].item()}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         h, h_lengths = self.lstm(x, lengths)
         lstm = self.lstm_pool(h, h_lengths)
         c, c_lengths = self.cnn(x, lengths)
@@ -262,7 +270,7 @@ class CAT(Network):
         self.classifier = _classifier(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         c, c_lengths = self.cnn(x, lengths)
         h, h_lengths = self.lstm(x, lengths)
         c, h = self.positions(c), self.positions(h)
@@ -289,7 +297,7 @@ class CNNPlusLSTM(Network):
         self.classifier = _classifier(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         c, c_lengths = self.cnn(x, lengths)
         h, h_lengths = self.lstm(x, lengths)
         return self.classifier(self.cnn_pool(c, c_lengths) + self.lstm_pool(h, h_lengths))
@@ -307,7 +315,7 @@ class LSTMTransformer(TransformerHeadNetwork):
         self.add_head(options, n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_input(x, lengths)
+        x = self.prepare(x, lengths)
         return self.head(*self.lstm(x, lengths))
 
 
