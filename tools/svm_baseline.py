@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=4, help="EmoDB: 4 or 7")
     p.add_argument("--protocol", default="random", choices=("random", "speaker", "session"), help="splits")
     p.add_argument("--seed", type=int, default=0, help="seed of the random splits")
+    p.add_argument("--folds", type=int, help="only the first N folds, as python -m minser.train --folds")
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args(argv)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from minser.train import TrainConfig, load_data, make_splits, summarise
 
     config = TrainConfig(data=args.data, classes=args.classes, protocol=args.protocol, seed=args.seed,
-                         cache_dir=args.cache_dir)
+                         folds=args.folds, cache_dir=args.cache_dir)
     try:
         corpus = load_data(config)
         features, lengths = cached_features(corpus, FrontEnd(), config.cache_dir)
