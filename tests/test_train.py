@@ -333,17 +333,20 @@ def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cach
     tiny = [f"--train-arg={a}" for a in ("--subset=5", "--batch-size=8", "--threads=1", f"--cache-dir={cache}",
                                          "--model-opt=d_model=8", "--model-opt=channels=[2,2,2]", "--model-opt=ff_dim=8",
                                          "--model-opt=layers=1", "--model-opt=heads=2")]
-    args = ["--rows", "t1-cnn-transformer-nope,t1-ilt-plus", "--epochs", "1", "--folds", "1",
+    args = ["--rows", "t1-cnn-transformer,t1-ilt-plus,t2-cnn-transformer", "--epochs", "1", "--folds", "1",
             "--out", str(tmp_path / "rep"), *tiny]
     assert reproduce.main(args) == 0
     table = (tmp_path / "rep" / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| t1-")]
-    assert [r.split(" | ")[0] for r in rows] == ["| t1-cnn-transformer-nope", "| t1-ilt-plus"]
+    rows += [line for line in table.splitlines() if line.startswith("| t2-")]
+    assert [r.split(" | ")[0] for r in rows] == ["| t1-cnn-transformer", "| t1-ilt-plus", "| t2-cnn-transformer"]
+    # Table 2's CNN-Transformer is Table 1's baseline 1 with PE: one run, the same figures in both rows.
+    assert rows[0].split(" | ")[3:] == rows[2].split(" | ")[3:] and not (tmp_path / "rep" / "t2-cnn-transformer").exists()
     assert "1 epochs per fold" in table and "--subset=5" in table
     results = json.loads((tmp_path / "rep" / "t1-ilt-plus" / "results.json").read_text())
     assert results["options"]["fusion"] == "plus" and results["options"]["alpha"] == 0.5
     assert f"{results['ua']:.2f} ± {results['ua_std']:.2f}" in rows[1]
     capsys.readouterr()
     assert reproduce.main(args) == 0  # both rows finished: nothing is trained again
-    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2  # the third row shares the first's
     assert reproduce.main(["--rows", "t9-nothing"]) == 2

@@ -3,7 +3,8 @@
     python tools/reproduce.py --data emodb --epochs 100                 # all rows, hours on a CPU
     python tools/reproduce.py --rows t1-ilt-attention,t2-cat-both --epochs 5 --folds 1
 
-Each row is one ``python -m minser.train`` run in ``<out>/<row>/``. A row whose
+Each row is one ``python -m minser.train`` run in ``<out>/<row>/`` (a row whose network and options equal an
+earlier row's, such as Table 2's CNN-Transformer and Table 1's baseline 1 with PE, shares that run). A row whose
 ``results.json`` already has the requested epochs and folds is skipped; a row that was
 interrupted is resumed (``--resume``) from its last completed epoch; so re-running the command
 continues where it stopped, and re-running with more ``--epochs`` extends every row. The table
@@ -107,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     done: list[tuple[Row, dict[str, Any]]] = []
     for row in (by_id[name] for name in wanted):
         folder = out / row.id
+        twin = next((r for r, _ in done if r.model == row.model and r.options == row.options), None)
         results = finished(folder, args.epochs, args.folds)
-        if results is None:
+        if twin is not None:
+            # The same network in both tables (CNN-Transformer): one run serves both rows.
+            print(f"== {row.id}: the same network as {twin.id}, whose results it shares", flush=True)
+            results = dict(done[[r for r, _ in done].index(twin)][1])
+        elif results is None:
             common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
                       args.protocol, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(folder),
                       *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
