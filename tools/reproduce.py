@@ -108,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     done: list[tuple[Row, dict[str, Any]]] = []
     for row in (by_id[name] for name in wanted):
         folder = out / row.id
-        twin = next((r for r, _ in done if r.model == row.model and r.options == row.options), None)
-        results = finished(folder, args.epochs, args.folds)
+        twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
+        results = None if twin is not None else finished(folder, args.epochs, args.folds)
         if twin is not None:
             # The same network in both tables (CNN-Transformer): one run serves both rows.
-            print(f"== {row.id}: the same network as {twin.id}, whose results it shares", flush=True)
-            results = dict(done[[r for r, _ in done].index(twin)][1])
+            print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
+            results = twin[1]
         elif results is None:
             common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
                       args.protocol, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(folder),
