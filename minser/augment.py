@@ -7,9 +7,10 @@ others' draws unchanged.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["masked_with_mean", "random_crops", "spec_augment_masks"]
+__all__ = ["masked_with_mean", "mixup_pairs", "random_crops", "spec_augment_masks"]
 
 # SpecAugment masks per training utterance: 2 frequency masks of up to 8 of the 40 Mel bands and
 # 2 time masks of up to 40 frames (0.4 s), each at most 10% of the utterance's valid frames
@@ -61,3 +62,17 @@ def masked_with_mean(x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor)
     valid = torch.arange(x.shape[-1], device=x.device) < lengths[:, None].to(x.device)
     mean = (x * valid[:, None]).sum((1, 2)) / (valid.sum(1) * x.shape[1])
     return torch.where(mask.to(x.device), mean[:, None, None], x)
+
+
+def mixup_pairs(batch: int, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup partners and weights for a batch of ``batch`` utterances.
+
+    Returns ``(partner, weight)``, both ``(batch,)``: utterance ``b`` is mixed as
+    ``weight[b] * x[b] + (1 - weight[b]) * x[partner[b]]`` (and its loss likewise), with ``partner`` a
+    random permutation and ``weight ~ Beta(alpha, alpha)`` per utterance (float32). Draws come from
+    ``generator`` only (torch has no seeded Beta sampler, so a numpy generator is seeded from it).
+    """
+    partner = torch.randperm(batch, generator=generator)
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    weight = np.random.default_rng(seed).beta(alpha, alpha, size=batch).astype(np.float32)
+    return partner, torch.from_numpy(weight)

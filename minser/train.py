@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 
 from minser import checkpoint
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
-                            masked_with_mean, random_crops, spec_augment_masks)
+                            masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.ema import WeightEMA
 from minser.errors import ConfigError, DataError, MinserError
 
@@ -69,7 +70,7 @@ NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epo
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
-                 "warmup_epochs", "ema", "weight_decay", "crop")
+                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
 
@@ -95,6 +96,7 @@ class TrainConfig:
     label_smoothing: float = 0.0     # cross-entropy label smoothing in [0, 1)
     spec_augment: bool = False       # time and frequency masks on the training batches
     crop: float | None = None        # seconds: train on a random window of at most this long per utterance
+    mixup: float = 0.0               # Beta(mixup, mixup) weights of mixed training pairs; 0 = off
     ema: float = 0.0                 # decay per step of the weight average that is validated and kept; 0 = off
     weight_decay: float = 0.0        # decoupled weight decay (AdamW); 0 = the paper's plain Adam
     noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
@@ -173,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=float, default=d.crop, metavar="SECONDS",
                    help="train on a random window of at most this many seconds of each utterance, drawn anew every "
                         "epoch (seeded); validation and test see whole utterances. Needs --pad-to batch")
+    p.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA",
+                   help="mixup: train on weighted sums of two utterances of a batch and of their losses, the weight "
+                        "drawn from Beta(ALPHA, ALPHA) per utterance (seeded; e.g. 0.4); with --pad-to batch a pair "
+                        "keeps the shorter one's valid frames; 0 = off (the paper)")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="validate, select and save an exponential moving average of the weights with this decay "
                         "per optimiser step (e.g. 0.995); 0 = off, the weights of the last step (the paper)")
@@ -213,7 +219,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         micro_batches=args.micro_batches, lr=args.lr, lr_schedule=args.lr_schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, spec_augment=args.spec_augment,
-        crop=args.crop, ema=args.ema, weight_decay=args.weight_decay,
+        crop=args.crop, mixup=args.mixup, ema=args.ema, weight_decay=args.weight_decay,
         noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
         device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
@@ -243,6 +249,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--crop {config.crop}: give a positive window length in seconds, e.g. 2")
     if config.crop is not None and config.pad_to != "batch":
         raise ConfigError("--crop needs --pad-to batch: the windows have their own lengths, which the model must mask")
+    if not config.mixup >= 0:
+        raise ConfigError(f"--mixup {config.mixup}: give a Beta parameter > 0, e.g. 0.4 (0 turns mixup off)")
     if not 0 <= config.ema < 1:
         raise ConfigError(f"--ema {config.ema}: give a decay in [0, 1), e.g. 0.995 (0 turns averaging off)")
     if not config.weight_decay >= 0:
@@ -570,6 +578,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         # Masks draw from their own generator: turning --spec-augment on leaves the batch order as it was.
         masks = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 1)) if config.spec_augment else None
         crops = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 2)) if config.crop else None
+        mixes = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 3)) if config.mixup else None
         total, count = torch.zeros((), device=device), 0
         batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
         for step, index in enumerate(batches):
@@ -580,7 +589,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
                 taken = fold.train.take(index)
                 batch = Tensors(*random_crops(taken.x, taken.lengths, run["crop_frames"], crops), taken.y)
                 rows = torch.arange(len(index))
-            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks)
+            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks, mixes)
             count += len(index)
             if ema is not None:
                 ema.update(model)
@@ -640,7 +649,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
                index: torch.Tensor, config: TrainConfig, dist: Dist, device: torch.device,
-               dtype: torch.dtype | None, masks: torch.Generator | None = None) -> torch.Tensor:
+               dtype: torch.dtype | None, masks: torch.Generator | None = None,
+               mixes: torch.Generator | None = None) -> torch.Tensor:
     """One optimiser step on the global batch ``index``; returns this rank's summed loss (a 0-d tensor).
 
     The global batch is cut into ``world * micro_batches`` equal slices; this rank runs its
@@ -649,31 +659,50 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     equal the mean over the global batch, whatever the number of ranks and slices. BatchNorm
     normalises each slice with its own statistics (SyncBatchNorm on CUDA spans the ranks).
     With ``masks`` (a generator), SpecAugment masks are drawn for the whole global batch, so every
-    rank and slice count sees the same masks.
+    rank and slice count sees the same masks; with ``mixes`` (a generator), so are the mixup
+    partners and weights (``config.mixup``): each utterance is mixed, after its masks, with a partner
+    from anywhere in the global batch, on the frames valid in both (``pad_to="batch"``).
     """
     slices = torch.arange(len(index)).tensor_split(dist.world * config.micro_batches)
     frames = int(data.lengths[index].max()) if config.pad_to == "batch" else data.x.shape[-1]
     mask = None if masks is None else spec_augment_masks(data.lengths[index], data.x.shape[1], frames, masks)
+    partner, weight = (None, None) if mixes is None else mixup_pairs(len(index), config.mixup, mixes)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
     mine = slices[dist.rank * config.micro_batches:(dist.rank + 1) * config.micro_batches]
     for i, rows in enumerate(mine):
-        local = index[rows]
-        x, lengths = model_input(data, local, config.pad_to, device, frames)
-        if mask is not None:
-            x = masked_with_mean(x, data.lengths[local], mask[rows])
-        y = data.y[local].to(device, non_blocking=True)
+        x, lengths, y = _slice_input(data, index, rows, config.pad_to, device, frames, mask)
+        if partner is not None:
+            x2, lengths2, y2 = _slice_input(data, index, partner[rows], config.pad_to, device, frames, mask)
+            w = weight[rows].to(device)
+            x = w[:, None, None] * x + (1 - w[:, None, None]) * x2
+            lengths = None if lengths is None else torch.minimum(lengths, lengths2)
         # DDP all-reduces gradients on the last slice's backward only.
         sync = i == len(mine) - 1 or not hasattr(ddp, "no_sync")
         with (contextlib.nullcontext() if sync else ddp.no_sync()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = ddp(x, lengths=lengths)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=config.label_smoothing)
+            ce = functools.partial(F.cross_entropy, logits.float(), label_smoothing=config.label_smoothing)
+            if partner is None:
+                loss = ce(y, reduction="sum")
+            else:
+                loss = (w * ce(y, reduction="none") + (1 - w) * ce(y2, reduction="none")).sum()
             scaler.scale(loss * (dist.world / len(index))).backward()
         total += loss.detach()
     scaler.step(optimizer)
     scaler.update()
     return total
+
+
+def _slice_input(data: Tensors, index: torch.Tensor, rows: torch.Tensor, pad_to: str, device: torch.device,
+                 frames: int, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(x, lengths, y)`` on ``device`` of the batch positions ``rows`` of the global batch ``index``,
+    with their SpecAugment ``mask`` rows (``(len(index), n_mels, frames)``) applied when given."""
+    local = index[rows]
+    x, lengths = model_input(data, local, pad_to, device, frames)
+    if mask is not None:
+        x = masked_with_mean(x, data.lengths[local], mask[rows])
+    return x, lengths, data.y[local].to(device, non_blocking=True)
 
 
 class Clock:

@@ -14,8 +14,9 @@ from minser import checkpoint
 from minser.errors import ConfigError, DataError
 from minser import train as train_module
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
-                            masked_with_mean, random_crops, spec_augment_masks)
-from minser.train import BUCKET_BATCHES, TrainConfig, batch_indices, cli, learning_rate, main, parse_args
+                            masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
+from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, batch_indices, cli, learning_rate, main,
+                          parse_args, train_step)
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
 TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
@@ -90,8 +91,8 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("options", [[], ["--spec-augment", "--label-smoothing", "0.1", "--lr-schedule", "cosine",
-                                          "--warmup-epochs", "1.5"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--pad-to", "batch"]],
-                         ids=["paper", "spec-augment-smoothing-cosine", "ema-weight-decay-crop"])
+                                          "--warmup-epochs", "1.5"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
+                         ids=["paper", "spec-augment-smoothing-cosine", "ema-weight-decay-crop-mixup"])
 def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
     """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""
@@ -180,7 +181,8 @@ def test_learning_rate_schedules() -> None:
 @pytest.mark.parametrize("args, message", [(["--label-smoothing", "1"], "--label-smoothing 1.0"),
                                            (["--warmup-epochs", "200"], "--warmup-epochs 200.0"),
                                            (["--ema", "1"], "--ema 1.0"),
-                                           (["--weight-decay", "-1"], "--weight-decay -1.0")])
+                                           (["--weight-decay", "-1"], "--weight-decay -1.0"),
+                                           (["--mixup", "-1"], "--mixup -1.0")])
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
@@ -320,6 +322,55 @@ def test_random_crops_are_windows_of_the_valid_frames() -> None:
             assert 0 <= start <= length - 50 and torch.equal(windows[b], x[b, :, start:start + 50])
             starts.add((b, start))
     assert len(starts) > 10  # the windows move
+
+
+def test_mixup_pairs_are_seeded_permutations_with_beta_weights() -> None:
+    partner, weight = mixup_pairs(1000, 0.4, torch.Generator().manual_seed(0))
+    again = mixup_pairs(1000, 0.4, torch.Generator().manual_seed(0))
+    assert torch.equal(partner, again[0]) and torch.equal(weight, again[1])
+    assert sorted(partner.tolist()) == list(range(1000)) and weight.dtype == torch.float32
+    assert bool(((weight >= 0) & (weight <= 1)).all())
+    # Beta(0.4, 0.4) is U-shaped around a mean of 0.5: most weights lie near 0 or 1.
+    assert float(weight.mean()) == pytest.approx(0.5, abs=0.05)
+    assert float(((weight < 0.1) | (weight > 0.9)).float().mean()) > 0.4
+
+
+class _Recorder(torch.nn.Module):
+    """Logits from the mean of the valid frames; remembers the inputs of its last call."""
+
+    def __init__(self, n_mels: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(n_mels, n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        self.seen = (x, lengths)
+        valid = (torch.arange(x.shape[-1]) < lengths[:, None]).float()
+        return self.linear((x * valid[:, None]).sum(-1) / lengths[:, None])
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_mixup_step_mixes_inputs_and_losses_over_the_global_batch(micro_batches: int) -> None:
+    """A mixup step trains on w * x + (1 - w) * x[partner] over the frames valid in both, with the loss
+    w * CE(y) + (1 - w) * CE(y[partner]); partners come from the whole batch, whatever the slices."""
+    torch.manual_seed(0)
+    data = Tensors(torch.randn(6, 4, 9), torch.tensor([9, 5, 7, 9, 3, 8]), torch.tensor([0, 1, 2, 0, 1, 2]))
+    index = torch.tensor([5, 0, 3, 1])
+    model = _Recorder(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    config = TrainConfig(mixup=0.4, pad_to="batch", micro_batches=micro_batches)
+    loss = train_step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), data, index, config, Dist(),
+                      torch.device("cpu"), None, mixes=torch.Generator().manual_seed(3))
+    partner, w = mixup_pairs(4, 0.4, torch.Generator().manual_seed(3))
+    a, b = index, index[partner]
+    x = w[:, None, None] * data.x[a] + (1 - w[:, None, None]) * data.x[b]
+    lengths = torch.minimum(data.lengths[a], data.lengths[b])
+    last = slice(4 - 4 // micro_batches, 4)
+    torch.testing.assert_close(model.seen[0], x[last])
+    assert torch.equal(model.seen[1], lengths[last])
+    logits = _Recorder.forward(model, x, lengths)
+    ce = lambda y: torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    expected = (w * ce(data.y[a]) + (1 - w) * ce(data.y[b])).sum()
+    torch.testing.assert_close(loss, expected.detach())
 
 
 def test_crop_needs_length_aware_batches() -> None:
