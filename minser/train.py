@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 PROTOCOLS = ("random", "speaker", "session", "all")
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
+CLASS_WEIGHTS = ("none", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
 # large enough to group lengths well, small enough to keep the batch order random.
@@ -70,7 +71,7 @@ NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epo
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
-                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup")
+                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup", "class_weights")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
 
@@ -94,6 +95,7 @@ class TrainConfig:
     lr_schedule: str = "constant"    # constant | cosine (to 0 at the last epoch), after the warm-up
     warmup_epochs: float = 0.0       # linear warm-up from 0 to lr over this many epochs
     label_smoothing: float = 0.0     # cross-entropy label smoothing in [0, 1)
+    class_weights: str = "none"      # none | balanced (cross-entropy weights inverse to the training counts)
     spec_augment: bool = False       # time and frequency masks on the training batches
     crop: float | None = None        # seconds: train on a random window of at most this long per utterance
     mixup: float = 0.0               # Beta(mixup, mixup) weights of mixed training pairs; 0 = off
@@ -167,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear learning-rate warm-up from 0 over this many epochs")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
                    help="cross-entropy label smoothing in [0, 1)")
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=d.class_weights,
+                   help="none: plain cross-entropy (the paper); balanced: weight each class by N / (classes x its "
+                        "count) in the fold's training part, so every class counts alike, as UA does")
     p.add_argument("--spec-augment", action="store_true",
                    help=f"SpecAugment-style masks on every training utterance (seeded; within its valid frames): "
                         f"{FREQ_MASKS} frequency masks of up to {FREQ_MASK_BANDS} Mel bands and {TIME_MASKS} time "
@@ -218,7 +223,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         model=args.model, options=options, data=args.data, classes=args.classes, subset=args.subset,
         protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         micro_batches=args.micro_batches, lr=args.lr, lr_schedule=args.lr_schedule,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, spec_augment=args.spec_augment,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        class_weights=args.class_weights, spec_augment=args.spec_augment,
         crop=args.crop, mixup=args.mixup, ema=args.ema, weight_decay=args.weight_decay,
         noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
         device=args.device, precision=args.precision, threads=args.threads, out=args.out,
@@ -245,6 +251,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--warmup-epochs {config.warmup_epochs}: give a number of epochs in [0, --epochs]")
     if not 0 <= config.label_smoothing < 1:
         raise ConfigError(f"--label-smoothing {config.label_smoothing}: give a value in [0, 1)")
+    if config.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(f"--class-weights {config.class_weights!r}: valid values are {', '.join(CLASS_WEIGHTS)}")
     if config.crop is not None and not config.crop > 0:
         raise ConfigError(f"--crop {config.crop}: give a positive window length in seconds, e.g. 2")
     if config.crop is not None and config.pad_to != "batch":
@@ -546,6 +554,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     # With --ema the average is what is validated, selected, tested and saved as best.pt.
     ema = WeightEMA(model, config.ema) if config.ema else None
     kept = model if ema is None else ema.model
+    class_weight = (balanced_class_weights(fold.train.y, len(run["labels"])).to(device)
+                    if config.class_weights == "balanced" else None)
     dtype = autocast_dtype(config.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     history: list[dict[str, float]] = []
@@ -589,7 +599,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
                 taken = fold.train.take(index)
                 batch = Tensors(*random_crops(taken.x, taken.lengths, run["crop_frames"], crops), taken.y)
                 rows = torch.arange(len(index))
-            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks, mixes)
+            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks, mixes,
+                                class_weight)
             count += len(index)
             if ema is not None:
                 ema.update(model)
@@ -640,6 +651,13 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     return metrics
 
 
+def balanced_class_weights(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Cross-entropy weights ``(n_classes,)`` float32: ``len(y) / (n_classes * count)`` per class of the
+    labels ``y`` (1 for every class when they are balanced); a class absent from ``y`` gets 0."""
+    counts = torch.bincount(y, minlength=n_classes).float()
+    return torch.where(counts > 0, len(y) / (n_classes * counts.clamp(min=1)), 0.0)
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam with the paper's betas, or AdamW (decoupled decay) with ``--weight-decay``."""
     if config.weight_decay:
@@ -650,7 +668,7 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
                index: torch.Tensor, config: TrainConfig, dist: Dist, device: torch.device,
                dtype: torch.dtype | None, masks: torch.Generator | None = None,
-               mixes: torch.Generator | None = None) -> torch.Tensor:
+               mixes: torch.Generator | None = None, class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """One optimiser step on the global batch ``index``; returns this rank's summed loss (a 0-d tensor).
 
     The global batch is cut into ``world * micro_batches`` equal slices; this rank runs its
@@ -662,6 +680,7 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     rank and slice count sees the same masks; with ``mixes`` (a generator), so are the mixup
     partners and weights (``config.mixup``): each utterance is mixed, after its masks, with a partner
     from anywhere in the global batch, on the frames valid in both (``pad_to="batch"``).
+    ``class_weight (n_classes,)`` weighs each utterance's cross-entropy by its class.
     """
     slices = torch.arange(len(index)).tensor_split(dist.world * config.micro_batches)
     frames = int(data.lengths[index].max()) if config.pad_to == "batch" else data.x.shape[-1]
@@ -682,7 +701,8 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
         with (contextlib.nullcontext() if sync else ddp.no_sync()):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = ddp(x, lengths=lengths)
-            ce = functools.partial(F.cross_entropy, logits.float(), label_smoothing=config.label_smoothing)
+            ce = functools.partial(F.cross_entropy, logits.float(), weight=class_weight,
+                                   label_smoothing=config.label_smoothing)
             if partner is None:
                 loss = ce(y, reduction="sum")
             else:

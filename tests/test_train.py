@@ -15,8 +15,8 @@ from minser.errors import ConfigError, DataError
 from minser import train as train_module
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
-from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, batch_indices, cli, learning_rate, main,
-                          parse_args, train_step)
+from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, balanced_class_weights, batch_indices, cli,
+                          learning_rate, main, parse_args, train_step)
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
 TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
@@ -91,8 +91,8 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("options", [[], ["--spec-augment", "--label-smoothing", "0.1", "--lr-schedule", "cosine",
-                                          "--warmup-epochs", "1.5"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
-                         ids=["paper", "spec-augment-smoothing-cosine", "ema-weight-decay-crop-mixup"])
+                                          "--warmup-epochs", "1.5", "--class-weights", "balanced"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
+                         ids=["paper", "spec-augment-smoothing-cosine-weights", "ema-weight-decay-crop-mixup"])
 def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
     """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""
@@ -349,17 +349,20 @@ class _Recorder(torch.nn.Module):
 
 
 @pytest.mark.parametrize("micro_batches", [1, 2])
-def test_mixup_step_mixes_inputs_and_losses_over_the_global_batch(micro_batches: int) -> None:
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "class-weights"])
+def test_mixup_step_mixes_inputs_and_losses_over_the_global_batch(micro_batches: int, weighted: bool) -> None:
     """A mixup step trains on w * x + (1 - w) * x[partner] over the frames valid in both, with the loss
-    w * CE(y) + (1 - w) * CE(y[partner]); partners come from the whole batch, whatever the slices."""
+    w * CE(y) + (1 - w) * CE(y[partner]) (each CE weighted by its class with class weights); partners come
+    from the whole batch, whatever the slices."""
     torch.manual_seed(0)
     data = Tensors(torch.randn(6, 4, 9), torch.tensor([9, 5, 7, 9, 3, 8]), torch.tensor([0, 1, 2, 0, 1, 2]))
     index = torch.tensor([5, 0, 3, 1])
     model = _Recorder(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     config = TrainConfig(mixup=0.4, pad_to="batch", micro_batches=micro_batches)
+    class_weight = torch.tensor([0.5, 2.0, 1.0]) if weighted else None
     loss = train_step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), data, index, config, Dist(),
-                      torch.device("cpu"), None, mixes=torch.Generator().manual_seed(3))
+                      torch.device("cpu"), None, mixes=torch.Generator().manual_seed(3), class_weight=class_weight)
     partner, w = mixup_pairs(4, 0.4, torch.Generator().manual_seed(3))
     a, b = index, index[partner]
     x = w[:, None, None] * data.x[a] + (1 - w[:, None, None]) * data.x[b]
@@ -368,9 +371,22 @@ def test_mixup_step_mixes_inputs_and_losses_over_the_global_batch(micro_batches:
     torch.testing.assert_close(model.seen[0], x[last])
     assert torch.equal(model.seen[1], lengths[last])
     logits = _Recorder.forward(model, x, lengths)
-    ce = lambda y: torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    ce = lambda y: torch.nn.functional.cross_entropy(logits, y, reduction="none") * (1 if not weighted else class_weight[y])
     expected = (w * ce(data.y[a]) + (1 - w) * ce(data.y[b])).sum()
     torch.testing.assert_close(loss, expected.detach())
+
+
+def test_unknown_class_weights_name_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="--class-weights 'inverse': valid values are none, balanced"):
+        train_module.check_config(TrainConfig(model="cnn", class_weights="inverse"))
+
+
+def test_balanced_class_weights_make_every_class_count_alike() -> None:
+    y = torch.tensor([0, 0, 0, 1, 2, 2])
+    weights = balanced_class_weights(y, 4)
+    torch.testing.assert_close(weights, torch.tensor([6 / 12, 6 / 4, 6 / 8, 0.0]))
+    assert [float(weights[y][y == c].sum()) for c in range(3)] == [1.5, 1.5, 1.5]  # each present class sums alike
+    torch.testing.assert_close(balanced_class_weights(torch.tensor([0, 1, 2]), 3), torch.ones(3))
 
 
 def test_crop_needs_length_aware_batches() -> None:
