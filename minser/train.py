@@ -22,7 +22,8 @@ test metrics (``wa``/``ua`` are null, with a note). This is how a model to ship 
 
 Off by default, what the field adds to the paper's recipe: ``--spec-augment`` (SpecAugment-style
 time and frequency masks on training batches), ``--crop`` (random windows of the training
-utterances), ``--label-smoothing``, ``--lr-schedule cosine`` with ``--warmup-epochs``,
+utterances), ``--mixup`` (mixed pairs of training utterances and of their losses),
+``--class-weights balanced``, ``--label-smoothing``, ``--lr-schedule cosine`` with ``--warmup-epochs``,
 ``--weight-decay`` (AdamW) and ``--ema`` (validate and keep a moving average of the weights).
 """
 
