@@ -496,6 +496,13 @@ def _seed_of(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def _stream(on: Any, *keys: int) -> torch.Generator | None:
+    """An augmentation's own generator, seeded from ``keys``, or None when ``on`` is falsy. Each
+    augmentation draws from its own stream, so turning one on leaves the batch order and the other
+    augmentations' draws as they were."""
+    return torch.Generator().manual_seed(_seed_of(*keys)) if on else None
+
+
 def _rng_states(device: torch.device) -> dict[str, Any]:
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     states = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
@@ -586,10 +593,9 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         started, started_cpu = time.perf_counter(), time.process_time()
         generator = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch))
         ddp.train()
-        # Masks draw from their own generator: turning --spec-augment on leaves the batch order as it was.
-        masks = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 1)) if config.spec_augment else None
-        crops = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 2)) if config.crop else None
-        mixes = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch, 3)) if config.mixup else None
+        keys = (config.seed, fold.index, epoch)
+        masks, crops, mixes = (_stream(config.spec_augment, *keys, 1), _stream(config.crop, *keys, 2),
+                               _stream(config.mixup, *keys, 3))
         total, count = torch.zeros((), device=device), 0
         batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
         for step, index in enumerate(batches):
