@@ -109,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in (by_id[name] for name in wanted):
         folder = out / row.id
         twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
-        results = None if twin is not None else finished(folder, args.epochs, args.folds)
         if twin is not None:
             # The same network in both tables (CNN-Transformer): one run serves both rows.
             print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
             results = twin[1]
-        elif results is None:
+        elif (results := finished(folder, args.epochs, args.folds)) is not None:
+            print(f"== {row.id}: finished earlier, skipped", flush=True)
+        else:
             common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
                       args.protocol, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(folder),
                       *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
@@ -124,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
             except MinserError as exc:
                 print(f"error: {row.id}: {exc}", file=sys.stderr)
                 return 2
-        else:
-            print(f"== {row.id}: finished earlier, skipped", flush=True)
         done.append((row, results))
         text = table(done, args)
         atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
