@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add the sinusoidal positional encoding to the transformer input")
     model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
     model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
+    model.add_argument("--n-mels", type=int, help="Mel bands of the front end and the network's input (the "
+                       "paper: 40); the run's checkpoints record the front end, so evaluate and predict follow")
     model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
@@ -217,7 +219,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         if not sep or not key:
             raise ConfigError(f"--model-opt {item!r}: expected KEY=VALUE, e.g. --model-opt d_model=32")
         options[key.strip()] = _option_value(value.strip())
-    for key in ("fusion", "alpha", "pe", "branches", "impl"):
+    for key in ("fusion", "alpha", "pe", "branches", "impl", "n_mels"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     config = TrainConfig(
@@ -860,7 +862,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     corpus = load_data(config)
     # Building once up front rejects bad model options before any feature is computed.
     spec = build(config.model, len(corpus.labels), **config.options).spec
-    frontend = FrontEnd()
+    # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
+    frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     splits = make_splits(corpus, config)
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:

@@ -309,6 +309,19 @@ def test_ema_run_selects_and_saves_the_average(emodb_root: Path, cache: Path, tm
     assert all(torch.equal(best["state_dict"][k], averaged[k]) for k in averaged)
 
 
+def test_n_mels_sets_the_front_end_and_evaluate_follows_it(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """--n-mels 24 computes 24-band features, builds a 24-band network, records both in the checkpoint,
+    and re-scoring the run from its checkpoints alone reproduces its test metrics."""
+    from minser.evaluate import evaluate
+
+    results = main(["--model", "cnn", *TINY_CNN, "--n-mels", "24", "--epochs", "1", *quick(tmp_path / "run", cache)])
+    saved = checkpoint.load(tmp_path / "run/fold-1/best.pt")
+    assert saved["frontend"]["n_mels"] == 24 and saved["spec"]["options"]["n_mels"] == 24
+    assert results["options"]["n_mels"] == 24
+    scored = evaluate(tmp_path / "run", cache_dir=str(cache))
+    assert scored["folds"][0]["confusion"] == results["folds"][0]["confusion"]
+
+
 def test_random_crops_are_windows_of_the_valid_frames() -> None:
     lengths = torch.tensor([30, 200, 120])
     x = torch.arange(3 * 2 * 200, dtype=torch.float32).reshape(3, 2, 200)
