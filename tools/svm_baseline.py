@@ -12,7 +12,8 @@ part's statistics; ``C`` and ``gamma`` are chosen on the validation part (best v
 as the networks choose their epoch), the SVM is fitted on the training part and scored once on
 the test part. Clean utterances only (no noise copies). Seconds per protocol on one CPU core.
 
-scikit-learn is not a dependency of minser: this tool needs it (``pip install scikit-learn``).
+scikit-learn is not a dependency of minser: this tool needs it (``pip install scikit-learn``; the ``dev``
+extra, which the test suite uses, installs it).
 """
 
 from __future__ import annotations
