@@ -68,6 +68,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int 
     """Score one checkpoint: ``{"checkpoint", "fold", "n", "wa", "ua", "confusion"}`` (WA/UA in percent)."""
     from minser.data import cached_features
     from minser.features import FrontEnd
+    from minser.speakers import normalise_by_speaker, statistics_for
     from minser.train import Tensors, TrainConfig, load_data, predict, score
 
     saved = checkpoint.load(path)
@@ -83,6 +84,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int 
     corpus = load_data(config)
     index, targets = _scored_items(saved, corpus, same_corpus, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
+    if saved.get("speaker_norm"):
+        # The training statistics for the speakers they cover, the others' own utterances for the rest.
+        speakers = corpus.speakers()
+        features = normalise_by_speaker(features, speakers,
+                                        statistics_for(features, lengths, speakers, saved["speaker_norm"]))
     pick = torch.as_tensor(index)
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))
     model = checkpoint.load_model(saved).to(device)

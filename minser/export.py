@@ -147,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input prints ``error: ...`` and returns 2."""
     from minser.recognizer import Recognizer, resolve_checkpoint
+    from minser.speakers import refuse_single_recordings
 
     args = build_parser().parse_args(argv)
     try:
         source = resolve_checkpoint(args.checkpoint)
         saved = checkpoint.load(source)
+        refuse_single_recordings(saved, str(source))
         if args.format == "onnx":
             out = Path(args.out) if args.out else source.with_suffix(".onnx")
             if saved.get("quantize") is not None:

@@ -49,6 +49,7 @@ from minser import checkpoint
 from minser.audio import check_wave, load, resample
 from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
+from minser.speakers import refuse_single_recordings
 
 __all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "quantize_int8",
            "resolve_checkpoint", "window_starts"]
@@ -154,6 +155,7 @@ class Recognizer:
         from minser.models import from_spec
 
         name = source or "checkpoint"
+        refuse_single_recordings(saved, name)
         quantize = saved.get("quantize")
         if quantize not in (None, "int8"):
             raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")

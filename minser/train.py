@@ -52,6 +52,7 @@ from minser import checkpoint
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.ema import WeightEMA
+from minser.speakers import normalise_by_speaker, speaker_statistics, statistics_for
 from minser.errors import ConfigError, DataError, MinserError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epo
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
-                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup", "class_weights")
+                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup", "class_weights", "speaker_norm")
 
 __all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
 
@@ -103,6 +104,7 @@ class TrainConfig:
     ema: float = 0.0                 # decay per step of the weight average that is validated and kept; 0 = off
     weight_decay: float = 0.0        # decoupled weight decay (AdamW); 0 = the paper's plain Adam
     noise_snr: float | None = 30.0   # dB of the white-noise copies; None = no augmentation
+    speaker_norm: bool = False       # standardise the Mel bands per speaker (statistics of the training part)
     pad_to: str = "full"             # full: every utterance 7.5 s; batch: pad to the batch's longest
     seed: int = 0
     device: str = "auto"             # auto = cuda if available else cpu
@@ -195,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-snr", type=float, default=d.noise_snr,
                    help="SNR in dB of the white-noise copy added for every train and validation utterance")
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
+    p.add_argument("--speaker-norm", action="store_true",
+                   help="standardise every Mel band per speaker with the mean and std of that speaker's clean "
+                        "training utterances (a speaker absent from them: their own utterances, label-free); "
+                        "such checkpoints are scored by minser.evaluate, not by minser.predict (see minser.speakers)")
     p.add_argument("--pad-to", choices=PAD_TO, default=d.pad_to,
                    help="full: pad every utterance to 7.5 s (the paper); batch: batch utterances of similar "
                         "length, pad to the batch's longest and pass lengths to the model (faster)")
@@ -229,8 +235,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
         class_weights=args.class_weights, spec_augment=args.spec_augment,
         crop=args.crop, mixup=args.mixup, ema=args.ema, weight_decay=args.weight_decay,
-        noise_snr=None if args.no_noise else args.noise_snr, pad_to=args.pad_to, seed=args.seed,
-        device=args.device, precision=args.precision, threads=args.threads, out=args.out,
+        noise_snr=None if args.no_noise else args.noise_snr, speaker_norm=args.speaker_norm, pad_to=args.pad_to,
+        seed=args.seed, device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
     check_config(config)
     return config
@@ -541,6 +547,33 @@ class Fold:
     val: Tensors
     test: Tensors
     test_indices: list[int]
+    speaker_norm: dict[str, list[list[float]]] | None = None  # the statistics the inputs were standardised with
+
+
+def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, speakers: np.ndarray | None) -> Fold:
+    """Fold ``index`` of ``split``: training and validation parts with their noise copies, the clean test part.
+
+    With ``speakers`` (``--speaker-norm``, see :mod:`minser.speakers`) every part is standardised per
+    speaker with the statistics of the fold's clean training utterances; a speaker absent from them
+    (the test speaker of leave-one-speaker-out) gets those of their own utterances, label-free.
+    """
+    stats = None
+    if speakers is not None:
+        x, lengths = clean.x.numpy(), clean.lengths.numpy()
+        rest = np.concatenate([split.val, split.test]).astype(np.int64)
+        stats = statistics_for(x[rest], lengths[rest], speakers[rest],
+                               speaker_statistics(x[split.train], lengths[split.train], speakers[split.train]))
+
+        def normalised(part: Tensors) -> Tensors:
+            return Tensors(torch.from_numpy(normalise_by_speaker(part.x.numpy(), speakers, stats)), part.lengths, part.y)
+
+        clean, noisy = normalised(clean), None if noisy is None else normalised(noisy)
+
+    def augmented(rows: np.ndarray) -> Tensors:
+        return clean.take(rows) if noisy is None else Tensors.cat(clean.take(rows), noisy.take(rows))
+
+    return Fold(index, split.name, augmented(split.train), augmented(split.val), clean.take(split.test),
+                [int(i) for i in split.test], stats)
 
 
 def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist, device: torch.device,
@@ -589,7 +622,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     else:
         ddp = model
     extra = {"data": {"spec": config.data, "classes": config.classes, "subset": config.subset},
-             "train": run["config"], "fold": {"index": fold.index, "name": fold.name, "test": fold.test_indices}}
+             "train": run["config"], "fold": {"index": fold.index, "name": fold.name, "test": fold.test_indices},
+             **({} if fold.speaker_norm is None else {"speaker_norm": fold.speaker_norm})}
 
     for epoch in range(start_epoch, config.epochs):
         started, started_cpu = time.perf_counter(), time.process_time()
@@ -880,9 +914,6 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         noisy_x, noisy_lengths = noisy_features(corpus, frontend, config.noise_snr, config.seed)
         noisy = Tensors(torch.from_numpy(noisy_x), torch.from_numpy(noisy_lengths), targets)
 
-    def augmented(index: np.ndarray) -> Tensors:
-        return clean.take(index) if noisy is None else Tensors.cat(clean.take(index), noisy.take(index))
-
     todo = _epochs_to_run(config, out, len(splits))
     clock = Clock(todo, len(splits), config.epochs)
     if dist.main:
@@ -891,8 +922,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
               f"{dist.world} process(es), run folder {out}", flush=True)
     folds = []
     for index, split in enumerate(splits):
-        fold = Fold(index, split.name, augmented(split.train), augmented(split.val), clean.take(split.test),
-                    [int(i) for i in split.test])
+        fold = make_fold(index, split, clean, noisy, corpus.speakers() if config.speaker_norm else None)
         folds.append(train_fold(fold, config, run, dist, device, clock))
 
     tested = all(f["confusion"] is not None for f in folds)

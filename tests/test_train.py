@@ -91,8 +91,8 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("options", [[], ["--spec-augment", "--label-smoothing", "0.1", "--lr-schedule", "cosine",
-                                          "--warmup-epochs", "1.5", "--class-weights", "balanced"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
-                         ids=["paper", "spec-augment-smoothing-cosine-weights", "ema-weight-decay-crop-mixup"])
+                                          "--warmup-epochs", "1.5", "--class-weights", "balanced", "--speaker-norm"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
+                         ids=["paper", "spec-augment-smoothing-cosine-weights-speaker-norm", "ema-weight-decay-crop-mixup"])
 def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
     """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""

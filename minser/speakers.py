@@ -1,0 +1,80 @@
+"""Speaker normalisation (``python -m minser.train --speaker-norm``): standardise every Mel band of
+an utterance with its speaker's mean and standard deviation.
+
+Emotion shows in how a voice departs from its own habits (pitch, loudness, spectral tilt); the
+speaker's statistics remove the habits, so the network sees the departures. The statistics of a
+speaker are taken over the valid frames (``lengths``) of that speaker's utterances; the transform
+``(x - mean) / std`` is applied to every frame, padding included, so that padded silence is mapped
+the same way in training and at test time.
+
+Statistics are data, label-free: a speaker never heard in training (leave-one-speaker-out, or a
+new corpus) is normalised with the statistics of their own utterances, which needs several of them.
+A single recording of an unknown speaker cannot be normalised this way, so checkpoints trained
+with speaker normalisation are scored with ``python -m minser.evaluate`` only, not by
+:class:`minser.Recognizer`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from minser.errors import CheckpointError, DataError
+
+# dB: a band that is (nearly) constant for a speaker, e.g. silence at the floor, is not blown up.
+STD_FLOOR = 1.0
+
+__all__ = ["STD_FLOOR", "normalise_by_speaker", "refuse_single_recordings", "speaker_statistics", "statistics_for"]
+
+SpeakerStats = Mapping[str, Sequence[Sequence[float]]]
+
+
+def speaker_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray) -> dict[str, list[list[float]]]:
+    """Per speaker, ``[mean, std]`` of each Mel band over the valid frames of their utterances.
+
+    ``x (N, n_mels, frames)`` log-Mels in dB, ``lengths (N,)`` valid frames, ``speakers (N,)`` ids ->
+    ``{speaker: [[mean per band], [std per band]]}`` (JSON-able; std floored at :data:`STD_FLOOR` dB).
+    """
+    stats = {}
+    for speaker in np.unique(speakers):
+        frames = np.concatenate([x[i, :, :max(int(lengths[i]), 1)] for i in np.flatnonzero(speakers == speaker)],
+                                axis=1).astype(np.float64)
+        std = np.maximum(frames.std(axis=1), STD_FLOOR)
+        stats[str(speaker)] = [frames.mean(axis=1).tolist(), std.tolist()]
+    return stats
+
+
+def normalise_by_speaker(x: np.ndarray, speakers: np.ndarray, stats: SpeakerStats) -> np.ndarray:
+    """``(x - mean) / std`` of each utterance's speaker, per Mel band: ``(N, n_mels, frames)`` float32.
+
+    Raises DataError naming the speakers that ``stats`` lacks.
+    """
+    missing = sorted(set(map(str, speakers)) - set(stats))
+    if missing:
+        raise DataError(f"speaker normalisation: no statistics for speaker(s) {', '.join(missing)}; "
+                        f"the statistics cover {', '.join(sorted(stats)) or 'no speaker'}")
+    out = np.empty_like(x, dtype=np.float32)
+    for speaker in np.unique(speakers):
+        rows = np.flatnonzero(speakers == speaker)
+        mean, std = (np.asarray(v, dtype=np.float32)[:, None] for v in stats[str(speaker)])
+        out[rows] = (x[rows] - mean) / std
+    return out
+
+
+def statistics_for(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray, known: SpeakerStats,
+                   ) -> dict[str, list[list[float]]]:
+    """``known`` plus, for every speaker of ``speakers`` that it lacks, the statistics of that speaker's
+    own utterances in ``x`` (label-free adaptation to a speaker not heard in training)."""
+    new = np.array([str(s) not in known for s in speakers], dtype=bool)
+    return {**known, **(speaker_statistics(x[new], lengths[new], speakers[new]) if new.any() else {})}
+
+
+def refuse_single_recordings(saved: Mapping, name: str) -> None:
+    """Raise CheckpointError when the checkpoint ``saved`` (called ``name``) was trained with
+    speaker normalisation: its inputs need the statistics of several recordings per speaker."""
+    if saved.get("speaker_norm"):
+        raise CheckpointError(
+            f"{name}: trained with --speaker-norm, so its inputs must be standardised with each speaker's "
+            "statistics over several recordings, which single recordings do not give; score it with "
+            "python -m minser.evaluate on a corpus with speaker ids, or train without --speaker-norm to ship a model")

@@ -1,0 +1,103 @@
+"""Speaker normalisation: statistics over valid frames, the transform, and its path through train and evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minser import Recognizer, checkpoint
+from minser import train as train_module
+from minser.data import cached_features
+from minser.errors import CheckpointError, DataError
+from minser.evaluate import evaluate
+from minser.export import main as export_main
+from minser.features import FrontEnd
+from minser.speakers import STD_FLOOR, normalise_by_speaker, speaker_statistics, statistics_for
+
+
+def _batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(-40.0, 12.0, size=(6, 3, 20)).astype(np.float32)
+    x[:, 2] *= 0.01  # a nearly constant band: its std is floored
+    return x, np.array([20, 7, 12, 20, 3, 15]), np.array(["a", "b", "a", "b", "c", "c"])
+
+
+def test_statistics_are_taken_over_the_valid_frames_only() -> None:
+    x, lengths, speakers = _batch()
+    stats = speaker_statistics(x, lengths, speakers)
+    assert sorted(stats) == ["a", "b", "c"]
+    frames = np.concatenate([x[0], x[2, :, :12]], axis=1)
+    np.testing.assert_allclose(stats["a"][0], frames.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(stats["a"][1][:2], frames.std(1)[:2], rtol=1e-6)
+    assert stats["a"][1][2] == STD_FLOOR
+    x[1, :, 7:] = -100.0  # padding is silence: it must not move speaker b's statistics
+    assert speaker_statistics(x, lengths, speakers)["b"] == stats["b"]
+
+
+def test_each_speaker_comes_out_with_zero_mean_and_unit_std() -> None:
+    x, lengths, speakers = _batch()
+    out = normalise_by_speaker(x, speakers, speaker_statistics(x, lengths, speakers))
+    assert out.dtype == np.float32 and out.shape == x.shape
+    for speaker in ("a", "b", "c"):
+        rows = np.flatnonzero(speakers == speaker)
+        frames = np.concatenate([out[i, :2, :lengths[i]] for i in rows], axis=1)
+        np.testing.assert_allclose(frames.mean(1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(frames.std(1), 1.0, rtol=1e-5)
+    # The transform is affine per speaker and band, padding included.
+    mean, std = (np.float32(v[0]) for v in speaker_statistics(x, lengths, speakers)["b"])
+    np.testing.assert_allclose(out[1, 0, 15], (x[1, 0, 15] - mean) / std, rtol=1e-5)
+
+
+def test_a_speaker_without_statistics_is_named() -> None:
+    x, lengths, speakers = _batch()
+    with pytest.raises(DataError, match="speaker\\(s\\) c; the statistics cover a, b"):
+        normalise_by_speaker(x, speakers, speaker_statistics(x[:4], lengths[:4], speakers[:4]))
+
+
+def test_new_speakers_get_the_statistics_of_their_own_utterances() -> None:
+    x, lengths, speakers = _batch()
+    known = {"a": [[0.0] * 3, [1.0] * 3]}
+    stats = statistics_for(x, lengths, speakers, known)
+    assert stats["a"] == known["a"]  # kept, not recomputed from x
+    assert stats["c"] == speaker_statistics(x[4:], lengths[4:], speakers[4:])["c"]
+
+
+def test_train_normalises_with_the_training_part_and_evaluate_repeats_it(
+        emodb_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    train_module.main(["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]",
+                       "--speaker-norm", "--data", "emodb", "--subset", "5", "--folds", "1", "--epochs", "1",
+                       "--batch-size", "8", "--threads", "1", "--out", str(out), "--cache-dir", str(cache)])
+    saved = checkpoint.load(out / "fold-1/best.pt")
+    config = train_module.TrainConfig(subset=5)
+    corpus = train_module.load_data(config)
+    (split,) = train_module.make_splits(corpus, config)[:1]
+    x, lengths = cached_features(corpus, FrontEnd(), cache, progress=False)
+    speakers = corpus.speakers()
+    trained = speaker_statistics(x[split.train], lengths[split.train], speakers[split.train])
+    assert {s: saved["speaker_norm"][s] for s in trained} == trained
+    assert set(saved["speaker_norm"]) == set(speakers[np.concatenate([split.train, split.val, split.test])])
+
+    scored = []
+    predict = train_module.predict
+    monkeypatch.setattr(train_module, "predict", lambda model, items, **kw: scored.append(items) or predict(model, items, **kw))
+    evaluate(out, cache_dir=str(cache))
+    expected = normalise_by_speaker(x, speakers, saved["speaker_norm"])[split.test]
+    assert torch.equal(scored[0].x, torch.from_numpy(expected))
+
+
+def test_single_recording_paths_refuse_a_speaker_normalised_checkpoint(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    from minser.models import build
+
+    model = build("cnn", 4, d_model=8, channels=[2, 2, 2])
+    path = checkpoint.save(tmp_path / "best.pt", spec=model.spec, labels=["a", "b", "c", "d"],
+                           frontend=FrontEnd().to_dict(), state_dict=model.state_dict(),
+                           speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    with pytest.raises(CheckpointError, match="trained with --speaker-norm.*minser.evaluate"):
+        Recognizer.load(path)
+    assert export_main([str(path), "--quantize", "int8"]) == 2
+    assert "--speaker-norm" in capsys.readouterr().err and not (tmp_path / "best.int8.pt").exists()
