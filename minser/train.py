@@ -24,7 +24,8 @@ Off by default, what the field adds to the paper's recipe: ``--spec-augment`` (S
 time and frequency masks on training batches), ``--crop`` (random windows of the training
 utterances), ``--mixup`` (mixed pairs of training utterances and of their losses),
 ``--class-weights balanced``, ``--label-smoothing``, ``--lr-schedule cosine`` with ``--warmup-epochs``,
-``--weight-decay`` (AdamW) and ``--ema`` (validate and keep a moving average of the weights).
+``--weight-decay`` (AdamW), ``--ema`` (validate and keep a moving average of the weights) and
+``--speaker-norm`` (standardise the Mel bands per speaker, :mod:`minser.speakers`).
 """
 
 from __future__ import annotations
