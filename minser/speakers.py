@@ -16,16 +16,20 @@ with speaker normalisation are scored with ``python -m minser.evaluate`` only, n
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from minser.errors import CheckpointError, DataError
 
+if TYPE_CHECKING:
+    from minser.splits import Split
+
 # dB: a band that is (nearly) constant for a speaker, e.g. silence at the floor, is not blown up.
 STD_FLOOR = 1.0
 
-__all__ = ["STD_FLOOR", "normalise_by_speaker", "refuse_single_recordings", "speaker_statistics", "statistics_for"]
+__all__ = ["STD_FLOOR", "normalise_by_speaker", "refuse_single_recordings", "speaker_statistics", "split_statistics",
+           "statistics_for"]
 
 SpeakerStats = Mapping[str, Sequence[Sequence[float]]]
 
@@ -68,6 +72,17 @@ def statistics_for(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray, kno
     own utterances in ``x`` (label-free adaptation to a speaker not heard in training)."""
     new = np.array([str(s) not in known for s in speakers], dtype=bool)
     return {**known, **(speaker_statistics(x[new], lengths[new], speakers[new]) if new.any() else {})}
+
+
+def split_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray, split: Split,
+                     ) -> dict[str, list[list[float]]]:
+    """The statistics a fold normalises with: those of ``split.train``'s utterances, plus, for a speaker
+    absent from it (the test speaker when leaving one out), those of their own utterances in
+    ``split.val`` and ``split.test``. ``x``, ``lengths`` and ``speakers`` cover the whole corpus."""
+    rest = np.concatenate([split.val, split.test]).astype(np.int64)
+    train = np.asarray(split.train, dtype=np.int64)
+    return statistics_for(x[rest], lengths[rest], speakers[rest],
+                          speaker_statistics(x[train], lengths[train], speakers[train]))
 
 
 def refuse_single_recordings(saved: Mapping, name: str) -> None:

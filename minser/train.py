@@ -53,7 +53,7 @@ from minser import checkpoint
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.ema import WeightEMA
-from minser.speakers import normalise_by_speaker, speaker_statistics, statistics_for
+from minser.speakers import normalise_by_speaker, split_statistics
 from minser.errors import ConfigError, DataError, MinserError
 
 if TYPE_CHECKING:
@@ -560,10 +560,7 @@ def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, s
     """
     stats = None
     if speakers is not None:
-        x, lengths = clean.x.numpy(), clean.lengths.numpy()
-        rest = np.concatenate([split.val, split.test]).astype(np.int64)
-        stats = statistics_for(x[rest], lengths[rest], speakers[rest],
-                               speaker_statistics(x[split.train], lengths[split.train], speakers[split.train]))
+        stats = split_statistics(clean.x.numpy(), clean.lengths.numpy(), speakers, split)
 
         def normalised(part: Tensors) -> Tensors:
             return Tensors(torch.from_numpy(normalise_by_speaker(part.x.numpy(), speakers, stats)), part.lengths, part.y)
