@@ -85,10 +85,11 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int 
     index, targets = _scored_items(saved, corpus, same_corpus, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
     if saved.get("speaker_norm"):
-        # The training statistics for the speakers they cover, the others' own utterances for the rest.
+        # On the training corpus, the training statistics for the speakers they cover; everywhere else a
+        # speaker's own utterances (another corpus may reuse a speaker id for somebody else).
         speakers = corpus.speakers()
-        features = normalise_by_speaker(features, speakers,
-                                        statistics_for(features, lengths, speakers, saved["speaker_norm"]))
+        known = saved["speaker_norm"] if same_corpus else {}
+        features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))
     model = checkpoint.load_model(saved).to(device)

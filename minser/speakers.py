@@ -7,8 +7,9 @@ speaker are taken over the valid frames (``lengths``) of that speaker's utteranc
 ``(x - mean) / std`` is applied to every frame, padding included, so that padded silence is mapped
 the same way in training and at test time.
 
-Statistics are data, label-free: a speaker never heard in training (leave-one-speaker-out, or a
-new corpus) is normalised with the statistics of their own utterances, which needs several of them.
+Statistics are data, label-free: a speaker never heard in training (leave-one-speaker-out) and
+every speaker of another corpus (whose ids may name other people) is normalised with the
+statistics of their own utterances, which needs several of them.
 A single recording of an unknown speaker cannot be normalised this way, so checkpoints trained
 with speaker normalisation are scored with ``python -m minser.evaluate`` only, not by
 :class:`minser.Recognizer`.

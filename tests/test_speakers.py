@@ -88,6 +88,18 @@ def test_train_normalises_with_the_training_part_and_evaluate_repeats_it(
     expected = normalise_by_speaker(x, speakers, saved["speaker_norm"])[split.test]
     assert torch.equal(scored[0].x, torch.from_numpy(expected))
 
+    # Another corpus may reuse speaker ids for other people: there every speaker gets their own statistics.
+    files = sorted((emodb_root / "wav").glob("03*[WN]a.wav"))[:4]
+    manifest = tmp_path / "other.csv"
+    manifest.write_text("path,label,speaker\n" + "".join(
+        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'},03\n" for p in files))
+    evaluate(out / "fold-1/best.pt", data=str(manifest), cache_dir=str(cache))
+    other = train_module.load_data(train_module.TrainConfig(data=str(manifest)))
+    ox, olengths = cached_features(other, FrontEnd(), cache, progress=False)
+    own = speaker_statistics(ox, olengths, other.speakers())
+    assert "03" in saved["speaker_norm"] and own["03"] != saved["speaker_norm"]["03"]
+    assert torch.equal(scored[1].x, torch.from_numpy(normalise_by_speaker(ox, other.speakers(), own)))
+
 
 def test_single_recording_paths_refuse_a_speaker_normalised_checkpoint(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
