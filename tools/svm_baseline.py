@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     targets, speakers = corpus.targets(), corpus.speakers()
+    # Raw features have one set of statistics for every split; normalised ones depend on the split.
+    raw = None if args.speaker_norm else band_statistics(features, lengths)
     folds = []
     for split in make_splits(corpus, config):
-        x = (normalise_by_speaker(features, speakers, split_statistics(features, lengths, speakers, split))
-             if args.speaker_norm else features)
-        folds.append(fit_and_score(band_statistics(x, lengths), targets, split, len(corpus.labels)))
+        stats = raw if raw is not None else band_statistics(
+            normalise_by_speaker(features, speakers, split_statistics(features, lengths, speakers, split)), lengths)
+        folds.append(fit_and_score(stats, targets, split, len(corpus.labels)))
     results = {"reference": "RBF-SVM on per-band log-Mel statistics", "data": args.data, "classes": args.classes,
                "protocol": args.protocol, "seed": args.seed, "speaker_norm": args.speaker_norm, **summarise(folds),
                "folds": folds}
