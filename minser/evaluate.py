@@ -2,12 +2,14 @@
 
     python -m minser.evaluate runs/ilt-20260101-120000            # every fold's best.pt, its test split
     python -m minser.evaluate runs/ilt-.../fold-1/best.pt --data my_corpus.csv   # a whole other corpus
+    python -m minser.evaluate runs/a runs/b runs/c     # an ensemble of runs trained with the same --split-seed
 
 A checkpoint carries its model spec, class names, front-end settings and the data and test
 split it was trained with, so no other input is needed. Without ``--data`` (or with the
 training corpus) each checkpoint is scored on its own fold's test utterances, which reproduces
 ``results.json``; with another corpus (or ``--all``) on every utterance whose label the model
-knows. WA and UA are in percent.
+knows. WA and UA are in percent. Several runs or files are scored as an ensemble: fold by fold,
+the class of highest mean softmax probability over the members.
 """
 
 from __future__ import annotations
@@ -62,14 +64,13 @@ def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: 
     return index, targets
 
 
-def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int | None = None, *,
-                        everything: bool = False, device: str = "cpu", batch_size: int = 64,
-                        cache_dir: str | None = None) -> dict[str, Any]:
-    """Score one checkpoint: ``{"checkpoint", "fold", "n", "wa", "ua", "confusion"}`` (WA/UA in percent)."""
+def _member_logits(path: str | Path, data: str | None, classes: int | None, everything: bool, device: str,
+                   batch_size: int, cache_dir: str | None) -> tuple[dict[str, Any], list[Path], np.ndarray, torch.Tensor]:
+    """One checkpoint on the utterances it is scored on: (checkpoint, their audio files, targets, logits)."""
     from minser.data import cached_features
     from minser.features import FrontEnd
     from minser.speakers import normalise_by_speaker, statistics_for
-    from minser.train import Tensors, TrainConfig, load_data, predict, score
+    from minser.train import Tensors, TrainConfig, class_logits, load_data
 
     saved = checkpoint.load(path)
     trained = saved.get("data", {})
@@ -78,7 +79,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int 
         if "spec" not in trained:
             raise CheckpointError(f"{path}: records no training data; pass --data to score it on a corpus")
         config = TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
-                             seed=saved["train"]["seed"])
+                             seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed"))
     else:
         config = TrainConfig(data=str(data), classes=4 if classes is None else classes)
     corpus = load_data(config)
@@ -94,17 +95,61 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, classes: int 
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))
     model = checkpoint.load_model(saved).to(device)
     pad_to = saved.get("train", {}).get("pad_to", "full")
-    predictions = predict(model, items, batch_size=batch_size, pad_to=pad_to, device=device)
-    fold = saved.get("fold", {}).get("name")
-    return {"checkpoint": str(path), "fold": fold, "n": int(len(index)),
-            **score(targets, predictions, len(saved["labels"]))}
+    files = [corpus.utterances[i].path for i in index]
+    return saved, files, targets, class_logits(model, items, batch_size=batch_size, pad_to=pad_to, device=device)
 
 
-def evaluate(path: str | Path, data: str | None = None, classes: int | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Score every checkpoint of ``path`` (see :func:`checkpoints_of`); mean and std (ddof=0) of WA and UA."""
+def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | None = None, classes: int | None = None,
+                        *, everything: bool = False, device: str = "cpu", batch_size: int = 64,
+                        cache_dir: str | None = None) -> dict[str, Any]:
+    """Score one checkpoint, or an ensemble of them: ``{"checkpoint", "fold", "n", "wa", "ua", "confusion"}``
+    (WA/UA in percent; ``checkpoint`` joins an ensemble's paths with " + ").
+
+    An ensemble (a sequence of paths) predicts the class of highest mean softmax probability over
+    its members. They must know the same classes in the same order and, on their training corpus,
+    share the test split: train them with the same ``--split-seed`` (see ``minser.train``).
+    """
+    from minser.train import score
+
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths:
+        raise CheckpointError("no checkpoint to score")
+    kwargs = dict(everything=everything, device=device, batch_size=batch_size, cache_dir=cache_dir)
+    first, files, targets, logits = _member_logits(paths[0], data, classes, **kwargs)
+    if len(paths) > 1:
+        probabilities = torch.softmax(logits, -1)
+        for other in paths[1:]:
+            saved, other_files, _, other_logits = _member_logits(other, data, classes, **kwargs)
+            if list(saved["labels"]) != list(first["labels"]):
+                raise CheckpointError(f"{other} knows the classes {saved['labels']} but {paths[0]} knows "
+                                      f"{first['labels']}; ensemble models trained on the same classes")
+            if other_files != files:
+                raise CheckpointError(f"{other} and {paths[0]} were tested on different utterances (different splits); "
+                                      "ensemble runs trained with the same --split-seed, or pass --data or --all")
+            probabilities += torch.softmax(other_logits, -1)
+        logits = probabilities  # the argmax of the summed probabilities is the ensemble's prediction
+    fold = first.get("fold", {}).get("name")
+    return {"checkpoint": " + ".join(str(p) for p in paths), "fold": fold, "n": len(files),
+            **score(targets, logits.argmax(-1), len(first["labels"]))}
+
+
+def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, classes: int | None = None,
+             **kwargs: Any) -> dict[str, Any]:
+    """Score every checkpoint of ``path`` (see :func:`checkpoints_of`); mean and std (ddof=0) of WA and UA.
+
+    Several runs (a sequence of run folders or files) are scored as an ensemble: the k-th
+    checkpoints of every run form fold k's ensemble (see :func:`evaluate_checkpoint`).
+    """
     from minser.train import summarise
 
-    folds = [evaluate_checkpoint(p, data, classes, **kwargs) for p in checkpoints_of(path)]
+    runs = [path] if isinstance(path, (str, Path)) else list(path)
+    members = [checkpoints_of(run) for run in runs]
+    if len({len(found) for found in members}) > 1:
+        counts = ", ".join(f"{run}: {len(found)}" for run, found in zip(runs, members))
+        raise CheckpointError(f"an ensemble needs the same number of folds in every run ({counts}); "
+                              "train them with the same --folds")
+    folds = [evaluate_checkpoint(group[0] if len(group) == 1 else group, data, classes, **kwargs)
+             for group in zip(*members)]
     return {**summarise(folds), "folds": folds}
 
 
@@ -112,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("path", metavar="RUN_OR_CHECKPOINT", help="a run folder (scores fold-*/best.pt) or a .pt file")
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="a run folder (scores fold-*/best.pt) or a .pt file; several are scored as an ensemble "
+                        "(mean softmax probability; the k-th checkpoints of every run form fold k's ensemble, "
+                        "so train the runs with the same --split-seed)")
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
                                   "(default: the checkpoint's training data, on its fold's test split)")
     p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained)")
@@ -122,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     args = p.parse_args(argv)
     try:
-        result = evaluate(args.path, args.data, args.classes, everything=args.all, device=args.device,
+        result = evaluate(args.paths, args.data, args.classes, everything=args.all, device=args.device,
                           batch_size=args.batch_size, cache_dir=args.cache_dir)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,9 @@ matrix summed over folds as ``confusion.csv`` (and ``confusion.png`` when matplo
 
 Everything that draws random numbers is seeded from ``--seed``: model initialisation per fold,
 the noise, batch order per epoch (a generator seeded by (seed, fold, epoch)) and dropout (the
-global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit for bit.
+global torch RNG, whose state ``last.pt`` saves), so ``--resume`` continues bit for bit. The splits
+(and the ``--subset`` pick) come from ``--split-seed`` when given: runs that differ only in ``--seed``
+then share their test folds, and ``python -m minser.evaluate RUN RUN ...`` scores them as an ensemble.
 
 ``--protocol all`` trains one fold on every utterance (and its noise copy) and keeps the last
 epoch (as ``best.pt``): there is no validation or test part, so no epoch is selected and ``results.json`` has no
@@ -74,9 +76,9 @@ NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epo
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
-                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup", "class_weights", "speaker_norm")
+                 "warmup_epochs", "ema", "weight_decay", "crop", "mixup", "class_weights", "speaker_norm", "split_seed")
 
-__all__ = ["TrainConfig", "main", "parse_args", "predict", "score", "train"]
+__all__ = ["TrainConfig", "class_logits", "main", "parse_args", "predict", "score", "train"]
 
 
 @dataclass
@@ -108,6 +110,7 @@ class TrainConfig:
     speaker_norm: bool = False       # standardise the Mel bands per speaker (statistics of the training part)
     pad_to: str = "full"             # full: every utterance 7.5 s; batch: pad to the batch's longest
     seed: int = 0
+    split_seed: int | None = None    # seed of the splits and the --subset pick; None = seed
     device: str = "auto"             # auto = cuda if available else cpu
     precision: str = "auto"          # auto = bf16 (else fp16) autocast on CUDA, fp32 on CPU
     threads: int = 2                 # torch CPU threads
@@ -206,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: pad every utterance to 7.5 s (the paper); batch: batch utterances of similar "
                         "length, pad to the batch's longest and pass lengths to the model (faster)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of splits, initialisation, noise and batch order")
+    p.add_argument("--split-seed", type=int,
+                   help="seed of the splits (and the --subset pick) alone, so that runs with different --seed "
+                        "share their test folds, e.g. to ensemble them with minser.evaluate (default: --seed)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="auto: bf16 autocast on CUDA (fp16 + GradScaler where bf16 is missing), fp32 on CPU")
@@ -237,7 +243,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         class_weights=args.class_weights, spec_augment=args.spec_augment,
         crop=args.crop, mixup=args.mixup, ema=args.ema, weight_decay=args.weight_decay,
         noise_snr=None if args.no_noise else args.noise_snr, speaker_norm=args.speaker_norm, pad_to=args.pad_to,
-        seed=args.seed, device=args.device, precision=args.precision, threads=args.threads, out=args.out,
+        seed=args.seed, split_seed=args.split_seed, device=args.device, precision=args.precision, threads=args.threads, out=args.out,
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
     check_config(config)
     return config
@@ -301,8 +307,13 @@ def load_data(config: TrainConfig) -> Corpus:
         download_emodb()
         corpus = load_corpus(config.data, classes=config.classes)
     if config.subset is not None:
-        corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, config.seed))
+        corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, split_seed(config)))
     return corpus
+
+
+def split_seed(config: TrainConfig) -> int:
+    """The seed of the splits and the subset pick: ``--split-seed``, else ``--seed``."""
+    return config.seed if config.split_seed is None else config.split_seed
 
 
 def subset_indices(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -319,16 +330,16 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
     """
     from minser.splits import Split, leave_one_group_out, random_splits
 
-    targets = corpus.targets()
+    targets, seed = corpus.targets(), split_seed(config)
     if config.protocol == "all":
         none = np.empty(0, dtype=np.int64)
         splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
     elif config.protocol == "random":
-        splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=config.seed)
+        splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=seed)
     elif config.protocol == "speaker":
-        splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=config.seed)
+        splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=seed)
     else:
-        splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=config.seed)
+        splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=seed)
     return list(splits)[: config.folds]
 
 
@@ -422,21 +433,31 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: Tensors, *, batch_size: int = 64, pad_to: str = "full",
-            device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
-    """Predicted class indices ``(N,)`` of ``data`` in eval mode (batches sorted by length for ``batch``)."""
+def class_logits(model: torch.nn.Module, data: Tensors, *, batch_size: int = 64, pad_to: str = "full",
+                 device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
+    """Logits ``(N, classes)`` (float32, on the CPU) of the ``N >= 1`` utterances of ``data``, in eval
+    mode and without gradients (batches sorted by length for ``batch``)."""
     device = torch.device(device)
     dtype = autocast_dtype(precision, device)
     was_training = model.training
     model.eval()
     order = torch.argsort(data.lengths, stable=True) if pad_to == "batch" else torch.arange(len(data.y))
-    predictions = torch.empty(len(data.y), dtype=torch.long)
-    for index in order.split(batch_size):
-        x, lengths = model_input(data, index, pad_to, device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            predictions[index] = model(x, lengths=lengths).argmax(-1).cpu()
+    batches = order.split(batch_size)
+    outputs = []
+    with torch.no_grad():
+        for index in batches:
+            x, lengths = model_input(data, index, pad_to, device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                outputs.append(model(x, lengths=lengths).float().cpu())
     model.train(was_training)
-    return predictions
+    logits = torch.empty(len(data.y), outputs[0].shape[-1])
+    logits[torch.cat(batches)] = torch.cat(outputs)
+    return logits
+
+
+def predict(model: torch.nn.Module, data: Tensors, **kwargs: Any) -> torch.Tensor:
+    """Predicted class indices ``(N,)`` of ``data``: the argmax of :func:`class_logits` (same keywords)."""
+    return class_logits(model, data, **kwargs).argmax(-1)
 
 
 def score(targets: torch.Tensor | np.ndarray, predictions: torch.Tensor | np.ndarray, n_classes: int) -> dict[str, Any]:
@@ -928,6 +949,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     results = {"model": config.model, "options": spec["options"],
                "data": config.data, "classes": config.classes, "corpus": corpus.name, "protocol": config.protocol,
                "labels": list(corpus.labels), **summarise(folds), "epochs": config.epochs, "seed": config.seed,
+               "split_seed": split_seed(config),
                "folds": [{k: f[k] for k in ("name", "wa", "ua", "confusion", "best_epoch", "val_wa", "n_test",
                                              "fusion_weights", "note") if k in f} for f in folds],
                "confusion": None if confusion is None else confusion.tolist()}

@@ -6,19 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from minser.errors import CheckpointError
 from minser.evaluate import checkpoints_of, evaluate, main
 from minser.train import main as train
+from minser.train import score
+
+TINY_RUN = ["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]", "--data", "emodb",
+            "--subset", "5", "--folds", "2", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
 def run(emodb_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 2-fold, 1-epoch tiny CNN run on 5 EmoDB utterances per class: (run folder, feature cache)."""
     out, cache = tmp_path_factory.mktemp("run") / "cnn", tmp_path_factory.mktemp("cache")
-    train(["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]", "--data", "emodb",
-           "--subset", "5", "--folds", "2", "--epochs", "1", "--batch-size", "8", "--threads", "1",
-           "--out", str(out), "--cache-dir", str(cache)])
+    train([*TINY_RUN, "--out", str(out), "--cache-dir", str(cache)])
     return out, cache
 
 
@@ -49,3 +52,46 @@ def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         checkpoints_of(tmp_path)
     assert main([str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+
+def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(run: tuple[Path, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """--seed 1 --split-seed 0 trains other weights on seed 0's splits; evaluate scores both runs as an
+    ensemble: per fold, the argmax of the members' summed softmax probabilities."""
+    from minser import checkpoint
+    from minser.evaluate import _member_logits, evaluate_checkpoint
+
+    out, cache = run
+    other = tmp_path / "seed1"
+    results = train([*TINY_RUN, "--seed", "1", "--split-seed", "0", "--out", str(other), "--cache-dir", str(cache)])
+    assert results["seed"] == 1 and results["split_seed"] == 0
+    for k in (1, 2):
+        a, b = checkpoint.load(out / f"fold-{k}/best.pt"), checkpoint.load(other / f"fold-{k}/best.pt")
+        assert a["fold"]["test"] == b["fold"]["test"]
+        assert any(not torch.equal(a["state_dict"][n], b["state_dict"][n]) for n in a["state_dict"])
+
+    ensemble = evaluate([out, other], cache_dir=str(cache))
+    for k, fold in enumerate(ensemble["folds"], start=1):
+        members = [_member_logits(r / f"fold-{k}/best.pt", None, None, False, "cpu", 64, str(cache)) for r in (out, other)]
+        targets = members[0][2]
+        expected = sum(torch.softmax(m[3], -1) for m in members).argmax(-1)
+        assert fold["confusion"] == score(targets, expected, 4)["confusion"]
+        assert fold["checkpoint"] == f"{out / f'fold-{k}/best.pt'} + {other / f'fold-{k}/best.pt'}"
+    # A model ensembled with itself predicts what it predicts alone.
+    alone = evaluate_checkpoint(out / "fold-1/best.pt", cache_dir=str(cache))
+    doubled = evaluate_checkpoint([out / "fold-1/best.pt"] * 2, cache_dir=str(cache))
+    assert doubled["confusion"] == alone["confusion"]
+
+    assert main([str(out), str(other), "--cache-dir", str(cache)]) == 0
+    assert f"{out / 'fold-1/best.pt'} + {other / 'fold-1/best.pt'}: " in capsys.readouterr().out
+
+
+def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Path, Path], tmp_path: Path) -> None:
+    out, cache = run
+    other = tmp_path / "seed1"
+    train([*TINY_RUN, "--seed", "1", "--out", str(other), "--cache-dir", str(cache)])
+    with pytest.raises(CheckpointError, match="different utterances.*--split-seed"):
+        evaluate([out, other], cache_dir=str(cache))
+    with pytest.raises(CheckpointError, match=r"same number of folds.*: 2, .*: 1"):
+        evaluate([out, other / "fold-1/best.pt"], cache_dir=str(cache))

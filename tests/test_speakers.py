@@ -82,8 +82,9 @@ def test_train_normalises_with_the_training_part_and_evaluate_repeats_it(
     assert set(saved["speaker_norm"]) == set(speakers[np.concatenate([split.train, split.val, split.test])])
 
     scored = []
-    predict = train_module.predict
-    monkeypatch.setattr(train_module, "predict", lambda model, items, **kw: scored.append(items) or predict(model, items, **kw))
+    logits = train_module.class_logits
+    monkeypatch.setattr(train_module, "class_logits",
+                        lambda model, items, **kw: scored.append(items) or logits(model, items, **kw))
     evaluate(out, cache_dir=str(cache))
     expected = normalise_by_speaker(x, speakers, saved["speaker_norm"])[split.test]
     assert torch.equal(scored[0].x, torch.from_numpy(expected))
