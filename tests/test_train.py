@@ -462,3 +462,25 @@ def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cach
     assert reproduce.main(args) == 0  # both rows finished: nothing is trained again
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2  # the third row shares the first's
     assert reproduce.main(["--rows", "t9-nothing"]) == 2
+
+
+def test_reproduce_members_score_each_row_as_an_ensemble(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """--members 2: the row's run plus a --seed 1 --split-seed 0 run, scored together by minser.evaluate."""
+    from minser.evaluate import evaluate
+
+    reproduce = _tool("reproduce")
+    tiny = [f"--train-arg={a}" for a in ("--subset=5", "--batch-size=8", "--threads=1", f"--cache-dir={cache}",
+                                         "--model-opt=d_model=8", "--model-opt=channels=[2,2,2]")]
+    out = tmp_path / "rep"
+    args = ["--rows", "t2-cnn-plus-lstm", "--epochs", "1", "--folds", "2", "--members", "2", "--out", str(out), *tiny]
+    assert reproduce.main(args) == 0
+    first, second = (json.loads((out / name / "config.json").read_text())
+                     for name in ("t2-cnn-plus-lstm", "t2-cnn-plus-lstm.seed-1"))
+    assert (first["seed"], first["split_seed"], second["seed"], second["split_seed"]) == (0, None, 1, 0)
+    ensemble = evaluate([out / "t2-cnn-plus-lstm", out / "t2-cnn-plus-lstm.seed-1"], cache_dir=str(cache))
+    members = [json.loads((out / name / "results.json").read_text())["ua"]
+               for name in ("t2-cnn-plus-lstm", "t2-cnn-plus-lstm.seed-1")]
+    row = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| t2-"))
+    assert row.endswith(f"| {ensemble['ua']:.2f} ± {ensemble['ua_std']:.2f} | {members[0]:.2f} / {members[1]:.2f} |")
+    assert "ensembles of 2 runs (seeds 0 to 1, splits of seed 0)" in (out / "results.md").read_text()
+    assert reproduce.main([*args[:-len(tiny)], "--members", "0"]) == 2

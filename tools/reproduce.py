@@ -11,6 +11,11 @@ continues where it stopped, and re-running with more ``--epochs`` extends every 
 (``<out>/results.md``, rewritten atomically after every row) gives WA and UA as mean ± standard
 deviation over folds (percent), with the epochs and protocol actually run.
 
+``--members K`` makes every row an ensemble of K runs that differ only in their seed: the row's run
+(``--seed S``) and ``<out>/<row>.seed-<S+k>`` (``--seed S+k --split-seed S``, k = 1 .. K-1), which share
+its test folds. The row's WA and UA are then the ensemble's (``python -m minser.evaluate`` over the
+K runs), and the table also gives each member's UA alone.
+
 The rows follow minser.models' reading of the paper (README "Models"; Table 1: baseline 1 with
 and without positional encoding, baseline 2 and ILT with each fusion; Table 2: CNN-Transformer, LSTM-Transformer, CNN+LSTM and CAT with each branch
 set). The paper's own figures are not reproduced here: we could not source them, and
@@ -28,6 +33,8 @@ from typing import Any
 
 from minser.checkpoint import atomic_write
 from minser.errors import MinserError
+from minser.evaluate import evaluate
+from minser.train import build_parser
 from minser.train import main as train
 
 
@@ -74,15 +81,46 @@ def finished(folder: Path, epochs: int, folds: int | None) -> dict[str, Any] | N
 
 def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> str:
     """The markdown table of finished rows."""
+    ensemble = args.members > 1
     lines = [f"# Tables 1 and 2 on `{args.data}` ({args.classes} classes)", "",
              f"Protocol `{args.protocol}`, {args.epochs} epochs per fold, seed {args.seed}; WA and UA in percent, "
-             "mean ± standard deviation (ddof=0) over the folds run. Written by `tools/reproduce.py`"
+             "mean ± standard deviation (ddof=0) over the folds run"
+             + (f", of ensembles of {args.members} runs (seeds {args.seed} to {args.seed + args.members - 1}, "
+                f"splits of seed {args.seed})" if ensemble else "")
+             + ". Written by `tools/reproduce.py`"
              + (f"; every run also had `{' '.join(args.train_arg)}`." if args.train_arg else "."), "",
-             "| row | table | network | folds | WA | UA |", "|---|---|---|---|---|---|"]
+             "| row | table | network | folds | WA | UA |" + (" UA of each member |" if ensemble else ""),
+             "|---|---|---|---|---|---|" + ("---|" if ensemble else "")]
     for row, r in rows:
+        members = f" {' / '.join(f'{ua:.2f}' for ua in r['member_ua'])} |" if ensemble else ""
         lines.append(f"| {row.id} | {row.table} | {row.label} | {len(r['folds'])} | "
-                     f"{r['wa']:.2f} ± {r['wa_std']:.2f} | {r['ua']:.2f} ± {r['ua_std']:.2f} |")
+                     f"{r['wa']:.2f} ± {r['wa_std']:.2f} | {r['ua']:.2f} ± {r['ua_std']:.2f} |{members}")
     return "\n".join(lines) + "\n"
+
+
+def run_once(row: Row, folder: Path, seed: int, split_seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The results of one run of ``row``: read when finished, else trained (resumed when interrupted)."""
+    if (results := finished(folder, args.epochs, args.folds)) is not None:
+        print(f"== {folder.name}: finished earlier, skipped", flush=True)
+        return results
+    common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
+              args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
+              *(["--split-seed", str(split_seed)] if split_seed is not None else []),
+              *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
+    print(f"== {folder.name}: {row.label}" + (f", seed {seed}" if split_seed is not None else ""), flush=True)
+    return train(common + (["--resume"] if (folder / "config.json").is_file() else []))
+
+
+def run_row(row: Row, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A row's results: its run's, or with ``--members K`` the ensemble's, with ``member_ua``."""
+    results = run_once(row, out / row.id, args.seed, None, args)
+    if args.members == 1:
+        return results
+    folders = [out / row.id, *(out / f"{row.id}.seed-{args.seed + k}" for k in range(1, args.members))]
+    member_ua = [results["ua"]] + [run_once(row, folder, args.seed + k, args.seed, args)["ua"]
+                                   for k, folder in enumerate(folders[1:], start=1)]
+    cache_dir = build_parser().parse_known_args(args.train_arg)[0].cache_dir
+    return {**evaluate(folders, cache_dir=cache_dir), "member_ua": member_ua}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="random", help="random, speaker or session (see minser.train)")
     p.add_argument("--epochs", type=int, default=100, help="epochs per fold")
     p.add_argument("--folds", type=int, help="run only the first N folds")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (of the first member with --members)")
+    p.add_argument("--members", type=int, default=1,
+                   help="runs per row, seeds --seed, --seed+1, ... on the splits of --seed, scored as an ensemble")
     p.add_argument("--out", default="runs/reproduce", help="folder of the row runs and results.md")
     p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for every minser.train run (repeatable), e.g. --train-arg=--pad-to=batch")
@@ -104,24 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown rows {unknown}; valid rows: {', '.join(by_id)}", file=sys.stderr)
         return 2
+    if args.members < 1:
+        print(f"error: --members {args.members}: give 1 (no ensemble) or more runs per row", file=sys.stderr)
+        return 2
     out = Path(args.out)
     done: list[tuple[Row, dict[str, Any]]] = []
     for row in (by_id[name] for name in wanted):
-        folder = out / row.id
         twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
         if twin is not None:
             # The same network in both tables (CNN-Transformer): one run serves both rows.
             print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
             results = twin[1]
-        elif (results := finished(folder, args.epochs, args.folds)) is not None:
-            print(f"== {row.id}: finished earlier, skipped", flush=True)
         else:
-            common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
-                      args.protocol, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(folder),
-                      *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
-            print(f"== {row.id}: {row.label}", flush=True)
             try:
-                results = train(common + (["--resume"] if (folder / "config.json").is_file() else []))
+                results = run_row(row, out, args)
             except MinserError as exc:
                 print(f"error: {row.id}: {exc}", file=sys.stderr)
                 return 2
