@@ -8,6 +8,10 @@ rounded to 6 decimals). A file that
 cannot be read or scored is reported on stderr as one JSON line ``{"file": ..., "error": ...}``,
 and the others are still labelled; the exit status is then 1 (2 when the model cannot be loaded).
 Audio longer than 7.5 s is scored over sliding windows (see :mod:`minser.recognizer`).
+
+A model trained with ``--speaker-norm`` needs the speaker enrolled: ``--enrol FILE`` (repeated, 10 or
+more recordings of the speaker) gives the Mel-band statistics that normalise every FILE, which are all
+taken to be that one speaker's.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import sys
 from typing import Sequence
 
-from minser.errors import MinserError
+from minser.errors import CheckpointError, MinserError
 
 __all__ = ["SCORE_DECIMALS", "build_parser", "main"]
 
@@ -33,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="CHECKPOINT",
                    help="a .pt checkpoint of minser.train or minser.export, or a one-fold run folder "
                         "(default: the pretrained model shipped with minser)")
+    p.add_argument("--enrol", action="append", metavar="FILE",
+                   help="a recording of the speaker, for a model trained with --speaker-norm (repeat it: "
+                        "10 or more recordings; every FILE is taken to be this speaker)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     return p
 
@@ -51,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         recognizer = Recognizer.load(args.model)
+        if args.enrol:
+            recognizer = recognizer.for_speaker(args.enrol)
+        elif recognizer.speaker_norm:
+            raise CheckpointError(f"{recognizer.source}: was trained with --speaker-norm; enrol the speaker with "
+                              "--enrol FILE, repeated for several recordings of them (10 or more)")
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,11 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   aligned with the end of the audio so every sample is seen. The label probabilities are the
   mean of the windows' probabilities (softmax of each window's logits).
 
+A checkpoint trained with ``--speaker-norm`` standardises every Mel band with its speaker's statistics,
+so it labels audio only after enrolment: ``rec.for_speaker(recordings)`` returns a recognizer for one
+speaker, whose statistics come from the valid frames of ``recordings`` (several recordings of that
+speaker, cut into non-overlapping 7.5 s pieces; 10 or more, see :mod:`minser.speakers`).
+
 Checkpoints are loaded as data only (``torch.load(..., weights_only=True)``). A checkpoint with
 ``"quantize": "int8"`` (written by ``python -m minser.export --quantize int8``) holds the float
 weights and is quantized when loaded: the packed int8 LSTM weights of
@@ -34,6 +39,7 @@ int8 model.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Sequence
@@ -49,7 +55,7 @@ from minser import checkpoint
 from minser.audio import check_wave, load, resample
 from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
-from minser.speakers import refuse_single_recordings
+from minser.speakers import speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "quantize_int8",
            "resolve_checkpoint", "window_starts"]
@@ -126,11 +132,13 @@ class Recognizer:
     """A trained network with its front end and class names, ready to label audio on the CPU.
 
     Build it with :meth:`load`; ``model`` maps log-Mel features ``(batch, n_mels, frames)`` and
-    ``lengths`` ``(batch,)`` to logits ``(batch, n_classes)``.
+    ``lengths`` ``(batch,)`` to logits ``(batch, n_classes)``. ``speaker_norm`` marks a network
+    trained on speaker-normalised features: it needs ``speaker_stats`` (``[mean, std]`` per Mel band,
+    from :meth:`for_speaker`) before it labels anything.
     """
 
     def __init__(self, model: torch.nn.Module, labels: Sequence[str], frontend: FrontEnd, *,
-                 pass_lengths: bool = True, source: str | None = None) -> None:
+                 pass_lengths: bool = True, source: str | None = None, speaker_norm: bool = False) -> None:
         self.model = model.eval()
         self.labels = tuple(labels)
         self.frontend = frontend
@@ -138,6 +146,8 @@ class Recognizer:
         self.pass_lengths = pass_lengths
         self.source = source
         self.min_frames = int(getattr(model, "min_frames", 1))
+        self.speaker_norm = speaker_norm
+        self.speaker_stats: list[list[float]] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Recognizer:
@@ -155,7 +165,6 @@ class Recognizer:
         from minser.models import from_spec
 
         name = source or "checkpoint"
-        refuse_single_recordings(saved, name)
         quantize = saved.get("quantize")
         if quantize not in (None, "int8"):
             raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
@@ -172,7 +181,29 @@ class Recognizer:
             model = quantize_int8(model)
         pad_to = saved.get("train", {}).get("pad_to", "full") if isinstance(saved.get("train"), dict) else "full"
         return cls(model, saved["labels"], FrontEnd.from_dict(saved["frontend"]), pass_lengths=pad_to == "batch",
-                   source=source)
+                   source=source, speaker_norm=bool(saved.get("speaker_norm")))
+
+    def for_speaker(self, recordings: Sequence[Audio], sr: int | None = None) -> Recognizer:
+        """This recognizer for one speaker of a ``--speaker-norm`` network, enrolled from ``recordings``
+        (paths or 1-D arrays with ``sr``; several, 10 or more for accuracy near the evaluated one).
+
+        The speaker's ``[mean, std]`` per Mel band are taken over the valid frames of the recordings,
+        cut into non-overlapping windows of 7.5 s (a piece shorter than one analysis window is
+        dropped); the returned copy shares the network and standardises its inputs with them.
+        """
+        if not self.speaker_norm:
+            raise CheckpointError(f"{self.source or 'checkpoint'}: was trained without --speaker-norm, so it takes "
+                                  "no speaker statistics; call predict directly")
+        if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
+            raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
+        waves, _ = self._waves(list(recordings), sr)
+        window = self.frontend.n_samples
+        pieces = [wave[start:start + window] for wave in waves for start in range(0, len(wave), window)]
+        pieces = [p for p in pieces if len(p) >= self.frontend.win_length] or pieces[:1]
+        features, lengths = extract(pieces, self.frontend)
+        enrolled = copy.copy(self)
+        enrolled.speaker_stats = speaker_statistics(features, lengths, np.array(["enrolled"] * len(pieces)))["enrolled"]
+        return enrolled
 
     # ------------------------------------------------------------------------------------------
     # Input
@@ -212,7 +243,15 @@ class Recognizer:
 
     @torch.no_grad()
     def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``."""
+        """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``
+        (standardised with the enrolled speaker's statistics first for a ``--speaker-norm`` network)."""
+        if self.speaker_norm:
+            if self.speaker_stats is None:
+                raise CheckpointError(
+                    f"{self.source or 'checkpoint'}: was trained with --speaker-norm, so it needs the speaker's "
+                    "statistics: enrol the speaker first, rec = rec.for_speaker([several recordings of them]) "
+                    "(python -m minser.predict --enrol FILE ...), then predict")
+            features = standardise(features, self.speaker_stats)
         lengths = np.maximum(lengths, self.min_frames)
         if self.pass_lengths:
             frames = int(lengths.max())

@@ -11,7 +11,7 @@ import torch
 from minser import Recognizer, checkpoint
 from minser import train as train_module
 from minser.data import cached_features
-from minser.errors import CheckpointError, DataError
+from minser.errors import AudioError, CheckpointError, DataError
 from minser.evaluate import evaluate
 from minser.export import main as export_main
 from minser.features import FrontEnd
@@ -102,15 +102,85 @@ def test_train_normalises_with_the_training_part_and_evaluate_repeats_it(
     assert torch.equal(scored[1].x, torch.from_numpy(normalise_by_speaker(ox, other.speakers(), own)))
 
 
-def test_single_recording_paths_refuse_a_speaker_normalised_checkpoint(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+def _tiny_speaker_norm_run(out: Path, cache: Path) -> Path:
+    """fold-1/best.pt of a 1-epoch tiny CNN trained with --speaker-norm on 5 EmoDB utterances per class."""
+    train_module.main(["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]",
+                       "--speaker-norm", "--pad-to", "batch", "--data", "emodb", "--subset", "5", "--folds", "1",
+                       "--epochs", "1", "--batch-size", "8", "--threads", "1", "--out", str(out),
+                       "--cache-dir", str(cache)])
+    return out / "fold-1/best.pt"
+
+
+def test_an_enrolled_recognizer_normalises_like_evaluate_on_that_speakers_recordings(
+        emodb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Recognizer.for_speaker(files) takes the statistics evaluate takes for an unknown speaker from the
+    same files, so it gives the same probabilities; without enrolment it refuses, naming the way out."""
+    from minser.audio import load
+    from minser.evaluate import _member_logits
+    from minser.predict import main as predict_main
+
+    best = _tiny_speaker_norm_run(tmp_path / "run", tmp_path / "cache")
+    files = sorted((emodb_root / "wav").glob("03*[WN]a.wav"))[:6]
+    manifest = tmp_path / "speaker03.csv"
+    manifest.write_text("path,label,speaker\n" + "".join(
+        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'},03\n" for p in files))
+    rec = Recognizer.load(best)
+    with pytest.raises(CheckpointError, match="--speaker-norm.*for_speaker"):
+        rec.predict(files[0])
+    enrolled = rec.for_speaker(files)
+    assert rec.speaker_stats is None and enrolled.model is rec.model  # a copy for the speaker
+    *_, logits = _member_logits(best, str(manifest), None, False, "cpu", 64, str(tmp_path / "cache"))
+    mine = enrolled.probabilities([load(p, sr=16000) for p in files])
+    np.testing.assert_allclose(mine, torch.softmax(logits, -1).numpy(), rtol=1e-4, atol=1e-5)
+
+    assert predict_main([str(files[0]), "--model", str(best)]) == 2
+    assert "--enrol FILE" in capsys.readouterr().err
+    assert predict_main([str(files[0]), "--model", str(best), *(f"--enrol={p}" for p in files)]) == 0
+    assert '"label"' in capsys.readouterr().out
+
+
+def test_enrolment_cuts_long_recordings_into_windows_and_is_refused_where_it_does_not_apply(tmp_path: Path,
+                                                                                           capsys) -> None:
     from minser.models import build
 
     model = build("cnn", 4, d_model=8, channels=[2, 2, 2])
-    path = checkpoint.save(tmp_path / "best.pt", spec=model.spec, labels=["a", "b", "c", "d"],
-                           frontend=FrontEnd().to_dict(), state_dict=model.state_dict(),
-                           speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
-    with pytest.raises(CheckpointError, match="trained with --speaker-norm.*minser.evaluate"):
-        Recognizer.load(path)
-    assert export_main([str(path), "--quantize", "int8"]) == 2
-    assert "--speaker-norm" in capsys.readouterr().err and not (tmp_path / "best.int8.pt").exists()
+    fields = dict(spec=model.spec, labels=["a", "b", "c", "d"], frontend=FrontEnd().to_dict(),
+                  state_dict=model.state_dict())
+    normed = checkpoint.save(tmp_path / "normed.pt", **fields, speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    plain = checkpoint.save(tmp_path / "plain.pt", **fields)
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(20 * 16000) * np.linspace(0.2, 1.0, 20 * 16000)).astype(np.float32)
+    rec = Recognizer.load(normed)
+    # 20 s = two 7.5 s windows and a 5 s rest: the same statistics as the three pieces given apart.
+    one = rec.for_speaker([wave], sr=16000).speaker_stats
+    apart = rec.for_speaker([wave[:120000], wave[120000:240000], wave[240000:]], sr=16000).speaker_stats
+    np.testing.assert_allclose(one, apart, rtol=1e-6)
+    with pytest.raises(AudioError, match="a list of recordings"):
+        rec.for_speaker(wave, sr=16000)
+    with pytest.raises(CheckpointError, match="without --speaker-norm"):
+        Recognizer.load(plain).for_speaker([wave], sr=16000)
+    assert export_main([str(normed), "--quantize", "int8"]) == 2  # an exported model cannot be enrolled
+    assert "for_speaker" in capsys.readouterr().err and not (tmp_path / "normed.int8.pt").exists()
+
+
+def test_enrolment_curve_with_every_recording_is_evaluates_score(emodb_root: Path, tmp_path: Path) -> None:
+    """tools/enrolment_curve.py enrols through Recognizer.for_speaker; with all of the test speaker's
+    recordings it takes the statistics evaluate takes for that unseen speaker, so it prints evaluate's UA."""
+    import subprocess
+    import sys
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    train_module.main(["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]",
+                       "--speaker-norm", "--pad-to", "batch", "--protocol", "speaker", "--data", "emodb",
+                       "--subset", "8", "--folds", "1", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                       "--out", str(out), "--cache-dir", str(cache)])
+    scored = evaluate(out, cache_dir=str(cache))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "enrolment_curve.py"
+    done = subprocess.run([sys.executable, str(tool), str(out), "--counts", "2,all", "--draws", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isalnum()]
+    assert [r.split(" | ")[0] for r in rows] == ["| k", "| 2", "| all"]
+    assert rows[2] == f"| all | {scored['ua']:.2f} |"
+    bad = subprocess.run([sys.executable, str(tool), str(out), "--counts", "two"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--counts 'two'" in bad.stderr
