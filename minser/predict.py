@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.enrol:
             recognizer = recognizer.for_speaker(args.enrol)
         elif recognizer.speaker_norm:
-            raise CheckpointError(f"{recognizer.source}: was trained with --speaker-norm; enrol the speaker with "
-                              "--enrol FILE, repeated for several recordings of them (10 or more)")
+            raise CheckpointError(f"{recognizer.source}: was trained with --speaker-norm; enrol the speaker "
+                                  "with --enrol FILE, repeated for several recordings of them (10 or more)")
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

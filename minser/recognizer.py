@@ -196,6 +196,8 @@ class Recognizer:
                                   "no speaker statistics; call predict directly")
         if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
+        if len(recordings) == 0:
+            raise AudioError("for_speaker: no recordings; pass several recordings of the speaker (10 or more)")
         waves, _ = self._waves(list(recordings), sr)
         window = self.frontend.n_samples
         pieces = [wave[start:start + window] for wave in waves for start in range(0, len(wave), window)]

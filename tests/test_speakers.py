@@ -157,6 +157,8 @@ def test_enrolment_cuts_long_recordings_into_windows_and_is_refused_where_it_doe
     np.testing.assert_allclose(one, apart, rtol=1e-6)
     with pytest.raises(AudioError, match="a list of recordings"):
         rec.for_speaker(wave, sr=16000)
+    with pytest.raises(AudioError, match="no recordings"):
+        rec.for_speaker([])
     with pytest.raises(CheckpointError, match="without --speaker-norm"):
         Recognizer.load(plain).for_speaker([wave], sr=16000)
     assert export_main([str(normed), "--quantize", "int8"]) == 2  # an exported model cannot be enrolled
