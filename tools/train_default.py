@@ -56,7 +56,7 @@ def ship(last: dict, path: Path, code: dict) -> Path:
         path, spec=last["spec"], labels=last["labels"], frontend=last["frontend"], state_dict=last["state_dict"],
         data={"spec": "emodb", "classes": 7, "subset": None, "utterances": "all 535"},
         train={key: config[key] for key in ("model", "classes", "epochs", "batch_size", "lr", "betas", "noise_snr",
-                                            "pad_to", "seed", "threads")},
+                                            "ema", "crop", "mixup", "pad_to", "seed", "threads")},
         epoch=last["epoch"], recipe="tools/train_default.py", code=code)
 
 
