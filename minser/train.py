@@ -444,11 +444,10 @@ def class_logits(model: torch.nn.Module, data: Tensors, *, batch_size: int = 64,
     order = torch.argsort(data.lengths, stable=True) if pad_to == "batch" else torch.arange(len(data.y))
     batches = order.split(batch_size)
     outputs = []
-    with torch.no_grad():
-        for index in batches:
-            x, lengths = model_input(data, index, pad_to, device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                outputs.append(model(x, lengths=lengths).float().cpu())
+    for index in batches:
+        x, lengths = model_input(data, index, pad_to, device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outputs.append(model(x, lengths=lengths).float().cpu())
     model.train(was_training)
     logits = torch.empty(len(data.y), outputs[0].shape[-1])
     logits[torch.cat(batches)] = torch.cat(outputs)
