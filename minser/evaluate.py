@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ import torch
 from minser import checkpoint
 from minser.errors import CheckpointError, DataError, MinserError
 
-__all__ = ["checkpoints_of", "evaluate", "evaluate_checkpoint", "main"]
+if TYPE_CHECKING:
+    from minser.data import Corpus
+
+__all__ = ["checkpoints_of", "evaluate", "evaluate_checkpoint", "main", "training_corpus"]
 
 
 def checkpoints_of(path: str | Path) -> list[Path]:
@@ -64,6 +67,18 @@ def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: 
     return index, targets
 
 
+def training_corpus(saved: dict[str, Any], name: str | Path) -> Corpus:
+    """The corpus a loaded checkpoint (called ``name`` in errors) was trained on, as its fold indices see
+    it: the recorded data, classes and ``--subset`` pick (of ``--split-seed``, else ``--seed``)."""
+    from minser.train import TrainConfig, load_data
+
+    trained = saved.get("data", {})
+    if "spec" not in trained:
+        raise CheckpointError(f"{name}: records no training data; pass --data to score it on a corpus")
+    return load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
+                                 seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
+
+
 def _member_logits(path: str | Path, data: str | None, classes: int | None, everything: bool, device: str,
                    batch_size: int, cache_dir: str | None) -> tuple[dict[str, Any], list[Path], np.ndarray, torch.Tensor]:
     """One checkpoint on the utterances it is scored on: (checkpoint, their audio files, targets, logits)."""
@@ -76,13 +91,9 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     trained = saved.get("data", {})
     same_corpus = data is None or (str(data) == trained.get("spec") and classes in (None, trained.get("classes")))
     if same_corpus:
-        if "spec" not in trained:
-            raise CheckpointError(f"{path}: records no training data; pass --data to score it on a corpus")
-        config = TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
-                             seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed"))
+        corpus = training_corpus(saved, path)
     else:
-        config = TrainConfig(data=str(data), classes=4 if classes is None else classes)
-    corpus = load_data(config)
+        corpus = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes))
     index, targets = _scored_items(saved, corpus, same_corpus, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
     if saved.get("speaker_norm"):

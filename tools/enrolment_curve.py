@@ -24,9 +24,8 @@ import numpy as np
 from minser import Recognizer, checkpoint
 from minser.audio import load
 from minser.errors import MinserError
-from minser.evaluate import checkpoints_of
+from minser.evaluate import checkpoints_of, training_corpus
 from minser.metrics import unweighted_accuracy
-from minser.train import TrainConfig, load_data
 
 
 def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) -> dict[int | None, list[float]]:
@@ -34,9 +33,7 @@ def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) 
     saved = checkpoint.load(path)
     if not saved.get("speaker_norm"):
         raise MinserError(f"{path}: trained without --speaker-norm; give a run trained with --speaker-norm")
-    trained = saved["data"]
-    corpus = load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
-                                   seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
+    corpus = training_corpus(saved, path)
     test = np.asarray(saved["fold"]["test"], dtype=np.int64)
     if len({corpus.utterances[i].speaker for i in test}) != 1:
         raise MinserError(f"{path}: its test part holds several speakers; give a --protocol speaker run")
