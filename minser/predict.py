@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Sequence
 
-from minser.errors import CheckpointError, MinserError
+from minser.errors import MinserError
 
 __all__ = ["SCORE_DECIMALS", "build_parser", "main"]
 
@@ -60,9 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recognizer = Recognizer.load(args.model)
         if args.enrol:
             recognizer = recognizer.for_speaker(args.enrol)
-        elif recognizer.speaker_norm:
-            raise CheckpointError(f"{recognizer.source}: was trained with --speaker-norm; enrol the speaker "
-                                  "with --enrol FILE, repeated for several recordings of them (10 or more)")
+        recognizer.check_enrolled()  # before any file, so that a missing --enrol is one error, not one per file
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

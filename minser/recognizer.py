@@ -207,6 +207,14 @@ class Recognizer:
         enrolled.speaker_stats = speaker_statistics(features, lengths, np.array(["enrolled"] * len(pieces)))["enrolled"]
         return enrolled
 
+    def check_enrolled(self) -> None:
+        """Raise CheckpointError, saying how to enrol, when a ``--speaker-norm`` network has no speaker yet."""
+        if self.speaker_norm and self.speaker_stats is None:
+            raise CheckpointError(
+                f"{self.source or 'checkpoint'}: was trained with --speaker-norm, so it needs the speaker's "
+                "statistics: enrol the speaker first, rec = rec.for_speaker([several recordings of them]) "
+                "(python -m minser.predict --enrol FILE ...), then predict")
+
     # ------------------------------------------------------------------------------------------
     # Input
 
@@ -248,11 +256,7 @@ class Recognizer:
         """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``
         (standardised with the enrolled speaker's statistics first for a ``--speaker-norm`` network)."""
         if self.speaker_norm:
-            if self.speaker_stats is None:
-                raise CheckpointError(
-                    f"{self.source or 'checkpoint'}: was trained with --speaker-norm, so it needs the speaker's "
-                    "statistics: enrol the speaker first, rec = rec.for_speaker([several recordings of them]) "
-                    "(python -m minser.predict --enrol FILE ...), then predict")
+            self.check_enrolled()
             features = standardise(features, self.speaker_stats)
         lengths = np.maximum(lengths, self.min_frames)
         if self.pass_lengths:
