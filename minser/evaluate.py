@@ -166,8 +166,10 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
+    from minser.train import HelpFormatter
+
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
                    help="a run folder (scores fold-*/best.pt) or a .pt file; several are scored as an ensemble "
                         "(mean softmax probability; the k-th checkpoints of every run form fold k's ensemble, "

@@ -132,13 +132,20 @@ def _option_value(text: str) -> Any:
         return text
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows an option's default unless there is none to show (``None``, a ``store_true`` flag) or its help
+    already says it in words ("(default: as trained)"); the raw description keeps the docstring's layout."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minser.train`` argument parser."""
-    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        pass
-
     p = argparse.ArgumentParser(prog="python -m minser.train", description="\n\n".join(__doc__.split("\n\n")[:3]),
-                                formatter_class=Formatter)
+                                formatter_class=HelpFormatter)
     d = TrainConfig()
     p.add_argument("--model", default=d.model, help="network name (see minser.models.MODELS), e.g. ilt, cat, cnn")
     model = p.add_argument_group("model options (only passed when given; the model's defaults apply otherwise)")

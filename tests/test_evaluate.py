@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,13 @@ def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Pa
         evaluate([out, other], cache_dir=str(cache))
     with pytest.raises(CheckpointError, match=r"same number of folds.*: 2, .*: 1"):
         evaluate([out, other / "fold-1/best.pt"], cache_dir=str(cache))
+
+
+@pytest.mark.parametrize("cli", ["train", "evaluate"])
+def test_help_states_each_default_once(cli: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        (train if cli == "train" else main)(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert not re.search(r"\(default[^)]*\) \(default", text), "an option's default is stated twice"
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: cpu)" in text if cli == "evaluate" else "(default: 0)" in text  # 0 is a default to show

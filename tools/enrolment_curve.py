@@ -25,6 +25,7 @@ from minser import Recognizer, checkpoint
 from minser.audio import load
 from minser.errors import MinserError
 from minser.evaluate import checkpoints_of, training_corpus
+from minser.train import HelpFormatter
 from minser.metrics import unweighted_accuracy
 
 
@@ -54,7 +55,7 @@ def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/enrolment_curve.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("run", help="run folder of python -m minser.train --protocol speaker --speaker-norm")
     p.add_argument("--counts", default="1,2,3,5,10,all", help="enrolment recordings per speaker, comma-separated")
     p.add_argument("--draws", type=int, default=5, help="random enrolment sets per fold and count")
