@@ -2,6 +2,7 @@
 
     python -m minser.predict examples/clips/anger_03a01Wa.wav          # the pretrained default
     python -m minser.predict a.wav b.flac --model runs/cnn/fold-1/best.pt
+    python -m minser.predict a.wav --model a.pt --model b.pt --model c.pt   # an ensemble: mean probabilities
 
 Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}`` (probabilities
 rounded to 6 decimals). A file that
@@ -34,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m minser.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format soundfile reads)")
-    p.add_argument("--model", metavar="CHECKPOINT",
-                   help="a .pt checkpoint of minser.train or minser.export, or a one-fold run folder "
-                        "(default: the pretrained model shipped with minser)")
+    p.add_argument("--model", metavar="CHECKPOINT", action="append",
+                   help="a .pt checkpoint of minser.train or minser.export, or a one-fold run folder; repeat it "
+                        "to label with an ensemble, the mean probability of the checkpoints (default: the "
+                        "pretrained model shipped with minser)")
     p.add_argument("--enrol", action="append", metavar="FILE",
                    help="a recording of the speaker, for a model trained with --speaker-norm (repeat it: "
                         "10 or more recordings; every FILE is taken to be this speaker)")

@@ -23,6 +23,10 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   aligned with the end of the audio so every sample is seen. The label probabilities are the
   mean of the windows' probabilities (softmax of each window's logits).
 
+Several checkpoints serve as one ensemble: ``Recognizer.load([a, b, c])`` labels with the mean of their
+label probabilities (window by window), as ``python -m minser.evaluate a b c`` scores them. They must
+share their labels, front end and input convention (see :meth:`Recognizer.ensemble`).
+
 A checkpoint trained with ``--speaker-norm`` standardises every Mel band with its speaker's statistics,
 so it labels audio only after enrolment: ``rec.for_speaker(recordings)`` returns a recognizer for one
 speaker, whose statistics come from the valid frames of ``recordings`` (several recordings of that
@@ -40,6 +44,7 @@ int8 model.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -57,8 +62,8 @@ from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
-__all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "quantize_int8",
-           "resolve_checkpoint", "window_starts"]
+__all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "MeanProbability", "Prediction", "Recognizer",
+           "quantize_int8", "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
@@ -123,6 +128,25 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return starts + [n_samples - window]
 
 
+class MeanProbability(torch.nn.Module):
+    """Several networks as one: ``log(mean_k softmax(member_k(x, lengths)))`` ``(batch, n_classes)``.
+
+    Its softmax is the members' mean label probability, the ensemble rule of :mod:`minser.evaluate`.
+    ``min_frames`` is the largest of the members', so every member gets an input it accepts.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.min_frames = max(int(getattr(m, "min_frames", 1)) for m in members)
+        self.name = " + ".join(getattr(m, "name", type(m).__name__) for m in members)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # log-sum-exp of log-probabilities: the log of the mean without underflow to log(0).
+        log_probs = torch.stack([torch.log_softmax(m(x, lengths).float(), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
 def _is_channels(array: np.ndarray) -> bool:
     """True for a 2-D ``(samples, channels)`` array (soundfile's layout), not a ``(batch, samples)`` batch."""
     return array.ndim == 2 and array.shape[1] <= MAX_CHANNELS and array.shape[0] > array.shape[1]
@@ -150,9 +174,12 @@ class Recognizer:
         self.speaker_stats: list[list[float]] | None = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> Recognizer:
+    def load(cls, path: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> Recognizer:
         """Load a checkpoint file or run folder (see :func:`resolve_checkpoint`); ``None`` loads the
-        pretrained default shipped inside the package (``minser/assets/default.pt``)."""
+        pretrained default shipped inside the package (``minser/assets/default.pt``); a list or tuple
+        of them loads each and serves them as one ensemble (:meth:`ensemble`)."""
+        if isinstance(path, (list, tuple)):
+            return cls.ensemble([cls.load(member) for member in path])
         if path is None:
             with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
                 return cls.from_checkpoint(checkpoint.load(default), source=f"minser.assets/{DEFAULT_MODEL}")
@@ -182,6 +209,37 @@ class Recognizer:
         pad_to = saved.get("train", {}).get("pad_to", "full") if isinstance(saved.get("train"), dict) else "full"
         return cls(model, saved["labels"], FrontEnd.from_dict(saved["frontend"]), pass_lengths=pad_to == "batch",
                    source=source, speaker_norm=bool(saved.get("speaker_norm")))
+
+    @classmethod
+    def ensemble(cls, members: Sequence[Recognizer]) -> Recognizer:
+        """One recognizer that labels with the mean label probability of ``members`` (:class:`MeanProbability`).
+
+        The members must have the same labels in the same order, the same front end, the same input
+        convention (lengths passed or full padding) and the same ``speaker_norm``; a speaker-normalised
+        ensemble is enrolled as a whole (``ensemble.for_speaker(...)``), so members must not be enrolled.
+
+        Raises:
+            CheckpointError: no members, or a member that differs from the first, naming both.
+        """
+        if not members:
+            raise CheckpointError("ensemble: no members; pass one or more checkpoints")
+        first = members[0]
+        for member in members[1:]:
+            for what, a, b in (("labels", first.labels, member.labels), ("front end", first.frontend, member.frontend),
+                               ("padding (--pad-to)", first.pass_lengths, member.pass_lengths),
+                               ("--speaker-norm", first.speaker_norm, member.speaker_norm)):
+                if a != b:
+                    raise CheckpointError(f"ensemble: {member.source or 'a member'} differs from "
+                                          f"{first.source or 'the first member'} in its {what} ({b!r} against "
+                                          f"{a!r}); ensemble checkpoints trained alike, on the same classes")
+        if any(member.speaker_stats is not None for member in members):
+            raise CheckpointError("ensemble: a member is already enrolled; build the ensemble from the loaded "
+                                  "checkpoints and enrol it as a whole with ensemble.for_speaker(...)")
+        if len(members) == 1:
+            return first
+        return cls(MeanProbability([m.model for m in members]), first.labels, first.frontend,
+                   pass_lengths=first.pass_lengths, source=" + ".join(str(m.source) for m in members),
+                   speaker_norm=first.speaker_norm)
 
     def for_speaker(self, recordings: Sequence[Audio], sr: int | None = None) -> Recognizer:
         """This recognizer for one speaker of a ``--speaker-norm`` network, enrolled from ``recordings``

@@ -21,13 +21,17 @@ SR = 16000
 LABELS = ("anger", "neutral")
 
 
+def save_cnn(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised small cnn checkpoint (the CLI only needs a loadable one)."""
+    torch.manual_seed(seed)
+    net = build("cnn", len(LABELS), d_model=8, channels=[4, 4, 4])
+    return checkpoint.save(path, spec=net.spec, labels=LABELS, frontend=FrontEnd().to_dict(),
+                           state_dict=net.state_dict(), train={"pad_to": "batch"})
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A randomly initialised small cnn checkpoint (the CLI only needs a loadable one)."""
-    torch.manual_seed(0)
-    net = build("cnn", len(LABELS), d_model=8, channels=[4, 4, 4])
-    return checkpoint.save(tmp_path_factory.mktemp("model") / "cnn.pt", spec=net.spec, labels=LABELS,
-                           frontend=FrontEnd().to_dict(), state_dict=net.state_dict(), train={"pad_to": "batch"})
+    return save_cnn(tmp_path_factory.mktemp("model") / "cnn.pt")
 
 
 @pytest.fixture
@@ -64,6 +68,18 @@ def test_bad_files_are_named_on_stderr_and_the_others_still_labelled(model, clip
     assert [e["file"] for e in errors] == [str(corrupt), str(missing)]
     assert "cannot be read as audio" in errors[0]["error"] and str(corrupt) in errors[0]["error"]
     assert "no such audio file" in errors[1]["error"]
+
+
+def test_repeated_model_labels_with_the_ensemble(model, clip, tmp_path, capsys):
+    from minser.recognizer import Recognizer
+
+    other = save_cnn(tmp_path / "other.pt", seed=1)
+    assert main([str(clip), "--model", str(model), "--model", str(other)]) == 0
+    scores = lines(capsys.readouterr().out)[0]["scores"]
+    expected = Recognizer.load([model, other]).predict(clip).scores
+    assert scores == pytest.approx(expected, abs=1e-6)
+    alone = [Recognizer.load(path).predict(clip).scores["anger"] for path in (model, other)]
+    assert scores["anger"] == pytest.approx(sum(alone) / 2, abs=1e-5) and alone[0] != pytest.approx(alone[1])
 
 
 def test_unloadable_model_exits_2(clip, tmp_path, capsys):

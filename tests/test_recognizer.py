@@ -24,16 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO / "examples" / "clips"
 
 
-def save_tiny(path: Path, pad_to: str = "batch", **extra) -> Path:
+def save_tiny(path: Path, pad_to: str = "batch", seed: int = 0, labels: tuple[str, ...] = LABELS, **extra) -> Path:
     """A randomly initialised small cnn_transformer checkpoint, as minser.train writes it."""
-    torch.manual_seed(0)
-    model = build("cnn_transformer", len(LABELS), d_model=16, heads=2, ff_dim=16, layers=1, channels=[4, 4, 4])
+    torch.manual_seed(seed)
+    model = build("cnn_transformer", len(labels), d_model=16, heads=2, ff_dim=16, layers=1, channels=[4, 4, 4])
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from identity
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-50.0, -20.0)
                 module.running_var.uniform_(100.0, 400.0)
-    return checkpoint.save(path, spec=model.spec, labels=LABELS, frontend=FrontEnd().to_dict(),
+    return checkpoint.save(path, spec=model.spec, labels=labels, frontend=FrontEnd().to_dict(),
                            state_dict=model.state_dict(), train={"pad_to": pad_to}, **extra)
 
 
@@ -188,6 +188,39 @@ def test_int8_flag_quantizes_at_load(tiny, tmp_path, rec):
     bad = checkpoint.save(tmp_path / "int4.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int4")
     with pytest.raises(CheckpointError, match="int4"):
         Recognizer.load(bad)
+
+
+def test_an_ensemble_labels_with_the_members_mean_probability(tmp_path):
+    """Recognizer.load([a, b]) averages the members' probabilities, window by window on long audio, and
+    a checkpoint ensembled with itself scores what it scores alone."""
+    a, b = save_tiny(tmp_path / "a.pt"), save_tiny(tmp_path / "b.pt", seed=1)
+    alone_a, alone_b = Recognizer.load(a), Recognizer.load(b)
+    both = Recognizer.load([a, b])
+    waves = [wave(2.0, seed=14), wave(11.0, seed=15)]  # one window, and three sliding windows
+    pa, pb = alone_a.probabilities(waves), alone_b.probabilities(waves)
+    assert np.abs(pa - pb).max() > 0.01  # the members disagree, so the mean is a real test
+    np.testing.assert_allclose(both.probabilities(waves), (pa + pb) / 2, rtol=1e-5, atol=1e-6)
+    assert both.source == f"{a} + {b}" and both.labels == LABELS
+    np.testing.assert_allclose(Recognizer.ensemble([alone_a, alone_a]).probabilities(waves), pa, rtol=1e-5, atol=1e-6)
+    assert Recognizer.load([a]).model is not None and Recognizer.ensemble([alone_a]) is alone_a
+
+
+def test_an_ensemble_of_unlike_members_is_refused(tmp_path, rec, tiny):
+    with pytest.raises(CheckpointError, match="no members"):
+        Recognizer.ensemble([])
+    reordered = save_tiny(tmp_path / "reordered.pt", labels=LABELS[::-1])
+    with pytest.raises(CheckpointError, match=f"reordered.pt differs from .*{tiny.name} in its labels"):
+        Recognizer.load([tiny, reordered])
+    with pytest.raises(CheckpointError, match="full.pt differs .* padding"):
+        Recognizer.load([tiny, save_tiny(tmp_path / "full.pt", pad_to="full")])
+    normed = save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    enrolled = Recognizer.load(normed).for_speaker([wave(3.0, seed=16)], sr=SR)
+    with pytest.raises(CheckpointError, match="already enrolled.*as a whole"):
+        Recognizer.ensemble([enrolled, enrolled])
+    # A speaker-normalised ensemble is enrolled as a whole: the same statistics for every member.
+    pair = Recognizer.load([normed, normed]).for_speaker([wave(3.0, seed=16)], sr=SR)
+    assert pair.speaker_stats == enrolled.speaker_stats
+    np.testing.assert_allclose(pair.probabilities([wave(2.0)]), enrolled.probabilities([wave(2.0)]), rtol=1e-5)
 
 
 def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
