@@ -23,9 +23,10 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   aligned with the end of the audio so every sample is seen. The label probabilities are the
   mean of the windows' probabilities (softmax of each window's logits).
 
-Several checkpoints serve as one ensemble: ``Recognizer.load([a, b, c])`` labels with the mean of their
-label probabilities (window by window), as ``python -m minser.evaluate a b c`` scores them. They must
-share their labels, front end and input convention (see :meth:`Recognizer.ensemble`).
+Several checkpoints serve as one :class:`Ensemble`: ``Recognizer.load([a, b, c])`` labels with the mean of
+their label probabilities (window by window), as ``python -m minser.evaluate a b c`` scores them. They
+must share their labels and front end; each member keeps its own input convention and, if trained with
+``--speaker-norm``, standardises with the speaker the ensemble is enrolled with.
 
 A checkpoint trained with ``--speaker-norm`` standardises every Mel band with its speaker's statistics,
 so it labels audio only after enrolment: ``rec.for_speaker(recordings)`` returns a recognizer for one
@@ -62,7 +63,7 @@ from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
-__all__ = ["DEFAULT_MODEL", "HOP_FRACTION", "MAX_CHANNELS", "MeanProbability", "Prediction", "Recognizer",
+__all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer",
            "quantize_int8", "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
@@ -126,25 +127,6 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
         return [0]
     starts = list(range(0, n_samples - window, hop))
     return starts + [n_samples - window]
-
-
-class MeanProbability(torch.nn.Module):
-    """Several networks as one: ``log(mean_k softmax(member_k(x, lengths)))`` ``(batch, n_classes)``.
-
-    Its softmax is the members' mean label probability, the ensemble rule of :mod:`minser.evaluate`.
-    ``min_frames`` is the largest of the members', so every member gets an input it accepts.
-    """
-
-    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        self.min_frames = max(int(getattr(m, "min_frames", 1)) for m in members)
-        self.name = " + ".join(getattr(m, "name", type(m).__name__) for m in members)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        # log-sum-exp of log-probabilities: the log of the mean without underflow to log(0).
-        log_probs = torch.stack([torch.log_softmax(m(x, lengths).float(), dim=-1) for m in self.members])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
 def _is_channels(array: np.ndarray) -> bool:
@@ -212,34 +194,30 @@ class Recognizer:
 
     @classmethod
     def ensemble(cls, members: Sequence[Recognizer]) -> Recognizer:
-        """One recognizer that labels with the mean label probability of ``members`` (:class:`MeanProbability`).
+        """One recognizer that labels with the mean label probability of ``members`` (an :class:`Ensemble`;
+        one member is returned as it is).
 
-        The members must have the same labels in the same order, the same front end, the same input
-        convention (lengths passed or full padding) and the same ``speaker_norm``; a speaker-normalised
-        ensemble is enrolled as a whole (``ensemble.for_speaker(...)``), so members must not be enrolled.
+        The members must have the same labels in the same order and the same front end. Members trained
+        with and without ``--speaker-norm`` mix: the ensemble is then enrolled as a whole
+        (``ensemble.for_speaker(...)``), so members must not be enrolled already.
 
         Raises:
-            CheckpointError: no members, or a member that differs from the first, naming both.
+            CheckpointError: no members, a member that differs from the first (naming both), or an
+                enrolled member.
         """
         if not members:
             raise CheckpointError("ensemble: no members; pass one or more checkpoints")
         first = members[0]
         for member in members[1:]:
-            for what, a, b in (("labels", first.labels, member.labels), ("front end", first.frontend, member.frontend),
-                               ("padding (--pad-to)", first.pass_lengths, member.pass_lengths),
-                               ("--speaker-norm", first.speaker_norm, member.speaker_norm)):
+            for what, a, b in (("labels", first.labels, member.labels), ("front end", first.frontend, member.frontend)):
                 if a != b:
                     raise CheckpointError(f"ensemble: {member.source or 'a member'} differs from "
                                           f"{first.source or 'the first member'} in its {what} ({b!r} against "
-                                          f"{a!r}); ensemble checkpoints trained alike, on the same classes")
+                                          f"{a!r}); ensemble checkpoints trained on the same classes and features")
         if any(member.speaker_stats is not None for member in members):
             raise CheckpointError("ensemble: a member is already enrolled; build the ensemble from the loaded "
                                   "checkpoints and enrol it as a whole with ensemble.for_speaker(...)")
-        if len(members) == 1:
-            return first
-        return cls(MeanProbability([m.model for m in members]), first.labels, first.frontend,
-                   pass_lengths=first.pass_lengths, source=" + ".join(str(m.source) for m in members),
-                   speaker_norm=first.speaker_norm)
+        return first if len(members) == 1 else Ensemble(members)
 
     def for_speaker(self, recordings: Sequence[Audio], sr: int | None = None) -> Recognizer:
         """This recognizer for one speaker of a ``--speaker-norm`` network, enrolled from ``recordings``
@@ -261,8 +239,14 @@ class Recognizer:
         pieces = [wave[start:start + window] for wave in waves for start in range(0, len(wave), window)]
         pieces = [p for p in pieces if len(p) >= self.frontend.win_length] or pieces[:1]
         features, lengths = extract(pieces, self.frontend)
+        stats = speaker_statistics(features, lengths, np.array(["enrolled"] * len(pieces)))["enrolled"]
+        return self.with_speaker_stats(stats)
+
+    def with_speaker_stats(self, stats: list[list[float]]) -> Recognizer:
+        """A copy, sharing the network, that standardises its inputs with ``stats`` (``[mean, std]`` per
+        Mel band, as :meth:`for_speaker` computes them)."""
         enrolled = copy.copy(self)
-        enrolled.speaker_stats = speaker_statistics(features, lengths, np.array(["enrolled"] * len(pieces)))["enrolled"]
+        enrolled.speaker_stats = stats
         return enrolled
 
     def check_enrolled(self) -> None:
@@ -354,3 +338,38 @@ class Recognizer:
     def __repr__(self) -> str:
         name = getattr(self.model, "name", type(self.model).__name__)
         return f"Recognizer({name}, labels={list(self.labels)}, source={self.source!r})"
+
+
+class Ensemble(Recognizer):
+    """Several recognizers as one: the label probabilities are the mean of the members' probabilities,
+    the ensemble rule of :mod:`minser.evaluate` (build it with :meth:`Recognizer.ensemble` or
+    ``Recognizer.load([a, b, c])``).
+
+    ``logits`` are ``log(mean_k softmax(logits_k))`` ``(batch, n_classes)``. Each member scores the shared
+    features its own way (lengths or full padding, speaker statistics or none); ``speaker_norm`` is set
+    when any member needs the speaker, and :meth:`for_speaker` enrols those members together.
+    """
+
+    def __init__(self, members: Sequence[Recognizer]) -> None:
+        first = members[0]
+        super().__init__(torch.nn.ModuleList(m.model for m in members), first.labels, first.frontend,
+                         source=" + ".join(str(m.source) for m in members),
+                         speaker_norm=any(m.speaker_norm for m in members))
+        self.members = tuple(members)
+        self.min_frames = max(m.min_frames for m in members)
+
+    def with_speaker_stats(self, stats: list[list[float]]) -> Recognizer:
+        enrolled = super().with_speaker_stats(stats)
+        enrolled.members = tuple(m.with_speaker_stats(stats) if m.speaker_norm else m for m in self.members)
+        return enrolled
+
+    @torch.no_grad()
+    def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self.check_enrolled()
+        # log-sum-exp of log-probabilities: the log of the mean without underflow to log(0).
+        log_probs = torch.stack([torch.log_softmax(torch.from_numpy(m.logits(features, lengths)), dim=-1)
+                                 for m in self.members])
+        return (torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))).numpy()
+
+    def __repr__(self) -> str:
+        return f"Ensemble({', '.join(repr(m) for m in self.members)})"

@@ -16,7 +16,7 @@ from minser import checkpoint
 from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd
 from minser.models import build
-from minser.recognizer import Prediction, Recognizer, resolve_checkpoint, window_starts
+from minser.recognizer import Ensemble, Prediction, Recognizer, resolve_checkpoint, window_starts
 
 SR = 16000
 LABELS = ("anger", "boredom", "neutral")
@@ -202,25 +202,41 @@ def test_an_ensemble_labels_with_the_members_mean_probability(tmp_path):
     np.testing.assert_allclose(both.probabilities(waves), (pa + pb) / 2, rtol=1e-5, atol=1e-6)
     assert both.source == f"{a} + {b}" and both.labels == LABELS
     np.testing.assert_allclose(Recognizer.ensemble([alone_a, alone_a]).probabilities(waves), pa, rtol=1e-5, atol=1e-6)
-    assert Recognizer.load([a]).model is not None and Recognizer.ensemble([alone_a]) is alone_a
+    assert Recognizer.ensemble([alone_a]) is alone_a and not isinstance(Recognizer.load([a]), Ensemble)
 
 
-def test_an_ensemble_of_unlike_members_is_refused(tmp_path, rec, tiny):
+def test_an_ensemble_of_unlike_members_is_refused(tmp_path, tiny):
     with pytest.raises(CheckpointError, match="no members"):
         Recognizer.ensemble([])
     reordered = save_tiny(tmp_path / "reordered.pt", labels=LABELS[::-1])
     with pytest.raises(CheckpointError, match=f"reordered.pt differs from .*{tiny.name} in its labels"):
         Recognizer.load([tiny, reordered])
-    with pytest.raises(CheckpointError, match="full.pt differs .* padding"):
-        Recognizer.load([tiny, save_tiny(tmp_path / "full.pt", pad_to="full")])
+    saved = checkpoint.load(tiny)
+    saved["frontend"] = FrontEnd(n_mels=80).to_dict()
+    other_bands = checkpoint.save(tmp_path / "80.pt", **{k: v for k, v in saved.items() if k != "format"})
+    with pytest.raises(CheckpointError, match="80.pt differs .* front end"):
+        Recognizer.load([tiny, other_bands])
     normed = save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
     enrolled = Recognizer.load(normed).for_speaker([wave(3.0, seed=16)], sr=SR)
     with pytest.raises(CheckpointError, match="already enrolled.*as a whole"):
         Recognizer.ensemble([enrolled, enrolled])
-    # A speaker-normalised ensemble is enrolled as a whole: the same statistics for every member.
-    pair = Recognizer.load([normed, normed]).for_speaker([wave(3.0, seed=16)], sr=SR)
-    assert pair.speaker_stats == enrolled.speaker_stats
-    np.testing.assert_allclose(pair.probabilities([wave(2.0)]), enrolled.probabilities([wave(2.0)]), rtol=1e-5)
+
+
+def test_an_ensemble_mixes_padding_and_speaker_normalisation(tmp_path, tiny, rec):
+    """Each member scores the shared features its own way: full padding or lengths, speaker statistics
+    or none; the ensemble is enrolled as a whole and refuses to label before it is."""
+    full = save_tiny(tmp_path / "full.pt", pad_to="full", seed=2)
+    normed = save_tiny(tmp_path / "normed.pt", seed=3, speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    speech, enrolment = [wave(2.0, seed=17), wave(9.0, seed=18)], [wave(3.0, seed=16), wave(4.0, seed=19)]
+    mixed = Recognizer.load([tiny, full, normed])
+    assert mixed.speaker_norm
+    with pytest.raises(CheckpointError, match="--speaker-norm.*for_speaker"):
+        mixed.predict(speech[0], sr=SR)
+    anna = mixed.for_speaker(enrolment, sr=SR)
+    expected = (rec.probabilities(speech) + Recognizer.load(full).probabilities(speech)
+                + Recognizer.load(normed).for_speaker(enrolment, sr=SR).probabilities(speech)) / 3
+    np.testing.assert_allclose(anna.probabilities(speech), expected, rtol=1e-5, atol=1e-6)
+    assert mixed.speaker_stats is None and anna.members[0] is mixed.members[0]  # enrolment copies, shares
 
 
 def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
