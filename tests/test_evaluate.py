@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,7 +43,8 @@ def test_cli_scores_a_checkpoint_on_another_corpus(run: tuple[Path, Path], emodb
     out, cache = run
     files = sorted((emodb_root / "wav").glob("*[WN]a.wav"))[:6]
     manifest = tmp_path / "other.csv"
-    manifest.write_text("path,label\n" + "".join(f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
+    manifest.write_text("path,label\n" + "".join(
+        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
     assert main([str(out / "fold-1" / "best.pt"), "--data", str(manifest), "--cache-dir", str(cache)]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith(f"{out / 'fold-1' / 'best.pt'}: 6 utterances  WA")
@@ -56,8 +58,8 @@ def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
 
 
-def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(run: tuple[Path, Path], tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
+        run: tuple[Path, Path], tmp_path: Path, emodb_root: Path, capsys: pytest.CaptureFixture) -> None:
     """--seed 1 --split-seed 0 trains other weights on seed 0's splits; evaluate scores both runs as an
     ensemble: per fold, the argmax of the members' summed softmax probabilities."""
     from minser import checkpoint
@@ -86,6 +88,19 @@ def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(run: tuple[Path,
 
     assert main([str(out), str(other), "--cache-dir", str(cache)]) == 0
     assert f"{out / 'fold-1/best.pt'} + {other / 'fold-1/best.pt'}: " in capsys.readouterr().out
+
+    # Recognizer serves the same ensemble: its probabilities are the mean evaluate takes.
+    from minser.audio import load
+    from minser.recognizer import Recognizer
+
+    files = sorted((emodb_root / "wav").glob("03*[WN]a.wav"))[:4]
+    manifest = tmp_path / "short.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
+    pair = [out / "fold-1/best.pt", other / "fold-1/best.pt"]
+    members = [_member_logits(p, str(manifest), None, False, "cpu", 64, str(cache))[3] for p in pair]
+    served = Recognizer.load(pair).probabilities([load(p, sr=16000) for p in files])
+    np.testing.assert_allclose(served, sum(torch.softmax(m, -1) for m in members).numpy() / 2, rtol=1e-4, atol=1e-5)
 
 
 def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Path, Path], tmp_path: Path) -> None:
