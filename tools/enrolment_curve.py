@@ -25,8 +25,8 @@ from minser import Recognizer, checkpoint
 from minser.audio import load
 from minser.errors import MinserError
 from minser.evaluate import checkpoints_of, training_corpus
-from minser.train import HelpFormatter
 from minser.metrics import unweighted_accuracy
+from minser.train import HelpFormatter
 
 
 def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) -> dict[int | None, list[float]]:
