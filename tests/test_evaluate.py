@@ -19,6 +19,12 @@ TINY_RUN = ["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channe
             "--subset", "5", "--folds", "2", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
 
 
+def anger_neutral_manifest(path: Path, files: list[Path]) -> Path:
+    """A CSV manifest of EmoDB files whose emotion letter (the 6th character) is W (anger) or N (neutral)."""
+    path.write_text("path,label\n" + "".join(f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
+    return path
+
+
 @pytest.fixture(scope="module")
 def run(emodb_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 2-fold, 1-epoch tiny CNN run on 5 EmoDB utterances per class: (run folder, feature cache)."""
@@ -42,9 +48,7 @@ def test_cli_scores_a_checkpoint_on_another_corpus(run: tuple[Path, Path], emodb
                                                    capsys: pytest.CaptureFixture) -> None:
     out, cache = run
     files = sorted((emodb_root / "wav").glob("*[WN]a.wav"))[:6]
-    manifest = tmp_path / "other.csv"
-    manifest.write_text("path,label\n" + "".join(
-        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
+    manifest = anger_neutral_manifest(tmp_path / "other.csv", files)
     assert main([str(out / "fold-1" / "best.pt"), "--data", str(manifest), "--cache-dir", str(cache)]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith(f"{out / 'fold-1' / 'best.pt'}: 6 utterances  WA")
@@ -94,9 +98,7 @@ def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
     from minser.recognizer import Recognizer
 
     files = sorted((emodb_root / "wav").glob("03*[WN]a.wav"))[:4]
-    manifest = tmp_path / "short.csv"
-    manifest.write_text("path,label\n" + "".join(
-        f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
+    manifest = anger_neutral_manifest(tmp_path / "short.csv", files)
     pair = [out / "fold-1/best.pt", other / "fold-1/best.pt"]
     members = [_member_logits(p, str(manifest), None, False, "cpu", 64, str(cache))[3] for p in pair]
     served = Recognizer.load(pair).probabilities([load(p, sr=16000) for p in files])
