@@ -348,6 +348,8 @@ class Ensemble(Recognizer):
     ``logits`` are ``log(mean_k softmax(logits_k))`` ``(batch, n_classes)``. Each member scores the shared
     features its own way (lengths or full padding, speaker statistics or none); ``speaker_norm`` is set
     when any member needs the speaker, and :meth:`for_speaker` enrols those members together.
+    ``model`` is a ``ModuleList`` of the members' networks (to move or count them); ``pass_lengths``
+    does not apply to an ensemble, whose members each keep their own.
     """
 
     def __init__(self, members: Sequence[Recognizer]) -> None:
