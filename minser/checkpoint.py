@@ -26,17 +26,25 @@ REQUIRED = ("spec", "labels", "frontend", "state_dict")
 
 __all__ = ["FORMAT", "atomic_write", "load", "load_model", "save", "write_json"]
 
+# The mode open() gives a new file (0o666 less the umask); mkstemp's temporary files are 0o600, which
+# would leave every result readable by its owner only. os.umask is the only portable way to read the
+# umask and it sets it too, so it is read once, at import, rather than racing other threads per write.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename.
 
     Readers see the old file or the complete new one, never a half-written file, even if the
-    process dies mid-write.
+    process dies mid-write. The file gets the permissions a plain ``open`` would give it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, mode) as file:
             write(file)
             file.flush()

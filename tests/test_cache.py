@@ -114,7 +114,7 @@ def test_interrupted_write_leaves_no_cache(tmp_path: Path, monkeypatch: pytest.M
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache.os, "replace", interrupted)
+    monkeypatch.setattr("minser.checkpoint.os.replace", interrupted)  # the atomic writer of the cache
     with pytest.raises(KeyboardInterrupt):
         cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []

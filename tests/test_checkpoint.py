@@ -73,3 +73,13 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path)
         checkpoint.atomic_write(path, explode, mode="w")
     assert path.read_text() == '{\n  "wa": 1.0\n}\n'
     assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """mkstemp's temporaries are 0o600: a result written through one must still be as readable as open() makes it."""
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = checkpoint.write_json(tmp_path / "results.json", {"ua": 1.0})
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == checkpoint.FILE_MODE

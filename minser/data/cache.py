@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 import minser
 from minser.audio import load
+from minser.checkpoint import atomic_write
 from minser.data.corpora import Corpus, user_cache_dir
 from minser.errors import DataError
 from minser.features import FrontEnd, extract
@@ -88,17 +87,7 @@ def _read(path: Path, n: int, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarra
 
 def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None:
     """Write ``path`` so that it is either absent or complete, even if the process dies mid-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, features=features, lengths=lengths)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
 def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.ndarray, np.ndarray]:
