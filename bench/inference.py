@@ -69,13 +69,12 @@ def onnx_session(data: bytes, threads: int):
 
 
 def onnx_probabilities(session, recognizer: Recognizer, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Softmax of the ONNX model's logits, the input prepared as the Recognizer prepares it."""
-    lengths = np.maximum(lengths, recognizer.min_frames)
+    """Softmax of the ONNX model's logits, the input cut as the Recognizer cuts it (a graph of a network
+    trained on full inputs takes all frames and no lengths)."""
     if recognizer.pass_lengths:
-        features = np.ascontiguousarray(features[:, :, : int(lengths.max())])
-    else:
-        lengths = np.full_like(lengths, features.shape[2])
-    logits = session.run(["logits"], {"features": features, "lengths": lengths})[0]
+        features = np.ascontiguousarray(features[:, :, : max(int(lengths.max()), recognizer.min_frames)])
+    feeds = {"features": features, "lengths": lengths}
+    logits = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
@@ -193,7 +192,7 @@ def _onnx(recognizer: Recognizer) -> bytes | None:
     try:
         import onnxruntime  # noqa: F401
 
-        return onnx_bytes(recognizer.model)
+        return onnx_bytes(recognizer)
     except ImportError:
         return None
     except Exception as exc:  # an unexportable network: bench the others
@@ -224,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recognizers = _variants(saved, str(source))
     onnx_model = _onnx(recognizers["float"])
     if onnx_model is not None:
-        difference = check_onnx(onnx_model, recognizers["float"].model)
+        difference = check_onnx(onnx_model, recognizers["float"])
         if difference is None or difference > 1e-4:
             raise SystemExit(f"the ONNX export disagrees with PyTorch by {difference}; not benchmarking it")
     info = common.environment(torch.device("cpu"))

@@ -1,22 +1,33 @@
-"""Export a trained checkpoint for deployment: an ONNX model, or a dynamic-int8 checkpoint.
+"""Export trained checkpoints for deployment: an ONNX model (of one network or an ensemble), or a
+dynamic-int8 checkpoint.
 
     python -m minser.export runs/cat/fold-1/best.pt --format onnx            # -> runs/cat/fold-1/best.onnx
+    python -m minser.export a.pt b.pt c.pt --format onnx --out ensemble.onnx  # one graph, three networks
     python -m minser.export minser/assets/default.pt --quantize int8 --out default.int8.pt
 
-ONNX: the network alone, from log-Mel features to logits. Inputs ``features`` float32
-``(batch, 40, frames)`` and ``lengths`` int64 ``(batch,)`` (valid frames; pass ``frames`` for
-unpadded input), output ``logits`` float32 ``(batch, n_classes)``; batch and frames are dynamic.
-The front end (:func:`minser.features.extract`, numpy/scipy) runs before it, and the softmax after
-it; the model's metadata holds the class names (``minser.labels``), front-end settings
-(``minser.frontend``) and model spec (``minser.spec``) as JSON. Exported with PyTorch's TorchScript
-exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) through the PyTorch attention path
-(``impl="torch"``); when onnxruntime is installed the export is checked against PyTorch on random
-features. Needs the ``onnx`` extra: ``pip install 'minser[onnx]'``.
+ONNX: the network alone, from log-Mel features to logits, as :class:`minser.Recognizer` runs it.
+Inputs ``features`` float32 ``(batch, 40, frames)``, the output of :func:`minser.features.extract`,
+and ``lengths`` int64 ``(batch,)`` (its valid frames); output ``logits`` float32 ``(batch, n_classes)``;
+batch and frames are dynamic. A network trained with ``--pad-to batch`` masks the frames past
+``lengths``, so the features may be cut to the longest valid length (faster); one trained with
+``--pad-to full`` saw every utterance padded to 7.5 s and takes all 750 frames as ``extract`` gives
+them, and no ``lengths`` input. Several checkpoints become one graph that runs every member on the
+same input and outputs ``log(mean_k softmax(logits_k))``, the rule of ``Recognizer.load([...])`` and
+``python -m minser.evaluate a b c``: its softmax is the mean of the members' probabilities. The
+members must share labels and front end.
+The front end (numpy/scipy) runs before the graph, and the softmax after it. The model's metadata
+holds, as JSON, the class names (``minser.labels``), front-end settings (``minser.frontend``), the
+model spec (``minser.spec``; for an ensemble ``minser.members``, one spec per member) and
+``minser.pad_to`` (``"batch"``: features may be cut; ``"full"``: pass all 750 frames). Exported with
+PyTorch's TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) through the PyTorch
+attention path (``impl="torch"``); when onnxruntime is installed the export is checked against
+:class:`minser.Recognizer` on random features. Needs the ``onnx`` extra: ``pip install 'minser[onnx]'``.
 
 int8: dynamic quantization of the linear and LSTM layers (``torch.ao.quantization.quantize_dynamic``,
 int8 weights, activations quantized per batch at run time, CPU only). The checkpoint keeps the float
 weights and adds ``"quantize": "int8"``: weights-only loading cannot read packed int8 LSTM weights,
-so :class:`minser.Recognizer` quantizes when it loads the file (deterministically).
+so :class:`minser.Recognizer` quantizes when it loads the file (deterministically). Several
+checkpoints are quantized one by one, each next to its source.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -35,37 +47,89 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, MinserError
+from minser.recognizer import Recognizer, resolve_checkpoint
+from minser.speakers import refuse_single_recordings
 
-__all__ = ["ONNX_OPSET", "check_onnx", "export_onnx", "main", "onnx_bytes", "quantize_checkpoint", "state_bytes"]
+__all__ = ["ONNX_OPSET", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
+           "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
 
 ONNX_OPSET = 17
 # Shape of the example input the exporter traces; batch and frames are then declared dynamic.
 _TRACE_BATCH, _TRACE_FRAMES = 2, 300
 
 
-def _model(saved: dict[str, Any]) -> torch.nn.Module:
-    """The float network of a loaded checkpoint, on the PyTorch attention path, in eval mode."""
-    model = checkpoint.load_model(saved)
-    model.set_impl("torch")  # the Triton kernels are CUDA launches that no exporter can trace
-    return model.eval()
+class ServedNetwork(torch.nn.Module):
+    """A network with the input convention it was trained with, as :meth:`Recognizer.logits` applies it:
+    ``(features (batch, n_mels, frames), lengths (batch,)) -> logits (batch, n_classes)``, lengths raised to
+    the network's minimum; a network trained on full 7.5 s inputs (``pass_lengths=False``) ignores them."""
+
+    def __init__(self, model: torch.nn.Module, pass_lengths: bool, min_frames: int) -> None:
+        super().__init__()
+        self.model, self.pass_lengths, self.min_frames = model, pass_lengths, min_frames
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.pass_lengths:
+            return self.model(features, None)
+        return self.model(features, lengths.clamp(min=self.min_frames))
 
 
-def onnx_bytes(model: torch.nn.Module, metadata: dict[str, str] | None = None) -> bytes:
-    """The ONNX model of ``model`` (features, lengths -> logits) as bytes; ``metadata`` goes into
-    the model's metadata properties. Raises ConfigError naming the network when it cannot be exported."""
-    name = getattr(model, "name", type(model).__name__)
+class MeanProbability(torch.nn.Module):
+    """Networks as one ensemble: ``log(mean_k softmax(logits_k))`` ``(batch, n_classes)`` of the members'
+    logits on the same ``(features, lengths)`` (the rule of :class:`minser.recognizer.Ensemble`)."""
+
+    def __init__(self, members: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([torch.log_softmax(m(features, lengths), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+
+def _members(recognizer: Recognizer) -> tuple[Recognizer, ...]:
+    return getattr(recognizer, "members", (recognizer,))
+
+
+def served(recognizer: Recognizer) -> torch.nn.Module:
+    """The network(s) of ``recognizer`` (one, or an :class:`~minser.recognizer.Ensemble`) as one module
+    ``(features, lengths) -> logits`` that computes what :meth:`Recognizer.logits` computes, in torch only."""
+    if recognizer.speaker_norm:
+        raise ConfigError(f"{recognizer.source or 'the recognizer'}: a --speaker-norm network needs each "
+                          "speaker's statistics, which an exported graph cannot take; train without --speaker-norm")
+    networks = [ServedNetwork(m.model, m.pass_lengths, m.min_frames) for m in _members(recognizer)]
+    return (networks[0] if len(networks) == 1 else MeanProbability(networks)).eval()
+
+
+def _takes_full_input(recognizer: Recognizer) -> bool:
+    return not all(m.pass_lengths for m in _members(recognizer))
+
+
+def onnx_metadata(recognizer: Recognizer) -> dict[str, str]:
+    """The ONNX metadata of ``recognizer``'s graph (module docstring), JSON values."""
+    specs = [m.model.spec for m in _members(recognizer)]
+    model = {"minser.spec": json.dumps(specs[0])} if len(specs) == 1 else {"minser.members": json.dumps(specs)}
+    return {"minser.labels": json.dumps(list(recognizer.labels)),
+            "minser.frontend": json.dumps(recognizer.frontend.to_dict()), **model,
+            "minser.pad_to": json.dumps("full" if _takes_full_input(recognizer) else "batch")}
+
+
+def onnx_bytes(recognizer: Recognizer, metadata: dict[str, str] | None = None) -> bytes:
+    """The ONNX model of a float ``recognizer``'s network(s) (:func:`served`; features, lengths -> logits)
+    as bytes; ``metadata`` goes into the model's metadata properties. Raises ConfigError naming the network
+    when it cannot be exported."""
+    module = served(recognizer)
+    name = " + ".join(getattr(m.model, "name", type(m.model).__name__) for m in _members(recognizer))
     try:
         import onnx
     except ImportError as exc:
         raise ConfigError(f"ONNX export of {name!r} needs the onnx package: pip install 'minser[onnx]'") from exc
-    n_mels = model.options.n_mels
-    example = (torch.randn(_TRACE_BATCH, n_mels, _TRACE_FRAMES),
+    example = (torch.randn(_TRACE_BATCH, recognizer.frontend.n_mels, _TRACE_FRAMES),
                torch.tensor([_TRACE_FRAMES, _TRACE_FRAMES * 2 // 3], dtype=torch.int64))
     buffer = io.BytesIO()
     try:
         with torch.no_grad(), _quiet_tracer():
             torch.onnx.export(
-                model.eval(), example, buffer, dynamo=False, opset_version=ONNX_OPSET,
+                module, example, buffer, dynamo=False, opset_version=ONNX_OPSET,
                 input_names=["features", "lengths"], output_names=["logits"],
                 dynamic_axes={"features": {0: "batch", 2: "frames"}, "lengths": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as exc:  # the exporter raises many types for unsupported operators
@@ -88,32 +152,31 @@ def _quiet_tracer() -> Iterator[None]:
         yield
 
 
-def check_onnx(data: bytes, model: torch.nn.Module, *, batch: int = 3, frames: int = 517, seed: int = 0) -> float | None:
-    """Largest absolute difference between onnxruntime's and PyTorch's logits on random features of a
-    shape other than the traced one, with unequal lengths; ``None`` when onnxruntime is not installed."""
+def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int = 0) -> float | None:
+    """Largest absolute difference between onnxruntime's logits and :meth:`Recognizer.logits` on random
+    features with unequal lengths, of a frame count other than the traced one (all 750 frames when a
+    network takes full inputs); ``None`` when onnxruntime is not installed."""
     try:
         import onnxruntime
     except ImportError:
         return None
+    frames = recognizer.frontend.n_frames if _takes_full_input(recognizer) else 517
     generator = torch.Generator().manual_seed(seed)
-    features = 10.0 * torch.randn(batch, model.options.n_mels, frames, generator=generator) - 40.0
-    lengths = torch.linspace(frames, max(model.min_frames, frames // 5), batch).round().to(torch.int64)
+    features = (10.0 * torch.randn(batch, recognizer.frontend.n_mels, frames, generator=generator) - 40.0).numpy()
+    lengths = np.linspace(frames, max(recognizer.min_frames, frames // 5), batch).round().astype(np.int64)
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"features": features.numpy(), "lengths": lengths.numpy()})[0]
-    with torch.no_grad():
-        expected = model(features, lengths).numpy()
-    return float(np.abs(got - expected).max())
+    feeds = {"features": features, "lengths": lengths}
+    got = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    return float(np.abs(got - recognizer.logits(features, lengths)).max())
 
 
-def export_onnx(saved: dict[str, Any], path: str | Path) -> tuple[Path, float | None]:
-    """Write the ONNX model of a loaded checkpoint to ``path`` atomically; return the path and
-    :func:`check_onnx`'s difference (``None`` without onnxruntime)."""
-    model = _model(saved)
-    metadata = {"minser.labels": json.dumps(list(saved["labels"])), "minser.frontend": json.dumps(saved["frontend"]),
-                "minser.spec": json.dumps(saved["spec"])}
-    data = onnx_bytes(model, metadata)
+def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float | None]:
+    """Write the ONNX model of a float ``recognizer`` (one network or an ensemble) to ``path`` atomically,
+    with its :func:`onnx_metadata`; return the path and :func:`check_onnx`'s difference (``None`` without
+    onnxruntime)."""
+    data = onnx_bytes(recognizer, onnx_metadata(recognizer))
     written = checkpoint.atomic_write(path, lambda file: file.write(data))
-    return written, check_onnx(data, model)
+    return written, check_onnx(data, recognizer)
 
 
 def quantize_checkpoint(saved: dict[str, Any], path: str | Path) -> Path:
@@ -135,41 +198,61 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minser.export`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m minser.export", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt file of minser.train or a one-fold run folder")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="a .pt file of minser.train or a one-fold run folder; several make one ONNX ensemble "
+                        "(or are quantized one by one)")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--format", choices=("onnx",), help="write an ONNX model (features + lengths -> logits)")
     kind.add_argument("--quantize", choices=("int8",), help="write a dynamic-int8 checkpoint for minser.Recognizer")
     p.add_argument("--out", metavar="PATH",
-                   help="output file (default: next to CHECKPOINT, as NAME.onnx or NAME.int8.pt)")
+                   help="output file (default: next to CHECKPOINT, as NAME.onnx or NAME.int8.pt; an ONNX ensemble "
+                        "needs it; several checkpoints to quantize take none)")
     return p
+
+
+def _float_recognizer(saved: dict[str, Any], source: Path) -> Recognizer:
+    """The float network of a loaded checkpoint (an int8 one holds float weights) as a recognizer."""
+    refuse_single_recordings(saved, str(source))
+    if saved.get("quantize") is not None:
+        print(f"note: {source} is a {saved['quantize']} checkpoint, which holds float weights; "
+              "the ONNX model is the float network", file=sys.stderr)
+    return Recognizer.from_checkpoint({**saved, "quantize": None}, source=str(source))
+
+
+def _export_onnx(sources: list[Path], out: str | None) -> None:
+    if out is None and len(sources) > 1:
+        raise ConfigError(f"--format onnx with {len(sources)} checkpoints writes one ensemble: name it with --out")
+    recognizer = Recognizer.ensemble([_float_recognizer(checkpoint.load(s), s) for s in sources])
+    written, difference = export_onnx(recognizer, Path(out) if out else sources[0].with_suffix(".onnx"))
+    check = ("not checked (onnxruntime is not installed)" if difference is None
+             else f"max |onnxruntime - Recognizer| = {difference:.2e} on random features")
+    what = f"an ensemble of {len(sources)} networks, " if len(sources) > 1 else ""
+    print(f"wrote {written} ({what}{written.stat().st_size / 1e3:.1f} kB); {check}")
+
+
+def _quantize(source: Path, out: str | None) -> None:
+    saved = checkpoint.load(source)
+    refuse_single_recordings(saved, str(source))
+    written = quantize_checkpoint(saved, Path(out) if out else source.with_name(f"{source.stem}.int8.pt"))
+    float_model, int8_model = Recognizer.from_checkpoint(saved).model, Recognizer.load(written).model
+    print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB on disk, float weights + quantize flag); "
+          f"weights in memory: float {state_bytes(float_model) / 1e3:.1f} kB, "
+          f"int8 {state_bytes(int8_model) / 1e3:.1f} kB")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input prints ``error: ...`` and returns 2."""
-    from minser.recognizer import Recognizer, resolve_checkpoint
-    from minser.speakers import refuse_single_recordings
-
     args = build_parser().parse_args(argv)
     try:
-        source = resolve_checkpoint(args.checkpoint)
-        saved = checkpoint.load(source)
-        refuse_single_recordings(saved, str(source))
+        sources = [resolve_checkpoint(path) for path in args.checkpoints]
         if args.format == "onnx":
-            out = Path(args.out) if args.out else source.with_suffix(".onnx")
-            if saved.get("quantize") is not None:
-                print(f"note: {source} is a {saved['quantize']} checkpoint, which holds float weights; "
-                      "the ONNX model is the float network", file=sys.stderr)
-            written, difference = export_onnx(saved, out)
-            check = ("not checked (onnxruntime is not installed)" if difference is None
-                     else f"max |onnxruntime - torch| = {difference:.2e} on random features")
-            print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB); {check}")
+            _export_onnx(sources, args.out)
+        elif args.out is not None and len(sources) > 1:
+            raise ConfigError(f"--out names one file, but {len(sources)} checkpoints are quantized one by one; "
+                              "drop --out (each goes next to its source as NAME.int8.pt) or quantize them singly")
         else:
-            out = Path(args.out) if args.out else source.with_name(f"{source.stem}.int8.pt")
-            written = quantize_checkpoint(saved, out)
-            float_model, int8_model = _model(saved), Recognizer.load(written).model
-            print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB on disk, float weights + quantize flag); "
-                  f"weights in memory: float {state_bytes(float_model) / 1e3:.1f} kB, "
-                  f"int8 {state_bytes(int8_model) / 1e3:.1f} kB")
+            for source in sources:
+                _quantize(source, args.out)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

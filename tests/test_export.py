@@ -12,7 +12,7 @@ import torch
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError
 from minser.export import export_onnx, main, onnx_bytes, quantize_checkpoint
-from minser.features import FrontEnd
+from minser.features import FrontEnd, extract
 from minser.models import MODELS, build
 from minser.models.config import option_names
 from minser.recognizer import Recognizer
@@ -24,62 +24,117 @@ LABELS = ("anger", "boredom", "sadness")
 TINY = dict(d_model=8, heads=2, ff_dim=8, layers=1, channels=[2, 2, 2])
 
 
-def tiny_checkpoint(path, name: str, pad_to: str = "batch"):
+def tiny_checkpoint(path, name: str, pad_to: str = "batch", labels=LABELS):
     """A small randomly initialised network ``name`` with non-trivial BatchNorm statistics, saved as minser.train does."""
     torch.manual_seed(0)
     options = {key: value for key, value in TINY.items() if key in option_names(MODELS[name].Options)}
-    model = build(name, len(LABELS), **options)
+    model = build(name, len(labels), **options)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 module.running_mean.uniform_(-50.0, -20.0)
                 module.running_var.uniform_(100.0, 400.0)
-    return checkpoint.save(path, spec=model.spec, labels=LABELS, frontend=FrontEnd().to_dict(),
+    return checkpoint.save(path, spec=model.spec, labels=labels, frontend=FrontEnd().to_dict(),
                            state_dict=model.state_dict(), train={"pad_to": pad_to})
 
 
+def graph_inputs(path) -> dict[str, list]:
+    proto = onnx.load(path)
+    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+
+
+def graph_metadata(path) -> dict:
+    return {entry.key: json.loads(entry.value) for entry in onnx.load(path).metadata_props}
+
+
+def onnx_probabilities(path, wave: np.ndarray, cut: bool) -> np.ndarray:
+    """Front end in numpy, network in onnxruntime, softmax: label probabilities of one short wave."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    features, lengths = extract(wave)
+    if cut:
+        features = features[:, :, : lengths[0]]
+    feeds = {"features": features, "lengths": lengths}
+    logits = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    return torch.softmax(torch.from_numpy(logits), -1)[0].numpy()
+
+
+def short_wave(seconds: float = 1.5) -> np.ndarray:
+    return (np.random.default_rng(0).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_onnx_matches_pytorch(name, tmp_path):
-    saved = checkpoint.load(tiny_checkpoint(tmp_path / f"{name}.pt", name))
-    path, difference = export_onnx(saved, tmp_path / f"{name}.onnx")
+def test_onnx_matches_the_recognizer(name, tmp_path):
+    path, difference = export_onnx(Recognizer.load(tiny_checkpoint(tmp_path / f"{name}.pt", name)),
+                                   tmp_path / f"{name}.onnx")
     # check_onnx runs a batch and a length other than the traced ones, with unequal lengths.
     assert difference is not None and difference < 1e-4
-    proto = onnx.load(path)
-    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
-    assert inputs == {"features": ["batch", 40, "frames"], "lengths": ["batch"]}
-    metadata = {entry.key: entry.value for entry in proto.metadata_props}
-    assert json.loads(metadata["minser.labels"]) == list(LABELS)
-    assert json.loads(metadata["minser.spec"])["name"] == name
+    assert graph_inputs(path) == {"features": ["batch", 40, "frames"], "lengths": ["batch"]}
+    metadata = graph_metadata(path)
+    assert metadata["minser.labels"] == list(LABELS) and metadata["minser.pad_to"] == "batch"
+    assert metadata["minser.spec"]["name"] == name and metadata["minser.frontend"] == FrontEnd().to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.pt"]  # no temporary left
 
 
-def test_onnx_runs_the_recognizers_front_end_output(tmp_path):
-    """Front end in numpy, network in onnxruntime: the same probabilities as the Recognizer."""
-    from minser.features import extract
-
-    ckpt = tiny_checkpoint(tmp_path / "cnn.pt", "cnn")
+@pytest.mark.parametrize("pad_to", ["batch", "full"])
+def test_onnx_runs_the_recognizers_front_end_output(pad_to, tmp_path):
+    """Front end in numpy, network in onnxruntime: the same probabilities as the Recognizer, for a network
+    trained on cut features (which may be cut) and one trained on full 7.5 s inputs (which sees no lengths)."""
+    ckpt = tiny_checkpoint(tmp_path / "ilt.pt", "ilt", pad_to=pad_to)
     assert main([str(ckpt), "--format", "onnx"]) == 0
-    session = onnxruntime.InferenceSession(str(tmp_path / "cnn.onnx"), providers=["CPUExecutionProvider"])
-    wave = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
-    features, lengths = extract(wave)
-    logits = session.run(["logits"], {"features": features[:, :, : lengths[0]], "lengths": lengths})[0]
+    path, wave = tmp_path / "ilt.onnx", short_wave()
+    assert graph_metadata(path)["minser.pad_to"] == pad_to
+    assert set(graph_inputs(path)) == ({"features", "lengths"} if pad_to == "batch" else {"features"})
     expected = Recognizer.load(ckpt).predict(wave, sr=16000)
-    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), -1)[0].numpy(),
+    np.testing.assert_allclose(onnx_probabilities(path, wave, cut=pad_to == "batch"),
                                [expected.scores[label] for label in LABELS], atol=1e-5)
+    # The full-input network scores the padding it was trained with: masking it would change the result.
+    masked = Recognizer.load(ckpt)
+    masked.pass_lengths = True
+    changed = masked.predict(wave, sr=16000).scores
+    assert (pad_to == "batch") == np.allclose([changed[k] for k in LABELS], [expected.scores[k] for k in LABELS],
+                                              atol=1e-5)
+
+
+def test_onnx_ensemble_is_the_recognizers_ensemble(tmp_path, capsys):
+    """Three networks (one trained on full inputs) in one graph: the probabilities of Recognizer.load([...])."""
+    ckpts = [tiny_checkpoint(tmp_path / "ilt.pt", "ilt"), tiny_checkpoint(tmp_path / "cat.pt", "cat"),
+             tiny_checkpoint(tmp_path / "cnn.pt", "cnn", pad_to="full")]
+    out = tmp_path / "ensemble.onnx"
+    assert main([*map(str, ckpts), "--format", "onnx", "--out", str(out)]) == 0
+    assert "an ensemble of 3 networks" in capsys.readouterr().out
+    metadata = graph_metadata(out)
+    assert [spec["name"] for spec in metadata["minser.members"]] == ["ilt", "cat", "cnn"]
+    assert metadata["minser.pad_to"] == "full" and "minser.spec" not in metadata
+    wave = short_wave()
+    expected = Recognizer.load(ckpts).predict(wave, sr=16000)
+    got = onnx_probabilities(out, wave, cut=False)
+    np.testing.assert_allclose(got, [expected.scores[label] for label in LABELS], atol=1e-5)
+    alone = [Recognizer.load(c).predict(wave, sr=16000).scores for c in ckpts]
+    np.testing.assert_allclose(got, np.mean([[s[label] for label in LABELS] for s in alone], axis=0), atol=1e-5)
+
+
+def test_onnx_ensemble_errors(tmp_path, capsys):
+    a, b = tiny_checkpoint(tmp_path / "a.pt", "cnn"), tiny_checkpoint(tmp_path / "b.pt", "ilt")
+    assert main([str(a), str(b), "--format", "onnx"]) == 2
+    assert "name it with --out" in capsys.readouterr().err
+    other = tiny_checkpoint(tmp_path / "other.pt", "cnn", labels=("anger", "boredom", "neutral"))
+    assert main([str(a), str(other), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert f"{other} differs from {a} in its labels" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_export_failure_is_a_config_error_naming_the_network(monkeypatch, tmp_path):
-    model = checkpoint.load_model(checkpoint.load(tiny_checkpoint(tmp_path / "cat.pt", "cat")))
+    recognizer = Recognizer.load(tiny_checkpoint(tmp_path / "cat.pt", "cat"))
 
     def unsupported(*args, **kwargs):
         raise RuntimeError("Exporting the operator 'aten::foo' to ONNX opset version 17 is not supported")
 
     monkeypatch.setattr(torch.onnx, "export", unsupported)
     with pytest.raises(ConfigError, match=r"network 'cat' cannot be exported to ONNX: RuntimeError: .*aten::foo"):
-        onnx_bytes(model)
+        onnx_bytes(recognizer)
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ConfigError, match=r"minser\[onnx\]"):
-        onnx_bytes(model)
+        onnx_bytes(recognizer)
 
 
 def test_int8_checkpoint_cli(tmp_path, capsys):
@@ -94,6 +149,14 @@ def test_int8_checkpoint_cli(tmp_path, capsys):
     assert isinstance(quantized.lstm.lstm.forwards[0], torch.ao.nn.quantized.dynamic.LSTM)
     with pytest.raises(CheckpointError, match="already quantized"):
         quantize_checkpoint(saved, tmp_path / "twice.pt")
+
+
+def test_int8_quantizes_several_checkpoints_one_by_one(tmp_path, capsys):
+    a, b = tiny_checkpoint(tmp_path / "a.pt", "cnn"), tiny_checkpoint(tmp_path / "b.pt", "ilt")
+    assert main([str(a), str(b), "--quantize", "int8", "--out", str(tmp_path / "both.pt")]) == 2
+    assert "quantized one by one" in capsys.readouterr().err and not (tmp_path / "both.pt").exists()
+    assert main([str(a), str(b), "--quantize", "int8"]) == 0
+    assert [checkpoint.load(tmp_path / f"{n}.int8.pt")["spec"]["name"] for n in "ab"] == ["cnn", "ilt"]
 
 
 def test_cli_errors(tmp_path, capsys):
