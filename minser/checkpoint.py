@@ -83,8 +83,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, weights_only) for bad files
-        raise CheckpointError(f"{path}: cannot be loaded as a minser checkpoint ({type(exc).__name__}: "
-                              f"{exc}); the file is corrupt, truncated or not a checkpoint") from exc
+        raise CheckpointError(f"{path}: cannot be loaded as a minser checkpoint ({_load_failure(exc)}); the file "
+                              "is corrupt, truncated or not a checkpoint (minser reads checkpoints as data only, "
+                              "never as code)") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: format {found!r} is not {FORMAT!r}; it was not written by minser.train")
@@ -92,6 +93,17 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; re-train to write a complete one")
     return checkpoint
+
+
+def _load_failure(exc: Exception) -> str:
+    """What torch found wrong with a file, without the advice its weights-only errors add (load with
+    ``weights_only=False``, or allowlist the class): both would let a file run code."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        lines = text.split("WeightsUnpickler error:", 1)[1].splitlines()
+        detail = next((line.strip() for line in lines if line.strip()), "").split(" was not an allowed global")[0]
+        return f"it holds more than tensors and plain values: {detail}"
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0] if text else 'no message'}"
 
 
 def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:
