@@ -80,6 +80,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass a .pt file written by minser.train "
                               "(e.g. runs/<run>/fold-1/best.pt) or a run folder")
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX model, which runs in onnxruntime (README, Export); minser loads the "
+                              ".pt checkpoint it was exported from")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, weights_only) for bad files

@@ -45,9 +45,11 @@ def test_code_objects_are_refused(tmp_path: Path) -> None:
     assert "weights_only" not in str(error.value) and "safe_globals" not in str(error.value)
 
 
-@pytest.mark.parametrize("content, message", [(b"not a zip file", "corrupt"), (None, "no such checkpoint")])
-def test_bad_files_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
-    path = tmp_path / "bad.pt"
+@pytest.mark.parametrize("name, content, message", [("bad.pt", b"not a zip file", "corrupt"),
+                                                     ("bad.pt", None, "no such checkpoint"),
+                                                     ("model.onnx", b"\x08\x07", "an ONNX model, which runs in onnxruntime")])
+def test_bad_files_name_the_file(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+    path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(CheckpointError, match=message) as error:
