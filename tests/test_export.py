@@ -75,6 +75,17 @@ def test_onnx_matches_the_recognizer(name, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.pt"]  # no temporary left
 
 
+def test_onnx_raises_short_lengths_to_the_networks_minimum_as_the_recognizer_does(tmp_path):
+    recognizer = Recognizer.load(tiny_checkpoint(tmp_path / "cat.pt", "cat"))
+    path, _ = export_onnx(recognizer, tmp_path / "cat.onnx")
+    features = np.random.default_rng(0).normal(-40.0, 10.0, (2, 40, 60)).astype(np.float32)
+    lengths = np.array([60, 2], dtype=np.int64)
+    assert lengths.min() < recognizer.min_frames  # a row the network cannot take as it is
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"features": features, "lengths": lengths})[0]
+    np.testing.assert_allclose(got, recognizer.logits(features, lengths), atol=1e-4)
+
+
 @pytest.mark.parametrize("pad_to", ["batch", "full"])
 def test_onnx_runs_the_recognizers_front_end_output(pad_to, tmp_path):
     """Front end in numpy, network in onnxruntime: the same probabilities as the Recognizer, for a network
