@@ -314,8 +314,9 @@ def load_data(config: TrainConfig) -> Corpus:
         download_emodb()
         corpus = load_corpus(config.data, classes=config.classes)
     if len(corpus.labels) < 2:
-        raise DataError(f"{config.data}: every utterance has the label {corpus.labels[0]!r}; a classifier needs "
-                        "utterances of two emotions or more")
+        found = ", ".join(repr(label) for label in corpus.labels) or "none"
+        raise DataError(f"{config.data}: the utterances carry {len(corpus.labels)} emotion label ({found}); a "
+                        "classifier needs utterances of two emotions or more")
     if config.subset is not None:
         corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, split_seed(config)))
     return corpus
