@@ -197,7 +197,7 @@ def state_bytes(model: torch.nn.Module) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minser.export`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m minser.export", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="a .pt file of minser.train or a one-fold run folder; several make one ONNX ensemble "
                         "(or are quantized one by one)")

@@ -33,7 +33,7 @@ SCORE_DECIMALS = 6
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minser.predict`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m minser.predict", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (any format soundfile reads)")
     p.add_argument("--model", metavar="CHECKPOINT", action="append",
                    help="a .pt checkpoint of minser.train or minser.export, or a one-fold run folder; repeat it "

@@ -175,3 +175,7 @@ def test_cli_errors(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(tmp_path / "x.pt")])  # neither --format nor --quantize
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "a.pt b.pt c.pt --format onnx --out ensemble.onnx" in capsys.readouterr().out  # examples in the help

@@ -92,6 +92,7 @@ def test_help_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "minser.predict", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "--model" in result.stdout and "JSON line" in result.stdout
+    assert "--model a.pt --model b.pt --model c.pt" in result.stdout  # the examples are part of the help
 
 
 def test_default_model_on_the_example_clips(capsys):
