@@ -38,7 +38,7 @@ import _common as common  # noqa: E402
 
 from minser import checkpoint  # noqa: E402
 from minser.audio import load  # noqa: E402
-from minser.export import check_onnx, onnx_bytes, state_bytes  # noqa: E402
+from minser.export import check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
 from minser.features import extract  # noqa: E402
 from minser.recognizer import Recognizer, quantize_int8  # noqa: E402
 
@@ -73,9 +73,7 @@ def onnx_probabilities(session, recognizer: Recognizer, features: np.ndarray, le
     trained on full inputs takes all frames and no lengths)."""
     if recognizer.pass_lengths:
         features = np.ascontiguousarray(features[:, :, : max(int(lengths.max()), recognizer.min_frames)])
-    feeds = {"features": features, "lengths": lengths}
-    logits = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
-    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    return torch.softmax(torch.from_numpy(onnx_logits(session, features, lengths)), dim=-1).numpy()
 
 
 def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict, path: Path):

@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -47,11 +46,11 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, MinserError
-from minser.recognizer import Recognizer, resolve_checkpoint
+from minser.recognizer import Recognizer, log_mean_softmax, resolve_checkpoint
 from minser.speakers import refuse_single_recordings
 
 __all__ = ["ONNX_OPSET", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
-           "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
+           "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
 
 ONNX_OPSET = 17
 # Shape of the example input the exporter traces; batch and frames are then declared dynamic.
@@ -75,15 +74,15 @@ class ServedNetwork(torch.nn.Module):
 
 class MeanProbability(torch.nn.Module):
     """Networks as one ensemble: ``log(mean_k softmax(logits_k))`` ``(batch, n_classes)`` of the members'
-    logits on the same ``(features, lengths)`` (the rule of :class:`minser.recognizer.Ensemble`)."""
+    logits on the same ``(features, lengths)`` (:func:`~minser.recognizer.log_mean_softmax`, the rule of
+    :class:`minser.recognizer.Ensemble`)."""
 
     def __init__(self, members: Sequence[torch.nn.Module]) -> None:
         super().__init__()
         self.members = torch.nn.ModuleList(members)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([torch.log_softmax(m(features, lengths), dim=-1) for m in self.members])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+        return log_mean_softmax([m(features, lengths) for m in self.members])
 
 
 def _members(recognizer: Recognizer) -> tuple[Recognizer, ...]:
@@ -152,6 +151,13 @@ def _quiet_tracer() -> Iterator[None]:
         yield
 
 
+def onnx_logits(session: Any, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Logits ``(batch, n_classes)`` of an onnxruntime session of an exported graph, fed the inputs it lists
+    (a graph of networks trained on full inputs has no ``lengths``)."""
+    feeds = {"features": features, "lengths": lengths}
+    return session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+
+
 def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int = 0) -> float | None:
     """Largest absolute difference between onnxruntime's logits and :meth:`Recognizer.logits` on random
     features with unequal lengths, of a frame count other than the traced one (all 750 frames when a
@@ -165,9 +171,7 @@ def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int
     features = (10.0 * torch.randn(batch, recognizer.frontend.n_mels, frames, generator=generator) - 40.0).numpy()
     lengths = np.linspace(frames, max(recognizer.min_frames, frames // 5), batch).round().astype(np.int64)
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    feeds = {"features": features, "lengths": lengths}
-    got = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
-    return float(np.abs(got - recognizer.logits(features, lengths)).max())
+    return float(np.abs(onnx_logits(session, features, lengths) - recognizer.logits(features, lengths)).max())
 
 
 def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float | None]:

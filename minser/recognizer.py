@@ -64,7 +64,7 @@ from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer",
-           "quantize_int8", "resolve_checkpoint", "window_starts"]
+           "log_mean_softmax", "quantize_int8", "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
@@ -340,6 +340,14 @@ class Recognizer:
         return f"Recognizer({name}, labels={list(self.labels)}, source={self.source!r})"
 
 
+def log_mean_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``log(mean_k softmax(logits_k))`` ``(batch, n_classes)`` of the members' logits, each ``(batch, n_classes)``:
+    the ensemble rule, whose softmax is the mean of the members' probabilities."""
+    # log-sum-exp of log-probabilities: the log of the mean without underflow to log(0).
+    log_probs = torch.stack([torch.log_softmax(x, dim=-1) for x in logits])
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(log_probs))
+
+
 class Ensemble(Recognizer):
     """Several recognizers as one: the label probabilities are the mean of the members' probabilities,
     the ensemble rule of :mod:`minser.evaluate` (build it with :meth:`Recognizer.ensemble` or
@@ -368,10 +376,7 @@ class Ensemble(Recognizer):
     @torch.no_grad()
     def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         self.check_enrolled()
-        # log-sum-exp of log-probabilities: the log of the mean without underflow to log(0).
-        log_probs = torch.stack([torch.log_softmax(torch.from_numpy(m.logits(features, lengths)), dim=-1)
-                                 for m in self.members])
-        return (torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))).numpy()
+        return log_mean_softmax([torch.from_numpy(m.logits(features, lengths)) for m in self.members]).numpy()
 
     def __repr__(self) -> str:
         return f"Ensemble({', '.join(repr(m) for m in self.members)})"

@@ -11,7 +11,7 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError
-from minser.export import export_onnx, main, onnx_bytes, quantize_checkpoint
+from minser.export import export_onnx, main, onnx_bytes, onnx_logits, quantize_checkpoint
 from minser.features import FrontEnd, extract
 from minser.models import MODELS, build
 from minser.models.config import option_names
@@ -53,9 +53,7 @@ def onnx_probabilities(path, wave: np.ndarray, cut: bool) -> np.ndarray:
     features, lengths = extract(wave)
     if cut:
         features = features[:, :, : lengths[0]]
-    feeds = {"features": features, "lengths": lengths}
-    logits = session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
-    return torch.softmax(torch.from_numpy(logits), -1)[0].numpy()
+    return torch.softmax(torch.from_numpy(onnx_logits(session, features, lengths)), -1)[0].numpy()
 
 
 def short_wave(seconds: float = 1.5) -> np.ndarray:
