@@ -71,9 +71,8 @@ def onnx_session(data: bytes, threads: int):
 def onnx_probabilities(session, recognizer: Recognizer, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Softmax of the ONNX model's logits, the input cut as the Recognizer cuts it (a graph of a network
     trained on full inputs takes all frames and no lengths)."""
-    if recognizer.pass_lengths:
-        features = np.ascontiguousarray(features[:, :, : max(int(lengths.max()), recognizer.min_frames)])
-    return torch.softmax(torch.from_numpy(onnx_logits(session, features, lengths)), dim=-1).numpy()
+    logits = onnx_logits(session, recognizer.cut(features, lengths), lengths)
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
 def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict, path: Path):

@@ -46,7 +46,7 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, MinserError
-from minser.recognizer import Recognizer, log_mean_softmax, resolve_checkpoint
+from minser.recognizer import Recognizer, ServedNetwork, log_mean_softmax, resolve_checkpoint
 from minser.speakers import refuse_single_recordings
 
 __all__ = ["ONNX_OPSET", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
@@ -55,21 +55,6 @@ __all__ = ["ONNX_OPSET", "MeanProbability", "ServedNetwork", "check_onnx", "expo
 ONNX_OPSET = 17
 # Shape of the example input the exporter traces; batch and frames are then declared dynamic.
 _TRACE_BATCH, _TRACE_FRAMES = 2, 300
-
-
-class ServedNetwork(torch.nn.Module):
-    """A network with the input convention it was trained with, as :meth:`Recognizer.logits` applies it:
-    ``(features (batch, n_mels, frames), lengths (batch,)) -> logits (batch, n_classes)``, lengths raised to
-    the network's minimum; a network trained on full 7.5 s inputs (``pass_lengths=False``) ignores them."""
-
-    def __init__(self, model: torch.nn.Module, pass_lengths: bool, min_frames: int) -> None:
-        super().__init__()
-        self.model, self.pass_lengths, self.min_frames = model, pass_lengths, min_frames
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.pass_lengths:
-            return self.model(features, None)
-        return self.model(features, lengths.clamp(min=self.min_frames))
 
 
 class MeanProbability(torch.nn.Module):

@@ -63,7 +63,7 @@ from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
-__all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer",
+__all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
            "log_mean_softmax", "quantize_int8", "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
@@ -76,6 +76,23 @@ MAX_CHANNELS = 8
 WINDOWS_PER_PASS = 16
 
 Audio = Union[str, os.PathLike, np.ndarray]
+
+
+class ServedNetwork(torch.nn.Module):
+    """A network with the input convention it was trained with, the one :meth:`Recognizer.logits` runs and
+    :mod:`minser.export` exports: ``(features (batch, n_mels, frames), lengths (batch,)) -> logits (batch,
+    n_classes)``. Lengths are raised to the network's ``min_frames`` (shorter audio scores as if padded
+    with silence up to it); a network trained on full 7.5 s inputs (``pass_lengths=False``) saw its padding
+    and ignores them."""
+
+    def __init__(self, model: torch.nn.Module, pass_lengths: bool, min_frames: int) -> None:
+        super().__init__()
+        self.model, self.pass_lengths, self.min_frames = model, pass_lengths, min_frames
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.pass_lengths:
+            return self.model(features, None)
+        return self.model(features, lengths.clamp(min=self.min_frames))
 
 
 @dataclass(frozen=True)
@@ -300,13 +317,16 @@ class Recognizer:
         if self.speaker_norm:
             self.check_enrolled()
             features = standardise(features, self.speaker_stats)
-        lengths = np.maximum(lengths, self.min_frames)
-        if self.pass_lengths:
-            frames = int(lengths.max())
-            x, valid = torch.from_numpy(np.ascontiguousarray(features[:, :, :frames])), torch.from_numpy(lengths)
-        else:
-            x, valid = torch.from_numpy(features), None
-        return self.model(x, valid).float().numpy()
+        network = ServedNetwork(self.model, self.pass_lengths, self.min_frames)
+        return network(torch.from_numpy(self.cut(features, lengths)), torch.as_tensor(lengths)).float().numpy()
+
+    def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``features (batch, n_mels, frames)`` cut to the frames the network reads: up to the longest of
+        ``lengths`` (at least ``min_frames``) when it masks padding, all of them when it was trained on full
+        7.5 s inputs. Cutting saves the work on padding that the mask would discard."""
+        if not self.pass_lengths:
+            return features
+        return np.ascontiguousarray(features[:, :, :max(int(np.max(lengths)), self.min_frames)])
 
     def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Label probabilities ``(batch, n_classes)`` of mono waves at the model's rate (see the module
@@ -377,6 +397,11 @@ class Ensemble(Recognizer):
     def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         self.check_enrolled()
         return log_mean_softmax([torch.from_numpy(m.logits(features, lengths)) for m in self.members]).numpy()
+
+    def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The widest of the members' cuts (all frames when one was trained on full inputs): the input that
+        every member can read, as an exported ensemble graph takes it."""
+        return max((m.cut(features, lengths) for m in self.members), key=lambda cut: cut.shape[-1])
 
     def __repr__(self) -> str:
         return f"Ensemble({', '.join(repr(m) for m in self.members)})"

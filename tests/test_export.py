@@ -47,12 +47,12 @@ def graph_metadata(path) -> dict:
     return {entry.key: json.loads(entry.value) for entry in onnx.load(path).metadata_props}
 
 
-def onnx_probabilities(path, wave: np.ndarray, cut: bool) -> np.ndarray:
-    """Front end in numpy, network in onnxruntime, softmax: label probabilities of one short wave."""
+def onnx_probabilities(path, wave: np.ndarray, recognizer: Recognizer) -> np.ndarray:
+    """Front end in numpy, network in onnxruntime, softmax: label probabilities of one short wave, its
+    features cut as ``recognizer`` cuts them."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     features, lengths = extract(wave)
-    if cut:
-        features = features[:, :, : lengths[0]]
+    features = recognizer.cut(features, lengths)
     return torch.softmax(torch.from_numpy(onnx_logits(session, features, lengths)), -1)[0].numpy()
 
 
@@ -93,8 +93,9 @@ def test_onnx_runs_the_recognizers_front_end_output(pad_to, tmp_path):
     path, wave = tmp_path / "ilt.onnx", short_wave()
     assert graph_metadata(path)["minser.pad_to"] == pad_to
     assert set(graph_inputs(path)) == ({"features", "lengths"} if pad_to == "batch" else {"features"})
-    expected = Recognizer.load(ckpt).predict(wave, sr=16000)
-    np.testing.assert_allclose(onnx_probabilities(path, wave, cut=pad_to == "batch"),
+    recognizer = Recognizer.load(ckpt)
+    expected = recognizer.predict(wave, sr=16000)
+    np.testing.assert_allclose(onnx_probabilities(path, wave, recognizer),
                                [expected.scores[label] for label in LABELS], atol=1e-5)
     # The full-input network scores the padding it was trained with: masking it would change the result.
     masked = Recognizer.load(ckpt)
@@ -115,8 +116,9 @@ def test_onnx_ensemble_is_the_recognizers_ensemble(tmp_path, capsys):
     assert [spec["name"] for spec in metadata["minser.members"]] == ["ilt", "cat", "cnn"]
     assert metadata["minser.pad_to"] == "full" and "minser.spec" not in metadata
     wave = short_wave()
-    expected = Recognizer.load(ckpts).predict(wave, sr=16000)
-    got = onnx_probabilities(out, wave, cut=False)
+    ensemble = Recognizer.load(ckpts)
+    expected = ensemble.predict(wave, sr=16000)
+    got = onnx_probabilities(out, wave, ensemble)
     np.testing.assert_allclose(got, [expected.scores[label] for label in LABELS], atol=1e-5)
     alone = [Recognizer.load(c).predict(wave, sr=16000).scores for c in ckpts]
     np.testing.assert_allclose(got, np.mean([[s[label] for label in LABELS] for s in alone], axis=0), atol=1e-5)

@@ -177,6 +177,23 @@ def test_full_padding_checkpoints_score_the_fixed_input(tmp_path):
     np.testing.assert_allclose(scores_of(rec.predict(x, sr=SR)), expected, atol=1e-6)
 
 
+def test_cut_keeps_the_frames_the_network_reads(tmp_path):
+    """Cut to the longest valid length (at least the network's minimum) for a network that masks padding;
+    uncut for one trained on full inputs, and for an ensemble holding one; logits unchanged by the cut."""
+    cut = Recognizer.load(save_tiny(tmp_path / "cut.pt"))
+    full = Recognizer.load(save_tiny(tmp_path / "full.pt", pad_to="full"))
+    features = np.random.default_rng(0).normal(-40.0, 10.0, (2, 40, 750)).astype(np.float32)
+    assert cut.cut(features, np.array([300, 120])).shape == (2, 40, 300)
+    assert cut.cut(features, np.array([3, 2])).shape == (2, 40, cut.min_frames)
+    assert full.cut(features, np.array([300, 120])).shape == (2, 40, 750)
+    assert Ensemble([cut, full]).cut(features, np.array([300, 120])).shape == (2, 40, 750)
+    assert Ensemble([cut, cut]).cut(features, np.array([300, 120])).shape == (2, 40, 300)
+    lengths = np.array([300, 120])
+    with torch.no_grad():  # the masked network reads the whole padded input to the same logits
+        uncut = cut.model(torch.from_numpy(features), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(cut.logits(features, lengths), uncut, atol=1e-5)
+
+
 def test_int8_flag_quantizes_at_load(tiny, tmp_path, rec):
     saved = checkpoint.load(tiny)
     path = checkpoint.save(tmp_path / "int8.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int8")
