@@ -24,6 +24,7 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, DataError, MinserError
+from minser.recognizer import log_mean_softmax
 
 if TYPE_CHECKING:
     from minser.data import Corpus
@@ -127,18 +128,17 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
         raise CheckpointError("no checkpoint to score")
     kwargs = dict(everything=everything, device=device, batch_size=batch_size, cache_dir=cache_dir)
     first, files, targets, logits = _member_logits(paths[0], data, classes, **kwargs)
-    if len(paths) > 1:
-        probabilities = torch.softmax(logits, -1)
-        for other in paths[1:]:
-            saved, other_files, _, other_logits = _member_logits(other, data, classes, **kwargs)
-            if list(saved["labels"]) != list(first["labels"]):
-                raise CheckpointError(f"{other} knows the classes {saved['labels']} but {paths[0]} knows "
-                                      f"{first['labels']}; ensemble models trained on the same classes")
-            if other_files != files:
-                raise CheckpointError(f"{other} and {paths[0]} were tested on different utterances (different splits); "
-                                      "ensemble runs trained with the same --split-seed, or pass --data or --all")
-            probabilities += torch.softmax(other_logits, -1)
-        logits = probabilities  # the argmax of the summed probabilities is the ensemble's prediction
+    members = [logits]
+    for other in paths[1:]:
+        saved, other_files, _, other_logits = _member_logits(other, data, classes, **kwargs)
+        if list(saved["labels"]) != list(first["labels"]):
+            raise CheckpointError(f"{other} knows the classes {saved['labels']} but {paths[0]} knows "
+                                  f"{first['labels']}; ensemble models trained on the same classes")
+        if other_files != files:
+            raise CheckpointError(f"{other} and {paths[0]} were tested on different utterances (different splits); "
+                                  "ensemble runs trained with the same --split-seed, or pass --data or --all")
+        members.append(other_logits)
+    logits = log_mean_softmax(members)  # the Recognizer's ensemble rule; one member's argmax is unchanged
     fold = first.get("fold", {}).get("name")
     return {"checkpoint": " + ".join(str(p) for p in paths), "fold": fold, "n": len(files),
             **score(targets, logits.argmax(-1), len(first["labels"]))}
