@@ -84,17 +84,13 @@ def served(recognizer: Recognizer) -> torch.nn.Module:
     return (networks[0] if len(networks) == 1 else MeanProbability(networks)).eval()
 
 
-def _takes_full_input(recognizer: Recognizer) -> bool:
-    return not all(m.pass_lengths for m in _members(recognizer))
-
-
 def onnx_metadata(recognizer: Recognizer) -> dict[str, str]:
     """The ONNX metadata of ``recognizer``'s graph (module docstring), JSON values."""
     specs = [m.model.spec for m in _members(recognizer)]
     model = {"minser.spec": json.dumps(specs[0])} if len(specs) == 1 else {"minser.members": json.dumps(specs)}
     return {"minser.labels": json.dumps(list(recognizer.labels)),
             "minser.frontend": json.dumps(recognizer.frontend.to_dict()), **model,
-            "minser.pad_to": json.dumps("full" if _takes_full_input(recognizer) else "batch")}
+            "minser.pad_to": json.dumps("batch" if recognizer.pass_lengths else "full")}
 
 
 def onnx_bytes(recognizer: Recognizer, metadata: dict[str, str] | None = None) -> bytes:
@@ -151,7 +147,7 @@ def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int
         import onnxruntime
     except ImportError:
         return None
-    frames = recognizer.frontend.n_frames if _takes_full_input(recognizer) else 517
+    frames = 517 if recognizer.pass_lengths else recognizer.frontend.n_frames
     generator = torch.Generator().manual_seed(seed)
     features = (10.0 * torch.randn(batch, recognizer.frontend.n_mels, frames, generator=generator) - 40.0).numpy()
     lengths = np.linspace(frames, max(recognizer.min_frames, frames // 5), batch).round().astype(np.int64)

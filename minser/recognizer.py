@@ -376,13 +376,16 @@ class Ensemble(Recognizer):
     ``logits`` are ``log(mean_k softmax(logits_k))`` ``(batch, n_classes)``. Each member scores the shared
     features its own way (lengths or full padding, speaker statistics or none); ``speaker_norm`` is set
     when any member needs the speaker, and :meth:`for_speaker` enrols those members together.
-    ``model`` is a ``ModuleList`` of the members' networks (to move or count them); ``pass_lengths``
-    does not apply to an ensemble, whose members each keep their own.
+    ``model`` is a ``ModuleList`` of the members' networks (to move or count them). Each member keeps its
+    own input convention; ``pass_lengths`` is set when every member masks padding, so that :meth:`cut`
+    gives an input all of them can read (all frames when one was trained on full inputs), as an exported
+    ensemble graph takes it.
     """
 
     def __init__(self, members: Sequence[Recognizer]) -> None:
         first = members[0]
         super().__init__(torch.nn.ModuleList(m.model for m in members), first.labels, first.frontend,
+                         pass_lengths=all(m.pass_lengths for m in members),
                          source=" + ".join(str(m.source) for m in members),
                          speaker_norm=any(m.speaker_norm for m in members))
         self.members = tuple(members)
@@ -397,11 +400,6 @@ class Ensemble(Recognizer):
     def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         self.check_enrolled()
         return log_mean_softmax([torch.from_numpy(m.logits(features, lengths)) for m in self.members]).numpy()
-
-    def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """The widest of the members' cuts (all frames when one was trained on full inputs): the input that
-        every member can read, as an exported ensemble graph takes it."""
-        return max((m.cut(features, lengths) for m in self.members), key=lambda cut: cut.shape[-1])
 
     def __repr__(self) -> str:
         return f"Ensemble({', '.join(repr(m) for m in self.members)})"
