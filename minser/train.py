@@ -696,7 +696,8 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
             best = {"val_wa": -1.0 if val["wa"] is None else val["wa"], "epoch": epoch + 1,
                     "state_dict": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
         if dist.main:
-            if best["epoch"] == epoch + 1:
+            # Without a validation part best.pt is the last epoch: written once, at the end (last.pt resumes).
+            if best["epoch"] == epoch + 1 and (val["wa"] is not None or epoch + 1 == config.epochs):
                 checkpoint.save(folder / "best.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
                                 state_dict=best["state_dict"], epoch=epoch + 1, val_wa=val["wa"], **extra)
             checkpoint.save(folder / "last.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],

@@ -115,10 +115,15 @@ def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_p
 
 
 def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
-        emodb_root: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        emodb_root: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "all"
     args = ["--model", "cnn", *TINY_CNN, "--epochs", "2", "--protocol", "all", "--pad-to", "batch", *quick(out, cache)]
+    saved: list[str] = []
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, **kw: (saved.append(Path(path).name), save(path, **kw))[1])
     results = main(args)
+    assert saved == ["last.pt", "best.pt", "last.pt"]  # best.pt once, at the last epoch
     assert results["protocol"] == "all" and results["wa"] is None and results["ua"] is None
     assert "no WA/UA" in results["note"] and results["confusion"] is None
     assert json.loads((out / "results.json").read_text())["wa"] is None
