@@ -136,7 +136,7 @@ class TritonAttentionPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, lens):
         B, T, D = h.shape
-        w32 = w.float().contiguous()
+        w32 = configs.triton_operand(w.float())
         pooled = torch.empty((B, D), dtype=h.dtype, device=h.device)
         weights = torch.empty((B, T), dtype=h.dtype, device=h.device)
         beta = torch.empty((B, T), dtype=torch.float32, device=h.device)
@@ -150,8 +150,8 @@ class TritonAttentionPool(torch.autograd.Function):
     def backward(ctx, dpooled, dweights):
         h, w32, lens, beta = ctx.saved_tensors
         B, T, D = h.shape
-        dpooled = torch.zeros((B, D), device=h.device) if dpooled is None else dpooled.float().contiguous()
-        dweights = torch.zeros((B, T), device=h.device) if dweights is None else dweights.float().contiguous()
+        dpooled = torch.zeros((B, D), device=h.device) if dpooled is None else configs.triton_operand(dpooled.float())
+        dweights = torch.zeros((B, T), device=h.device) if dweights is None else configs.triton_operand(dweights.float())
         dh = torch.empty((B, T, D), dtype=h.dtype, device=h.device)
         dw_part = torch.empty((B, D), dtype=torch.float32, device=h.device)
         const, options = _launch("pool_bwd", D)
@@ -179,8 +179,8 @@ def triton_attention_pool(
     if lengths is None:
         lens = torch.full((B,), T, dtype=torch.int32, device=h.device)
     else:
-        lens = lengths.to(device=h.device, dtype=torch.int32).contiguous()
-    return TritonAttentionPool.apply(configs.last_axis_contiguous(h), w, lens)
+        lens = configs.triton_operand(lengths.to(device=h.device, dtype=torch.int32))
+    return TritonAttentionPool.apply(configs.triton_operand(h), w, lens)
 
 
 def compile_specs() -> Iterator[configs.CompileSpec]:
@@ -197,4 +197,5 @@ def compile_specs() -> Iterator[configs.CompileSpec]:
                             "DWEIGHTS": "*fp32", "DX": t, "DW_PART": "*fp32"}
                 launch = configs.pool_launch(name, block_d)
                 label = f"{name}[D<={block_d},{configs.TYPE_NAMES[dtype]}]"
-                yield configs.compile_spec(label, KERNELS[name], ptrs, (), ("sxb", "sxt"), const, launch)
+                # D is the row stride of the dense outputs (POOLED, DX), so it goes with the strides.
+                yield configs.compile_spec(label, KERNELS[name], ptrs, (), ("sxb", "sxt", "D"), const, launch)

@@ -287,7 +287,7 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, klen = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.last_axis_contiguous(do))
+        dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.triton_operand(do, strides_divisible=True))
         return dq, dk, dv, None
 
 
@@ -315,8 +315,10 @@ def triton_attention(
     if key_lengths is None:
         klen = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
     else:
-        klen = key_lengths.to(device=q.device, dtype=torch.int32).contiguous()
-    return TritonAttention.apply(configs.last_axis_contiguous(q), configs.last_axis_contiguous(k), configs.last_axis_contiguous(v), klen)
+        klen = configs.triton_operand(key_lengths.to(device=q.device, dtype=torch.int32))
+    # A contiguous copy of a head size in ATTENTION_HEAD_DIMS has every stride divisible by 16.
+    q, k, v = (configs.triton_operand(t, strides_divisible=True) for t in (q, k, v))
+    return TritonAttention.apply(q, k, v, klen)
 
 
 def compile_specs() -> Iterator[configs.CompileSpec]:
@@ -341,4 +343,4 @@ def compile_specs() -> Iterator[configs.CompileSpec]:
                 strides = tuple(a for a in fn.arg_names if a not in ptrs and a not in floats and a not in const
                                 and a not in ("H", "Lq", "Lk"))
                 label = f"{name}[D={d},{configs.TYPE_NAMES[dtype]}]"
-                yield configs.compile_spec(label, fn, ptrs, floats, strides, const, launch)
+                yield configs.compile_spec(label, fn, ptrs, floats, strides, const, launch, hints=("all", "strides"))

@@ -82,26 +82,44 @@ def pool_launch(kernel: str, block_dim: int) -> Launch:
     return Launch(block_t, block_dim, 8 if block_dim >= 512 else 4, 1)
 
 
+HINTS = ("all", "strides", "pointers")
+"""Specializations compiled ahead of time, by which integer and pointer arguments Triton is told are
+divisible by 16 (it specializes every launch on that): ``all`` (pointers, strides and sizes, e.g.
+attention at 64 x 64 steps), ``strides`` (pointers and strides; sizes such as 46 or 187 steps are
+not) and ``pointers`` (pooling a feature size of 40: row strides of 40)."""
+
+
 @dataclass(frozen=True)
 class CompileSpec:
     """One launchable kernel configuration, as ``triton.compiler.ASTSource`` wants it.
 
-    ``aligned`` names the arguments Triton specializes as divisible by 16 on a typical launch
-    (pointers of fresh tensors, strides of rows whose size is a multiple of 16).
+    ``pointers``, ``strides`` and ``sizes`` name the kernel's arguments of each kind; ``hints`` the
+    specializations (:data:`HINTS`) the wrappers can launch. The wrappers pass only 16-byte aligned
+    pointers, and the attention wrapper only strides divisible by 16 (:func:`triton_operand`).
     """
 
     label: str
     fn: object
     signature: dict
     constexprs: dict
-    aligned: tuple
+    pointers: tuple
+    strides: tuple
+    sizes: tuple
+    hints: tuple
     launch: Launch
+
+    def divisible(self, hint: str) -> tuple:
+        """The arguments specialized as divisible by 16 under ``hint``."""
+        groups = {"all": (self.pointers, self.strides, self.sizes), "strides": (self.pointers, self.strides),
+                  "pointers": (self.pointers,)}[hint]
+        return tuple(arg for group in groups for arg in group)
 
 
 def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, constexprs: dict,
-                 launch: Launch) -> CompileSpec:
+                 launch: Launch, hints: tuple = HINTS) -> CompileSpec:
     """Builds the signature of ``fn`` in argument order: ``pointers`` maps names to ``"*fp16"``-style
-    types, ``floats`` are fp32 scalars, ``constexprs`` compile-time values, every other argument i32."""
+    types, ``floats`` are fp32 scalars, ``constexprs`` compile-time values, every other argument i32
+    (``strides``, and the rest are sizes)."""
 
     def kind(arg: str) -> str:
         if arg in pointers:
@@ -111,16 +129,22 @@ def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, 
         return "fp32" if arg in floats else "i32"
 
     signature = {arg: kind(arg) for arg in fn.arg_names}
-    return CompileSpec(label, fn, signature, constexprs, (*pointers, *strides), launch)
+    sizes = tuple(a for a, k in signature.items() if k == "i32" and a not in strides)
+    return CompileSpec(label, fn, signature, constexprs, tuple(pointers), tuple(strides), sizes, hints, launch)
 
 
 TYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def last_axis_contiguous(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when its last axis is contiguous, else a contiguous copy: the kernels read every
-    other axis through its stride."""
-    return t if t.stride(-1) == 1 else t.contiguous()
+def triton_operand(t: torch.Tensor, strides_divisible: bool = False) -> torch.Tensor:
+    """``t`` itself when the kernels can read it as it is, else a contiguous copy.
+
+    The kernels read every axis but the last through its stride, so the last axis must be
+    contiguous; the pointer must be 16-byte aligned, and with ``strides_divisible`` every other
+    stride a multiple of 16, because only those specializations are compiled ahead of time
+    (:data:`HINTS`; an unaligned attention kernel spills registers on sm_80 and sm_90)."""
+    aligned = t.data_ptr() % 16 == 0 and (not strides_divisible or all(s % 16 == 0 for s in t.stride()[:-1]))
+    return t if aligned and t.stride(-1) == 1 else t.clone(memory_format=torch.contiguous_format)
 
 
 def attention_supported(head_dim: int, dtype: torch.dtype) -> bool:

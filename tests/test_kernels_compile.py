@@ -1,4 +1,5 @@
-"""Ahead-of-time compilation of every launchable Triton kernel configuration for sm_80 and sm_90.
+"""Ahead-of-time compilation of every launchable Triton kernel configuration for sm_80 and sm_90,
+in each specialization (arguments divisible by 16) the wrappers can launch.
 
 A kernel that would not compile on an A100 / H100, that spills registers or that needs more shared
 memory than the device has fails here, without a GPU. ``tools/kernel_report.py`` compiles in one
@@ -44,15 +45,16 @@ def report(tmp_path_factory) -> list[dict]:
 
 
 def test_every_launchable_configuration_compiles_for_sm80_and_sm90(report):
-    compiled = {(row["kernel"], row["arch"]) for row in report}
-    expected = {(spec.label, arch) for spec in _specs() for arch in ARCHS}
-    assert compiled == expected
-    # 4 head sizes x 3 dtypes x 4 attention kernels + 7 feature tiles x 3 dtypes x 2 pooling kernels
-    assert len(expected) == 2 * (4 * 3 * 4 + 7 * 3 * 2)
+    compiled = [(row["kernel"], row["arch"], row["hints"]) for row in report]
+    expected = {(spec.label, arch, hint) for spec in _specs() for arch in ARCHS for hint in spec.hints}
+    assert sorted(compiled) == sorted(expected)
+    # (4 head sizes x 3 dtypes x 4 attention kernels) x 2 specializations
+    # + (7 feature tiles x 3 dtypes x 2 pooling kernels) x 3 specializations
+    assert len(expected) == 2 * (4 * 3 * 4 * 2 + 7 * 3 * 2 * 3)
 
 
 def test_no_register_spills_and_shared_memory_within_the_device_limit(report):
-    assert not {f"{row['kernel']} sm_{row['arch']}": row["problems"] for row in report if row["problems"]}
+    assert not {f"{row['kernel']} sm_{row['arch']} {row['hints']}": row["problems"] for row in report if row["problems"]}
     assert all(0 < row["registers"] <= 255 for row in report)
     assert all(row["spill_stores"] == row["spill_loads"] == 0 for row in report)
     limits = {80: 163 * 1024, 90: 227 * 1024}
@@ -105,6 +107,39 @@ def _matching_spec(specs, name, args, constexprs, num_warps, num_stages) -> str 
                 and (spec.launch.num_warps, spec.launch.num_stages) == (num_warps, num_stages)):
             return spec.label
     return None
+
+
+def _divisible(value) -> bool:
+    """Whether Triton's launcher specializes an argument as divisible by 16 (pointers: by address)."""
+    return (value.data_ptr() if isinstance(value, torch.Tensor) else value) % 16 == 0
+
+
+def _misaligned(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A view of ``shape`` one element past a fresh tensor's start, with a row stride of last + 1."""
+    *rest, last = shape
+    return torch.zeros(*rest, last + 1, dtype=dtype)[..., 1:].requires_grad_()
+
+
+def test_wrappers_launch_only_compiled_specializations(monkeypatch):
+    """Every pointer a wrapper passes is 16-byte aligned and every attention stride divisible by 16
+    (misaligned inputs are copied), so each launch is one of the compiled specializations, up to
+    which sizes happen to be multiples of 16 (configs.HINTS)."""
+    launches: list = []
+    _launched_signatures(monkeypatch, launches)
+    for dtype in configs.DTYPES:
+        q, k, v = (_misaligned((2, 2, n, 32), dtype) for n in (5, 7, 7))
+        h = _misaligned((2, 9, 40), dtype)
+        assert not any(_divisible(t) for t in (q, k, v, h))
+        attention_triton.triton_attention(q, k, v, torch.tensor([7, 3])).sum().backward()
+        pooled, weights = attention_pool_triton.triton_attention_pool(h, torch.zeros(40), None)
+        (pooled.sum() + weights.sum()).backward()
+    specs = {spec.label: spec for spec in _specs()}
+    assert len(launches) == 3 * (4 + 2)
+    for name, args, constexprs, num_warps, num_stages in launches:
+        spec = specs[_matching_spec(specs.values(), name, args, constexprs, num_warps, num_stages)]
+        value = dict(zip([a for a in spec.fn.arg_names if spec.signature[a] != "constexpr"], args))
+        required = spec.pointers if "pointers" in spec.hints else spec.pointers + spec.strides
+        assert [a for a in required if not _divisible(value[a])] == [], (name, spec.hints)
 
 
 def test_wrappers_launch_only_compiled_configurations(monkeypatch):

@@ -104,6 +104,23 @@ def test_attention_reads_strided_inputs_and_gradients():
         _close(a, b, torch.float16, name)
 
 
+def test_misaligned_inputs_give_the_same_result():
+    # One element past an aligned start: the wrappers copy such inputs, as only aligned pointers
+    # (and, for attention, strides) are compiled ahead of time (configs.HINTS).
+    base = _randn(2, 2, 9, 33, dtype=torch.float16)
+    results = {}
+    for impl in ("triton", "torch"):
+        leaf = base.clone().requires_grad_(True)
+        x = leaf[..., 1:]
+        assert x.data_ptr() % 16
+        out = attention(x, x, x, key_lengths=torch.tensor([9, 4], device=DEVICE), impl=impl)
+        pooled, _ = attention_pool(x[:, 0], torch.linspace(-1, 1, 32, device=DEVICE), impl=impl)
+        (out.float().sum() + pooled.float().pow(2).sum()).backward()
+        results[impl] = (out, pooled, leaf.grad)
+    for name, a, b in zip(("out", "pooled", "dx"), results["triton"], results["torch"]):
+        _close(a, b, torch.float16, name)
+
+
 POOL_CASES = [(d, t) for t in configs.DTYPES for d in (20, 130)] + [
     (d, torch.float32) for d in (16, 64, 256, 512, 1000)
 ]

@@ -2,7 +2,9 @@
 
 For each kernel configuration listed by ``minser.kernels.configs`` (through the ``compile_specs()``
 of the two Triton modules) and each target (sm_80, sm_90), this compiles the kernel with
-``triton.compile`` (no GPU needed), runs ``ptxas-blackwell -v`` from Triton's NVIDIA backend on
+``triton.compile`` (no GPU needed), once per specialization the wrappers can launch (which
+arguments are divisible by 16: all, pointers and strides, or only pointers; see
+``minser.kernels.configs.HINTS``), runs ``ptxas-blackwell -v`` from Triton's NVIDIA backend on
 the PTX, and prints registers, spill stores/loads and shared memory (Triton's dynamic allocation).
 
 Usage::
@@ -72,12 +74,14 @@ def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
     }
 
 
-def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
-    """Compiles one configuration for ``sm_<arch>``; returns its report row (``problems`` lists
-    what the device would reject or run slowly: register spills, shared memory over the limit)."""
-    aligned = {(spec.fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in spec.aligned}
+def compile_one(spec: CompileSpec, arch: int, hint: str) -> dict[str, object]:
+    """Compiles one configuration for ``sm_<arch>`` with the arguments ``spec.divisible(hint)``
+    specialized as divisible by 16 (``minser.kernels.configs.HINTS``); returns its report row
+    (``problems`` lists what the device would reject or run slowly: register spills, shared memory
+    over the limit)."""
+    hints = {(spec.fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in spec.divisible(hint)}
     source = triton.compiler.ASTSource(fn=spec.fn, signature=spec.signature, constexprs=spec.constexprs,
-                                       attrs=aligned)
+                                       attrs=hints)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": spec.launch.num_warps, "num_stages": spec.launch.num_stages})
     usage = ptxas_usage(kernel.asm["ptx"], arch)
@@ -85,6 +89,7 @@ def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
     row = {
         "kernel": spec.label,
         "arch": arch,
+        "hints": hint,
         "num_warps": spec.launch.num_warps,
         "num_stages": spec.launch.num_stages,
         "registers": usage["registers"],
@@ -97,14 +102,16 @@ def compile_one(spec: CompileSpec, arch: int) -> dict[str, object]:
     return row
 
 
-def _compile_indexed(job: tuple[int, int]) -> dict[str, object]:
-    index, arch = job
-    return compile_one(specs()[index], arch)
+def _compile_indexed(job: tuple[int, int, str]) -> dict[str, object]:
+    index, arch, hint = job
+    return compile_one(specs()[index], arch, hint)
 
 
 def compile_all(archs: list[int], only: str = "", jobs: int = 1) -> list[dict[str, object]]:
-    """Report rows of every configuration whose label contains ``only``, for each arch, in order."""
-    todo = [(i, arch) for arch in archs for i, spec in enumerate(specs()) if only in spec.label]
+    """Report rows of every configuration whose label contains ``only``, for each arch and each of
+    its launchable specializations, in order."""
+    todo = [(i, arch, hint) for arch in archs for i, spec in enumerate(specs()) if only in spec.label
+            for hint in spec.hints]
     if jobs <= 1:
         return [_compile_indexed(job) for job in todo]
     # spawn: fresh workers that import triton themselves (no forked compiler or torch state).
@@ -124,10 +131,11 @@ def problems(row: dict[str, object]) -> list[str]:
 
 def table(rows: list[dict[str, object]]) -> str:
     """Markdown table of the report rows."""
-    lines = ["| kernel | sm | warps | stages | registers | spills (B st/ld) | shared (KiB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| kernel | sm | divisible by 16 | warps | stages | registers | spills (B st/ld) | shared (KiB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['kernel']} | {r['arch']} | {r['num_warps']} | {r['num_stages']} | {r['registers']} | "
+        lines.append(f"| {r['kernel']} | {r['arch']} | {r['hints']} | {r['num_warps']} | "
+                     f"{r['num_stages']} | {r['registers']} | "
                      f"{r['spill_stores']}/{r['spill_loads']} | {r['shared_bytes'] / 1024:.1f} |")
     return "\n".join(lines)
 
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(rows, indent=1))
         os.replace(tmp, args.json)
-    bad = [f"{r['kernel']} sm_{r['arch']}: {'; '.join(r['problems'])}" for r in rows if r["problems"]]
+    bad = [f"{r['kernel']} sm_{r['arch']} ({r['hints']} divisible by 16): {'; '.join(r['problems'])}"
+           for r in rows if r["problems"]]
     for line in bad:
         print("PROBLEM", line, file=sys.stderr)
     return 1 if args.check and bad else 0
