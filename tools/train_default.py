@@ -1,9 +1,9 @@
 """Reproduce minser's pretrained default, ``minser/assets/default.pt`` (see docs/MODEL_CARD.md).
 
-    MINSER_DATA=/work/shared/data python tools/train_default.py            # ~10 min on a shared 2-core CPU
+    MINSER_DATA=/work/shared/data python tools/train_default.py            # ~15 min on a shared 2-core CPU
     MINSER_DATA=/work/shared/data python tools/train_default.py --cv       # the recipe's 5-fold estimate
 
-The recipe: ``cnn_transformer`` (default options), all 535 EmoDB utterances, 7 emotions, the
+The recipe: ``ilt`` (attention fusion, default options), all 535 EmoDB utterances, 7 emotions, the
 training protocol of ``python -m minser.train`` (a 30 dB white-noise copy of every utterance,
 Adam with betas 0.9/0.99, batches of 40 grouped by length with ``--pad-to batch``) with
 learning rate 1e-3 for 200 epochs, and three options of the field (docs/RESULTS.md): an
@@ -34,7 +34,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "minser" / "assets" / "default.pt"
-RECIPE = ["--model", "cnn_transformer", "--data", "emodb", "--classes", "7", "--epochs", "200", "--lr", "1e-3",
+RECIPE = ["--model", "ilt", "--fusion", "attention", "--data", "emodb", "--classes", "7", "--epochs", "200", "--lr", "1e-3",
           "--ema", "0.995", "--crop", "2", "--mixup", "0.4", "--pad-to", "batch", "--seed", "0", "--threads", "1"]
 
 
