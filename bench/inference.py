@@ -12,7 +12,10 @@ softmax, timed as a whole for three variants of the same checkpoint:
 Each runs with 1 and 2 threads (torch's ``set_num_threads``; onnxruntime's ``intra_op_num_threads``).
 The front end alone (read + log-Mel) is timed too, so the network's share is visible; its FFT
 uses ``scipy.fft`` with every core (minser.features' choice) whatever the thread setting.
-The real-time factor is latency over 7.5 s: below 1 is faster than real time.
+The real-time factor is latency over 7.5 s: below 1 is faster than real time. With ``--baseline
+CHECKPOINT`` that checkpoint's float pipeline is timed in the same rounds, and every row gets its
+median as a ratio to the baseline's (``vs_baseline``): on a shared machine a ratio measured in one
+run is far steadier than times compared across runs.
 
 The test signal is a synthetic 7.5 s, 16 kHz WAV (a harmonic tone with a moving pitch and noise):
 the cost does not depend on what is said. Sizes: the checkpoint file, the serialized float and
@@ -44,6 +47,7 @@ from minser.recognizer import Recognizer, quantize_int8  # noqa: E402
 
 VARIANTS = ("float", "int8", "onnxruntime")
 COLUMNS = ("variant", "threads", "median_ms", "spread_pct", "rtf")
+BASELINE = "baseline float"
 
 
 def speech_like_signal(seconds: float = common.SECONDS, sr: int = common.SAMPLE_RATE) -> np.ndarray:
@@ -89,8 +93,9 @@ def end_to_end(variant: str, recognizers: dict[str, Recognizer], sessions: dict,
 
 
 def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, path: Path, threads: Sequence[int],
-                 warmup: int, repeat: int, clock_name: str = "wall") -> list[dict]:
-    """One row per variant and thread count, plus the front end alone.
+                 warmup: int, repeat: int, clock_name: str = "wall", baseline: Recognizer | None = None) -> list[dict]:
+    """One row per variant and thread count, plus the front end alone (and ``baseline``'s float
+    pipeline, when given, with every row's ``vs_baseline`` ratio of medians).
 
     The variants are timed in interleaved rounds (one call of each per round) rather than one after
     the other, so that on a shared machine a burst of load from other jobs hits them all alike.
@@ -104,6 +109,8 @@ def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, p
         for variant in VARIANTS:
             if variant != "onnxruntime" or sessions["onnxruntime"] is not None:
                 calls[variant] = end_to_end(variant, recognizers, sessions, path)
+        if baseline is not None:
+            calls[BASELINE] = lambda: baseline.predict(path).label
         times: dict[str, list[float]] = {name: [] for name in calls}
         for round_index in range(warmup + repeat):
             for name, call in calls.items():
@@ -111,7 +118,12 @@ def latency_rows(recognizers: dict[str, Recognizer], onnx_model: bytes | None, p
                 call()
                 if round_index >= warmup:
                     times[name].append(1e3 * (now() - started))
-        rows += [_row(name, n, common.summarize(ms)) for name, ms in times.items()]
+        timed = [_row(name, n, common.summarize(ms)) for name, ms in times.items()]
+        if baseline is not None:
+            reference = timed[-1]["median_ms"]
+            for row in timed:
+                row["vs_baseline"] = row["median_ms"] / reference
+        rows += timed
     return rows
 
 
@@ -204,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, help="checkpoint (default: the pretrained minser/assets/default.pt)")
     parser.add_argument("--accuracy", type=Path, metavar="RUN",
                         help="also score every fold-*/best.pt of this minser.train run on its test split")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",
+                        help="also time this checkpoint's float pipeline in the same rounds; report ratios to it")
     parser.add_argument("--repeat", type=int, default=50, help="timed rounds (one call per variant each; --quick: 3)")
     common.add_common_arguments(parser)
     return parser
@@ -228,15 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "utterance.wav"
         soundfile.write(path, speech_like_signal(), common.SAMPLE_RATE, subtype="PCM_16")
-        latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat, args.clock)
+        baseline = Recognizer.load(args.baseline) if args.baseline else None
+        latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat, args.clock, baseline)
     sizes = size_rows(Path(source), recognizers, onnx_model)
     def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         return common.format_table(rows, columns, markdown=args.markdown)
 
-    print(table(latency, COLUMNS))
+    print(table(latency, COLUMNS + (("vs_baseline",) if args.baseline else ())))
     print()
     print(table(sizes, ("what", "kB")))
-    payload = {"environment": info, "clock": args.clock, "model": str(source), "spec": saved["spec"], "latency": latency, "sizes": sizes}
+    payload = {"environment": info, "clock": args.clock, "model": str(source), "spec": saved["spec"], "latency": latency, "sizes": sizes,
+               "baseline": None if args.baseline is None else str(args.baseline)}
     if args.accuracy:
         folds = accuracy_rows(args.accuracy)
         payload["accuracy"] = {"run": str(args.accuracy), "folds": folds, "mean": mean_accuracy(folds)}

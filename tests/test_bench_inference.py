@@ -53,6 +53,22 @@ def test_quick_run_writes_every_variant(model, tmp_path, capsys):
     assert "rtf" in capsys.readouterr().out
 
 
+def test_baseline_is_timed_in_the_same_rounds_and_every_row_gets_its_ratio(model, tmp_path):
+    torch.manual_seed(1)
+    net = build("cnn", 3, channels=[2, 2, 2])
+    other = checkpoint.save(tmp_path / "other.pt", spec=net.spec, labels=("a", "b", "c"),
+                            frontend=FrontEnd().to_dict(), state_dict=net.state_dict(), train={"pad_to": "batch"})
+    out = tmp_path / "inference.json"
+    assert bench.main(["--quick", "--threads", "1", "--model", str(model), "--baseline", str(other),
+                       "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in payload["latency"]}
+    assert payload["baseline"] == str(other) and list(rows)[-1] == bench.BASELINE
+    assert rows[bench.BASELINE]["vs_baseline"] == 1
+    for row in rows.values():
+        assert row["vs_baseline"] == pytest.approx(row["median_ms"] / rows[bench.BASELINE]["median_ms"])
+
+
 def test_signal_is_deterministic_and_7_5_seconds():
     a, b = bench.speech_like_signal(), bench.speech_like_signal()
     assert a.shape == (120000,) and (a == b).all() and abs(a).max() < 1
