@@ -136,7 +136,7 @@ class TritonAttentionPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w, lens):
         B, T, D = h.shape
-        w32 = configs.triton_operand(w.float())
+        w32 = configs.triton_operand(w.float(), reads="dense")
         pooled = torch.empty((B, D), dtype=h.dtype, device=h.device)
         weights = torch.empty((B, T), dtype=h.dtype, device=h.device)
         beta = torch.empty((B, T), dtype=torch.float32, device=h.device)
@@ -150,8 +150,10 @@ class TritonAttentionPool(torch.autograd.Function):
     def backward(ctx, dpooled, dweights):
         h, w32, lens, beta = ctx.saved_tensors
         B, T, D = h.shape
-        dpooled = torch.zeros((B, D), device=h.device) if dpooled is None else configs.triton_operand(dpooled.float())
-        dweights = torch.zeros((B, T), device=h.device) if dweights is None else configs.triton_operand(dweights.float())
+        # The kernel reads both as dense rows (b * D, b * T).
+        dpooled = torch.zeros((B, D), device=h.device) if dpooled is None else dpooled.float()
+        dweights = torch.zeros((B, T), device=h.device) if dweights is None else dweights.float()
+        dpooled, dweights = (configs.triton_operand(g, reads="dense") for g in (dpooled, dweights))
         dh = torch.empty((B, T, D), dtype=h.dtype, device=h.device)
         dw_part = torch.empty((B, D), dtype=torch.float32, device=h.device)
         const, options = _launch("pool_bwd", D)
@@ -179,7 +181,7 @@ def triton_attention_pool(
     if lengths is None:
         lens = torch.full((B,), T, dtype=torch.int32, device=h.device)
     else:
-        lens = configs.triton_operand(lengths.to(device=h.device, dtype=torch.int32))
+        lens = configs.triton_operand(lengths.to(device=h.device, dtype=torch.int32), reads="dense")
     return TritonAttentionPool.apply(configs.triton_operand(h), w, lens)
 
 

@@ -287,7 +287,7 @@ class TritonAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, klen = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.triton_operand(do, strides_divisible=True))
+        dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.triton_operand(do, reads="strided16"))
         return dq, dk, dv, None
 
 
@@ -315,9 +315,9 @@ def triton_attention(
     if key_lengths is None:
         klen = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
     else:
-        klen = configs.triton_operand(key_lengths.to(device=q.device, dtype=torch.int32))
+        klen = configs.triton_operand(key_lengths.to(device=q.device, dtype=torch.int32), reads="dense")
     # A contiguous copy of a head size in ATTENTION_HEAD_DIMS has every stride divisible by 16.
-    q, k, v = (configs.triton_operand(t, strides_divisible=True) for t in (q, k, v))
+    q, k, v = (configs.triton_operand(t, reads="strided16") for t in (q, k, v))
     return TritonAttention.apply(q, k, v, klen)
 
 

@@ -136,15 +136,19 @@ def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, 
 TYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def triton_operand(t: torch.Tensor, strides_divisible: bool = False) -> torch.Tensor:
-    """``t`` itself when the kernels can read it as it is, else a contiguous copy.
+def triton_operand(t: torch.Tensor, reads: str = "strided") -> torch.Tensor:
+    """``t`` itself when a kernel can read it as it is, else a contiguous copy.
 
-    The kernels read every axis but the last through its stride, so the last axis must be
-    contiguous; the pointer must be 16-byte aligned, and with ``strides_divisible`` every other
-    stride a multiple of 16, because only those specializations are compiled ahead of time
-    (:data:`HINTS`; an unaligned attention kernel spills registers on sm_80 and sm_90)."""
-    aligned = t.data_ptr() % 16 == 0 and (not strides_divisible or all(s % 16 == 0 for s in t.stride()[:-1]))
-    return t if aligned and t.stride(-1) == 1 else t.clone(memory_format=torch.contiguous_format)
+    ``reads`` says how the kernel reads it: ``"strided"``, every axis but the last through its
+    stride (so the last axis must be contiguous); ``"strided16"``, the same with every such stride a
+    multiple of 16; ``"dense"``, as one contiguous block. The pointer must be 16-byte aligned in
+    every case, because only those specializations are compiled ahead of time (:data:`HINTS`; an
+    unaligned attention kernel spills registers on sm_80 and sm_90)."""
+    if reads == "dense":
+        layout = t.is_contiguous()
+    else:
+        layout = t.stride(-1) == 1 and (reads == "strided" or all(s % 16 == 0 for s in t.stride()[:-1]))
+    return t if layout and t.data_ptr() % 16 == 0 else t.clone(memory_format=torch.contiguous_format)
 
 
 def attention_supported(head_dim: int, dtype: torch.dtype) -> bool:

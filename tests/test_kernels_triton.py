@@ -121,6 +121,18 @@ def test_misaligned_inputs_give_the_same_result():
         _close(a, b, torch.float16, name)
 
 
+def test_attention_pool_reads_row_strided_output_gradients():
+    # The pooling backward reads dpooled (B, D) and dweights (B, T) as dense rows: views of wider
+    # tensors (last axis contiguous, rows strided) must be copied, not passed as they are.
+    B, T, D = 2, 11, 24
+    h, w = _randn(B, T, D, dtype=torch.float32), torch.randn(D, device=DEVICE)
+    grads = (_randn(B, 2 * D, dtype=torch.float32)[:, :D], _randn(B, 2 * T, dtype=torch.float32)[:, :T])
+    assert grads[0].stride() == (2 * D, 1) and grads[1].stride() == (2 * T, 1)
+    triton_out, torch_out = _run(attention_pool, (h, w), grads)
+    for name, a, b in zip(("pooled", "weights", "dh", "dw"), triton_out, torch_out):
+        _close(a, b, torch.float32, name)
+
+
 POOL_CASES = [(d, t) for t in configs.DTYPES for d in (20, 130)] + [
     (d, torch.float32) for d in (16, 64, 256, 512, 1000)
 ]
