@@ -74,6 +74,12 @@ def test_info_cli(emodb_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "emodb4: 339 utterances" in out and "anger: 127" in out and "speakers (10)" in out
 
 
+def test_info_cli_error_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path))
+    assert main(["info", "emodb"]) == 2  # as every minser command: 2 when the job could not be done
+    assert "python -m minser.data download emodb" in capsys.readouterr().err
+
+
 def test_emodb_missing_says_how_to_download(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"python -m minser.data download emodb.*MINSER_DATA"):
         load_emodb(tmp_path / "nowhere")

@@ -158,8 +158,8 @@ def test_existing_folder_without_wav(tmp_path: Path) -> None:
 def test_cli(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     server.files["/download.zip"] = make_zip(WAVS)
     url = f"{server.url}/download.zip"
-    # With the shipped sums the toy archive must fail verification: exit 1 and a clear message.
-    assert main(["download", "emodb", "--dest", str(tmp_path), "--url", url]) == 1
+    # With the shipped sums the toy archive must fail verification: exit 2 and a clear message.
+    assert main(["download", "emodb", "--dest", str(tmp_path), "--url", url]) == 2
     assert "fail verification: missing 532" in capsys.readouterr().err
     monkeypatch.setattr(download, "emodb_sums", lambda: SUMS)
     assert main(["download", "emodb", "--dest", str(tmp_path), "--url", url]) == 0

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 1 on a minser error)."""
+    """Run the command line; returns the exit status (0 on success, 2 on a minser error, as every minser command)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "download":
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  speakers ({len(speakers)}): {' '.join(speakers)}")
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
