@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker-norm", action="store_true",
                    help="standardise every Mel band per speaker with the mean and std of that speaker's clean "
                         "training utterances (a speaker absent from them: their own utterances, label-free); "
-                        "such checkpoints are scored by minser.evaluate, not by minser.predict (see minser.speakers)")
+                        "minser.evaluate scores such checkpoints as it scores any; minser.predict and Recognizer "
+                        "need the speaker enrolled first (--enrol FILE..., Recognizer.for_speaker; see minser.speakers)")
     p.add_argument("--pad-to", choices=PAD_TO, default=d.pad_to,
                    help="full: pad every utterance to 7.5 s (the paper); batch: batch utterances of similar "
                         "length, pad to the batch's longest and pass lengths to the model (faster)")
