@@ -1,6 +1,6 @@
 """Reproduce minser's pretrained default, ``minser/assets/default.pt`` (see docs/MODEL_CARD.md).
 
-    MINSER_DATA=/work/shared/data python tools/train_default.py            # ~15 min on a shared 2-core CPU
+    MINSER_DATA=/work/shared/data python tools/train_default.py            # 6 to 9 min on a shared 2-core CPU
     MINSER_DATA=/work/shared/data python tools/train_default.py --cv       # the recipe's 5-fold estimate
 
 The recipe: ``ilt`` (attention fusion, default options), all 535 EmoDB utterances, 7 emotions, the
