@@ -223,6 +223,11 @@ def _quantize(source: Path, out: str | None) -> None:
     print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB on disk, float weights + quantize flag); "
           f"weights in memory: float {state_bytes(float_model) / 1e3:.1f} kB, "
           f"int8 {state_bytes(int8_model) / 1e3:.1f} kB")
+    if any(isinstance(m, torch.nn.LSTM) for m in float_model.modules()):
+        # Measured, not assumed: dynamic-int8 LSTMs made the shipped ILT 1.5x slower than float on CPU.
+        print(f"note: {source}'s network has LSTM layers, which run slower in dynamic int8 than in float on "
+              "CPU (the shipped ILT: 1.5x slower end to end, docs/BENCHMARKS.md); int8 saves memory here, not "
+              "time: for speed serve the float checkpoint or its ONNX export", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -168,6 +168,8 @@ def test_int8_quantizes_several_checkpoints_one_by_one(tmp_path, capsys):
     assert "quantized one by one" in capsys.readouterr().err and not (tmp_path / "both.pt").exists()
     assert main([str(a), str(b), "--quantize", "int8"]) == 0
     assert [checkpoint.load(tmp_path / f"{n}.int8.pt")["spec"]["name"] for n in "ab"] == ["cnn", "ilt"]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "slower in dynamic int8" in line]
+    assert len(notes) == 1 and str(b) in notes[0]  # the LSTM network (ilt) gets the note, the cnn does not
 
 
 def test_cli_errors(tmp_path, capsys):
