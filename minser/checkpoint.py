@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from minser.errors import CheckpointError
+from minser.errors import CheckpointError, ConfigError
 
 FORMAT = "minser/1"
 REQUIRED = ("spec", "labels", "frontend", "state_dict")
@@ -41,8 +41,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     process dies mid-write. The file gets the permissions a plain ``open`` would give it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, mode) as file:
@@ -95,6 +100,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in REQUIRED if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; re-train to write a complete one")
+    labels, spec = checkpoint["labels"], checkpoint["spec"]
+    n_classes = spec.get("n_classes") if isinstance(spec, dict) else None
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(label, str) for label in labels) \
+            or len(labels) != n_classes:
+        raise CheckpointError(f"{path}: its labels ({labels!r}) do not name the network's {n_classes} classes one "
+                              "string each; the file was edited or is damaged: use the checkpoint minser.train wrote")
     return checkpoint
 
 

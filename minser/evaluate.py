@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError, DataError, MinserError
+from minser.errors import CheckpointError, ConfigError, DataError, MinserError
 from minser.recognizer import log_mean_softmax
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
-    from minser.train import HelpFormatter
+    from minser.train import HelpFormatter, checked_device
 
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
@@ -183,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     args = p.parse_args(argv)
     try:
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size {args.batch_size}: give an integer >= 1")
+        checked_device(args.device)
         result = evaluate(args.paths, args.data, args.classes, everything=args.all, device=args.device,
                           batch_size=args.batch_size, cache_dir=args.cache_dir)
     except MinserError as exc:

@@ -74,6 +74,11 @@ HOP_FRACTION = 0.5
 MAX_CHANNELS = 8
 # Windows scored per forward pass: bounds the memory of very long audio.
 WINDOWS_PER_PASS = 16
+# Sample rates an array may declare: telephone speech to studio audio.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+# Float samples past this are not [-1, 1] audio (a clipped recording stays near 1); 16-bit PCM cast to float
+# without scaling reaches thousands.
+MAX_PEAK = 16.0
 
 Audio = Union[str, os.PathLike, np.ndarray]
 
@@ -287,10 +292,18 @@ class Recognizer:
                              f"rec.predict(wave, sr={rate})")
         if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise AudioError(f"{name}: sr={sr!r} is not a sample rate; give a positive integer in Hz")
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+            # sr=16 for 16 kHz would otherwise upsample 1000x, for minutes and gigabytes.
+            raise AudioError(f"{name}: sr={sr} Hz is outside {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz; give the "
+                             f"rate in Hz, e.g. sr={rate} for 16 kHz")
         array = np.asarray(item)
         if _is_channels(array):
             array = check_wave(array.T, name, sr=int(sr)).mean(axis=0)
         wave = check_wave(array, name, sr=int(sr))
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        if peak > MAX_PEAK:
+            raise AudioError(f"{name}: samples reach {peak:.0f}, but float audio lies in [-1, 1]; this looks like "
+                             "unscaled integer PCM: divide 16-bit samples by 32768")
         if wave.ndim != 1:
             raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {wave.shape}")
         return check_wave(resample(wave, int(sr), rate), name, sr=rate)

@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session", "all")
+# The fewest utterances of a class for which the 55/25/20 split gives every part one (largest remainder).
+RANDOM_MIN_PER_CLASS = 4
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -285,6 +287,8 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--mixup {config.mixup}: give a Beta parameter > 0, e.g. 0.4 (0 turns mixup off)")
     if not 0 <= config.ema < 1:
         raise ConfigError(f"--ema {config.ema}: give a decay in [0, 1), e.g. 0.995 (0 turns averaging off)")
+    if config.noise_snr is not None and not np.isfinite(config.noise_snr):
+        raise ConfigError(f"--noise-snr {config.noise_snr}: give a finite SNR in dB, e.g. 30 (or --no-noise)")
     if not config.weight_decay >= 0:
         raise ConfigError(f"--weight-decay {config.weight_decay}: give a value >= 0")
     if config.protocol not in PROTOCOLS:
@@ -347,12 +351,24 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
         none = np.empty(0, dtype=np.int64)
         splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
     elif config.protocol == "random":
+        _check_class_sizes(corpus, targets)
         splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=seed)
     elif config.protocol == "speaker":
         splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=seed)
     else:
         splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=seed)
     return list(splits)[: config.folds]
+
+
+def _check_class_sizes(corpus: Corpus, targets: np.ndarray) -> None:
+    """Refuse a class too small for the random protocol's 55/25/20 split to give it training, validation
+    and test utterances (often a mistyped label, which would otherwise become a class of its own)."""
+    counts = np.bincount(targets, minlength=len(corpus.labels))
+    small = [f"{label!r} ({count})" for label, count in zip(corpus.labels, counts) if count < RANDOM_MIN_PER_CLASS]
+    if small:
+        raise DataError(f"{corpus.name}: --protocol random needs at least {RANDOM_MIN_PER_CLASS} utterances per class "
+                        f"(some for training, validation and test each); too few for {', '.join(small)}. Check the "
+                        "labels for typos, add utterances, or drop the class")
 
 
 def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -514,17 +530,28 @@ def init_distributed(config: TrainConfig) -> Dist:
     return dist
 
 
+def checked_device(name: str) -> torch.device:
+    """The device ``--device name`` names (``cpu``, ``cuda`` or ``cuda:N``); ConfigError if torch does not
+    know it or this machine lacks it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a device; give cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: minser runs on cpu or cuda only")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
 def resolve_device(config: TrainConfig, dist: Dist) -> torch.device:
     """``--device``; ``auto`` is CUDA (``cuda:LOCAL_RANK`` under torchrun) when present, else CPU."""
     name = config.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {config.device}: CUDA is not available here; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank)
+    device = checked_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank)
     return device
 
 
@@ -915,6 +942,8 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     out = _run_folder(config)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     if dist.world > 1 and not config.out:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
     if config.resume:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError
+from minser.errors import CheckpointError, ConfigError
 from minser.models import build
 
 
@@ -64,6 +64,24 @@ def test_incomplete_checkpoint_says_what_is_missing(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not written by minser"):
         checkpoint.load(tmp_path / "other.pt")
+
+
+def test_labels_that_do_not_match_the_network_are_refused(tmp_path: Path) -> None:
+    model = build("cnn", 3, d_model=8, channels=[2, 2, 2])
+    for labels in (["x"], [1, 2, 3]):
+        path = checkpoint.save(tmp_path / "bad.pt", spec=model.spec, labels=labels, frontend={},
+                               state_dict=model.state_dict())
+        with pytest.raises(CheckpointError, match=r"bad\.pt: its labels .* network's 3 classes"):
+            checkpoint.load(path)
+
+
+def test_writing_onto_a_folder_or_under_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match="folder is a folder; name a file"):
+        checkpoint.write_json(tmp_path / "folder", {})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot write .*afile/r\.json"):
+        checkpoint.write_json(tmp_path / "afile" / "r.json", {})
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:

@@ -74,6 +74,13 @@ def test_info_cli(emodb_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "emodb4: 339 utterances" in out and "anger: 127" in out and "speakers (10)" in out
 
 
+def test_a_manifest_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "latin1.csv"
+    manifest.write_bytes("path,label\na.wav,\u00e4rger\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.csv is not a UTF-8 CSV file.*saved as UTF-8"):
+        load_manifest(manifest)
+
+
 def test_info_cli_error_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("MINSER_DATA", str(tmp_path))
     assert main(["info", "emodb"]) == 2  # as every minser command: 2 when the job could not be done
@@ -231,6 +238,8 @@ def test_folder(tmp_path: Path) -> None:
         else:
             write_wav(tmp_path / "corpus" / name)
     (tmp_path / "corpus" / "empty").mkdir()
+    (tmp_path / "corpus" / "anger" / "._y.flac").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
+    write_wav(tmp_path / "corpus" / ".hidden" / "z.wav")
     corpus = load_folder(tmp_path / "corpus")
     assert corpus.labels == ("anger", "neutral")
     got = [(u.path.name, u.label) for u in corpus.utterances]

@@ -59,6 +59,10 @@ def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         checkpoints_of(tmp_path)
     assert main([str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    for bad, message in ((["--device", "tpu"], "--device 'tpu' is not a device"),
+                         (["--batch-size", "0"], "--batch-size 0: give an integer >= 1")):
+        assert main([str(tmp_path / "missing.pt"), *bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 

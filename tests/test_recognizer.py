@@ -90,6 +90,14 @@ def test_array_without_sample_rate_is_an_error_that_says_to_pass_sr(rec):
         rec.predict(wave(1.0))
     with pytest.raises(AudioError, match="sample rate"):
         rec.predict(wave(1.0), sr=-5)
+    with pytest.raises(AudioError, match=r"sr=16 Hz is outside .* e\.g\. sr=16000"):
+        rec.predict(wave(1.0), sr=16)  # meant 16 kHz: would upsample 1000x
+
+
+def test_unscaled_pcm_is_refused(rec):
+    with pytest.raises(AudioError, match="unscaled integer PCM: divide 16-bit samples by 32768"):
+        rec.predict(wave(1.0) * 32767, sr=SR)
+    rec.predict(np.clip(wave(1.0) * 4, -1.2, 1.2), sr=SR)  # clipped but float-scaled audio is fine
 
 
 @pytest.mark.parametrize("sr", [8000, 44100])

@@ -15,8 +15,8 @@ from minser.errors import ConfigError, DataError
 from minser import train as train_module
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
-from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, balanced_class_weights, batch_indices, cli,
-                          learning_rate, main, parse_args, train_step)
+from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, balanced_class_weights, batch_indices,
+                          checked_device, cli, learning_rate, main, parse_args, train_step)
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
 TINY_CNN = ["--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]"]
@@ -187,7 +187,8 @@ def test_learning_rate_schedules() -> None:
                                            (["--warmup-epochs", "200"], "--warmup-epochs 200.0"),
                                            (["--ema", "1"], "--ema 1.0"),
                                            (["--weight-decay", "-1"], "--weight-decay -1.0"),
-                                           (["--mixup", "-1"], "--mixup -1.0")])
+                                           (["--mixup", "-1"], "--mixup -1.0"),
+                                           (["--noise-snr", "nan"], "--noise-snr nan")])
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
@@ -252,7 +253,7 @@ def test_missing_emodb_says_what_to_do(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_corrupt_audio_in_a_manifest_names_the_file(emodb_root: Path, cache: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
-    good = sorted((emodb_root / "wav").glob("*.wav"))[:6]
+    good = sorted((emodb_root / "wav").glob("*.wav"))[:8]  # 4 per class: enough for the random protocol
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     rows = [f"{p},{'anger' if i % 2 else 'neutral'},s{i % 2}" for i, p in enumerate(good)] + [f"{broken},anger,s0"]
@@ -269,6 +270,28 @@ def test_a_corpus_of_one_emotion_is_a_data_error(emodb_root: Path, tmp_path: Pat
     manifest.write_text("path,label\n" + "".join(f"{p},anger\n" for p in sorted((emodb_root / "wav").glob("*.wav"))[:3]))
     with pytest.raises(DataError, match=r"angry\.csv: the utterances carry 1 emotion label \('anger'\); .*two emotions"):
         main(["--model", "cnn", "--data", str(manifest), "--out", str(tmp_path / "run")])
+
+
+def test_random_protocol_refuses_a_class_too_small_to_split(emodb_root: Path, tmp_path: Path) -> None:
+    wavs = sorted((emodb_root / "wav").glob("*.wav"))
+    manifest = tmp_path / "typo.csv"  # a mistyped label makes a class of one utterance
+    manifest.write_text("path,label\n" + "".join(f"{p},{'anger' if i % 2 else 'sadness'}\n" for i, p in enumerate(wavs[:12]))
+                        + f"{wavs[12]},sadnes\n")
+    with pytest.raises(DataError, match=r"at least 4 utterances per class.*'sadnes' \(1\).*typos"):
+        main(["--model", "cnn", "--data", str(manifest), "--out", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "not a device"), ("meta", "cpu or cuda only"),
+                                             *([] if torch.cuda.is_available() else [("cuda", "not available")])])
+def test_bad_device_is_a_config_error(device: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        checked_device(device)
+
+
+def test_out_naming_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile is a file; give a folder"):
+        main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "afile")])
 
 
 def test_missing_manifest_is_a_data_error(tmp_path: Path) -> None:

@@ -263,6 +263,20 @@ def load_iemocap(root: str | Path) -> Corpus:
 # Any other corpus: CSV manifest or one folder per label
 
 
+def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
+    """The rows of a CSV manifest as ``({column: cell}, line number)``, cells stripped."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "path" not in columns or "label" not in columns:
+            raise DataError(
+                f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]"
+            )
+        # Cells beyond the header (key None) are ignored; missing cells (value None) read as empty.
+        return [({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num)
+                for row in reader]
+
+
 def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> Corpus:
     """A corpus listed in a CSV file with header ``path,label`` and optional ``speaker``, ``session``.
 
@@ -273,17 +287,11 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(f"manifest {csv_path} not found; give a CSV file with header path,label[,speaker]")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "path" not in columns or "label" not in columns:
-            raise DataError(
-                f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]"
-            )
-        # Cells beyond the header (key None) are ignored; missing cells (value None) read as empty.
-        rows = [
-            ({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num) for row in reader
-        ]
+    try:
+        rows = _manifest_rows(csv_path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"manifest {csv_path} is not a UTF-8 CSV file ({exc}); give a CSV manifest saved as UTF-8 "
+                        "with header path,label[,speaker] (or a folder with one subfolder per label)") from exc
     utterances = []
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
@@ -311,8 +319,10 @@ def load_folder(root: str | Path) -> Corpus:
     if not root.is_dir():
         raise DataError(f"corpus folder {root} not found; give a folder with one sub-folder of audio files per label")
     utterances = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in label_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    # Hidden entries (".git", macOS "._x.wav" resource forks) are not data.
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in label_dir.iterdir()
+                       if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
         utterances.extend(Utterance(path, label_dir.name, "unknown") for path in files)
     if not utterances:
         raise DataError(
