@@ -24,7 +24,7 @@ import minser
 from minser.audio import load
 from minser.checkpoint import atomic_write
 from minser.data.corpora import Corpus, user_cache_dir
-from minser.errors import DataError
+from minser.errors import ConfigError, DataError
 from minser.features import FrontEnd, extract
 
 # Bump when the file layout changes, so old files are ignored rather than misread.
@@ -133,7 +133,7 @@ def cached_features(
     features, lengths = _compute(corpus, frontend, progress)
     try:
         _write_atomic(path, features, lengths)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: atomic_write found no writable folder there
         # The features are good; only reuse is lost, so warn instead of failing the run.
         print(f"minser: cannot write the feature cache {path} ({exc}); pass a writable cache_dir", file=sys.stderr)
     return features, lengths
