@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeps the shorter one's valid frames; 0 = off (the paper)")
     p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="validate, select and save an exponential moving average of the weights with this decay "
-                        "per optimiser step (e.g. 0.995); 0 = off, the weights of the last step (the paper)")
+                        "per optimiser step (e.g. 0.995), warmed up as min(DECAY, (1 + t) / (10 + t)) at step t, "
+                        "so DECAY = 0.995 takes effect after 1790 steps; 0 = off, the weights of the last step "
+                        "(the paper)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay,
                    help="decoupled weight decay (AdamW); 0 = plain Adam (the paper)")
     p.add_argument("--noise-snr", type=float, default=d.noise_snr,
