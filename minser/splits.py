@@ -49,6 +49,15 @@ def _part_sizes(n: int, fractions: np.ndarray) -> np.ndarray:
     return sizes
 
 
+def min_class_size(fractions: Sequence[float]) -> int:
+    """The fewest utterances a class needs for every part of a split by ``fractions`` to get one."""
+    shares = np.asarray(fractions, dtype=np.float64)
+    n = 1
+    while np.any(_part_sizes(n, shares) == 0):
+        n += 1
+    return n
+
+
 def _stratified_parts(
     indices: np.ndarray, targets: np.ndarray, fractions: np.ndarray, rng: np.random.Generator
 ) -> list[np.ndarray]:

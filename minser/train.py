@@ -64,8 +64,7 @@ if TYPE_CHECKING:
     from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session", "all")
-# The fewest utterances of a class for which the 55/25/20 split gives every part one (largest remainder).
-RANDOM_MIN_PER_CLASS = 4
+RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -354,7 +353,7 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
         splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
     elif config.protocol == "random":
         _check_class_sizes(corpus, targets)
-        splits = random_splits(targets, n_splits=5, fractions=(0.55, 0.25, 0.2), seed=seed)
+        splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
     elif config.protocol == "speaker":
         splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=seed)
     else:
@@ -365,10 +364,12 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
 def _check_class_sizes(corpus: Corpus, targets: np.ndarray) -> None:
     """Refuse a class too small for the random protocol's 55/25/20 split to give it training, validation
     and test utterances (often a mistyped label, which would otherwise become a class of its own)."""
-    counts = np.bincount(targets, minlength=len(corpus.labels))
-    small = [f"{label!r} ({count})" for label, count in zip(corpus.labels, counts) if count < RANDOM_MIN_PER_CLASS]
+    from minser.splits import min_class_size
+
+    needed, counts = min_class_size(RANDOM_FRACTIONS), np.bincount(targets, minlength=len(corpus.labels))
+    small = [f"{label!r} ({count})" for label, count in zip(corpus.labels, counts) if count < needed]
     if small:
-        raise DataError(f"{corpus.name}: --protocol random needs at least {RANDOM_MIN_PER_CLASS} utterances per class "
+        raise DataError(f"{corpus.name}: --protocol random needs at least {needed} utterances per class "
                         f"(some for training, validation and test each); too few for {', '.join(small)}. Check the "
                         "labels for typos, add utterances, or drop the class")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from minser.data import load_emodb
 from minser.errors import ConfigError
-from minser.splits import Split, leave_one_group_out, random_splits
+from minser.splits import Split, leave_one_group_out, min_class_size, random_splits
 
 targets_strategy = st.lists(st.integers(0, 4), min_size=1, max_size=120).map(lambda xs: np.array(xs, dtype=np.int64))
 
@@ -107,3 +107,12 @@ def test_emodb_leave_one_speaker_out(emodb_root: Path) -> None:
 def test_bad_inputs(call, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_min_class_size_is_the_fewest_members_that_fill_every_part() -> None:
+    fractions = (0.55, 0.25, 0.2)
+    n = min_class_size(fractions)
+    assert n == 4
+    for size, fills in ((n, True), (n - 1, False)):
+        split = random_splits(np.zeros(size, dtype=np.int64), n_splits=1, fractions=fractions)[0]
+        assert all(len(part) > 0 for part in (split.train, split.val, split.test)) is fills
