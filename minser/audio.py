@@ -81,10 +81,12 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Any format soundfile reads (WAV, FLAC, OGG, ...). Multi-channel audio is averaged to mono;
     a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, corrupt, empty,
+    Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt, empty,
     non-finite or shorter than one 25 ms analysis window.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file; pass the path of a file")
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path")
     try:

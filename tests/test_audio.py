@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from math import gcd
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def test_load_corrupt_file_names_it(tmp_path: Path) -> None:
     text.write_text("not audio")
     with pytest.raises(AudioError, match=r"notes\.txt.*cannot be read as audio"):
         load(text)
+
+
+def test_load_directory_says_it_is_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    path.mkdir()
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is a directory, not an audio file; pass the path"):
+        load(path)
 
 
 def test_load_empty_file_names_it(tmp_path: Path) -> None:
