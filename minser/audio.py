@@ -81,8 +81,9 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Any format soundfile reads (WAV, FLAC, OGG, ...). Multi-channel audio is averaged to mono;
     a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
-    Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt, empty,
-    non-finite or shorter than one 25 ms analysis window.
+    Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt,
+    truncated (a WAV or AIFF file holding fewer bytes than its header declares), empty, non-finite or
+    shorter than one 25 ms analysis window.
     """
     path = Path(path)
     if path.is_dir():
@@ -90,12 +91,54 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path")
     try:
+        shortfall = _shortfall(path)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be opened ({exc.strerror}); check that the file is readable") from exc
+    if shortfall:
+        raise AudioError(f"{path}: is truncated: {shortfall}; the file was cut short (an interrupted copy or "
+                         "recording?): copy or export it again")
+    try:
         samples, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); the file is corrupt or not a sound format") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
     return check_wave(resample(samples.mean(axis=1, dtype=np.float32), file_sr, sr), str(path), sr=sr)
+
+
+# IFF containers whose header declares the length of every chunk: byte order, the chunk of samples, and
+# the bytes of that chunk's own fields before the samples (AIFF's SSND offset and block size).
+_CONTAINERS = {b"RIFF": ("little", b"data", 0), b"FORM": ("big", b"SSND", 8)}
+# A stream written to a pipe cannot go back to fill in its lengths and leaves this placeholder.
+_UNKNOWN_SIZE = 0xFFFFFFFF
+
+
+def _shortfall(path: Path) -> str | None:
+    """How a WAV or AIFF file holds fewer bytes than its header declares, or None when it holds them all
+    (or is another format, whose decoder reports damage itself).
+
+    libsndfile clamps the declared length to the bytes present and reads on silently (a truncated file
+    reads as shorter audio, or as none), so the chunk headers are walked here.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(12)
+        if len(head) < 12 or head[:4] not in _CONTAINERS:
+            return None
+        order, samples_id, fields = _CONTAINERS[head[:4]]
+        declared_total = int.from_bytes(head[4:8], order) + 8
+        while len(chunk := file.read(8)) == 8:
+            declared = int.from_bytes(chunk[4:], order)
+            present = size - file.tell()
+            if chunk[:4] == samples_id:
+                if declared != _UNKNOWN_SIZE and declared > present:
+                    return (f"its {samples_id.decode()} chunk declares {declared - fields} bytes of samples "
+                            f"but the file holds {max(present - fields, 0)}")
+                return None
+            file.seek(declared + declared % 2, os.SEEK_CUR)  # chunks are padded to an even length
+    if declared_total - 8 != _UNKNOWN_SIZE and declared_total > size:
+        return f"it ends after {size} bytes, inside its header, which declares a file of {declared_total} bytes"
+    return None
 
 
 def resample(wave: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -87,6 +87,43 @@ def test_load_corrupt_file_names_it(tmp_path: Path) -> None:
         load(text)
 
 
+def _cut(path: Path, keep: int) -> Path:
+    """``path`` with only its first ``keep`` bytes, as an interrupted copy leaves it."""
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "AIFF"])
+def test_load_truncated_file_says_truncated(tmp_path: Path, fmt: str) -> None:
+    # soundfile reads what is left without complaint (1 s -> 7989 frames, or 0), so only the header's
+    # declared length shows that samples are missing.
+    path = tmp_path / f"cut.{fmt.lower()}"
+    soundfile.write(path, _tone(440, 16000, seconds=1.0), 16000, format=fmt, subtype="PCM_16")
+    full = path.stat().st_size
+    truncated = rf"^{re.escape(str(path))}: is truncated: .* declares 32000 bytes of samples but the file holds"
+    with pytest.raises(AudioError, match=rf"{truncated} 15978"):
+        load(_cut(path, full - 16022))
+    with pytest.raises(AudioError, match=rf"{truncated} 0; .* again"):
+        load(_cut(path, full - 32000))  # cut right after the header: soundfile reads zero samples
+
+
+def test_load_wav_cut_inside_its_header_says_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "header.wav"
+    soundfile.write(path, _tone(440, 16000), 16000)
+    truncated = rf"^{re.escape(str(path))}: is truncated: it ends after 40 bytes, inside its header, which declares"
+    with pytest.raises(AudioError, match=rf"{truncated} a file of 16044 bytes"):
+        load(_cut(path, 40))  # inside the data chunk's header: soundfile finds no data chunk
+
+
+def test_load_reads_wav_files_with_extra_chunks(tmp_path: Path, emodb_root: Path) -> None:
+    # The EmoDB files 14a07*.wav hold a PAD chunk before their data; a FLOAT file a fact and a PEAK chunk.
+    for path in sorted((emodb_root / "wav").glob("14a07*.wav")):
+        assert len(load(path)) == soundfile.info(path).frames
+    path = tmp_path / "float.wav"
+    soundfile.write(path, _tone(440, 16000), 16000, subtype="FLOAT")
+    np.testing.assert_array_equal(load(path), _tone(440, 16000))
+
+
 def test_load_directory_says_it_is_a_directory(tmp_path: Path) -> None:
     path = tmp_path / "x.wav"
     path.mkdir()
