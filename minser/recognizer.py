@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,6 +152,11 @@ def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
     return starts + [n_samples - window]
 
 
+def _shown(value: object) -> str:
+    """``value`` for an error message: its repr, cut short, and its type."""
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
 def _is_channels(array: np.ndarray) -> bool:
     """True for a 2-D ``(samples, channels)`` array (soundfile's layout), not a ``(batch, samples)`` batch."""
     return array.ndim == 2 and array.shape[1] <= MAX_CHANNELS and array.shape[0] > array.shape[1]
@@ -187,6 +193,9 @@ class Recognizer:
         if path is None:
             with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
                 return cls.from_checkpoint(checkpoint.load(default), source=f"minser.assets/{DEFAULT_MODEL}")
+        if not isinstance(path, (str, os.PathLike)):
+            raise CheckpointError(f"Recognizer.load: {_shown(path)} is not a checkpoint; pass None for the shipped "
+                                  "default, the path of a checkpoint file or run folder, or a list of them")
         file = resolve_checkpoint(path)
         return cls.from_checkpoint(checkpoint.load(file), source=str(file))
 

@@ -277,6 +277,11 @@ def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
         Recognizer.load(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         Recognizer.load(tmp_path / "missing.pt")
+    for bad in (3, b"model.pt", [tiny, 3]):
+        with pytest.raises(CheckpointError, match=r"^Recognizer\.load: (3|b'model\.pt') \((int|bytes)\) is not a "
+                                                  r"checkpoint; pass None for the shipped default, the path of a "
+                                                  r"checkpoint file or run folder, or a list of them$"):
+            Recognizer.load(bad)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="garbage.pt"):
