@@ -14,7 +14,8 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   to mono), or a 2-D ``(batch, samples)`` batch of equal-length mono waves. A 2-D array is taken
   as multi-channel only when it has at most :data:`MAX_CHANNELS` columns and more rows than
   columns; a batch always has at least 400 columns (one analysis window), so the two never clash.
-  An array needs ``sr``; a rate other than the model's is resampled (polyphase filter).
+  An array needs ``sr``; a rate other than the model's is resampled (polyphase filter). What holds
+  no samples (None, a number, a dict) is an :class:`~minser.errors.AudioError`.
 - Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame
   count passed as ``lengths`` when the checkpoint was trained that way (``pad_to="batch"``).
   Audio shorter than the network's minimum (``model.min_frames``: 15 frames, 0.14 s, for the
@@ -162,6 +163,19 @@ def _is_channels(array: np.ndarray) -> bool:
     return array.ndim == 2 and array.shape[1] <= MAX_CHANNELS and array.shape[0] > array.shape[1]
 
 
+def _samples(item: object, name: str) -> np.ndarray:
+    """``item``, neither a path nor yet checked as a wave, as an array; an AudioError for what holds no
+    samples at all (None, a number, a dict, ...), which numpy would take for a 0-d or object array."""
+    try:
+        array = np.asarray(item)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise AudioError(f"{name}: cannot be read as an array of samples ({exc}); pass equal-length waves") from exc
+    if not isinstance(item, np.ndarray) and (array.ndim == 0 or array.dtype == object):
+        raise AudioError(f"{name}: {_shown(item)} is not audio; pass a file path, an array of samples with its "
+                         "sample rate (sr=...), or a list of them")
+    return array
+
+
 class Recognizer:
     """A trained network with its front end and class names, ready to label audio on the CPU.
 
@@ -263,6 +277,9 @@ class Recognizer:
                                   "no speaker statistics; call predict directly")
         if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
+        if not isinstance(recordings, (Sequence, np.ndarray)):
+            raise AudioError(f"for_speaker: {_shown(recordings)} is not a list of recordings; pass several file "
+                             "paths or arrays of the speaker")
         if len(recordings) == 0:
             raise AudioError("for_speaker: no recordings; pass several recordings of the speaker (10 or more)")
         waves, _ = self._waves(list(recordings), sr)
@@ -291,11 +308,9 @@ class Recognizer:
     # ------------------------------------------------------------------------------------------
     # Input
 
-    def _wave(self, item: Audio, sr: int | None, name: str) -> np.ndarray:
-        """One input as mono float32 ``(samples,)`` at the model's rate."""
+    def _sample_rate(self, sr: int | None, name: str) -> int:
+        """``sr``, the rate in Hz of array ``name``, checked: given, an integer, and a plausible audio rate."""
         rate = self.frontend.sample_rate
-        if isinstance(item, (str, os.PathLike)):
-            return load(item, sr=rate)
         if sr is None:
             raise AudioError(f"{name}: an array of samples needs its sample rate; pass sr=..., e.g. "
                              f"rec.predict(wave, sr={rate})")
@@ -305,17 +320,25 @@ class Recognizer:
             # sr=16 for 16 kHz would otherwise upsample 1000x, for minutes and gigabytes.
             raise AudioError(f"{name}: sr={sr} Hz is outside {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz; give the "
                              f"rate in Hz, e.g. sr={rate} for 16 kHz")
-        array = np.asarray(item)
+        return int(sr)
+
+    def _wave(self, item: Audio, sr: int | None, name: str) -> np.ndarray:
+        """One input as mono float32 ``(samples,)`` at the model's rate."""
+        rate = self.frontend.sample_rate
+        if isinstance(item, (str, os.PathLike)):
+            return load(item, sr=rate)
+        array = _samples(item, name)
+        sr = self._sample_rate(sr, name)
         if _is_channels(array):
-            array = check_wave(array.T, name, sr=int(sr)).mean(axis=0)
-        wave = check_wave(array, name, sr=int(sr))
+            array = check_wave(array.T, name, sr=sr).mean(axis=0)
+        wave = check_wave(array, name, sr=sr)
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         if peak > MAX_PEAK:
             raise AudioError(f"{name}: samples reach {peak:.0f}, but float audio lies in [-1, 1]; this looks like "
                              "unscaled integer PCM: divide 16-bit samples by 32768")
         if wave.ndim != 1:
             raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {wave.shape}")
-        return check_wave(resample(wave, int(sr), rate), name, sr=rate)
+        return check_wave(resample(wave, sr, rate), name, sr=rate)
 
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """The waves of ``x`` and whether ``x`` was a batch."""
@@ -326,7 +349,7 @@ class Recognizer:
                 raise AudioError("predict: got an empty batch; pass a file, an array or a non-empty list of them")
             return [self._wave(item, sr, str(item) if isinstance(item, (str, os.PathLike)) else f"item {i}")
                     for i, item in enumerate(x)], True
-        name = str(x) if isinstance(x, (str, os.PathLike)) else "array"
+        name = str(x) if isinstance(x, (str, os.PathLike)) else "array" if isinstance(x, np.ndarray) else "input"
         return [self._wave(x, sr, name)], False
 
     # ------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -146,6 +147,30 @@ def test_batch_reports_the_bad_item(rec, tmp_path):
         rec.predict([tmp_path / "missing.wav"])
     with pytest.raises(AudioError, match="empty batch"):
         rec.predict([])
+
+
+@pytest.mark.parametrize(("x", "shown"), [(None, "None"), (3, "3"), ({"wave": [0.1]}, "{'wave': [0.1]}")])
+def test_what_is_not_audio_is_named(rec, x, shown):
+    message = rf"^input: {re.escape(shown)} \({type(x).__name__}\) is not audio; pass a file path, an array"
+    with pytest.raises(AudioError, match=message):
+        rec.predict(x)
+    with pytest.raises(AudioError, match=message):
+        rec.predict(x, sr=SR)
+    with pytest.raises(AudioError, match=rf"^item 1: {re.escape(shown)} .* is not audio"):
+        rec.predict([wave(1.0), x], sr=SR)
+
+
+def test_ragged_nested_lists_are_named(rec):
+    with pytest.raises(AudioError, match=r"^item 0: cannot be read as an array of samples .*equal-length waves"):
+        rec.predict([[[0.1] * 500, [0.2] * 400]], sr=SR)
+
+
+def test_for_speaker_names_what_is_not_a_list_of_recordings(tmp_path, tiny):
+    normed = Recognizer.load(save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]}))
+    with pytest.raises(AudioError, match=r"^for_speaker: None \(NoneType\) is not a list of recordings"):
+        normed.for_speaker(None)
+    with pytest.raises(AudioError, match=r"^item 0: 3 \(int\) is not audio"):
+        normed.for_speaker([3])
 
 
 def test_too_short_audio(rec):
