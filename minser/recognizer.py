@@ -14,8 +14,9 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   to mono), or a 2-D ``(batch, samples)`` batch of equal-length mono waves. A 2-D array is taken
   as multi-channel only when it has at most :data:`MAX_CHANNELS` columns and more rows than
   columns; a batch always has at least 400 columns (one analysis window), so the two never clash.
-  An array needs ``sr``; a rate other than the model's is resampled (polyphase filter). What holds
-  no samples (None, a number, a dict) is an :class:`~minser.errors.AudioError`.
+  Any other 2-D array, such as ``(48000, 9)`` (more channels than allowed), is refused with an error
+  that names its shape. An array needs ``sr``; a rate other than the model's is resampled (polyphase
+  filter). What holds no samples (None, a number, a dict) is an :class:`~minser.errors.AudioError`.
 - Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame
   count passed as ``lengths`` when the checkpoint was trained that way (``pad_to="batch"``).
   Audio shorter than the network's minimum (``model.min_frames``: 15 frames, 0.14 s, for the
@@ -60,7 +61,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.audio import check_wave, load, resample
+from minser.audio import check_wave, load, min_samples, resample
 from minser.errors import AudioError, CheckpointError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
@@ -174,6 +175,18 @@ def _samples(item: object, name: str) -> np.ndarray:
         raise AudioError(f"{name}: {_shown(item)} is not audio; pass a file path, an array of samples with its "
                          "sample rate (sr=...), or a list of them")
     return array
+
+
+def _check_batch_shape(array: np.ndarray, sr: int) -> None:
+    """Refuse a 2-D array taken as a ``(batch, samples)`` batch whose waves are shorter than one analysis
+    window: most likely ``(samples, channels)`` with more than :data:`MAX_CHANNELS` channels, which would
+    otherwise fail once per row as too short."""
+    if array.shape[1] < min_samples(sr):
+        raise AudioError(
+            f"array: got shape {array.shape}: read as a batch of {array.shape[0]} waves of {array.shape[1]} "
+            f"samples each, shorter than one analysis window ({min_samples(sr)} samples at {sr} Hz); pass "
+            f"(samples,) mono, (samples, channels) with at most {MAX_CHANNELS} channels (average more yourself), "
+            "or (batch, samples) with one wave per row")
 
 
 class Recognizer:
@@ -343,6 +356,7 @@ class Recognizer:
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """The waves of ``x`` and whether ``x`` was a batch."""
         if isinstance(x, np.ndarray) and x.ndim == 2 and not _is_channels(x):
+            _check_batch_shape(x, self._sample_rate(sr, "array"))
             return [self._wave(row, sr, f"array[{i}]") for i, row in enumerate(x)], True
         if isinstance(x, (list, tuple)):
             if not x:

@@ -149,6 +149,16 @@ def test_batch_reports_the_bad_item(rec, tmp_path):
         rec.predict([])
 
 
+def test_too_many_channels_is_not_read_as_a_batch_of_tiny_waves(rec):
+    nine = np.stack([wave(3.0, seed=k) for k in range(9)], axis=1)  # (48000, 9): more than MAX_CHANNELS
+    with pytest.raises(AudioError, match=r"^array: got shape \(48000, 9\): read as a batch of 48000 waves of 9 "
+                                         r"samples each, .*at most 8 channels.*\(batch, samples\)"):
+        rec.predict(nine, sr=SR)
+    # The layouts it names work: averaged channels, at most 8 of them, and a genuine batch.
+    assert isinstance(rec.predict(nine[:, :8], sr=SR), Prediction)
+    assert len(rec.predict(nine.T, sr=SR)) == 9
+
+
 @pytest.mark.parametrize(("x", "shown"), [(None, "None"), (3, "3"), ({"wave": [0.1]}, "{'wave': [0.1]}")])
 def test_what_is_not_audio_is_named(rec, x, shown):
     message = rf"^input: {re.escape(shown)} \({type(x).__name__}\) is not audio; pass a file path, an array"
