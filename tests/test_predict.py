@@ -70,6 +70,20 @@ def test_bad_files_are_named_on_stderr_and_the_others_still_labelled(model, clip
     assert "no such audio file" in errors[1]["error"]
 
 
+def test_a_directory_and_a_truncated_file_are_named_for_what_they_are(model, clip, tmp_path, capsys):
+    folder = tmp_path / "x.wav"
+    folder.mkdir()
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(clip.read_bytes()[:20000])  # 1 s of 16-bit samples cut to 0.6 s
+    assert main([str(folder), str(truncated), str(clip), "--model", str(model)]) == 1
+    captured = capsys.readouterr()
+    assert [o["file"] for o in lines(captured.out)] == [str(clip)]
+    errors = [e["error"] for e in lines(captured.err)]
+    assert errors[0] == f"{folder}: is a directory, not an audio file; pass the path of a file"
+    assert errors[1].startswith(f"{truncated}: is truncated: its data chunk declares 32000 bytes of samples but "
+                                "the file holds 19956;")
+
+
 def test_repeated_model_labels_with_the_ensemble(model, clip, tmp_path, capsys):
     from minser.recognizer import Recognizer
 
