@@ -224,6 +224,17 @@ def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | No
         load_manifest(tmp_path / "m.csv", labels=labels)
 
 
+@pytest.mark.parametrize("spelling", ["./a.wav", "audio/../a.wav", "{root}/a.wav"])
+def test_manifest_listing_a_file_twice_is_refused(tmp_path: Path, spelling: str) -> None:
+    write_wav(tmp_path / "a.wav")
+    write_wav(tmp_path / "b.wav")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "m.csv").write_text(f"path,label\na.wav,sad\nb.wav,sad\n{spelling.format(root=tmp_path)},joy\n")
+    # Else one utterance could land in both the training and the test part.
+    with pytest.raises(DataError, match=r"m\.csv lines 2 and 4 both list .*a\.wav; list each file once"):
+        load_manifest(tmp_path / "m.csv")
+
+
 def test_manifest_not_found(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"manifest .*nope\.csv not found"):
         load_manifest(tmp_path / "nope.csv")

@@ -293,6 +293,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         raise DataError(f"manifest {csv_path} is not a UTF-8 CSV file ({exc}); give a CSV manifest saved as UTF-8 "
                         "with header path,label[,speaker] (or a folder with one subfolder per label)") from exc
     utterances = []
+    # Resolved audio path -> line listing it: "a.wav" and "./a.wav" are one file, and a file listed
+    # twice could land in both the training and the test part.
+    listed: dict[Path, int] = {}
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
         if not row["path"] or not row["label"]:
@@ -302,6 +305,10 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         path = (csv_path.parent / row["path"]) if not Path(row["path"]).is_absolute() else Path(row["path"])
         if not path.is_file():
             raise DataError(f"{where}: audio file {path} not found; fix the path (relative to the manifest's folder)")
+        first = listed.setdefault(path.resolve(), line_number)
+        if first != line_number:
+            raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list {path.resolve()}; "
+                            "list each file once")
         utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session") or None))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
