@@ -248,7 +248,6 @@ def test_folder(tmp_path: Path) -> None:
             (tmp_path / "corpus" / name).write_text("not audio")
         else:
             write_wav(tmp_path / "corpus" / name)
-    (tmp_path / "corpus" / "empty").mkdir()
     (tmp_path / "corpus" / "anger" / "._y.flac").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
     write_wav(tmp_path / "corpus" / ".hidden" / "z.wav")
     corpus = load_folder(tmp_path / "corpus")
@@ -261,9 +260,23 @@ def test_folder(tmp_path: Path) -> None:
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_folder(tmp_path / "absent")
-    (tmp_path / "anger").mkdir()
+    write_wav(tmp_path / "a.wav")  # audio, but not in a label folder
     with pytest.raises(DataError, match="holds no audio: expected one sub-folder per label"):
         load_folder(tmp_path)
+
+
+def test_folder_with_an_empty_label_folder_is_refused(tmp_path: Path) -> None:
+    write_wav(tmp_path / "anger" / "a.wav")
+    (tmp_path / "neutral").mkdir()
+    (tmp_path / "neutral" / "notes.txt").write_text("not audio")
+    (tmp_path / ".cache").mkdir()  # hidden folders are not labels
+    # Dropping it would silently change the class set.
+    with pytest.raises(DataError, match=r"label folder .*neutral holds no \.wav/\.flac/\.ogg files; "
+                                        r"add its audio or remove the folder"):
+        load_folder(tmp_path)
+    (tmp_path / "neutral" / "notes.txt").unlink()
+    (tmp_path / "neutral").rmdir()
+    assert load_folder(tmp_path).labels == ("anger",)
 
 
 # ----------------------------------------------------------------------------------------------

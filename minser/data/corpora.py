@@ -320,7 +320,8 @@ def load_folder(root: str | Path) -> Corpus:
     """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (also .flac, .ogg).
 
     The class order is the sorted folder names; speakers are ``"unknown"`` (use a manifest to
-    give speakers). Files are sorted by name within each label.
+    give speakers). Files are sorted by name within each label. A label folder without audio
+    raises DataError; hidden entries (``.git``, ``._a.wav``) are skipped.
     """
     root = Path(root)
     if not root.is_dir():
@@ -330,6 +331,9 @@ def load_folder(root: str | Path) -> Corpus:
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in label_dir.iterdir()
                        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+        if not files:  # dropping it would silently change the class set
+            raise DataError(f"corpus folder {root}: label folder {label_dir} holds no {'/'.join(AUDIO_SUFFIXES)} "
+                            "files; add its audio or remove the folder (sub-folders of a label are not searched)")
         utterances.extend(Utterance(path, label_dir.name, "unknown") for path in files)
     if not utterances:
         raise DataError(
