@@ -140,6 +140,20 @@ def test_bad_audio_and_missing_files(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
+def test_an_all_zero_file_is_refused_before_anything_is_cached(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path, n=3)
+    silent = corpus.utterances[1].path
+    soundfile.write(silent, np.zeros(8000, dtype=np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError, match=rf"{silent}: holds no sound \(every sample is zero\), likely a failed "
+                                         r"recording or export; .*remove it from corpus 'toy'"):
+        cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+    # Only corpora are checked: a silent clip is legitimate input at inference time.
+    features, lengths = extract([load(silent)], SHORT)
+    np.testing.assert_allclose(features, -100.0, rtol=1e-6)  # the dB floor: silence
+    assert lengths.tolist() == [50]
+
+
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("MINSER_DATA", str(tmp_path / "read-only-data"))

@@ -24,7 +24,7 @@ import minser
 from minser.audio import load
 from minser.checkpoint import atomic_write
 from minser.data.corpora import Corpus, user_cache_dir
-from minser.errors import ConfigError, DataError
+from minser.errors import AudioError, ConfigError, DataError
 from minser.features import FrontEnd, extract
 
 # Bump when the file layout changes, so old files are ignored rather than misread.
@@ -90,8 +90,22 @@ def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None
     atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
+def _sounding(wave: np.ndarray, path: Path, corpus: Corpus) -> np.ndarray:
+    """``wave`` itself, or AudioError naming ``path`` when every sample is zero.
+
+    Checked here, for corpora, and not in :func:`~minser.features.extract`: a silent clip is
+    legitimate input at inference time, but a silent training or test file is a broken one.
+    """
+    if not wave.any():
+        raise AudioError(
+            f"{path}: holds no sound (every sample is zero), likely a failed recording or export; "
+            f"record or export it again, or remove it from corpus {corpus.name!r}"
+        )
+    return wave
+
+
 def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Load and featurise every utterance in batches of :data:`BATCH`, reporting on stderr."""
+    """Load, check (:func:`_sounding`) and featurise every utterance in batches of :data:`BATCH`; progress on stderr."""
     n = len(corpus)
     features = np.empty((n, frontend.n_mels, frontend.n_frames), dtype=np.float32)
     lengths = np.empty(n, dtype=np.int64)
@@ -99,7 +113,7 @@ def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.nda
     reported = 0
     for start in range(0, n, BATCH):
         chunk = corpus.utterances[start : start + BATCH]
-        waves = [load(u.path, sr=frontend.sample_rate) for u in chunk]
+        waves = [_sounding(load(u.path, sr=frontend.sample_rate), u.path, corpus) for u in chunk]
         features[start : start + len(chunk)], lengths[start : start + len(chunk)] = extract(waves, frontend)
         done = start + len(chunk)
         # One line per ~10% of the corpus keeps logs short for large corpora.
@@ -118,8 +132,8 @@ def cached_features(
     Returns ``features`` float32 ``(N, n_mels, n_frames)`` (``(N, 40, 750)`` for the paper's
     front end, the default) and ``lengths`` int64 ``(N,)``, the frames that carry signal (see
     :func:`minser.features.extract`). ``cache_dir`` defaults to :func:`default_cache_dir`.
-    Progress goes to stderr when ``progress``. A corrupt audio file raises
-    :class:`~minser.errors.AudioError` naming it.
+    Progress goes to stderr when ``progress``. A corrupt audio file, or one whose samples are
+    all zero, raises :class:`~minser.errors.AudioError` naming it (a cache file is trusted as it is).
     """
     frontend = FrontEnd() if frontend is None else frontend
     if len(corpus) == 0:
