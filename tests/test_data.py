@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +236,15 @@ def test_manifest_listing_a_file_twice_is_refused(tmp_path: Path, spelling: str)
         load_manifest(tmp_path / "m.csv")
 
 
+def test_manifest_label_spelled_two_ways_is_refused(tmp_path: Path) -> None:
+    for name in "abc":
+        write_wav(tmp_path / f"{name}.wav")
+    (tmp_path / "m.csv").write_text("path,label\na.wav,anger\nb.wav, sad \nc.wav,Anger\n")
+    with pytest.raises(DataError, match=r"m\.csv: labels 'anger' \(line 2\) and 'Anger' \(line 4\) differ only in "
+                                        r"case; spell each label one way"):
+        load_manifest(tmp_path / "m.csv")
+
+
 def test_manifest_not_found(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"manifest .*nope\.csv not found"):
         load_manifest(tmp_path / "nope.csv")
@@ -277,6 +287,16 @@ def test_folder_with_an_empty_label_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "neutral" / "notes.txt").unlink()
     (tmp_path / "neutral").rmdir()
     assert load_folder(tmp_path).labels == ("anger",)
+
+
+@pytest.mark.parametrize("other", ["Anger", "anger "])
+def test_folder_label_spelled_two_ways_is_refused(tmp_path: Path, other: str) -> None:
+    write_wav(tmp_path / "anger" / "a.wav")
+    write_wav(tmp_path / other / "b.wav")
+    first, second = (re.escape(repr(str(tmp_path / name))) for name in sorted(["anger", other]))
+    with pytest.raises(DataError, match=rf"label folders {first} and {second} name one label spelled two ways "
+                                        r"\(case or surrounding spaces\); merge them into one folder"):
+        load_folder(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------

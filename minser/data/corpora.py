@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,12 +277,24 @@ def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
                 for row in reader]
 
 
+def _spelled_twice(labels: Iterable[str]) -> tuple[str, str] | None:
+    """The first two of ``labels`` that differ only in case or surrounding spaces, else None."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        first = seen.setdefault(label.strip().casefold(), label)
+        if first != label:
+            return first, label
+    return None
+
+
 def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> Corpus:
     """A corpus listed in a CSV file with header ``path,label`` and optional ``speaker``, ``session``.
 
     Paths are relative to the CSV's folder (absolute paths are kept). ``labels`` fixes the class
     order and rejects any other label; by default the class order is the sorted set of labels
-    found. A missing speaker column makes every speaker ``"unknown"``.
+    found. A missing speaker column makes every speaker ``"unknown"``. A file listed twice (in
+    any spelling: ``a.wav``, ``./a.wav``) or a label spelled two ways (``Anger``, ``anger``) raises
+    DataError naming the lines.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -296,6 +308,7 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     # Resolved audio path -> line listing it: "a.wav" and "./a.wav" are one file, and a file listed
     # twice could land in both the training and the test part.
     listed: dict[Path, int] = {}
+    first_lines: dict[str, int] = {}  # label -> line of its first row
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
         if not row["path"] or not row["label"]:
@@ -309,9 +322,15 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         if first != line_number:
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list {path.resolve()}; "
                             "list each file once")
+        first_lines.setdefault(row["label"], line_number)
         utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session") or None))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
+    clash = _spelled_twice(first_lines)
+    if clash is not None:
+        a, b = clash
+        raise DataError(f"manifest {csv_path}: labels {a!r} (line {first_lines[a]}) and {b!r} (line {first_lines[b]}) "
+                        "differ only in case; spell each label one way")
     order = tuple(labels) if labels is not None else tuple(sorted({u.label for u in utterances}))
     return Corpus(csv_path.stem, order, utterances)
 
@@ -341,6 +360,10 @@ def load_folder(root: str | Path) -> Corpus:
             f"{'/'.join(AUDIO_SUFFIXES)} files inside (root/anger/a.wav, root/neutral/b.wav, ...)"
         )
     labels = tuple(sorted({u.label for u in utterances}))
+    clash = _spelled_twice(labels)
+    if clash is not None:
+        raise DataError(f"corpus folder {root}: label folders {str(root / clash[0])!r} and {str(root / clash[1])!r} "
+                        "name one label spelled two ways (case or surrounding spaces); merge them into one folder")
     return Corpus(root.name, labels, utterances)
 
 
