@@ -245,6 +245,17 @@ def test_manifest_label_spelled_two_ways_is_refused(tmp_path: Path) -> None:
         load_manifest(tmp_path / "m.csv")
 
 
+def test_manifest_column_names_in_any_case(tmp_path: Path) -> None:
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("Path, Label ,SPEAKER,Session\na.wav,sad,s1,one\n")
+    # Before, a "Speaker" column was ignored without notice and every speaker read as "unknown".
+    assert load_manifest(tmp_path / "m.csv").utterances == [Utterance(tmp_path / "a.wav", "sad", "s1", "one")]
+    (tmp_path / "m.csv").write_text("path,label,Label\na.wav,sad,joy\n")
+    with pytest.raises(DataError, match=r"m\.csv: header \['path', 'label', 'Label'\] names column 'label' twice; "
+                                        "give each column once"):
+        load_manifest(tmp_path / "m.csv")
+
+
 def test_manifest_not_found(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"manifest .*nope\.csv not found"):
         load_manifest(tmp_path / "nope.csv")

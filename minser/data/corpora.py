@@ -263,17 +263,26 @@ def load_iemocap(root: str | Path) -> Corpus:
 # Any other corpus: CSV manifest or one folder per label
 
 
+def _column(name: str) -> str:
+    """A header cell as a column name: "Speaker " is the speaker column, not an unknown one."""
+    return name.strip().lower()
+
+
 def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
-    """The rows of a CSV manifest as ``({column: cell}, line number)``, cells stripped."""
+    """The rows of a CSV manifest as ``({column: cell}, line number)``, column names lower-cased, cells stripped."""
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
         reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
+        header = [c.strip() for c in reader.fieldnames or []]
+        columns = [_column(c) for c in header]
         if "path" not in columns or "label" not in columns:
             raise DataError(
-                f"manifest {csv_path}: header is {columns}, expected columns path,label[,speaker[,session]]"
+                f"manifest {csv_path}: header is {header}, expected columns path,label[,speaker[,session]]"
             )
+        twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        if twice is not None:  # csv.DictReader would keep the last one's cells without notice
+            raise DataError(f"manifest {csv_path}: header {header} names column {twice!r} twice; give each column once")
         # Cells beyond the header (key None) are ignored; missing cells (value None) read as empty.
-        return [({k.strip(): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num)
+        return [({_column(k): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num)
                 for row in reader]
 
 
@@ -292,9 +301,10 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
 
     Paths are relative to the CSV's folder (absolute paths are kept). ``labels`` fixes the class
     order and rejects any other label; by default the class order is the sorted set of labels
-    found. A missing speaker column makes every speaker ``"unknown"``. A file listed twice (in
-    any spelling: ``a.wav``, ``./a.wav``) or a label spelled two ways (``Anger``, ``anger``) raises
-    DataError naming the lines.
+    found. Column names are read in any case (``Speaker`` is the speaker column). A missing
+    speaker column makes every speaker ``"unknown"``. A file listed twice (in any spelling:
+    ``a.wav``, ``./a.wav``) or a label spelled two ways (``Anger``, ``anger``) raises DataError
+    naming the lines.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
