@@ -349,8 +349,9 @@ def load_folder(root: str | Path) -> Corpus:
     """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (also .flac, .ogg).
 
     The class order is the sorted folder names; speakers are ``"unknown"`` (use a manifest to
-    give speakers). Files are sorted by name within each label. A label folder without audio
-    raises DataError; hidden entries (``.git``, ``._a.wav``) are skipped.
+    give speakers). Files are sorted by name within each label. A label folder without audio, or
+    two folders naming one label (``Anger``, ``anger``), raise DataError; hidden entries
+    (``.git``, ``._a.wav``) are skipped.
     """
     root = Path(root)
     if not root.is_dir():
