@@ -216,6 +216,8 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
         ("file,emotion\na.wav,sad\n", None, r"header is \['file', 'emotion'\], expected columns path,label"),
         ("path,label\n", None, "lists no utterances"),
         ("path,label\na.wav,\n", None, "line 2: empty path or label"),
+        ("path,label,speaker\na.wav,sad,\n", None, "line 2: empty speaker cell; fill in every speaker, or drop"),
+        ("path,label,session\na.wav,sad, \n", None, "line 2: empty session cell; fill in every session, or drop"),
     ],
 )
 def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | None, message: str) -> None:

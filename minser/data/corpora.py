@@ -302,7 +302,8 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     Paths are relative to the CSV's folder (absolute paths are kept). ``labels`` fixes the class
     order and rejects any other label; by default the class order is the sorted set of labels
     found. Column names are read in any case (``Speaker`` is the speaker column). A missing
-    speaker column makes every speaker ``"unknown"``. A file listed twice (in any spelling:
+    speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
+    session) cell raises DataError naming its line. A file listed twice (in any spelling:
     ``a.wav``, ``./a.wav``) or a label spelled two ways (``Anger``, ``anger``) raises DataError
     naming the lines.
     """
@@ -333,7 +334,12 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list {path.resolve()}; "
                             "list each file once")
         first_lines.setdefault(row["label"], line_number)
-        utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session") or None))
+        for column in ("speaker", "session"):
+            # One "unknown" group of unrelated people would pass for a speaker under leave-one-speaker-out.
+            if column in row and not row[column]:
+                raise DataError(f"{where}: empty {column} cell; fill in every {column}, or drop the {column} column "
+                                "if it is not known")
+        utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session")))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
     clash = _spelled_twice(first_lines)
