@@ -636,6 +636,97 @@ def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, s
                 [int(i) for i in split.test], stats)
 
 
+@dataclass
+class Learner:
+    """One fold's training state and what a step needs to run.
+
+    ``model`` is the network being trained and ``ddp`` the same network as this rank runs it
+    (wrapped in DistributedDataParallel under torchrun, else ``model`` itself); ``ema`` (``--ema``)
+    holds the moving average that is validated, selected and saved instead of ``model``.
+    ``dtype`` is the autocast dtype (None: float32) and ``class_weight`` ``(n_classes,)`` the
+    cross-entropy weights of ``--class-weights balanced``.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    config: TrainConfig
+    dist: Dist = field(default_factory=Dist)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype | None = None
+    class_weight: torch.Tensor | None = None
+    ema: WeightEMA | None = None
+    ddp: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.ddp is None:
+            self.ddp = self.model
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The weights a fold validates, selects and tests: the moving average with ``--ema``, else the model."""
+        return self.model if self.ema is None else self.ema.model
+
+    def distribute(self) -> None:
+        """Wrap the model for DistributedDataParallel when running under torchrun (after any resume)."""
+        if self.dist.world == 1:
+            return
+        model = self.model
+        if self.device.type == "cuda":
+            # One BatchNorm over the global batch, as in a single-process run (CPU/gloo has no
+            # SyncBatchNorm: there each rank normalises with its own slice's statistics).
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+
+def make_learner(config: TrainConfig, n_classes: int, train_targets: torch.Tensor, dist: Dist,
+                 device: torch.device) -> Learner:
+    """A fresh network of ``config`` on ``device`` (drawing its initial weights from the global torch RNG)
+    with its optimiser, loss scaler, weight average and class weights (from the training labels)."""
+    from minser.models import build
+
+    model = build(config.model, n_classes, **config.options).to(device)
+    dtype = autocast_dtype(config.precision, device)
+    return Learner(
+        model, make_optimizer(model, config), torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        config, dist, device, dtype,
+        class_weight=(balanced_class_weights(train_targets, n_classes).to(device)
+                      if config.class_weights == "balanced" else None),
+        ema=WeightEMA(model, config.ema) if config.ema else None)
+
+
+@dataclass
+class FoldProgress:
+    """What a fold has done so far, as ``last.pt`` saves it: ``history`` (one entry per epoch: loss,
+    validation WA/UA, seconds), the best epoch so far (``best``: val_wa, epoch, state_dict) and the
+    number of completed epochs."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_wa": -1.0, "epoch": 0, "state_dict": None})
+    epochs: int = 0
+
+
+def resume_from(learner: Learner, path: Path) -> FoldProgress:
+    """Restore ``learner``, the RNG states and the fold's progress from its ``last.pt`` at ``path``."""
+    last = checkpoint.load(path)
+    learner.model.load_state_dict(last["state_dict"])
+    learner.optimizer.load_state_dict(last["optimizer"])
+    learner.scaler.load_state_dict(last["scaler"])
+    _set_rng_states(last["rng"], learner.device)
+    if learner.ema is not None:
+        learner.ema.load_state_dict(last["ema"])
+    return FoldProgress(last["history"], last["best"], last["epoch"])
+
+
+def _check_last_batch(fold: Fold, config: TrainConfig, dist: Dist) -> None:
+    """Every slice of the last, smaller batch must hold an utterance: raise ConfigError where one would not."""
+    slices, tail = dist.world * config.micro_batches, len(fold.train.y) % config.batch_size
+    if 0 < tail < slices:
+        raise ConfigError(f"fold {fold.name}: the last batch holds {tail} utterances, fewer than the {slices} slices "
+                          f"({dist.world} ranks x {config.micro_batches} micro-batches); change --batch-size")
+
+
 def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist, device: torch.device,
                clock: Clock) -> dict[str, Any]:
     """Train one fold (resuming from its ``last.pt`` when present) and score its best epoch on the test set.
@@ -644,114 +735,107 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     ``history`` (per epoch: loss, val WA/UA, seconds). A fold without validation utterances
     (``--protocol all``) keeps its last epoch and, having no test utterances, has no WA/UA (None).
     """
-    from minser.models import build
-
     folder = Path(run["out"]) / f"fold-{fold.index + 1}"
-    slices, tail = dist.world * config.micro_batches, len(fold.train.y) % config.batch_size
-    if 0 < tail < slices:
-        raise ConfigError(f"fold {fold.name}: the last batch holds {tail} utterances, fewer than the {slices} slices "
-                          f"({dist.world} ranks x {config.micro_batches} micro-batches); change --batch-size")
+    _check_last_batch(fold, config, dist)
     torch.manual_seed(_seed_of(config.seed, fold.index))
-    model = build(config.model, len(run["labels"]), **config.options).to(device)
-    optimizer = make_optimizer(model, config)
-    # With --ema the average is what is validated, selected, tested and saved as best.pt.
-    ema = WeightEMA(model, config.ema) if config.ema else None
-    kept = model if ema is None else ema.model
-    class_weight = (balanced_class_weights(fold.train.y, len(run["labels"])).to(device)
-                    if config.class_weights == "balanced" else None)
-    dtype = autocast_dtype(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    history: list[dict[str, float]] = []
-    best = {"val_wa": -1.0, "epoch": 0, "state_dict": None}
-    start_epoch = 0
+    learner = make_learner(config, len(run["labels"]), fold.train.y, dist, device)
+    progress = FoldProgress()
     if config.resume and (folder / "last.pt").is_file():
-        last = checkpoint.load(folder / "last.pt")
-        model.load_state_dict(last["state_dict"])
-        optimizer.load_state_dict(last["optimizer"])
-        scaler.load_state_dict(last["scaler"])
-        _set_rng_states(last["rng"], device)
-        if ema is not None:
-            ema.load_state_dict(last["ema"])
-        history, best, start_epoch = last["history"], last["best"], last["epoch"]
-    if dist.world > 1:
-        if device.type == "cuda":
-            # One BatchNorm over the global batch, as in a single-process run (CPU/gloo has no
-            # SyncBatchNorm: there each rank normalises with its own slice's statistics).
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        ddp = model
-    extra = {"data": {"spec": config.data, "classes": config.classes, "subset": config.subset},
+        progress = resume_from(learner, folder / "last.pt")
+    learner.distribute()
+    saved = {"spec": learner.model.spec, "labels": run["labels"], "frontend": run["frontend"],
+             "data": {"spec": config.data, "classes": config.classes, "subset": config.subset},
              "train": run["config"], "fold": {"index": fold.index, "name": fold.name, "test": fold.test_indices},
              **({} if fold.speaker_norm is None else {"speaker_norm": fold.speaker_norm})}
-
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(progress.epochs, config.epochs):
         started, started_cpu = time.perf_counter(), time.process_time()
-        generator = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch))
-        ddp.train()
-        keys = (config.seed, fold.index, epoch)
-        masks, crops, mixes = (_stream(config.spec_augment, *keys, 1), _stream(config.crop, *keys, 2),
-                               _stream(config.mixup, *keys, 3))
-        total, count = torch.zeros((), device=device), 0
-        batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
-        for step, index in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch + (step + 0.5) / len(batches))
-            batch, rows = fold.train, index
-            if crops is not None:
-                taken = fold.train.take(index)
-                batch = Tensors(*random_crops(taken.x, taken.lengths, run["crop_frames"], crops), taken.y)
-                rows = torch.arange(len(index))
-            total += train_step(ddp, optimizer, scaler, batch, rows, config, dist, device, dtype, masks, mixes,
-                                class_weight)
-            count += len(index)
-            if ema is not None:
-                ema.update(model)
-        if dist.world > 1:
-            torch.distributed.all_reduce(total)
-            # Ranks updated BatchNorm running statistics from their own slices: take rank 0's
-            # everywhere, so every rank validates the same model and picks the same best epoch.
-            for buffer in (*model.buffers(), *(() if ema is None else ema.model.buffers())):
-                torch.distributed.broadcast(buffer, 0)
-        if len(fold.val.y):
-            val = score(fold.val.y, predict(kept, fold.val, batch_size=2 * config.batch_size, pad_to=config.pad_to,
-                                            device=device, precision=config.precision), len(run["labels"]))
-        else:
-            val = {"wa": None, "ua": None}
+        loss = train_epoch(learner, fold, epoch, run["crop_frames"])
+        val = (score(fold.val.y, predict(learner.kept, fold.val, batch_size=2 * config.batch_size,
+                                         pad_to=config.pad_to, device=device, precision=config.precision),
+                     len(run["labels"]))
+               if len(fold.val.y) else {"wa": None, "ua": None})
         seconds = time.perf_counter() - started
         # CPU seconds (all threads) say what an epoch costs even when the machine is shared.
-        history.append({"epoch": epoch + 1, "loss": float(total) / count, "val_wa": val["wa"], "val_ua": val["ua"],
-                        "seconds": seconds, "cpu_seconds": time.process_time() - started_cpu})
+        progress.history.append({"epoch": epoch + 1, "loss": loss, "val_wa": val["wa"], "val_ua": val["ua"],
+                                 "seconds": seconds, "cpu_seconds": time.process_time() - started_cpu})
+        progress.epochs = epoch + 1
         # Without a validation part (--protocol all) every epoch is kept, so best.pt ends as the last one.
-        if val["wa"] is None or val["wa"] > best["val_wa"]:
-            best = {"val_wa": -1.0 if val["wa"] is None else val["wa"], "epoch": epoch + 1,
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}}
+        if val["wa"] is None or val["wa"] > progress.best["val_wa"]:
+            progress.best = {"val_wa": -1.0 if val["wa"] is None else val["wa"], "epoch": epoch + 1,
+                             "state_dict": {k: v.detach().cpu().clone() for k, v in learner.kept.state_dict().items()}}
         if dist.main:
-            # Without a validation part best.pt is the last epoch: written once, at the end (last.pt resumes).
-            if best["epoch"] == epoch + 1 and (val["wa"] is not None or epoch + 1 == config.epochs):
-                checkpoint.save(folder / "best.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
-                                state_dict=best["state_dict"], epoch=epoch + 1, val_wa=val["wa"], **extra)
-            checkpoint.save(folder / "last.pt", spec=model.spec, labels=run["labels"], frontend=run["frontend"],
-                            state_dict=model.state_dict(), epoch=epoch + 1, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), rng=_rng_states(device), history=history, best=best,
-                            **({} if ema is None else {"ema": ema.state_dict()}), **extra)
-            print(clock.line(fold, epoch + 1, history[-1]), flush=True)
+            save_epoch(learner, progress, folder, saved, val["wa"])
+            print(clock.line(fold, epoch + 1, progress.history[-1]), flush=True)
         clock.tick(seconds)
+    metrics = fold_metrics(learner, fold, progress, len(run["labels"]))
+    if dist.main:
+        checkpoint.write_json(folder / "metrics.json", metrics)
+    return metrics
 
+
+def train_epoch(learner: Learner, fold: Fold, epoch: int, crop_frames: int | None) -> float:
+    """One epoch over ``fold.train`` in seeded batches (with the augmentations ``learner.config`` turns on);
+    returns the mean training loss per utterance over all ranks."""
+    config, model, ema = learner.config, learner.model, learner.ema
+    generator = torch.Generator().manual_seed(_seed_of(config.seed, fold.index, epoch))
+    learner.ddp.train()
+    keys = (config.seed, fold.index, epoch)
+    masks, crops, mixes = (_stream(config.spec_augment, *keys, 1), _stream(config.crop, *keys, 2),
+                           _stream(config.mixup, *keys, 3))
+    total, count = torch.zeros((), device=learner.device), 0
+    batches = batch_indices(fold.train.lengths, config.batch_size, generator, config.pad_to)
+    for step, index in enumerate(batches):
+        for group in learner.optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch + (step + 0.5) / len(batches))
+        batch, rows = fold.train, index
+        if crops is not None:
+            taken = fold.train.take(index)
+            batch = Tensors(*random_crops(taken.x, taken.lengths, crop_frames, crops), taken.y)
+            rows = torch.arange(len(index))
+        total += train_step(learner, batch, rows, masks, mixes)
+        count += len(index)
+        if ema is not None:
+            ema.update(model)
+    if learner.dist.world > 1:
+        torch.distributed.all_reduce(total)
+        # Ranks updated BatchNorm running statistics from their own slices: take rank 0's
+        # everywhere, so every rank validates the same model and picks the same best epoch.
+        for buffer in (*model.buffers(), *(() if ema is None else ema.model.buffers())):
+            torch.distributed.broadcast(buffer, 0)
+    return float(total) / count
+
+
+def save_epoch(learner: Learner, progress: FoldProgress, folder: Path, saved: dict[str, Any],
+               val_wa: float | None) -> None:
+    """Write the fold's ``last.pt`` (everything ``--resume`` needs) and, when this epoch is the best so far,
+    ``best.pt``; ``saved`` is what both checkpoints carry besides the weights (spec, labels, front end, ...)."""
+    epoch, best = progress.epochs, progress.best
+    # Without a validation part best.pt is the last epoch: written once, at the end (last.pt resumes).
+    if best["epoch"] == epoch and (val_wa is not None or epoch == learner.config.epochs):
+        checkpoint.save(folder / "best.pt", state_dict=best["state_dict"], epoch=epoch, val_wa=val_wa, **saved)
+    checkpoint.save(folder / "last.pt", state_dict=learner.model.state_dict(), epoch=epoch,
+                    optimizer=learner.optimizer.state_dict(), scaler=learner.scaler.state_dict(),
+                    rng=_rng_states(learner.device), history=progress.history, best=best,
+                    **({} if learner.ema is None else {"ema": learner.ema.state_dict()}), **saved)
+
+
+def fold_metrics(learner: Learner, fold: Fold, progress: FoldProgress, n_classes: int) -> dict[str, Any]:
+    """The fold's ``metrics.json``: the best epoch's test WA/UA and confusion (None without a validation
+    part, ``--protocol all``), the part sizes, the history and ILT's fusion weights."""
+    config, kept = learner.config, learner.kept
     if not len(fold.val.y):  # no validation part: the last epoch is the fold's model
         metrics = {"name": fold.name, "wa": None, "ua": None, "confusion": None, "best_epoch": None,
                    "val_wa": None, "note": NO_TEST_NOTE}
     else:
-        kept.load_state_dict(best["state_dict"])
+        kept.load_state_dict(progress.best["state_dict"])
         predictions = predict(kept, fold.test, batch_size=2 * config.batch_size, pad_to=config.pad_to,
-                              device=device, precision=config.precision)
-        metrics = {"name": fold.name, **score(fold.test.y, predictions, len(run["labels"])),
-                   "best_epoch": best["epoch"], "val_wa": best["val_wa"]}
-    metrics.update(n_train=len(fold.train.y), n_val=len(fold.val.y), n_test=len(fold.test.y), history=history)
+                              device=learner.device, precision=config.precision)
+        metrics = {"name": fold.name, **score(fold.test.y, predictions, n_classes),
+                   "best_epoch": progress.best["epoch"], "val_wa": progress.best["val_wa"]}
+    metrics.update(n_train=len(fold.train.y), n_val=len(fold.val.y), n_test=len(fold.test.y),
+                   history=progress.history)
     if hasattr(kept, "fusion_weights") and kept.spec["options"].get("fusion") != "concat":
         metrics["fusion_weights"] = kept.fusion_weights()  # ILT's a_L, a_T (the paper reports 0.65 / 0.35)
-    if dist.main:
-        checkpoint.write_json(folder / "metrics.json", metrics)
     return metrics
 
 
@@ -769,10 +853,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
 
 
-def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: Tensors,
-               index: torch.Tensor, config: TrainConfig, dist: Dist, device: torch.device,
-               dtype: torch.dtype | None, masks: torch.Generator | None = None,
-               mixes: torch.Generator | None = None, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(learner: Learner, data: Tensors, index: torch.Tensor, masks: torch.Generator | None = None,
+               mixes: torch.Generator | None = None) -> torch.Tensor:
     """One optimiser step on the global batch ``index``; returns this rank's summed loss (a 0-d tensor).
 
     The global batch is cut into ``world * micro_batches`` equal slices; this rank runs its
@@ -784,13 +866,14 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     rank and slice count sees the same masks; with ``mixes`` (a generator), so are the mixup
     partners and weights (``config.mixup``): each utterance is mixed, after its masks, with a partner
     from anywhere in the global batch, on the frames valid in both (``pad_to="batch"``).
-    ``class_weight (n_classes,)`` weighs each utterance's cross-entropy by its class.
+    ``learner.class_weight (n_classes,)`` weighs each utterance's cross-entropy by its class.
     """
+    config, dist, device, ddp = learner.config, learner.dist, learner.device, learner.ddp
     slices = torch.arange(len(index)).tensor_split(dist.world * config.micro_batches)
     frames = int(data.lengths[index].max()) if config.pad_to == "batch" else data.x.shape[-1]
     mask = None if masks is None else spec_augment_masks(data.lengths[index], data.x.shape[1], frames, masks)
     partner, weight = (None, None) if mixes is None else mixup_pairs(len(index), config.mixup, mixes)
-    optimizer.zero_grad(set_to_none=True)
+    learner.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
     mine = slices[dist.rank * config.micro_batches:(dist.rank + 1) * config.micro_batches]
     for i, rows in enumerate(mine):
@@ -803,18 +886,18 @@ def train_step(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
         # DDP all-reduces gradients on the last slice's backward only.
         sync = i == len(mine) - 1 or not hasattr(ddp, "no_sync")
         with (contextlib.nullcontext() if sync else ddp.no_sync()):
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with torch.autocast(device.type, dtype=learner.dtype, enabled=learner.dtype is not None):
                 logits = ddp(x, lengths=lengths)
-            ce = functools.partial(F.cross_entropy, logits.float(), weight=class_weight,
+            ce = functools.partial(F.cross_entropy, logits.float(), weight=learner.class_weight,
                                    label_smoothing=config.label_smoothing)
             if partner is None:
                 loss = ce(y, reduction="sum")
             else:
                 loss = (w * ce(y, reduction="none") + (1 - w) * ce(y2, reduction="none")).sum()
-            scaler.scale(loss * (dist.world / len(index))).backward()
+            learner.scaler.scale(loss * (dist.world / len(index))).backward()
         total += loss.detach()
-    scaler.step(optimizer)
-    scaler.update()
+    learner.scaler.step(learner.optimizer)
+    learner.scaler.update()
     return total
 
 

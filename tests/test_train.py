@@ -15,7 +15,7 @@ from minser.errors import ConfigError, DataError
 from minser import train as train_module
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
-from minser.train import (BUCKET_BATCHES, Dist, Tensors, TrainConfig, balanced_class_weights, batch_indices,
+from minser.train import (BUCKET_BATCHES, Learner, Tensors, TrainConfig, balanced_class_weights, batch_indices,
                           checked_device, cli, learning_rate, main, parse_args, train_step)
 
 # Tiny widths keep every epoch well under a second; 5 utterances per class, one fold.
@@ -441,8 +441,8 @@ def test_mixup_step_mixes_inputs_and_losses_over_the_global_batch(micro_batches:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     config = TrainConfig(mixup=0.4, pad_to="batch", micro_batches=micro_batches)
     class_weight = torch.tensor([0.5, 2.0, 1.0]) if weighted else None
-    loss = train_step(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), data, index, config, Dist(),
-                      torch.device("cpu"), None, mixes=torch.Generator().manual_seed(3), class_weight=class_weight)
+    learner = Learner(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), config, class_weight=class_weight)
+    loss = train_step(learner, data, index, mixes=torch.Generator().manual_seed(3))
     partner, w = mixup_pairs(4, 0.4, torch.Generator().manual_seed(3))
     a, b = index, index[partner]
     x = w[:, None, None] * data.x[a] + (1 - w[:, None, None]) * data.x[b]
