@@ -6,9 +6,19 @@ transformer networks (ILT, CAT and the paper's baselines and ablations) and fuse
 Triton attention kernels with PyTorch fallbacks.
 """
 
+from pathlib import Path
+
 from minser.errors import AudioError, CheckpointError, ConfigError, DataError, MinserError
 
 __version__ = "0.1.0"
+
+# In a source checkout the kernels sit beside this package, in kernels/, and installs map them to
+# minser.kernels. When this package is imported from the checkout itself rather than through an
+# install's mapping (a plain `pip install .` run from inside the checkout, or PYTHONPATH=.), the
+# checkout joins the package's search path so that minser.kernels is found there too.
+_checkout = Path(__file__).resolve().parent.parent
+if (_checkout / "pyproject.toml").is_file() and (_checkout / "kernels" / "__init__.py").is_file():
+    __path__.append(str(_checkout))
 
 # Imported on first use, so that `import minser` stays light (no torch import).
 _LAZY = {"Recognizer": "minser.recognizer", "Prediction": "minser.recognizer"}

@@ -1,0 +1,70 @@
+"""What an install of minser holds, and that a source checkout finds its kernels without one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+# What pyproject.toml needs to build the wheel (the readme and licence are part of its metadata).
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "minser", "kernels")
+
+
+def _files(folder: Path) -> set[str]:
+    """Paths below ``folder``, relative to it, of what a wheel ships (no bytecode caches)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """minser's wheel, built offline from a copy of the checkout (the build writes into its source tree)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
+    source.mkdir()
+    for name in SOURCES:
+        if (CHECKOUT / name).is_dir():
+            shutil.copytree(CHECKOUT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(CHECKOUT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(root / "out"), str(source)], check=True, capture_output=True)
+    (built,) = (root / "out").glob("minser-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_wheel_ships_kernels_as_minser_kernels_and_no_top_level_kernels(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    tops = {name.split("/")[0] for name in names}
+    # A top-level `kernels` would clash with the unrelated PyPI package of that name.
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"minser"}
+    (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+    assert wheel.read(top_level).decode().split() == ["minser"]
+    assert {f"minser/kernels/{name}" for name in _files(CHECKOUT / "kernels")} <= names
+
+
+def test_wheel_ships_every_module_and_asset_of_the_checkout(wheel: zipfile.ZipFile) -> None:
+    # pyproject.toml lists the packages by hand: a new sub-package left off that list would be missing here.
+    shipped = {name.removeprefix("minser/") for name in wheel.namelist() if name.startswith("minser/")}
+    expected = _files(CHECKOUT / "minser")
+    assert expected - shipped == set()
+    assert {"assets/default.pt", "assets/emodb.sha256"} <= shipped
+
+
+def test_checkout_finds_its_kernels_when_imported_from_inside_it() -> None:
+    """Run from the checkout, Python imports its minser/ folder, which holds no kernels/: as after a plain
+    `pip install .` (no editable mapping). -S keeps site's .pth files, and so the editable install, out."""
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}  # torch and the other dependencies
+    code = "import minser.kernels, minser.models; print(minser.kernels.__file__); print(minser.__file__)"
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=CHECKOUT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    kernels, package = done.stdout.split()
+    assert Path(kernels) == CHECKOUT / "kernels" / "__init__.py"
+    assert Path(package) == CHECKOUT / "minser" / "__init__.py"
