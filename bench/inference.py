@@ -41,7 +41,7 @@ import _common as common  # noqa: E402
 
 from minser import checkpoint  # noqa: E402
 from minser.audio import load  # noqa: E402
-from minser.export import check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
+from minser.export import ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
 from minser.features import extract  # noqa: E402
 from minser.recognizer import Recognizer, quantize_int8  # noqa: E402
 
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     onnx_model = _onnx(recognizers["float"])
     if onnx_model is not None:
         difference = check_onnx(onnx_model, recognizers["float"])
-        if difference is None or difference > 1e-4:
+        if difference is None or difference > ONNX_TOLERANCE:
             raise SystemExit(f"the ONNX export disagrees with PyTorch by {difference}; not benchmarking it")
     info = common.environment(torch.device("cpu"))
     common.print_header(f"end-to-end CPU inference, 7.5 s utterance: {source}", info)

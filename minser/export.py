@@ -49,10 +49,13 @@ from minser.errors import CheckpointError, ConfigError, MinserError
 from minser.recognizer import Recognizer, ServedNetwork, log_mean_softmax, resolve_checkpoint
 from minser.speakers import refuse_single_recordings
 
-__all__ = ["ONNX_OPSET", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
            "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
 
 ONNX_OPSET = 17
+# Largest |onnxruntime - Recognizer| logit difference an export may show; float32 graphs of every network
+# agree to about 1e-6, so more means the graph computes something else and it is not written.
+ONNX_TOLERANCE = 1e-4
 # Shape of the example input the exporter traces; batch and frames are then declared dynamic.
 _TRACE_BATCH, _TRACE_FRAMES = 2, 300
 
@@ -158,10 +161,15 @@ def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int
 def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float | None]:
     """Write the ONNX model of a float ``recognizer`` (one network or an ensemble) to ``path`` atomically,
     with its :func:`onnx_metadata`; return the path and :func:`check_onnx`'s difference (``None`` without
-    onnxruntime)."""
+    onnxruntime). Raises ConfigError, writing nothing, when the difference exceeds :data:`ONNX_TOLERANCE`."""
     data = onnx_bytes(recognizer, onnx_metadata(recognizer))
-    written = checkpoint.atomic_write(path, lambda file: file.write(data))
-    return written, check_onnx(data, recognizer)
+    difference = check_onnx(data, recognizer)
+    if difference is not None and difference > ONNX_TOLERANCE:
+        raise ConfigError(f"{recognizer.source or 'the network'}: its ONNX graph disagrees with minser.Recognizer by "
+                          f"{difference:.2e} in the logits (more than {ONNX_TOLERANCE:.0e}) on random features, so "
+                          f"{path} was not written; serve the .pt checkpoint and report the versions of torch, onnx "
+                          "and onnxruntime")
+    return checkpoint.atomic_write(path, lambda file: file.write(data)), difference
 
 
 def quantize_checkpoint(saved: dict[str, Any], path: str | Path) -> Path:
