@@ -21,7 +21,9 @@ model spec (``minser.spec``; for an ensemble ``minser.members``, one spec per me
 ``minser.pad_to`` (``"batch"``: features may be cut; ``"full"``: pass all 750 frames). Exported with
 PyTorch's TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) through the PyTorch
 attention path (``impl="torch"``); when onnxruntime is installed the export is checked against
-:class:`minser.Recognizer` on random features. Needs the ``onnx`` extra: ``pip install 'minser[onnx]'``.
+:class:`minser.Recognizer` on random features, and a graph whose logits differ by more than 1e-4 is not written.
+``--out`` may not name a checkpoint being exported, nor give an ONNX model the suffix ``.pt`` (or an int8
+checkpoint ``.onnx``). Needs the ``onnx`` extra: ``pip install 'minser[onnx]'``.
 
 int8: dynamic quantization of the linear and LSTM layers (``torch.ao.quantization.quantize_dynamic``,
 int8 weights, activations quantized per batch at run time, CPU only). The checkpoint keeps the float
@@ -36,6 +38,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -172,10 +175,12 @@ def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float |
     return checkpoint.atomic_write(path, lambda file: file.write(data)), difference
 
 
-def quantize_checkpoint(saved: dict[str, Any], path: str | Path) -> Path:
-    """Write ``saved`` with ``"quantize": "int8"`` to ``path`` atomically (see the module docstring)."""
+def quantize_checkpoint(saved: dict[str, Any], path: str | Path, source: str | Path | None = None) -> Path:
+    """Write ``saved`` (read from ``source``, named in errors) with ``"quantize": "int8"`` to ``path``
+    atomically (see the module docstring)."""
     if saved.get("quantize") is not None:
-        raise CheckpointError(f"the checkpoint is already quantized ({saved['quantize']}); quantize the float one")
+        raise CheckpointError(f"{source or 'the checkpoint'} is already quantized ({saved['quantize']}); "
+                              "quantize the float checkpoint it was made from")
     content = {key: value for key, value in saved.items() if key not in ("format", "optimizer", "scaler", "rng")}
     return checkpoint.save(path, **content, quantize="int8")
 
@@ -207,16 +212,47 @@ def _float_recognizer(saved: dict[str, Any], source: Path) -> Recognizer:
     """The float network of a loaded checkpoint (an int8 one holds float weights) as a recognizer."""
     refuse_single_recordings(saved, str(source))
     if saved.get("quantize") is not None:
-        print(f"note: {source} is a {saved['quantize']} checkpoint, which holds float weights; "
+        print(f"note: {source} is an {saved['quantize']} checkpoint, which holds float weights; "
               "the ONNX model is the float network", file=sys.stderr)
     return Recognizer.from_checkpoint({**saved, "quantize": None}, source=str(source))
+
+
+def _sources(named: Sequence[str]) -> list[Path]:
+    """The checkpoint files ``named`` on the command line name (:func:`resolve_checkpoint`), refused when two
+    name one file (an ensemble would count that network twice)."""
+    files = [resolve_checkpoint(name) for name in named]
+    seen: dict[Path, str] = {}
+    for name, file in zip(named, files):
+        first = seen.setdefault(file.resolve(), name)
+        if first is not name:
+            raise ConfigError(f"{name} and {first} name the same checkpoint; name each checkpoint once")
+    return files
+
+
+def _output(out: str, sources: list[Path], wrong_suffix: str, writes: str) -> Path:
+    """The file ``--out`` names, refused when it is empty, one of ``sources`` (which writing would destroy) or
+    ends in ``wrong_suffix`` (what minser would take the file for)."""
+    if not out:
+        raise ConfigError("--out '': name the file to write")
+    path = Path(out)
+    if out.endswith(("/", os.sep)):
+        raise ConfigError(f"--out {out} names a folder; name the file to write in it")
+    if any(path.resolve() == source.resolve() for source in sources):
+        raise ConfigError(f"--out {out} is the checkpoint being exported: the {writes} would replace it; "
+                          "name another file")
+    if path.suffix == wrong_suffix:
+        raise ConfigError(f"--out {out}: an {writes} named {wrong_suffix} would be taken for "
+                          f"{'a checkpoint' if wrong_suffix == '.pt' else 'an ONNX model'}; name it "
+                          f"{path.with_suffix('.onnx' if wrong_suffix == '.pt' else '.pt').name}")
+    return path
 
 
 def _export_onnx(sources: list[Path], out: str | None) -> None:
     if out is None and len(sources) > 1:
         raise ConfigError(f"--format onnx with {len(sources)} checkpoints writes one ensemble: name it with --out")
+    path = sources[0].with_suffix(".onnx") if out is None else _output(out, sources, ".pt", "ONNX model")
     recognizer = Recognizer.ensemble([_float_recognizer(checkpoint.load(s), s) for s in sources])
-    written, difference = export_onnx(recognizer, Path(out) if out else sources[0].with_suffix(".onnx"))
+    written, difference = export_onnx(recognizer, path)
     check = ("not checked (onnxruntime is not installed)" if difference is None
              else f"max |onnxruntime - Recognizer| = {difference:.2e} on random features")
     what = f"an ensemble of {len(sources)} networks, " if len(sources) > 1 else ""
@@ -224,9 +260,11 @@ def _export_onnx(sources: list[Path], out: str | None) -> None:
 
 
 def _quantize(source: Path, out: str | None) -> None:
+    path = source.with_name(f"{source.stem}.int8.pt") if out is None else _output(out, [source], ".onnx",
+                                                                                  "int8 checkpoint")
     saved = checkpoint.load(source)
     refuse_single_recordings(saved, str(source))
-    written = quantize_checkpoint(saved, Path(out) if out else source.with_name(f"{source.stem}.int8.pt"))
+    written = quantize_checkpoint(saved, path, source=source)
     float_model, int8_model = Recognizer.from_checkpoint(saved).model, Recognizer.load(written).model
     print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB on disk, float weights + quantize flag); "
           f"weights in memory: float {state_bytes(float_model) / 1e3:.1f} kB, "
@@ -242,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     try:
-        sources = [resolve_checkpoint(path) for path in args.checkpoints]
+        sources = _sources(args.checkpoints)
         if args.format == "onnx":
             _export_onnx(sources, args.out)
         elif args.out is not None and len(sources) > 1:

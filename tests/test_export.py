@@ -158,7 +158,7 @@ def test_int8_checkpoint_cli(tmp_path, capsys):
     quantized = Recognizer.load(out).model
     assert isinstance(quantized.classifier.net[0], torch.ao.nn.quantized.dynamic.Linear)
     assert isinstance(quantized.lstm.lstm.forwards[0], torch.ao.nn.quantized.dynamic.LSTM)
-    with pytest.raises(CheckpointError, match="already quantized"):
+    with pytest.raises(CheckpointError, match="the checkpoint is already quantized"):
         quantize_checkpoint(saved, tmp_path / "twice.pt")
 
 
@@ -191,3 +191,36 @@ def test_an_onnx_graph_that_disagrees_with_the_recognizer_is_not_written(monkeyp
     assert f"error: {ckpt}: its ONNX graph disagrees with minser.Recognizer by 2.50e-01" in err
     assert f"{tmp_path / 'cat.onnx'} was not written; serve the .pt checkpoint" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.pt"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--format", "onnx", "--out", "{ckpt}"], "--out {ckpt} is the checkpoint being exported: the ONNX model would "
+                                              "replace it; name another file"),
+    (["--quantize", "int8", "--out", "{dir}/../{dir.name}/ilt.pt"], "is the checkpoint being exported: the int8 "
+                                                                    "checkpoint would replace it"),
+    (["--format", "onnx", "--out", "{dir}/ilt.onnx.pt"], "an ONNX model named .pt would be taken for a checkpoint; "
+                                                         "name it ilt.onnx.onnx"),
+    (["--quantize", "int8", "--out", "{dir}/small.onnx"], "an int8 checkpoint named .onnx would be taken for an ONNX "
+                                                          "model; name it small.pt"),
+    (["--format", "onnx", "--out", ""], "--out '': name the file to write"),
+    (["--format", "onnx", "--out", "{dir}/new/"], "--out {dir}/new/ names a folder; name the file to write in it"),
+])
+def test_an_out_that_would_destroy_or_mislabel_is_refused_before_anything_is_written(options, message, tmp_path,
+                                                                                     capsys):
+    ckpt = tiny_checkpoint(tmp_path / "ilt.pt", "ilt")
+    before = ckpt.read_bytes()
+    assert main([str(ckpt), *(o.format(ckpt=ckpt, dir=tmp_path) for o in options)]) == 2
+    assert message.format(ckpt=ckpt, dir=tmp_path) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ilt.pt"] and ckpt.read_bytes() == before
+
+
+def test_a_checkpoint_named_twice_is_refused_and_a_quantized_one_is_named(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "run" / "fold-1" / "best.pt", "cnn")
+    run = tmp_path / "run"
+    assert main([str(run), str(ckpt), "--format", "onnx", "--out", str(tmp_path / "e.onnx")]) == 2
+    assert f"error: {ckpt} and {run} name the same checkpoint; name each checkpoint once" in capsys.readouterr().err
+    assert not (tmp_path / "e.onnx").exists()
+    assert main([str(ckpt), "--quantize", "int8"]) == 0
+    assert main([str(run / "fold-1" / "best.int8.pt"), "--quantize", "int8"]) == 2
+    assert (f"error: {run / 'fold-1' / 'best.int8.pt'} is already quantized (int8); quantize the float checkpoint"
+            in capsys.readouterr().err)
