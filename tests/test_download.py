@@ -175,3 +175,67 @@ def test_shipped_sums_match_real_emodb(emodb_root: Path) -> None:
     assert len(sums) == 535
     assert sums == parse_sums((emodb_root / "SHA256SUMS").read_text())
     verify_wavs(emodb_root / "wav", sums)
+
+
+def _damaged(kind: str) -> bytes:
+    """A one-member archive that zipfile opens but cannot read: a broken deflate stream, or a member marked
+    encrypted (its general-purpose flag bit 0, in the local and the central header)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("wav/03a01Fa.wav", b"RIFF" + bytes(range(256)) * 40)
+    raw = bytearray(buffer.getvalue())
+    if kind == "deflate":
+        start = raw.index(b"wav/03a01Fa.wav") + len("wav/03a01Fa.wav")  # the data follows the local header's name
+        raw[start:start + 2] = b"\xff\xff"  # block type 3: invalid
+    else:
+        raw[6] |= 1
+        raw[raw.index(b"PK\x01\x02") + 8] |= 1
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(("kind", "detail"), [("deflate", "Error -3 while decompressing"), ("encrypted", "encrypted")])
+def test_an_unreadable_member_is_a_data_error(server: Server, tmp_path: Path, kind: str, detail: str) -> None:
+    server.files["/download.zip"] = _damaged(kind)
+    url = f"{server.url}/download.zip"
+    with pytest.raises(DataError, match=f"the file from {url} is not a readable zip archive \\(.*{detail}"):
+        download_emodb(tmp_path, url, sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_extraction_is_a_data_error_and_leaves_nothing(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(download.shutil, "copyfileobj", disk_full)
+    with pytest.raises(DataError, match=r"cannot extract the archive from .* \(No space left on device\); free space"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_members_outside_wav_land_flat_inside_it(server: Server, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../wav/03a01Fa.wav", WAVS["03a01Fa.wav"])
+        archive.writestr("/abs/wav/03a01Nc.wav", WAVS["03a01Nc.wav"])
+        archive.writestr("x/../../wav/16b10Wb.wav", WAVS["16b10Wb.wav"])
+        archive.writestr("wav/../../evil.wav", b"escape")  # not a wav/NAME.wav member: ignored
+    server.files["/download.zip"] = buffer.getvalue()
+    dest = tmp_path / "data"
+    target = download_emodb(dest, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert {p.name: p.read_bytes() for p in (target / "wav").iterdir()} == WAVS
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "data", "data/emodb", "data/emodb/wav", *(f"data/emodb/wav/{name}" for name in sorted(WAVS))]
+
+
+def test_cli_bad_url_and_a_file_as_dest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["download", "emodb", "--dest", str(tmp_path / "data"), "--url", "emodb.zip"]) == 2
+    assert ("error: --url 'emodb.zip' is not an address urllib can fetch (unknown url type: 'emodb.zip'); give an "
+            "http:// or https:// address" in capsys.readouterr().err)
+    assert list((tmp_path / "data").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    assert main(["download", "emodb", "--dest", str(tmp_path / "file"), "--url", "http://127.0.0.1:9/never"]) == 2
+    assert f"error: {tmp_path / 'file'} is a file, not a folder; the destination" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"cannot download EmoDB from {url} ({reason}); {_manual_hint(url, target)}") from exc
+    except ValueError as exc:  # urllib's word for an address it cannot parse ("unknown url type", bad IPv6)
+        raise DataError(f"--url {url!r} is not an address urllib can fetch ({exc}); give an http:// or https:// "
+                        "address of the archive") from exc
 
 
 def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
@@ -90,11 +94,16 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
             for member, name in wavs:
                 with zipped.open(member) as source, (wav_dir / name).open("wb") as sink:
                     shutil.copyfileobj(source, sink, _CHUNK)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+    # zlib.error: a damaged deflate stream; NotImplementedError: a compression method zipfile lacks;
+    # RuntimeError: an encrypted member (EmoDB's archive has none).
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise DataError(
             f"the file from {url} is not a readable zip archive ({exc}); "
             "the download is corrupt or the URL is wrong"
         ) from exc
+    except OSError as exc:
+        raise DataError(f"cannot extract the archive from {url} into {wav_dir} ({exc.strerror or exc}); free space "
+                        "there or choose another destination (--dest or MINSER_DATA)") from exc
 
 
 def _sha256(path: Path) -> str:
@@ -145,6 +154,9 @@ def download_emodb(
         return target
     if target.exists():
         raise DataError(f"{target} exists but holds no wav/ folder; remove it and download again")
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"{dest} is a file, not a folder; the destination is the folder that will hold emodb/ "
+                        "(--dest or MINSER_DATA)")
     expected = emodb_sums() if sums is None else sums
     try:
         dest.mkdir(parents=True, exist_ok=True)
