@@ -43,7 +43,8 @@ from minser import checkpoint  # noqa: E402
 from minser.audio import load  # noqa: E402
 from minser.export import ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
 from minser.features import extract  # noqa: E402
-from minser.recognizer import Recognizer, quantize_int8  # noqa: E402
+from minser.errors import ConfigError, MinserError  # noqa: E402
+from minser.recognizer import Recognizer, quantize_int8, resolve_checkpoint  # noqa: E402
 
 VARIANTS = ("float", "int8", "onnxruntime")
 COLUMNS = ("variant", "threads", "median_ms", "spread_pct", "rtf")
@@ -224,12 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; bad input (a checkpoint, a run folder, an option) prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     if args.device not in (None, "cpu"):
         raise SystemExit("--device: this benchmark is CPU only (edge inference)")
+    try:
+        return _run(args)
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _checked(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--model`` and ``--baseline`` resolved to checkpoint files (a run folder names its only
+    fold), checked before any timing: the counts, and that ``--accuracy`` is a run with folds."""
+    for option in ("threads", "repeat"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise ConfigError(f"--{option} {getattr(args, option)}: give a positive number")
+    if args.accuracy is not None and not sorted(args.accuracy.glob("fold-*/best.pt")):
+        raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-*/best.pt; give the --out folder of a "
+                          "python -m minser.train run")
+    model = resolve_checkpoint(args.model or Path(checkpoint.__file__).parent / "assets" / "default.pt")
+    baseline = None if args.baseline is None else resolve_checkpoint(args.baseline)
+    return argparse.Namespace(**{**vars(args), "model": model, "baseline": baseline})
+
+
+def _run(args: argparse.Namespace) -> int:
+    args = _checked(args)
     threads = [args.threads] if args.threads else ([1] if args.quick else [1, 2])
     warmup, repeat = (1, 3) if args.quick else (3, args.repeat)
-    source = args.model or Path(checkpoint.__file__).parent / "assets" / "default.pt"
+    source = args.model
     saved = checkpoint.load(source)
     recognizers = _variants(saved, str(source))
     onnx_model = _onnx(recognizers["float"])
@@ -244,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         soundfile.write(path, speech_like_signal(), common.SAMPLE_RATE, subtype="PCM_16")
         baseline = Recognizer.load(args.baseline) if args.baseline else None
         latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat, args.clock, baseline)
-    sizes = size_rows(Path(source), recognizers, onnx_model)
+    sizes = size_rows(source, recognizers, onnx_model)
     def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
         return common.format_table(rows, columns, markdown=args.markdown)
 

@@ -78,3 +78,29 @@ def test_help():
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--help"])
     assert exit_info.value.code == 0
+
+
+def test_a_run_folder_names_its_checkpoint(model, tmp_path):
+    run = tmp_path / "run"
+    (run / "fold-1").mkdir(parents=True)
+    model.rename(run / "fold-1" / "best.pt")
+    out = tmp_path / "inference.json"
+    assert bench.main(["--quick", "--threads", "1", "--model", str(run), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["model"] == str(run / "fold-1" / "best.pt")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--model", "{dir}/missing.pt"], "error: {dir}/missing.pt: no such checkpoint file or run folder"),
+    (["--baseline", "{dir}/missing.pt"], "error: {dir}/missing.pt: no such checkpoint file or run folder"),
+    (["--model", "{dir}/corrupt.pt"], "error: {dir}/corrupt.pt: cannot be loaded as a minser checkpoint"),
+    (["--accuracy", "{dir}"], "error: --accuracy {dir}: holds no fold-*/best.pt; give the --out folder"),
+    (["--repeat", "0"], "error: --repeat 0: give a positive number"),
+    (["--threads", "0"], "error: --threads 0: give a positive number"),
+])
+def test_bad_input_is_an_error_before_any_timing(options, message, model, tmp_path, capsys):
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    argv = ["--model", str(model), *(o.format(dir=tmp_path) for o in options), "--json", str(tmp_path / "out.json")]
+    assert bench.main(argv) == 2
+    captured = capsys.readouterr()
+    assert message.format(dir=tmp_path) in captured.err and "rtf" not in captured.out
+    assert not (tmp_path / "out.json").exists()
