@@ -233,7 +233,10 @@ def resolve_device(name: str | None) -> torch.device:
     """The device named on the command line, defaulting to CUDA when present."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists every device type it knows, most of which we do not run
+        raise SystemExit(f"--device {name}: only 'cpu' and 'cuda' are supported") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
     if device.type not in ("cpu", "cuda"):

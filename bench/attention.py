@@ -68,6 +68,7 @@ SDPA_BACKENDS = {
     "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH",
 }
 MODEL_BATCH = 40
+SWEEP_MIN = 128  # shortest sweep length, a power of two
 N_MELS = 40
 
 
@@ -161,7 +162,7 @@ def pool_sweep_shapes(lengths: Sequence[int], dims: Sequence[int], batch: int) -
     return [PoolShape("sweep", batch, n, d) for d in dims for n in lengths]
 
 
-def sweep_lengths(max_len: int, min_len: int = 128) -> list[int]:
+def sweep_lengths(max_len: int, min_len: int = SWEEP_MIN) -> list[int]:
     """Powers of two from ``min_len`` up to ``max_len``."""
     if max_len < min_len:
         raise ValueError(f"max_len {max_len} is below {min_len}")
@@ -379,17 +380,21 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         warmup, repeat, batch = 1, 3, 8
         names = tuple(args.models.split(",")) if args.models else ("cat",)
     else:
-        max_len = args.max_len or (8192 if gpu else 1024)
+        # Zero is checked below with the other counts, not taken for "unset" by an `or`.
+        max_len = args.max_len if args.max_len is not None else (8192 if gpu else 1024)
         head_dims = _int_list(args.head_dims, "--head-dims")
         pool_dims = _int_list(args.pool_dims, "--pool-dims")
-        tokens = args.tokens or (16384 if gpu else 2048)
-        hidden = args.hidden or (2048 if gpu else 512)
+        tokens = args.tokens if args.tokens is not None else (16384 if gpu else 2048)
+        hidden = args.hidden if args.hidden is not None else (2048 if gpu else 512)
         warmup = args.warmup if args.warmup is not None else (10 if gpu else 2)
-        repeat = args.repeat or (30 if gpu else 7)
+        repeat = args.repeat if args.repeat is not None else (30 if gpu else 7)
         names = tuple(args.models.split(",")) if args.models else None
         batch = args.batch
     if batch < 1 or tokens < 1 or hidden < 1 or repeat < 1 or warmup < 0:
         raise SystemExit("--batch, --tokens, --hidden and --repeat must be positive, --warmup >= 0")
+    if max_len < SWEEP_MIN and not args.no_sweep:
+        raise SystemExit(f"--max-len {max_len}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or more, "
+                         "or --no-sweep")
     return Settings(
         device=device,
         ops=OPS if args.op == "all" else (args.op,),

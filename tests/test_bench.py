@@ -368,3 +368,16 @@ def test_emodb_durations_synthetic(monkeypatch):
 
 def test_frames_of_samples_matches_front_end_contract():
     assert common.frames_of_samples(np.array([0, 159, 160, 16000, 120000, 200000])).tolist() == [1, 1, 2, 101, 750, 750]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--repeat", "0"], "--repeat must be positive"),
+    (["--tokens", "0"], "--tokens, --hidden and --repeat must be positive"),
+    (["--hidden", "0"], "--tokens, --hidden and --repeat must be positive"),
+    (["--max-len", "10"], "--max-len 10: the sweep starts at 128 steps"),
+    (["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
+])
+def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        _settings(argv if "--device" in argv else [*argv, "--device", "cpu"])
+    assert _settings(["--max-len", "10", "--no-sweep", "--device", "cpu"]).lengths == ()
