@@ -381,3 +381,20 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     with pytest.raises(SystemExit, match=message):
         _settings(argv if "--device" in argv else [*argv, "--device", "cpu"])
     assert _settings(["--max-len", "10", "--no-sweep", "--device", "cpu"]).lengths == ()
+
+
+TOOLS = BENCH.parent / "tools"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["model_table.py", "--models", "cnn", "--batch", "0"], "model_table.py: error: --batch 0: give a positive number"),
+    (["model_table.py", "--models", "cnn", "--frames", "10", "--repeats", "1", "--batch", "1"],
+     "model_table.py: error: cnn got an utterance of 10 frames, fewer than its minimum"),
+    (["kernel_report.py", "--jobs", "0"], "kernel_report.py: error: --jobs 0: give a positive number of processes"),
+    (["kernel_report.py", "--only", "nothing"], "kernel_report.py: error: --only 'nothing': no kernel label contains it"),
+])
+def test_tools_refuse_nonsense_options_without_a_traceback(argv, message):
+    # kernel_report.py is refused before it compiles anything, so this runs in seconds.
+    proc = subprocess.run([sys.executable, str(TOOLS / argv[0]), *argv[1:]], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

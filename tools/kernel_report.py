@@ -36,6 +36,7 @@ from pathlib import Path  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
+from minser.checkpoint import atomic_write  # noqa: E402
 from minser.kernels import attention_pool_triton, attention_triton  # noqa: E402
 from minser.kernels.configs import CompileSpec  # noqa: E402
 
@@ -151,13 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="compile in this many processes (default: one per CPU)")
     parser.add_argument("--check", action="store_true", help="exit 1 on register spills or shared memory over the limit")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give a positive number of processes")
+    if not any(args.only in spec.label for spec in specs()):
+        parser.error(f"--only {args.only!r}: no kernel label contains it; labels are e.g. {specs()[0].label!r}")
+    if args.json is not None and args.json.is_dir():
+        parser.error(f"--json {args.json} is a folder; name the file to write")
 
     rows = compile_all(args.arch, args.only, args.jobs)
     print(table(rows))
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, args.json)
+        text = json.dumps(rows, indent=1)
+        atomic_write(args.json, lambda file: file.write(text), mode="w")
     bad = [f"{r['kernel']} sm_{r['arch']} ({r['hints']} divisible by 16): {'; '.join(r['problems'])}"
            for r in rows if r["problems"]]
     for line in bad:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from minser.errors import MinserError
 from minser.models import MODELS, build
 
 
@@ -72,6 +73,9 @@ def main() -> None:
     parser.add_argument("--n-mels", type=int, default=40, help="Mel bands (default: 40)")
     parser.add_argument("--n-classes", type=int, default=4, help="classes (default: 4)")
     args = parser.parse_args()
+    for option in ("threads", "repeats", "batch", "frames", "n_mels", "n_classes"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: give a positive number")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -87,7 +91,10 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.models:
-        row = measure(name, args)
+        try:
+            row = measure(name, args)
+        except MinserError as exc:  # e.g. --frames below the network's minimum
+            parser.error(str(exc))
         print(
             f"| `{name}` | {row['params']:,} | {row['forward_1']:.1f} | {row['forward_batch']:.1f} "
             f"| {row['train_batch']:.1f} | {row['train_batch_cpu']:.1f} |"
