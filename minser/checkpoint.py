@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,6 +89,11 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path}: an ONNX model, which runs in onnxruntime (README, Export); minser loads the "
                               ".pt checkpoint it was exported from")
+    if not zipfile.is_zipfile(path):
+        # torch.load would try the bytes as a legacy pickle and report its first byte as an opcode.
+        raise CheckpointError(f"{path}: cannot be loaded as a minser checkpoint (it is no zip archive, which is what "
+                              "torch.save writes); the file is truncated, corrupt or not a checkpoint: pass a .pt file "
+                              "written by minser.train")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, weights_only) for bad files

@@ -57,6 +57,20 @@ def test_bad_files_name_the_file(tmp_path: Path, name: str, content: bytes | Non
     assert str(path) in str(error.value)
 
 
+def test_a_text_file_or_a_cut_checkpoint_is_called_no_checkpoint(tmp_path: Path) -> None:
+    model = build("cnn", 2, d_model=8, channels=[2, 2, 2])
+    whole = checkpoint.save(tmp_path / "whole.pt", spec=model.spec, labels=["a", "b"], frontend={},
+                            state_dict=model.state_dict()).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "notes.pt").write_text("notes, not weights\n")
+    for name in ("cut.pt", "notes.pt"):
+        with pytest.raises(CheckpointError) as error:
+            checkpoint.load(tmp_path / name)
+        # Before, a text file read as a legacy pickle: "Unsupported operand 110".
+        assert str(error.value).startswith(f"{tmp_path / name}: cannot be loaded as a minser checkpoint (it is no zip "
+                                           "archive, which is what torch.save writes); the file is truncated")
+
+
 def test_incomplete_checkpoint_says_what_is_missing(tmp_path: Path) -> None:
     torch.save({"format": checkpoint.FORMAT, "spec": {}, "labels": []}, tmp_path / "part.pt")
     with pytest.raises(CheckpointError, match="frontend, state_dict"):
