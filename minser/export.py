@@ -52,8 +52,8 @@ from minser.errors import CheckpointError, ConfigError, MinserError
 from minser.recognizer import Recognizer, ServedNetwork, log_mean_softmax, resolve_checkpoint
 from minser.speakers import refuse_single_recordings
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main", "onnx_bytes",
-           "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main",
+           "onnx_bytes", "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
 
 ONNX_OPSET = 17
 # Largest |onnxruntime - Recognizer| logit difference an export may show; float32 graphs of every network
@@ -224,7 +224,7 @@ def _sources(named: Sequence[str]) -> list[Path]:
     seen: dict[Path, str] = {}
     for name, file in zip(named, files):
         first = seen.setdefault(file.resolve(), name)
-        if first is not name:
+        if first is not name:  # identity: the same word given twice is two arguments
             raise ConfigError(f"{name} and {first} name the same checkpoint; name each checkpoint once")
     return files
 
