@@ -945,6 +945,12 @@ def _run_folder(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def _holds_progress(out: Path) -> bool:
+    """Whether the run folder ``out`` holds a trained epoch (a ``fold-*/last.pt``). A run that failed
+    before its first epoch (unreadable audio, say) leaves only ``config.json``: nothing to protect."""
+    return any(out.glob("fold-*/last.pt"))
+
+
 def _check_resume(config: TrainConfig, out: Path) -> None:
     """A resumed run must have the settings that shaped the saved one; raise ConfigError naming the first that differs."""
     path = out / "config.json"
@@ -1034,7 +1040,7 @@ def _train(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
     if config.resume:
         _check_resume(config, out)
-    elif (out / "config.json").exists():
+    elif _holds_progress(out):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it

@@ -259,10 +259,14 @@ def test_corrupt_audio_in_a_manifest_names_the_file(emodb_root: Path, cache: Pat
     rows = [f"{p},{'anger' if i % 2 else 'neutral'},s{i % 2}" for i, p in enumerate(good)] + [f"{broken},anger,s0"]
     manifest = tmp_path / "corpus.csv"
     manifest.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
-    assert cli(["--model", "cnn", "--data", str(manifest), "--epochs", "1", "--out", str(tmp_path / "run"),
-                "--cache-dir", str(cache)]) == 2
+    args = ["--model", "cnn", "--data", str(manifest), "--epochs", "1", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(cache)]
+    assert cli(args) == 2
     stderr = capsys.readouterr().err
     assert f"error: {broken}" in stderr and "corrupt" in stderr
+    # Nothing was trained, so the folder counts as fresh: the rerun meets the audio again, not "already holds a run".
+    assert cli(args) == 2
+    assert capsys.readouterr().err == stderr
 
 
 def test_a_corpus_of_one_emotion_is_a_data_error(emodb_root: Path, tmp_path: Path) -> None:
