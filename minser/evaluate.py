@@ -76,8 +76,13 @@ def training_corpus(saved: dict[str, Any], name: str | Path) -> Corpus:
     trained = saved.get("data", {})
     if "spec" not in trained:
         raise CheckpointError(f"{name}: records no training data; pass --data to score it on a corpus")
-    return load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
-                                 seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
+    try:
+        return load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
+                                     seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
+    except DataError as exc:
+        raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. Pass "
+                        "--data to name the corpus to score on (it overrides the recorded one, and a corpus other "
+                        "than the recorded one is scored on every utterance, not on the fold's test split)") from exc
 
 
 def _member_logits(path: str | Path, data: str | None, classes: int | None, everything: bool, device: str,
@@ -86,11 +91,12 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.data import cached_features
     from minser.features import FrontEnd
     from minser.speakers import normalise_by_speaker, statistics_for
-    from minser.train import Tensors, TrainConfig, class_logits, load_data
+    from minser.train import Tensors, TrainConfig, class_logits, corpus_spec, load_data
 
     saved = checkpoint.load(path)
     trained = saved.get("data", {})
-    same_corpus = data is None or (str(data) == trained.get("spec") and classes in (None, trained.get("classes")))
+    same_corpus = data is None or ("spec" in trained and corpus_spec(str(data)) == corpus_spec(trained["spec"])
+                                   and classes in (None, trained.get("classes")))
     if same_corpus:
         corpus = training_corpus(saved, path)
     else:
@@ -175,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(mean softmax probability; the k-th checkpoints of every run form fold k's ensemble, "
                         "so train the runs with the same --split-seed)")
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
-                                  "(default: the checkpoint's training data, on its fold's test split)")
+                                  "(default: the checkpoint's training data, on its fold's test split); overrides the recorded "
+                                  "corpus, e.g. when it has moved")
     p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained)")
     p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

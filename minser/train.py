@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session", "all")
+CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
     p.add_argument("--data", default=d.data, help="'emodb', 'iemocap' (looked up in $MINSER_DATA, else "
-                   "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders")
+                   "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders; a path "
+                   "is recorded absolute, so minser.evaluate finds the corpus from any folder")
     p.add_argument("--classes", type=int, default=d.classes, help="EmoDB: 4 (anger, happiness, sadness, neutral) or 7")
     p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; quick runs)")
     p.add_argument("--download", action="store_true", help="download EmoDB into the data folder if it is missing")
@@ -326,6 +328,12 @@ def load_data(config: TrainConfig) -> Corpus:
     if config.subset is not None:
         corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, split_seed(config)))
     return corpus
+
+
+def corpus_spec(data: str) -> str:
+    """``--data`` as a run records it: a corpus name in lower case, a manifest or folder as an absolute
+    path, so that the run can be evaluated from any folder."""
+    return data.lower() if data.lower() in CORPUS_NAMES else os.path.abspath(data)
 
 
 def split_seed(config: TrainConfig) -> int:
@@ -959,6 +967,8 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
     saved = json.loads(path.read_text())
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    # Runs of older versions recorded --data as typed: a relative path is relative to the folder they ran in.
+    saved["data"] = corpus_spec(saved.get("data", defaults["data"]))
     for name in RESULT_FIELDS:
         # A run saved before a field existed ran with its default.
         if saved.get(name, defaults[name]) != current.get(name):
@@ -1015,6 +1025,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     check_config(config)
+    config = dataclasses.replace(config, data=corpus_spec(config.data))
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:

@@ -66,6 +66,20 @@ def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
 
 
+def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    from minser import checkpoint
+
+    out, cache = run
+    saved = checkpoint.load(out / "fold-1/best.pt")
+    moved = tmp_path / "moved.pt"
+    checkpoint.save(moved, **{**saved, "data": {**saved["data"], "spec": str(tmp_path / "gone.csv")}})
+    assert main([str(moved), "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {moved} was trained on --data {tmp_path / 'gone.csv'}, which cannot be loaded here: ")
+    assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err and "Pass --data to name the corpus to score on (it overrides the recorded one" in err
+
+
 def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
         run: tuple[Path, Path], tmp_path: Path, emodb_root: Path, capsys: pytest.CaptureFixture) -> None:
     """--seed 1 --split-seed 0 trains other weights on seed 0's splits; evaluate scores both runs as an

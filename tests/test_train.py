@@ -269,6 +269,33 @@ def test_corrupt_audio_in_a_manifest_names_the_file(emodb_root: Path, cache: Pat
     assert capsys.readouterr().err == stderr
 
 
+def test_a_relative_data_path_is_recorded_absolute(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data corpus.csv is recorded as the manifest's absolute path, so evaluate finds it from any folder;
+    a run that recorded the relative path (older versions) still resumes from the folder it ran in."""
+    from minser.evaluate import evaluate
+
+    wavs = [*sorted((emodb_root / "wav").glob("*Wa.wav"))[:5], *sorted((emodb_root / "wav").glob("*Na.wav"))[:5]]
+    (tmp_path / "corpus.csv").write_text("path,label\n" + "".join(f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n"
+                                                                    for p in wavs))
+    monkeypatch.chdir(tmp_path)
+    common = ["--model", "cnn", *TINY_CNN, "--data", "corpus.csv", "--folds", "1", "--batch-size", "8", "--threads", "1",
+              "--out", "run", "--cache-dir", str(cache)]
+    main([*common, "--epochs", "1"])
+    manifest = str(tmp_path / "corpus.csv")
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["data"] == manifest and checkpoint.load(tmp_path / "run/fold-1/best.pt")["data"]["spec"] == manifest
+    (tmp_path / "run/config.json").write_text(json.dumps({**config, "data": "corpus.csv"}))
+    results = main([*common, "--epochs", "2", "--resume"])
+    assert results["data"] == manifest
+    # The relative path names the recorded corpus: scored on the fold's test split, as results.json was.
+    assert evaluate("run", data="corpus.csv", cache_dir=str(cache))["folds"][0]["n"] == results["folds"][0]["n_test"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    scored = evaluate(tmp_path / "run", cache_dir=str(cache))
+    assert scored["folds"][0]["confusion"] == results["folds"][0]["confusion"]
+
+
 def test_a_corpus_of_one_emotion_is_a_data_error(emodb_root: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "angry.csv"
     manifest.write_text("path,label\n" + "".join(f"{p},anger\n" for p in sorted((emodb_root / "wav").glob("*.wav"))[:3]))
