@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session", "all")
+FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "session": "one per session",
+            "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
 CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
@@ -152,20 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model, help="network name (see minser.models.MODELS), e.g. ilt, cat, cnn")
     model = p.add_argument_group("model options (only passed when given; the model's defaults apply otherwise)")
     model.add_argument("--fusion", choices=("concat", "plus", "attention"), help="ILT: how the two branches are fused")
-    model.add_argument("--alpha", type=float, help="ILT with --fusion plus: the LSTM branch's weight in [0, 1]")
+    model.add_argument("--alpha", type=float, help="ILT with --fusion plus (only): the LSTM branch's weight in [0, 1]")
     model.add_argument("--pe", action=argparse.BooleanOptionalAction, default=None,
                        help="add the sinusoidal positional encoding to the transformer input")
     model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
     model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
     model.add_argument("--n-mels", type=int, help="Mel bands of the front end and the network's input (the "
-                       "paper: 40); the run's checkpoints record the front end, so evaluate and predict follow")
+                       "paper: 40; at most the front end's FFT bins); the run's checkpoints record the front end, so evaluate and predict follow")
     model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
     p.add_argument("--data", default=d.data, help="'emodb', 'iemocap' (looked up in $MINSER_DATA, else "
                    "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders; a path "
                    "is recorded absolute, so minser.evaluate finds the corpus from any folder")
-    p.add_argument("--classes", type=int, default=d.classes, help="EmoDB: 4 (anger, happiness, sadness, neutral) or 7")
+    # No default here: given with a manifest or folder (whose labels are the classes) it is refused.
+    p.add_argument("--classes", type=int, help=f"EmoDB: 4 (anger, happiness, sadness, neutral) or 7 (default: "
+                   f"{d.classes}); a manifest or folder takes its classes from its labels")
     p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; quick runs)")
     p.add_argument("--download", action="store_true", help="download EmoDB into the data folder if it is missing")
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
@@ -174,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "leave-one-speaker-out; session: leave-one-session-out (IEMOCAP); all: one fold "
                         "training on every utterance, keeping the last epoch (no validation or test part, "
                         "so no WA/UA)")
-    p.add_argument("--folds", type=int, help="run only the first N folds (default: all)")
+    p.add_argument("--folds", type=int, help="run only the first N of the protocol's folds (default: all)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (split across ranks)")
     p.add_argument("--micro-batches", type=int, default=d.micro_batches,
@@ -248,8 +252,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     for key in ("fusion", "alpha", "pe", "branches", "impl", "n_mels"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.classes is not None and args.data.lower() not in CORPUS_NAMES:
+        raise ConfigError(f"--classes {args.classes} with --data {args.data}: a CSV manifest or a folder takes its "
+                          "classes from its labels; drop --classes (it picks EmoDB's 4- or 7-class set)")
     config = TrainConfig(
-        model=args.model, options=options, data=args.data, classes=args.classes, subset=args.subset,
+        model=args.model, options=options, data=args.data,
+        classes=TrainConfig.classes if args.classes is None else args.classes, subset=args.subset,
         protocol=args.protocol, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         micro_batches=args.micro_batches, lr=args.lr, lr_schedule=args.lr_schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
@@ -302,6 +310,26 @@ def check_config(config: TrainConfig) -> None:
         raise ConfigError(f"--precision {config.precision!r}: valid values are {', '.join(PRECISIONS)}")
     if config.resume and not config.out:
         raise ConfigError("--resume needs --out RUN_FOLDER: the run to continue")
+    _check_model_options(config)
+
+
+def _check_model_options(config: TrainConfig) -> None:
+    """Refuse model options that the run would ignore or that the front end cannot compute, before any
+    feature is; the network's own checks (``minser.models.build``) catch the rest."""
+    from minser.features import FrontEnd
+    from minser.models import MODELS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(MODELS[config.model].Options)}
+    if "alpha" in config.options and "fusion" in defaults:
+        fusion = config.options.get("fusion", defaults["fusion"])
+        if fusion != "plus":  # the only fusion with a fixed weight (minser.models.blocks.Fusion)
+            given = "" if "fusion" in config.options else " (the default)"
+            raise ConfigError(f"--alpha {config.options['alpha']}: only --fusion plus (alpha * L + (1 - alpha) * T) "
+                              f"uses alpha, and the fusion is {fusion!r}{given}; add --fusion plus or drop --alpha")
+    n_fft, n_mels = FrontEnd.n_fft, config.options.get("n_mels")
+    if isinstance(n_mels, int) and n_mels > n_fft // 2 + 1:
+        raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {n_fft // 2 + 1} frequency "
+                          f"bins, too few for {n_mels} Mel bands; give --n-mels {n_fft // 2 + 1} or fewer (the paper: 40)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,6 +394,10 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
         splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=seed)
     else:
         splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=seed)
+    if config.folds is not None and config.folds > len(splits):
+        raise ConfigError(f"--folds {config.folds}: --protocol {config.protocol} has {len(splits)} fold(s) on "
+                          f"{corpus.name} ({FOLDS_OF[config.protocol]}); give --folds {len(splits)} or fewer, or "
+                          "leave it out to run them all")
     return list(splits)[: config.folds]
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from minser import checkpoint
+from minser.data import Corpus, Utterance
 from minser.errors import ConfigError, DataError
 from minser import train as train_module
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
@@ -192,6 +193,48 @@ def test_learning_rate_schedules() -> None:
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "my.csv", "--classes", "4"], r"--classes 4 with --data my.csv: a CSV manifest or a folder takes its "
+                                             r"classes from its labels; drop --classes"),
+    (["--data", "corpus_folder", "--classes", "7"], "--classes 7 with --data corpus_folder: "),
+    (["--model", "ilt", "--alpha", "0.3"], r"--alpha 0.3: only --fusion plus .* uses alpha, and the fusion is "
+                                           r"'attention' \(the default\); add --fusion plus or drop --alpha"),
+    (["--model", "ilt", "--fusion", "concat", "--alpha", "0.3"], "the fusion is 'concat'; add --fusion plus"),
+    (["--n-mels", "202"], r"--n-mels 202: the front end's 400-point FFT has 201 frequency bins, too few for 202 Mel "
+                          r"bands; give --n-mels 201 or fewer"),
+    (["--model-opt", "n_mels=500"], "--n-mels 500: "),
+])
+def test_options_the_run_would_ignore_or_cannot_compute_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_args(["--model", "cnn", *args])
+
+
+def test_options_the_run_uses_are_accepted() -> None:
+    assert parse_args(["--model", "ilt", "--fusion", "plus", "--alpha", "0.3"]).options == {"fusion": "plus", "alpha": 0.3}
+    assert parse_args(["--data", "EmoDB", "--classes", "7"]).classes == 7
+    assert parse_args(["--data", "my.csv"]).classes == 4 and parse_args(["--n-mels", "201"]).options["n_mels"] == 201
+
+
+def _corpus(speakers: list[str], sessions: list[str | None] | None = None) -> Corpus:
+    """A corpus of two alternating classes, one utterance per entry of ``speakers`` (its audio is never read)."""
+    sessions = sessions or [None] * len(speakers)
+    return Corpus("toy", ("anger", "neutral"), [Utterance(Path(f"{i}.wav"), ("anger", "neutral")[i % 2], speaker, session)
+                                                for i, (speaker, session) in enumerate(zip(speakers, sessions))])
+
+
+@pytest.mark.parametrize("protocol, folds, message", [
+    ("random", 6, r"--folds 6: --protocol random has 5 fold\(s\) on toy \(its seeded splits\); give --folds 5 or fewer"),
+    ("speaker", 4, r"--folds 4: --protocol speaker has 3 fold\(s\) on toy \(one per speaker\); give --folds 3 or"),
+    ("all", 2, r"--folds 2: --protocol all has 1 fold\(s\) on toy"),
+])
+def test_more_folds_than_the_protocol_has_are_refused(protocol: str, folds: int, message: str) -> None:
+    corpus = _corpus(["a", "b", "c"] * 8)
+    with pytest.raises(ConfigError, match=message):
+        train_module.make_splits(corpus, TrainConfig(protocol=protocol, folds=folds))
+    fewer = train_module.make_splits(corpus, TrainConfig(protocol=protocol, folds=folds - 1))
+    assert len(fewer) == folds - 1
 
 
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def finished(folder: Path, epochs: int, folds: int | None) -> dict[str, Any] | N
 def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> str:
     """The markdown table of finished rows."""
     ensemble = args.members > 1
-    lines = [f"# Tables 1 and 2 on `{args.data}` ({args.classes} classes)", "",
+    lines = [f"# Tables 1 and 2 on `{args.data}`" + (f" ({args.classes} classes)" if args.classes else ""), "",
              f"Protocol `{args.protocol}`, {args.epochs} epochs per fold, seed {args.seed}; WA and UA in percent, "
              "mean ± standard deviation (ddof=0) over the folds run"
              + (f", of ensembles of {args.members} runs (seeds {args.seed} to {args.seed + args.members - 1}, "
@@ -103,8 +103,8 @@ def run_once(row: Row, folder: Path, seed: int, split_seed: int | None, args: ar
     if (results := finished(folder, args.epochs, args.folds)) is not None:
         print(f"== {folder.name}: finished earlier, skipped", flush=True)
         return results
-    common = [*row.arguments(), "--data", args.data, "--classes", str(args.classes), "--protocol",
-              args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
+    common = [*row.arguments(), "--data", args.data, *(["--classes", str(args.classes)] if args.classes else []),
+              "--protocol", args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
               *(["--split-seed", str(split_seed)] if split_seed is not None else []),
               *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
     print(f"== {folder.name}: {row.label}" + (f", seed {seed}" if split_seed is not None else ""), flush=True)
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", help=f"comma-separated row ids (default: all): {', '.join(r.id for r in ROWS)}")
     p.add_argument("--data", default="emodb", help="corpus: emodb, iemocap, a CSV manifest or a folder")
-    p.add_argument("--classes", type=int, default=4, help="EmoDB classes: 4 or 7")
+    p.add_argument("--classes", type=int, help="EmoDB classes: 4 or 7 (default: 4; a manifest or folder takes its "
+                                               "classes from its labels)")
     p.add_argument("--protocol", default="random", help="random, speaker or session (see minser.train)")
     p.add_argument("--epochs", type=int, default=100, help="epochs per fold")
     p.add_argument("--folds", type=int, help="run only the first N folds")
