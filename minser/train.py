@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
     model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
     model.add_argument("--n-mels", type=int, help="Mel bands of the front end and the network's input (the "
-                       "paper: 40; at most the front end's FFT bins); the run's checkpoints record the front end, so evaluate and predict follow")
+                       "paper: 40; at most the front end's FFT bins); the run's checkpoints record the front end, "
+                       "so evaluate and predict follow")
     model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
