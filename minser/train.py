@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 PROTOCOLS = ("random", "speaker", "session", "all")
 FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "session": "one per session",
             "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
-CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
+CORPUS_NAMES = ("emodb", "iemocap")
+UNKNOWN_SPEAKER = "unknown"  # the speaker minser.data gives utterances whose manifest or folder names none  # --data values that name a corpus in the data folder, not a path
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
                    help="random: the paper's 5 seeded 0.55/0.25/0.2 train/val/test splits; speaker: "
-                        "leave-one-speaker-out; session: leave-one-session-out (IEMOCAP); all: one fold "
+                        "leave-one-speaker-out (a manifest needs a speaker column); session: leave-one-session-out (IEMOCAP); all: one fold "
                         "training on every utterance, keeping the last epoch (no validation or test part, "
                         "so no WA/UA)")
     p.add_argument("--folds", type=int, help="run only the first N of the protocol's folds (default: all)")
@@ -392,7 +393,7 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
         _check_class_sizes(corpus, targets)
         splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
     elif config.protocol == "speaker":
-        splits = leave_one_group_out(corpus.speakers(), targets, val_fraction=0.25, seed=seed)
+        splits = leave_one_group_out(_known_speakers(corpus), targets, val_fraction=0.25, seed=seed)
     else:
         splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=seed)
     if config.folds is not None and config.folds > len(splits):
@@ -400,6 +401,23 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
                           f"{corpus.name} ({FOLDS_OF[config.protocol]}); give --folds {len(splits)} or fewer, or "
                           "leave it out to run them all")
     return list(splits)[: config.folds]
+
+
+def _known_speakers(corpus: Corpus) -> np.ndarray:
+    """The speaker ids ``(len(corpus),)`` for ``--protocol speaker``; DataError when some are unknown (a
+    manifest without a speaker column or with empty cells, a folder corpus), which would otherwise make
+    one test "speaker" of everybody unnamed."""
+    speakers = corpus.speakers()
+    unknown = np.flatnonzero(speakers == UNKNOWN_SPEAKER)
+    if unknown.size == len(speakers):
+        raise DataError(f"{corpus.name}: --protocol speaker needs the speaker of every utterance, and this corpus "
+                        "names none: a CSV manifest needs a speaker column (path,label,speaker), and a folder of label "
+                        "folders has no speakers; add the column or use --protocol random")
+    if unknown.size:
+        raise DataError(f"{corpus.name}: --protocol speaker needs the speaker of every utterance, but "
+                        f"{unknown.size} of {len(speakers)} have none (first: {corpus.utterances[unknown[0]].path}); "
+                        "fill in the manifest's speaker column or use --protocol random")
+    return speakers
 
 
 def _check_class_sizes(corpus: Corpus, targets: np.ndarray) -> None:

@@ -237,6 +237,19 @@ def test_more_folds_than_the_protocol_has_are_refused(protocol: str, folds: int,
     assert len(fewer) == folds - 1
 
 
+@pytest.mark.parametrize("speakers, sessions, protocol, message", [
+    (["unknown"] * 8, None, "speaker", r"toy: --protocol speaker needs the speaker of every utterance, and this corpus "
+                                       r"names none: a CSV manifest needs a speaker column \(path,label,speaker\)"),
+    (["a", "b", "unknown", "a", "b", "b"], None, "speaker", r"but 1 of 6 have none \(first: 2.wav\); fill in the "
+                                                            r"manifest's speaker column"),
+    (["a", "b"] * 3, ["s1", None] * 3, "session", r"no session for 3 utterances .*give a session column"),
+], ids=["no-speaker-column", "empty-speaker-cells", "no-session-column"])
+def test_leave_one_group_out_needs_every_group(speakers: list[str], sessions: list[str | None] | None, protocol: str,
+                                               message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        train_module.make_splits(_corpus(speakers, sessions), TrainConfig(protocol=protocol))
+
+
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(tmp_path / "run", cache)]
     main([*common, "--epochs", "1"])
