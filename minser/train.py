@@ -1077,16 +1077,31 @@ def train(config: TrainConfig) -> dict[str, Any]:
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     check_config(config)
     config = dataclasses.replace(config, data=corpus_spec(config.data))
+    out = _run_folder(config)
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(config)
+        return _train(config, out)
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(out) from exc
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def _train(config: TrainConfig) -> dict[str, Any]:
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; its message says which folder holds the run and how to continue it."""
+
+    def __init__(self, out: Path) -> None:
+        if _holds_progress(out):
+            message = (f"interrupted: {out} holds the run up to its last completed epoch; to continue from there, "
+                       f"rerun with the same options and --resume --out {out}")
+        else:
+            message = "interrupted before the first epoch was completed: nothing was trained; rerun the same command"
+        super().__init__(message)
+
+
+def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     from minser.data import cached_features
     from minser.features import FrontEnd
     from minser.models import build
@@ -1095,7 +1110,6 @@ def _train(config: TrainConfig) -> dict[str, Any]:
     device = resolve_device(config, dist)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    out = _run_folder(config)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     if dist.world > 1 and not config.out:
@@ -1183,12 +1197,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: a bad input prints ``error: ...`` and exits with status 2."""
+    """Console entry point: a bad input prints ``error: ...`` and exits with status 2; Ctrl-C prints how to
+    continue the run and exits with status 130 (128 + SIGINT, as a shell reports it)."""
     try:
         main(argv)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return 130
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -95,14 +95,19 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
                                           "--warmup-epochs", "1.5", "--class-weights", "balanced", "--speaker-norm"], ["--ema", "0.9", "--weight-decay", "0.05", "--crop", "1.5", "--mixup", "0.4", "--pad-to", "batch"]],
                          ids=["paper", "spec-augment-smoothing-cosine-weights-speaker-norm", "ema-weight-decay-crop-mixup"])
 def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, options: list[str]) -> None:
-    """3 epochs in one go == a run interrupted after 2 epochs, then --resume: same metrics and weights, bit for bit."""
+                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                            options: list[str]) -> None:
+    """3 epochs in one go == a run interrupted (Ctrl-C) after 2 epochs, then --resume: same metrics and weights,
+    bit for bit. The interrupted command says how to continue and exits 130, without a traceback."""
     common = ["--model", "cnn", *TINY_CNN, *options, "--epochs", "3"]
     straight = main([*common, *quick(tmp_path / "straight", cache)])
+    capsys.readouterr()
     with monkeypatch.context() as patch:
         _interrupt_after(2, patch)
-        with pytest.raises(KeyboardInterrupt):
-            main([*common, *quick(tmp_path / "resumed", cache)])
+        assert cli([*common, *quick(tmp_path / "resumed", cache)]) == 130
+    out = tmp_path / "resumed"
+    assert capsys.readouterr().err == (f"interrupted: {out} holds the run up to its last completed epoch; to continue "
+                                       f"from there, rerun with the same options and --resume --out {out}\n")
     assert checkpoint.load(tmp_path / "resumed/fold-1/last.pt")["epoch"] == 2
     resumed = main([*common, "--resume", *quick(tmp_path / "resumed", cache)])
     for key in ("wa", "ua", "folds"):
@@ -113,6 +118,18 @@ def test_resume_equals_an_uninterrupted_run(emodb_root: Path, cache: Path, tmp_p
     history = lambda run: [{k: v for k, v in h.items() if "seconds" not in k} for h in
                            json.loads((tmp_path / run / "fold-1/metrics.json").read_text())["history"]]
     assert history("straight") == history("resumed")
+
+
+def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "noisy_features", interrupt)
+    assert cli(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)]) == 130
+    assert capsys.readouterr().err == ("interrupted before the first epoch was completed: nothing was trained; "
+                                       "rerun the same command\n")
 
 
 def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
