@@ -181,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(mean softmax probability; the k-th checkpoints of every run form fold k's ensemble, "
                         "so train the runs with the same --split-seed)")
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
-                                  "(default: the checkpoint's training data, on its fold's test split); overrides the recorded "
-                                  "corpus, e.g. when it has moved")
+                                  "(default: the checkpoint's training data, on its fold's test split); overrides "
+                                  "the recorded corpus, e.g. when it has moved")
     p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained)")
     p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

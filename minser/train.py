@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 PROTOCOLS = ("random", "speaker", "session", "all")
 FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "session": "one per session",
             "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
-CORPUS_NAMES = ("emodb", "iemocap")
-UNKNOWN_SPEAKER = "unknown"  # the speaker minser.data gives utterances whose manifest or folder names none  # --data values that name a corpus in the data folder, not a path
+CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
+UNKNOWN_SPEAKER = "unknown"  # the speaker minser.data gives utterances whose manifest or folder names none
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
     p.add_argument("--data", default=d.data, help="'emodb', 'iemocap' (looked up in $MINSER_DATA, else "
-                   "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders; a path "
-                   "is recorded absolute, so minser.evaluate finds the corpus from any folder")
+                   "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders; "
+                   "a path is recorded absolute, so minser.evaluate finds the corpus from any folder")
     # No default here: given with a manifest or folder (whose labels are the classes) it is refused.
     p.add_argument("--classes", type=int, help=f"EmoDB: 4 (anger, happiness, sadness, neutral) or 7 (default: "
                    f"{d.classes}); a manifest or folder takes its classes from its labels")
@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
                    help="random: the paper's 5 seeded 0.55/0.25/0.2 train/val/test splits; speaker: "
-                        "leave-one-speaker-out (a manifest needs a speaker column); session: leave-one-session-out (IEMOCAP); all: one fold "
-                        "training on every utterance, keeping the last epoch (no validation or test part, "
-                        "so no WA/UA)")
+                        "leave-one-speaker-out (a manifest needs a speaker column); session: "
+                        "leave-one-session-out (IEMOCAP); all: one fold training on every utterance, keeping the "
+                        "last epoch (no validation or test part, so no WA/UA)")
     p.add_argument("--folds", type=int, help="run only the first N of the protocol's folds (default: all)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (split across ranks)")
@@ -331,7 +331,8 @@ def _check_model_options(config: TrainConfig) -> None:
     n_fft, n_mels = FrontEnd.n_fft, config.options.get("n_mels")
     if isinstance(n_mels, int) and n_mels > n_fft // 2 + 1:
         raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {n_fft // 2 + 1} frequency "
-                          f"bins, too few for {n_mels} Mel bands; give --n-mels {n_fft // 2 + 1} or fewer (the paper: 40)")
+                          f"bins, too few for {n_mels} Mel bands; give --n-mels {n_fft // 2 + 1} or fewer "
+                          "(the paper: 40)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1071,7 +1072,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run the protocol of ``config`` and return ``results.json``'s content (also written to ``--out``).
 
     Torch's thread count and deterministic mode are set for the run and restored afterwards, so
-    a caller in the same process (a test, a notebook) keeps its own settings.
+    a caller in the same process (a test, a notebook) keeps its own settings. Ctrl-C raises
+    :class:`RunInterrupted` (a KeyboardInterrupt), whose message says how to continue the run.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
