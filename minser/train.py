@@ -67,7 +67,6 @@ PROTOCOLS = ("random", "speaker", "session", "all")
 FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "session": "one per session",
             "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
 CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
-UNKNOWN_SPEAKER = "unknown"  # the speaker minser.data gives utterances whose manifest or folder names none
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
@@ -408,6 +407,8 @@ def _known_speakers(corpus: Corpus) -> np.ndarray:
     """The speaker ids ``(len(corpus),)`` for ``--protocol speaker``; DataError when some are unknown (a
     manifest without a speaker column or with empty cells, a folder corpus), which would otherwise make
     one test "speaker" of everybody unnamed."""
+    from minser.data.corpora import UNKNOWN_SPEAKER
+
     speakers = corpus.speakers()
     unknown = np.flatnonzero(speakers == UNKNOWN_SPEAKER)
     if unknown.size == len(speakers):

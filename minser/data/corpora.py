@@ -52,6 +52,8 @@ IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": 
 _IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(?P<utt>\S+)\t(?P<code>\S+)\t\[")
 _IEMOCAP_UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d+$")
 
+# The speaker of utterances whose manifest or folder names none.
+UNKNOWN_SPEAKER = "unknown"
 DOWNLOAD_HINT = "run `python -m minser.data download emodb` or set MINSER_DATA to the folder that holds emodb/wav/"
 
 
@@ -339,7 +341,7 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
             if column in row and not row[column]:
                 raise DataError(f"{where}: empty {column} cell; fill in every {column}, or drop the {column} column "
                                 "if it is not known")
-        utterances.append(Utterance(path, row["label"], row.get("speaker") or "unknown", row.get("session")))
+        utterances.append(Utterance(path, row["label"], row.get("speaker") or UNKNOWN_SPEAKER, row.get("session")))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
     clash = _spelled_twice(first_lines)
@@ -370,7 +372,7 @@ def load_folder(root: str | Path) -> Corpus:
         if not files:  # dropping it would silently change the class set
             raise DataError(f"corpus folder {root}: label folder {label_dir} holds no {'/'.join(AUDIO_SUFFIXES)} "
                             "files; add its audio or remove the folder (sub-folders of a label are not searched)")
-        utterances.extend(Utterance(path, label_dir.name, "unknown") for path in files)
+        utterances.extend(Utterance(path, label_dir.name, UNKNOWN_SPEAKER) for path in files)
     if not utterances:
         raise DataError(
             f"corpus folder {root} holds no audio: expected one sub-folder per label with "
