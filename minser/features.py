@@ -65,6 +65,11 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def frequency_bins(n_fft: int) -> int:
+    """The frequency bins of an ``n_fft``-point real FFT, ``n_fft // 2 + 1``: the most Mel bands it can fill."""
+    return n_fft // 2 + 1
+
+
 def _check_settings(
     sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, norm: str | None,
     hop_length: int = 1, win_length: int = 1,
@@ -76,6 +81,10 @@ def _check_settings(
             raise ConfigError(f"front end: {name}={value!r} must be a positive integer")
     if win_length > n_fft:
         raise ConfigError(f"front end: win_length={win_length} must not exceed n_fft={n_fft}")
+    if n_mels > frequency_bins(n_fft):
+        # More bands than bins leaves some triangles without a bin: all-zero rows, -100 dB features.
+        raise ConfigError(f"front end: n_mels={n_mels} exceeds the {frequency_bins(n_fft)} frequency bins of an "
+                          f"n_fft={n_fft} FFT; use at most that many Mel bands or a larger n_fft")
     if not _is_number(fmin) or not (fmax is None or _is_number(fmax)):
         raise ConfigError(f"front end: fmin={fmin!r} and fmax={fmax!r} must be numbers in Hz (fmax may be None)")
     if fmax is not None and not fmin < fmax <= sr / 2:
@@ -107,7 +116,7 @@ def _filterbank(
     """Cached, read-only :func:`mel_filterbank` (computed in float64, stored as float32)."""
     _check_settings(sr, n_fft, n_mels, fmin, fmax, norm)
     fmax = sr / 2 if fmax is None else fmax
-    bin_hz = np.linspace(0.0, sr / 2, 1 + n_fft // 2)
+    bin_hz = np.linspace(0.0, sr / 2, frequency_bins(n_fft))
     points_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
     widths = np.diff(points_hz)
     offsets = points_hz[:, None] - bin_hz[None, :]

@@ -317,7 +317,7 @@ def check_config(config: TrainConfig) -> None:
 def _check_model_options(config: TrainConfig) -> None:
     """Refuse model options that the run would ignore or that the front end cannot compute, before any
     feature is; the network's own checks (``minser.models.build``) catch the rest."""
-    from minser.features import FrontEnd
+    from minser.features import FrontEnd, frequency_bins
     from minser.models import MODELS
 
     defaults = {f.name: f.default for f in dataclasses.fields(MODELS[config.model].Options)}
@@ -327,11 +327,13 @@ def _check_model_options(config: TrainConfig) -> None:
             given = "" if "fusion" in config.options else " (the default)"
             raise ConfigError(f"--alpha {config.options['alpha']}: only --fusion plus (alpha * L + (1 - alpha) * T) "
                               f"uses alpha, and the fusion is {fusion!r}{given}; add --fusion plus or drop --alpha")
+    # The front end refuses this too (features._check_settings), but only once the corpus is read, and in
+    # its own option names: say it here, in the command's.
     n_fft, n_mels = FrontEnd.n_fft, config.options.get("n_mels")
-    if isinstance(n_mels, int) and n_mels > n_fft // 2 + 1:
-        raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {n_fft // 2 + 1} frequency "
-                          f"bins, too few for {n_mels} Mel bands; give --n-mels {n_fft // 2 + 1} or fewer "
-                          "(the paper: 40)")
+    if isinstance(n_mels, int) and n_mels > frequency_bins(n_fft):
+        raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {frequency_bins(n_fft)} "
+                          f"frequency bins, too few for {n_mels} Mel bands; give --n-mels {frequency_bins(n_fft)} "
+                          "or fewer (the paper: 40)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def test_frontend_rejects_unknown_keys_and_bad_values() -> None:
         FrontEnd.from_dict({"nmels": 40})
     with pytest.raises(ConfigError, match="must be a dict"):
         FrontEnd.from_dict([("n_mels", 40)])  # type: ignore[arg-type]
-    bad = [{"n_fft": "400"}, {"win_length": 512}, {"hop_length": 0}, {"fmax": 9000.0},
+    bad = [{"n_fft": "400"}, {"win_length": 512}, {"n_mels": 202}, {"hop_length": 0}, {"fmax": 9000.0},
            {"norm": "l2"}, {"htk": 1}, {"seconds": 0.01}, {"amin": 0.0}]
     for options in bad:
         with pytest.raises(ConfigError, match="front end: " + next(iter(options))):
