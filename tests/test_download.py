@@ -122,7 +122,7 @@ def test_connection_refused_says_what_to_do(tmp_path: Path, monkeypatch: pytest.
     assert f"download {url} yourself" in message
     assert f"{tmp_path / 'data' / 'emodb'}/wav/03a01Fa.wav" in message
     assert "MINSER_DATA" in message
-    assert list((tmp_path / "data").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the --dest the command created is gone again
 
 
 def test_http_error_and_non_zip(server: Server, tmp_path: Path) -> None:
@@ -137,6 +137,39 @@ def test_http_error_and_non_zip(server: Server, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _failing(server: Server, failure: str) -> str:
+    """The address of a download that fails as ``failure`` says: an HTTP 404, or an archive whose sums mismatch."""
+    if failure == "http 404":
+        return f"{server.url}/missing.zip"
+    server.files["/download.zip"] = make_zip({**WAVS, "03a01Nc.wav": b"tampered"})
+    return f"{server.url}/download.zip"
+
+
+@pytest.mark.parametrize("failure", ["http 404", "checksum mismatch"])
+def test_a_failure_removes_the_folders_it_created(server: Server, tmp_path: Path, failure: str) -> None:
+    with pytest.raises(DataError):
+        download_emodb(tmp_path / "new" / "data", _failing(server, failure), sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", ["http 404", "checksum mismatch"])
+def test_a_failure_keeps_the_folders_that_were_there(server: Server, tmp_path: Path, failure: str) -> None:
+    (tmp_path / "mine").mkdir()  # an empty --dest the user made: theirs to keep
+    with pytest.raises(DataError):
+        download_emodb(tmp_path / "mine", _failing(server, failure), sums=SUMS, progress=False)
+    (tmp_path / "parent").mkdir()
+    with pytest.raises(DataError):
+        download_emodb(tmp_path / "parent" / "data", _failing(server, failure), sums=SUMS, progress=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["mine", "parent"]
+
+
+def test_cli_failure_leaves_no_dest(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    dest = tmp_path / "new" / "data"
+    assert main(["download", "emodb", "--dest", str(dest), "--url", f"{server.url}/missing.zip"]) == 2
+    assert "error: cannot download EmoDB" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server.files["/download.zip"] = make_zip(WAVS)
 
@@ -146,6 +179,9 @@ def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch
     monkeypatch.setattr(download, "verify_wavs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):
+        download_emodb(tmp_path / "new" / "data", f"{server.url}/download.zip", sums=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -235,7 +271,7 @@ def test_cli_bad_url_and_a_file_as_dest(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["download", "emodb", "--dest", str(tmp_path / "data"), "--url", "emodb.zip"]) == 2
     assert ("error: --url 'emodb.zip' is not an address urllib can fetch (unknown url type: 'emodb.zip'); give an "
             "http:// or https:// address" in capsys.readouterr().err)
-    assert list((tmp_path / "data").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "file").write_text("x")
     assert main(["download", "emodb", "--dest", str(tmp_path / "file"), "--url", "http://127.0.0.1:9/never"]) == 2
     assert f"error: {tmp_path / 'file'} is a file, not a folder; the destination" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 The archive is fetched with urllib into a temporary folder next to the destination, its
 ``wav/*.wav`` members are extracted there and checked against the SHA-256 sums shipped with
 minser (``minser/assets/emodb.sha256``), and only then is the folder renamed to
-``<dest>/emodb``. A failure or an interruption leaves the destination as it was.
+``<dest>/emodb``. A failure or an interruption leaves the destination as it was: the staging
+folder is removed, and so are ``<dest>`` and its parents when the download created them.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def download_emodb(
     ``dest`` defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file names to
     SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
     exists nothing is downloaded. Raises DataError (saying how to get the files by hand) when the
-    download, the archive or the verification fails; the destination is then left untouched.
+    download, the archive or the verification fails; the destination is then left untouched, and the
+    folders the call created for it (``dest`` and its missing parents) are removed again.
     """
     dest = Path(dest) if dest is not None else data_dir()
     target = dest / "emodb"
@@ -158,6 +160,21 @@ def download_emodb(
         raise DataError(f"{dest} is a file, not a folder; the destination is the folder that will hold emodb/ "
                         "(--dest or MINSER_DATA)")
     expected = emodb_sums() if sums is None else sums
+    created = _missing_folders(dest)
+    try:
+        _download_into(dest, url, expected, progress)
+    except BaseException:  # an interruption too: the destination must be left as it was
+        _remove_empty(created)
+        raise
+    if progress:
+        print(f"minser: EmoDB verified ({len(expected)} files) at {target}", file=sys.stderr)
+    return target
+
+
+def _download_into(dest: Path, url: str, sums: Mapping[str, str], progress: bool) -> None:
+    """Fetch, extract and verify the archive in a staging folder inside ``dest``, then rename it to
+    ``dest/emodb``; the staging folder is removed whatever happens."""
+    target = dest / "emodb"
     try:
         dest.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".emodb-download-", dir=dest))
@@ -172,10 +189,29 @@ def download_emodb(
         archive = staging / "download.zip"
         _fetch(url, archive, progress, target)
         _extract_wavs(archive, staging / "emodb" / "wav", url)
-        verify_wavs(staging / "emodb" / "wav", expected)
+        verify_wavs(staging / "emodb" / "wav", sums)
         os.replace(staging / "emodb", target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if progress:
-        print(f"minser: EmoDB verified ({len(expected)} files) at {target}", file=sys.stderr)
-    return target
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: the folders a download would create."""
+    missing = []
+    # lexists: a dangling symlink is something the user made, not a folder of ours to remove later.
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; one that holds a file now (written by someone
+    else meanwhile) is kept, and with it every folder above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue  # never created: the failure came before its mkdir
+        except OSError:
+            return
