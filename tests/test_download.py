@@ -275,3 +275,16 @@ def test_cli_bad_url_and_a_file_as_dest(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "file").write_text("x")
     assert main(["download", "emodb", "--dest", str(tmp_path / "file"), "--url", "http://127.0.0.1:9/never"]) == 2
     assert f"error: {tmp_path / 'file'} is a file, not a folder; the destination" in capsys.readouterr().err
+
+
+def test_one_wav_name_in_two_folders_is_refused(server: Server, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in WAVS.items():
+            archive.writestr(f"wav/{name}", data)
+        archive.writestr("other/wav/03a01Fa.wav", b"RIFF-another-take")
+    server.files["/download.zip"] = buffer.getvalue()
+    url = f"{server.url}/download.zip"
+    with pytest.raises(DataError, match=r"holds 03a01Fa\.wav twice \(wav/03a01Fa\.wav and other/wav/03a01Fa\.wav\)"):
+        download_emodb(tmp_path / "data", url, sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -91,6 +91,7 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
             wavs = [(m, match["name"]) for m, match in members if match]
             if not wavs:
                 raise DataError(f"the archive from {url} holds no wav/*.wav files; is the URL the EmoDB download.zip?")
+            _refuse_duplicates(wavs, url)
             wav_dir.mkdir(parents=True)
             for member, name in wavs:
                 with zipped.open(member) as source, (wav_dir / name).open("wb") as sink:
@@ -105,6 +106,19 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
     except OSError as exc:
         raise DataError(f"cannot extract the archive from {url} into {wav_dir} ({exc.strerror or exc}); free space "
                         "there or choose another destination (--dest or MINSER_DATA)") from exc
+
+
+def _refuse_duplicates(wavs: list[tuple[zipfile.ZipInfo, str]], url: str) -> None:
+    """Raise DataError when two members would land on one file name: extracting flat would keep one silently."""
+    seen: dict[str, str] = {}
+    for member, name in wavs:
+        if name in seen:
+            raise DataError(
+                f"the archive from {url} holds {name} twice ({seen[name]} and {member.filename}), so which "
+                "recording is EmoDB's is unclear; check that the URL is the EmoDB download.zip, or unzip the "
+                "archive yourself keeping one copy of each file in emodb/wav/"
+            )
+        seen[name] = member.filename
 
 
 def _sha256(path: Path) -> str:
