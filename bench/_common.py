@@ -15,6 +15,7 @@ noisy machine the median is the robust figure and the spread says how far to tru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from minser.checkpoint import atomic_write
+from minser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000
@@ -229,27 +231,43 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextlib.contextmanager
+def option_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """Report a ConfigError raised in the block (a bad option value) as argparse reports its own errors: the
+    usage line, ``PROG: error: ...`` on stderr and exit status 2, as minser's command lines exit on bad input."""
+    try:
+        yield
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
 def resolve_device(name: str | None) -> torch.device:
-    """The device named on the command line, defaulting to CUDA when present."""
+    """The device named on the command line, defaulting to CUDA when present; ConfigError if unusable."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:  # torch's message lists every device type it knows, most of which we do not run
-        raise SystemExit(f"--device {name}: only 'cpu' and 'cuda' are supported") from None
+        raise ConfigError(f"--device {name}: only 'cpu' and 'cuda' are supported") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
+        raise ConfigError("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False); "
+                          "leave --device out or give cpu")
     if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device {name}: only 'cpu' and 'cuda' are supported")
+        raise ConfigError(f"--device {name}: only 'cpu' and 'cuda' are supported")
     return device
 
 
+def check_count(option: str, value: int, minimum: int = 1) -> int:
+    """``value``, the count given as ``option``; ConfigError naming both when it is below ``minimum``."""
+    if value < minimum:
+        raise ConfigError(f"{option} {value}: give {'a positive number' if minimum == 1 else f'{minimum} or more'}")
+    return value
+
+
 def apply_threads(threads: int | None) -> None:
-    """Set torch's CPU thread count when asked to."""
+    """Set torch's CPU thread count when asked to; ConfigError if not positive."""
     if threads is not None:
-        if threads < 1:
-            raise SystemExit(f"--threads {threads}: give a positive number of threads")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_count("--threads", threads))
 
 
 # EmoDB's real duration range and spread (see $MINSER_DATA/emodb): 1.23 s to 8.98 s, 2.78 s on average.

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from minser import models  # noqa: E402
+from minser.errors import ConfigError  # noqa: E402
 from minser.kernels import attention as minser_attention  # noqa: E402
 from minser.kernels import attention_pool as minser_attention_pool  # noqa: E402
 from minser.kernels import reference  # noqa: E402
@@ -191,7 +192,7 @@ def model_shapes(
     registry = list(models.MODELS)
     unknown = sorted(set(names or ()) - set(registry))
     if unknown:
-        raise SystemExit(f"--models: unknown network(s) {unknown}; the registry has {registry}")
+        raise ConfigError(f"--models: unknown network(s) {unknown}; the registry has {registry}")
     durations, source = common.emodb_durations()
     lengths = torch.from_numpy(common.sample_frame_lengths(durations, batch, seed))
     features = torch.randn(batch, N_MELS, common.MAX_FRAMES, generator=torch.Generator().manual_seed(seed))
@@ -360,9 +361,9 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise SystemExit(f"{option} {text!r}: give comma-separated positive integers") from None
+        raise ConfigError(f"{option} {text!r}: give comma-separated positive integers") from None
     if not values or min(values) < 1:
-        raise SystemExit(f"{option} {text!r}: give comma-separated positive integers")
+        raise ConfigError(f"{option} {text!r}: give comma-separated positive integers")
     return values
 
 
@@ -390,10 +391,11 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         repeat = args.repeat if args.repeat is not None else (30 if gpu else 7)
         names = tuple(args.models.split(",")) if args.models else None
         batch = args.batch
-    if batch < 1 or tokens < 1 or hidden < 1 or repeat < 1 or warmup < 0:
-        raise SystemExit("--batch, --tokens, --hidden and --repeat must be positive, --warmup >= 0")
+    for option, count in (("--batch", batch), ("--tokens", tokens), ("--hidden", hidden), ("--repeat", repeat)):
+        common.check_count(option, count)
+    common.check_count("--warmup", warmup, minimum=0)
     if max_len < SWEEP_MIN and not args.no_sweep:
-        raise SystemExit(f"--max-len {max_len}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or more, "
+        raise ConfigError(f"--max-len {max_len}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or more, "
                          "or --no-sweep")
     return Settings(
         device=device,
@@ -605,10 +607,12 @@ def run(settings: Settings) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    common.apply_threads(args.threads)
-    settings = resolve_settings(args)
-    payload = run(settings)
+    """Run the benchmark; a bad option value exits with the usage line and status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with common.option_errors(parser):  # run() too: it checks --models before timing anything
+        common.apply_threads(args.threads)
+        payload = run(resolve_settings(args))
     if args.json:
         common.write_json(args.json, payload)
         print(f"\nwrote {args.json}")

@@ -151,11 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the benchmark; a bad option value exits with the usage line and status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     count = args.utterances if args.utterances is not None else (8 if args.quick else None)
     repeat = args.repeat if args.repeat is not None else (2 if args.quick else 7)
-    if (count is not None and count < 1) or repeat < 1:
-        raise SystemExit("--utterances and --repeat must be positive")
+    with common.option_errors(parser):
+        common.check_count("--repeat", repeat)
+        if count is not None:
+            common.check_count("--utterances", count)
 
     info = common.environment(torch.device("cpu"))
     info.update(librosa=librosa.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__)

@@ -227,8 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; bad input (a checkpoint, a run folder, an option) prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
-    if args.device not in (None, "cpu"):
-        raise SystemExit("--device: this benchmark is CPU only (edge inference)")
     try:
         return _run(args)
     except MinserError as exc:
@@ -239,9 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _checked(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with ``--model`` and ``--baseline`` resolved to checkpoint files (a run folder names its only
     fold), checked before any timing: the counts, and that ``--accuracy`` is a run with folds."""
+    if args.device not in (None, "cpu"):
+        raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
+                          "leave --device out or give cpu")
     for option in ("threads", "repeat"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            raise ConfigError(f"--{option} {getattr(args, option)}: give a positive number")
+        if getattr(args, option) is not None:
+            common.check_count(f"--{option}", getattr(args, option))
     if args.accuracy is not None and not sorted(args.accuracy.glob("fold-*/best.pt")):
         raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-*/best.pt; give the --out folder of a "
                           "python -m minser.train run")

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from minser import models  # noqa: E402
+from minser.errors import ConfigError  # noqa: E402
 from minser.train import autocast_dtype, batch_indices  # noqa: E402
 
 N_CLASSES = 4
@@ -90,13 +91,14 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         names = ("cnn", "cat")
     unknown = [n for n in names if n not in models.MODELS]
     if unknown:
-        raise SystemExit(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
+        raise ConfigError(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
     if args.quick:
         batch, steps, warmup, repeat = 4, 2, 1, 3
     else:
         batch, steps, warmup, repeat = args.batch, args.train_steps, args.warmup, args.repeat
-    if min(batch, steps, repeat) < 1 or warmup < 0:
-        raise SystemExit("--batch, --train-steps and --repeat must be positive, --warmup >= 0")
+    for option, count in (("--batch", batch), ("--train-steps", steps), ("--repeat", repeat)):
+        common.check_count(option, count)
+    common.check_count("--warmup", warmup, minimum=0)
     return Settings(
         devices=devices,
         models=names,
@@ -126,7 +128,8 @@ def training_batches(frame_lengths: torch.Tensor, batch: int, steps: int, pad_to
     generator = torch.Generator().manual_seed(seed)
     indices = [i for i in batch_indices(frame_lengths, batch, generator, pad_to) if len(i) == batch]
     if not indices:
-        raise SystemExit(f"--batch {batch}: larger than the {len(frame_lengths)} utterances to draw from")
+        raise ConfigError(f"--batch {batch}: larger than the {len(frame_lengths)} utterances to draw from; "
+                          "give a smaller --batch")
     return [frame_lengths[indices[i % len(indices)]] for i in range(steps)]
 
 
@@ -251,9 +254,12 @@ def run(settings: Settings) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    common.apply_threads(args.threads)
-    payload = run(resolve_settings(args))
+    """Run the benchmark; a bad option value exits with the usage line and status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with common.option_errors(parser):  # run() too: --batch is checked against the utterances it draws from
+        common.apply_threads(args.threads)
+        payload = run(resolve_settings(args))
     if args.json:
         common.write_json(args.json, payload)
         print(f"\nwrote {args.json}")

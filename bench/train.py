@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs = 2
         args.train_arg = ["--subset=6", *args.train_arg]
     torch.set_num_threads(args.threads)
-    device = common.resolve_device(None if args.device == "auto" else args.device)
+    with common.option_errors(parser):
+        device = common.resolve_device(None if args.device == "auto" else args.device)
     info = common.environment(device)
     common.print_header(f"training: {args.model}, EmoDB 4 classes, {args.epochs} epochs of fold 1 per padding mode",
                         info)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from minser import models
+from minser.errors import ConfigError
 from minser.kernels import reference
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -198,7 +199,7 @@ def test_model_shapes_are_the_networks():
 
 
 def test_model_shapes_rejects_unknown_network():
-    with pytest.raises(SystemExit, match="unknown network"):
+    with pytest.raises(ConfigError, match="unknown network"):
         attention.model_shapes(["nope"], batch=2)
 
 
@@ -238,7 +239,7 @@ def test_attention_options():
     assert quick.models == ("cat",) and quick.repeat <= 3 and quick.lengths == (128,)
     with pytest.raises(SystemExit):
         attention.build_parser().parse_args(["--shape", "2,4,46"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--head-dims '64,x': give comma-separated positive integers"):
         _settings(["--head-dims", "64,x"])
 
 
@@ -283,7 +284,7 @@ def test_models_options():
     assert bench_models.resolve_settings(parse(["--clock", "cpu", "--device", "cpu"])).clock == "cpu"
     quick = bench_models.resolve_settings(parse(["--quick", "--device", "cpu"]))
     assert quick.models == ("cnn", "cat") and quick.pad_to == ("full", "batch")
-    with pytest.raises(SystemExit, match="unknown network"):
+    with pytest.raises(ConfigError, match="unknown network"):
         bench_models.resolve_settings(parse(["--models", "nope"]))
 
 
@@ -294,6 +295,8 @@ def test_training_batches_follow_minser_train():
     assert len(full) == len(batch) == 3 and all(len(b) == 4 for b in full + batch)
     # length bucketing puts the short and the long utterances in separate batches
     assert sorted(int(b.max()) for b in batch[:2]) == [130, 710]
+    with pytest.raises(ConfigError, match="--batch 9: larger than the 8 utterances"):
+        bench_models.training_batches(lengths, 9, 1, "full", seed=0)
     assert bench_models.real_time_factor(750.0, 1) == 0.1
     assert math.isclose(bench_models.real_time_factor(3000.0, 40), 0.01)
 
@@ -371,16 +374,40 @@ def test_frames_of_samples_matches_front_end_contract():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--repeat", "0"], "--repeat must be positive"),
-    (["--tokens", "0"], "--tokens, --hidden and --repeat must be positive"),
-    (["--hidden", "0"], "--tokens, --hidden and --repeat must be positive"),
+    (["--repeat", "0"], "--repeat 0: give a positive number"),
+    (["--tokens", "0"], "--tokens 0: give a positive number"),
+    (["--hidden", "0"], "--hidden 0: give a positive number"),
     (["--max-len", "10"], "--max-len 10: the sweep starts at 128 steps"),
     (["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
 ])
 def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ConfigError, match=message):
         _settings(argv if "--device" in argv else [*argv, "--device", "cpu"])
     assert _settings(["--max-len", "10", "--no-sweep", "--device", "cpu"]).lengths == ()
+
+
+@pytest.mark.parametrize(("script", "argv", "message"), [
+    ("attention", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
+    ("attention", ["--threads", "0"], "--threads 0: give a positive number"),
+    ("attention", ["--head-dims", "64,x", "--device", "cpu"], "--head-dims '64,x': give comma-separated positive"),
+    ("attention", ["--repeat", "0", "--device", "cpu"], "--repeat 0: give a positive number"),
+    ("attention", ["--warmup", "-1", "--device", "cpu"], "--warmup -1: give 0 or more"),
+    ("attention", ["--models", "nope", "--no-sweep", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
+    ("models", ["--models", "nope", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
+    ("models", ["--repeat", "0", "--device", "cpu"], "--repeat 0: give a positive number"),
+    ("models", ["--train-steps", "0", "--device", "cpu"], "--train-steps 0: give a positive number"),
+    ("models", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
+    ("frontend", ["--repeat", "0"], "--repeat 0: give a positive number"),
+    ("frontend", ["--utterances", "0"], "--utterances 0: give a positive number"),
+    ("train", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
+])
+def test_bad_option_values_exit_2_with_usage(script, argv, message, capsys):
+    # argparse's convention, as for an unknown option: the usage line, "PROG: error: ...", status 2.
+    with pytest.raises(SystemExit) as exit_info:
+        _load(script).main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.startswith("usage: ") and f"error: {message}" in err and "Traceback" not in err
 
 
 TOOLS = BENCH.parent / "tools"

@@ -96,6 +96,7 @@ def test_a_run_folder_names_its_checkpoint(model, tmp_path):
     (["--accuracy", "{dir}"], "error: --accuracy {dir}: holds no fold-*/best.pt; give the --out folder"),
     (["--repeat", "0"], "error: --repeat 0: give a positive number"),
     (["--threads", "0"], "error: --threads 0: give a positive number"),
+    (["--device", "cuda"], "error: --device cuda: this benchmark runs on the CPU only"),
 ])
 def test_bad_input_is_an_error_before_any_timing(options, message, model, tmp_path, capsys):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
