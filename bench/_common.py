@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,10 +217,25 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n"), mode="w")
 
 
+# How every script's --quick treats the options given with it (see given_or_default).
+QUICK_HELP = "it changes only the defaults: options given explicitly win"
+
+
+def given_or_default(args: argparse.Namespace, defaults: Mapping[str, object]) -> dict[str, object]:
+    """Each option named in ``defaults`` as given on the command line, else its entry in ``defaults``.
+
+    Such options default to None in the parser, so that a value given explicitly, 0 included, is told
+    from one left unset: ``--quick`` then picks other defaults and overrides nothing that was given
+    (``--quick --repeat 50`` times 50 runs).
+    """
+    return {name: default if getattr(args, name) is None else getattr(args, name) for name, default in defaults.items()}
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every bench script shares: ``--quick``, ``--json``, ``--markdown``, ``--threads``, ``--clock``,
     ``--device``."""
-    parser.add_argument("--quick", action="store_true", help="a small subset that runs in seconds (smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a small subset that runs in seconds (smoke test); {QUICK_HELP}")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs/BENCHMARKS.md)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")

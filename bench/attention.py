@@ -333,15 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch reference, forward and forward+backward, on the shapes minser's networks run and a sweep.",
         epilog="Defaults depend on the device: on CPU float32 only, sweep up to 1024 steps, --tokens 2048, "
         "--hidden 512, --warmup 2 --repeat 7; on CUDA fp16, bf16 and fp32, up to 8192 steps, --tokens 16384, "
-        "--hidden 2048, --warmup 10 --repeat 30.",
+        "--hidden 2048, --warmup 10 --repeat 30. --quick: --models cat --batch 8 --max-len 128 --head-dims 64 "
+        "--pool-dims 64 --warmup 1 --repeat 3, --tokens 512 --hidden 128 on CPU (4096 and 1024 on CUDA); "
+        f"{common.QUICK_HELP}.",
     )
     common.add_common_arguments(parser)
     parser.add_argument("--op", choices=(*OPS, "all"), default="all", help="which op to time (default: all)")
     parser.add_argument("--dtype", action="append", choices=tuple(DTYPES), help="repeatable; CPU runs fp32 only")
     parser.add_argument("--pass", dest="passes", action="append", choices=PASSES, help="repeatable (default: both)")
     parser.add_argument("--max-len", type=int, help="longest sweep length (powers of two from 128)")
-    parser.add_argument("--head-dims", default="32,64,128", help="sweep head sizes (default: 32,64,128)")
-    parser.add_argument("--pool-dims", default="64,512", help="sweep widths of the pooling op (default: 64,512)")
+    parser.add_argument("--head-dims", help="sweep head sizes (default: 32,64,128)")
+    parser.add_argument("--pool-dims", help="sweep widths of the pooling op (default: 64,512)")
     parser.add_argument("--tokens", type=int, help="queries per sweep case, batch x length")
     parser.add_argument("--hidden", type=int, help="heads x head size in the sweep")
     parser.add_argument("--models", help="comma-separated networks whose shapes to run (default: all; --quick: cat)")
@@ -349,8 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep")
     parser.add_argument("--shape", action="append", type=parse_shape, default=[], metavar="B,H,Lq,Lk,D",
                         help="extra unmasked attention shape (repeatable)")
-    parser.add_argument("--batch", type=int, default=MODEL_BATCH,
-                        help="batch of the networks' shapes (default: 40; --quick: 8)")
+    parser.add_argument("--batch", type=int, help=f"batch of the networks' shapes (default: {MODEL_BATCH}; --quick: 8)")
     parser.add_argument("--warmup", type=int, help="untimed calls before timing")
     parser.add_argument("--repeat", type=int, help="timed calls per case")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and lengths (default: 0)")
@@ -367,52 +368,47 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def defaults(quick: bool, gpu: bool) -> dict[str, object]:
+    """The values of the options left unset, by device and ``--quick`` (see the parser's epilog)."""
+    if quick:
+        return {"max_len": 128, "head_dims": "64", "pool_dims": "64", "tokens": 4096 if gpu else 512,
+                "hidden": 1024 if gpu else 128, "warmup": 1, "repeat": 3, "batch": 8, "models": "cat"}
+    return {"max_len": 8192 if gpu else 1024, "head_dims": "32,64,128", "pool_dims": "64,512",
+            "tokens": 16384 if gpu else 2048, "hidden": 2048 if gpu else 512, "warmup": 10 if gpu else 2,
+            "repeat": 30 if gpu else 7, "batch": MODEL_BATCH, "models": None}
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    """Fill the device-dependent defaults (see the parser's epilog); ``--quick`` shrinks everything."""
+    """The options given, else the :func:`defaults` of the device and of ``--quick``; ConfigError on a bad value."""
     device = common.resolve_device(args.device)
     gpu = device.type == "cuda"
     dtypes = tuple(args.dtype or (("fp16", "bf16", "fp32") if gpu else ("fp32",)))
     if not gpu and dtypes != ("fp32",):
         print("note: on CPU only fp32 is timed (half precision is not what minser runs on CPU)")
         dtypes = ("fp32",)
-    if args.quick:
-        max_len, head_dims, pool_dims = 128, (64,), (64,)
-        tokens, hidden = (4096, 1024) if gpu else (512, 128)
-        warmup, repeat, batch = 1, 3, 8
-        names = tuple(args.models.split(",")) if args.models else ("cat",)
-    else:
-        # Zero is checked below with the other counts, not taken for "unset" by an `or`.
-        max_len = args.max_len if args.max_len is not None else (8192 if gpu else 1024)
-        head_dims = _int_list(args.head_dims, "--head-dims")
-        pool_dims = _int_list(args.pool_dims, "--pool-dims")
-        tokens = args.tokens if args.tokens is not None else (16384 if gpu else 2048)
-        hidden = args.hidden if args.hidden is not None else (2048 if gpu else 512)
-        warmup = args.warmup if args.warmup is not None else (10 if gpu else 2)
-        repeat = args.repeat if args.repeat is not None else (30 if gpu else 7)
-        names = tuple(args.models.split(",")) if args.models else None
-        batch = args.batch
-    for option, count in (("--batch", batch), ("--tokens", tokens), ("--hidden", hidden), ("--repeat", repeat)):
-        common.check_count(option, count)
-    common.check_count("--warmup", warmup, minimum=0)
-    if max_len < SWEEP_MIN and not args.no_sweep:
-        raise ConfigError(f"--max-len {max_len}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or more, "
-                         "or --no-sweep")
+    v = common.given_or_default(args, defaults(args.quick, gpu))
+    for option in ("batch", "tokens", "hidden", "repeat"):
+        common.check_count(f"--{option}", v[option])
+    common.check_count("--warmup", v["warmup"], minimum=0)
+    if v["max_len"] < SWEEP_MIN and not args.no_sweep:
+        raise ConfigError(f"--max-len {v['max_len']}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or "
+                          "more, or --no-sweep")
     return Settings(
         device=device,
         ops=OPS if args.op == "all" else (args.op,),
         dtypes=dtypes,
         passes=tuple(args.passes or PASSES),
-        lengths=() if args.no_sweep else tuple(sweep_lengths(max_len)),
-        head_dims=head_dims,
-        pool_dims=pool_dims,
-        tokens=tokens,
-        hidden=hidden,
+        lengths=() if args.no_sweep else tuple(sweep_lengths(v["max_len"])),
+        head_dims=_int_list(v["head_dims"], "--head-dims"),
+        pool_dims=_int_list(v["pool_dims"], "--pool-dims"),
+        tokens=v["tokens"],
+        hidden=v["hidden"],
         use_models=not args.no_models,
-        models=names,
+        models=tuple(v["models"].split(",")) if v["models"] else None,
         shapes=tuple(args.shape),
-        model_batch=batch,
-        warmup=warmup,
-        repeat=repeat,
+        model_batch=v["batch"],
+        warmup=v["warmup"],
+        repeat=v["repeat"],
         seed=args.seed,
         markdown=args.markdown,
         clock=args.clock,

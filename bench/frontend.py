@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time minser's log-Mel front end against librosa per utterance and check their agreement.",
         epilog="Reads EmoDB from $MINSER_DATA/emodb/wav (synthetic signals if missing).",
     )
-    parser.add_argument("--quick", action="store_true", help="8 utterances, 2 rounds: runs in a few seconds")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"8 utterances, 2 rounds: runs in a few seconds; {common.QUICK_HELP}")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument(
         "--markdown", action="store_true", help="print the tables as markdown (as in docs/BENCHMARKS.md)"
@@ -150,12 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_counts(args: argparse.Namespace) -> tuple[int | None, int]:
+    """``--utterances`` (None: all) and ``--repeat`` as given, else their defaults (smaller with ``--quick``)."""
+    v = common.given_or_default(args, {"utterances": 8 if args.quick else None, "repeat": 2 if args.quick else 7})
+    return v["utterances"], v["repeat"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; a bad option value exits with the usage line and status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    count = args.utterances if args.utterances is not None else (8 if args.quick else None)
-    repeat = args.repeat if args.repeat is not None else (2 if args.quick else 7)
+    count, repeat = resolve_counts(args)
     with common.option_errors(parser):
         common.check_count("--repeat", repeat)
         if count is not None:

@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also score every fold-*/best.pt of this minser.train run on its test split")
     parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",
                         help="also time this checkpoint's float pipeline in the same rounds; report ratios to it")
-    parser.add_argument("--repeat", type=int, default=50, help="timed rounds (one call per variant each; --quick: 3)")
+    parser.add_argument("--repeat", type=int, help="timed rounds, one call per variant each (default: 50; --quick: 3)")
     common.add_common_arguments(parser)
     return parser
 
@@ -251,10 +251,17 @@ def _checked(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "model": model, "baseline": baseline})
 
 
+def timing_counts(args: argparse.Namespace) -> tuple[list[int], int, int]:
+    """The thread counts to time, the untimed and the timed rounds: ``--threads`` and ``--repeat`` as given,
+    else their defaults (smaller with ``--quick``)."""
+    threads = [args.threads] if args.threads else ([1] if args.quick else [1, 2])
+    repeat = common.given_or_default(args, {"repeat": 3 if args.quick else 50})["repeat"]
+    return threads, 1 if args.quick else 3, repeat
+
+
 def _run(args: argparse.Namespace) -> int:
     args = _checked(args)
-    threads = [args.threads] if args.threads else ([1] if args.quick else [1, 2])
-    warmup, repeat = (1, 3) if args.quick else (3, args.repeat)
+    threads, warmup, repeat = timing_counts(args)
     source = args.model
     saved = checkpoint.load(source)
     recognizers = _variants(saved, str(source))

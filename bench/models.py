@@ -66,47 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench/models.py",
         description="Parameters, inference latency, real-time factor and training throughput of every minser "
         "network on CPU (and CUDA when present).",
-        epilog="--quick: networks cnn and cat, batch 4, 2 training steps, 3 timed inference runs.",
+        epilog="--quick: --models cnn,cat --batch 4 --train-steps 2 --warmup 1 --repeat 3; "
+        f"{common.QUICK_HELP}.",
     )
     common.add_common_arguments(parser)
     parser.add_argument("--models", help=f"comma-separated networks (default: all of {', '.join(models.MODELS)})")
     parser.add_argument("--pad-to", choices=(*PAD_TO, "both"), default="both",
                         help="training input padding: full (750 frames), batch (the batch's longest) or both")
-    parser.add_argument("--batch", type=int, default=40, help="batch size of the batched latency and training (40)")
-    parser.add_argument("--train-steps", type=int, default=5, help="timed training steps per mode (default: 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before each measurement (default: 2)")
-    parser.add_argument("--repeat", type=int, default=10, help="timed inference runs (default: 10)")
+    parser.add_argument("--batch", type=int, help="batch size of the batched latency and training (default: 40)")
+    parser.add_argument("--train-steps", type=int, help="timed training steps per mode (default: 5)")
+    parser.add_argument("--warmup", type=int, help="untimed runs before each measurement (default: 2)")
+    parser.add_argument("--repeat", type=int, help="timed inference runs (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and lengths (default: 0)")
     return parser
 
 
+def defaults(quick: bool) -> dict[str, object]:
+    """The values of the options left unset, the smaller ones with ``--quick`` (see the parser's epilog)."""
+    if quick:
+        return {"models": "cnn,cat", "batch": 4, "train_steps": 2, "warmup": 1, "repeat": 3}
+    return {"models": ",".join(models.MODELS), "batch": 40, "train_steps": 5, "warmup": 2, "repeat": 10}
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    """Devices, networks and counts from the command line; ``--quick`` shrinks them."""
+    """Devices, networks and counts: the options given, else the :func:`defaults`; ConfigError on a bad value."""
     if args.device is None:
         devices = (torch.device("cpu"),) + ((torch.device("cuda"),) if torch.cuda.is_available() else ())
     else:
         devices = (common.resolve_device(args.device),)
-    names = tuple(args.models.split(",")) if args.models else tuple(models.MODELS)
-    if args.quick and not args.models:
-        names = ("cnn", "cat")
+    v = common.given_or_default(args, defaults(args.quick))
+    names = tuple(v["models"].split(","))
     unknown = [n for n in names if n not in models.MODELS]
     if unknown:
         raise ConfigError(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
-    if args.quick:
-        batch, steps, warmup, repeat = 4, 2, 1, 3
-    else:
-        batch, steps, warmup, repeat = args.batch, args.train_steps, args.warmup, args.repeat
-    for option, count in (("--batch", batch), ("--train-steps", steps), ("--repeat", repeat)):
-        common.check_count(option, count)
-    common.check_count("--warmup", warmup, minimum=0)
+    for option in ("batch", "train_steps", "repeat"):
+        common.check_count(f"--{option.replace('_', '-')}", v[option])
+    common.check_count("--warmup", v["warmup"], minimum=0)
     return Settings(
         devices=devices,
         models=names,
         pad_to=PAD_TO if args.pad_to == "both" else (args.pad_to,),
-        batch=batch,
-        train_steps=steps,
-        warmup=warmup,
-        repeat=repeat,
+        batch=v["batch"],
+        train_steps=v["train_steps"],
+        warmup=v["warmup"],
+        repeat=v["repeat"],
         seed=args.seed,
         markdown=args.markdown,
         clock=args.clock,

@@ -55,21 +55,32 @@ def time_run(model: str, pad_to: str, epochs: int, threads: int, device: str, ex
             "extrapolated_unshared_min": (setup + FULL_FOLDS * FULL_EPOCHS * median_cpu / threads) / 60}
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python bench/train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="cat", help="network to train")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs timed per padding mode (>= 2)")
+    parser.add_argument("--epochs", type=int, help="epochs timed per padding mode, >= 2 (default: 3; --quick: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the training default)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                         help="extra argument passed to minser.train (repeatable), e.g. --train-arg=--subset=20")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 epochs on 6 utterances per class (its extrapolation means nothing)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs = 2
-        args.train_arg = ["--subset=6", *args.train_arg]
+                        help="smoke run: 2 epochs on 6 utterances per class (its extrapolation means nothing); "
+                        f"{common.QUICK_HELP}")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with --epochs filled in and, with --quick, ``--subset=6`` put before the --train-arg options
+    (minser.train takes the last of a repeated option, so a --subset given there wins)."""
+    epochs = common.given_or_default(args, {"epochs": 2 if args.quick else 3})["epochs"]
+    train_arg = ["--subset=6", *args.train_arg] if args.quick else args.train_arg
+    return argparse.Namespace(**{**vars(args), "epochs": epochs, "train_arg": train_arg})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = resolve(parser.parse_args(argv))
     torch.set_num_threads(args.threads)
     with common.option_errors(parser):
         device = common.resolve_device(None if args.device == "auto" else args.device)

@@ -243,6 +243,20 @@ def test_attention_options():
         _settings(["--head-dims", "64,x"])
 
 
+def test_attention_quick_changes_only_the_defaults():
+    quick = _settings(["--quick", "--device", "cpu"])
+    assert (quick.warmup, quick.repeat, quick.model_batch, quick.tokens, quick.hidden) == (1, 3, 8, 512, 128)
+    assert (quick.lengths, quick.head_dims, quick.pool_dims, quick.models) == ((128,), (64,), (64,), ("cat",))
+    given = ["--repeat", "50", "--warmup", "4", "--batch", "16", "--tokens", "1024", "--hidden", "256",
+             "--max-len", "256", "--head-dims", "32,128", "--pool-dims", "128", "--models", "ilt"]
+    s = _settings(["--quick", "--device", "cpu", *given])
+    assert (s.warmup, s.repeat, s.model_batch, s.tokens, s.hidden) == (4, 50, 16, 1024, 256)
+    assert (s.lengths, s.head_dims, s.pool_dims, s.models) == ((128, 256), (32, 128), (128,), ("ilt",))
+    assert s == _settings(["--device", "cpu", *given])  # --quick changes nothing that was given
+    with pytest.raises(ConfigError, match="--repeat 0: give a positive number"):
+        _settings(["--quick", "--device", "cpu", "--repeat", "0"])  # nor does it hide a bad value
+
+
 def test_run_attention_rows():
     settings = _settings(["--device", "cpu", "--warmup", "0", "--repeat", "1"])
     shape = attention.AttentionShape("t", 2, 2, 8, 12, 16, key_lengths=(12, 5))
@@ -286,6 +300,37 @@ def test_models_options():
     assert quick.models == ("cnn", "cat") and quick.pad_to == ("full", "batch")
     with pytest.raises(ConfigError, match="unknown network"):
         bench_models.resolve_settings(parse(["--models", "nope"]))
+
+
+def test_models_quick_changes_only_the_defaults():
+    parse = bench_models.build_parser().parse_args
+    quick = bench_models.resolve_settings(parse(["--quick", "--device", "cpu"]))
+    assert (quick.models, quick.batch, quick.train_steps, quick.warmup, quick.repeat) == (("cnn", "cat"), 4, 2, 1, 3)
+    given = ["--models", "ilt", "--batch", "8", "--train-steps", "3", "--warmup", "0", "--repeat", "50"]
+    s = bench_models.resolve_settings(parse(["--quick", "--device", "cpu", *given]))
+    assert (s.models, s.batch, s.train_steps, s.warmup, s.repeat) == (("ilt",), 8, 3, 0, 50)
+    full = bench_models.resolve_settings(parse(["--device", "cpu"]))
+    assert (full.models, full.batch, full.train_steps, full.warmup, full.repeat) == (tuple(models.MODELS), 40, 5, 2, 10)
+
+
+def test_train_and_frontend_quick_change_only_the_defaults():
+    bench_train, frontend = _load("train"), _load("frontend")
+    resolve = bench_train.resolve
+    parse = bench_train.build_parser().parse_args
+    assert (resolve(parse([])).epochs, resolve(parse(["--quick"])).epochs) == (3, 2)
+    assert resolve(parse(["--quick", "--epochs", "4"])).epochs == 4
+    assert resolve(parse(["--quick", "--train-arg=--subset=20"])).train_arg == ["--subset=6", "--subset=20"]  # last wins
+    counts = frontend.resolve_counts
+    parse = frontend.build_parser().parse_args
+    assert (counts(parse([])), counts(parse(["--quick"]))) == ((None, 7), (8, 2))
+    assert counts(parse(["--quick", "--repeat", "5", "--utterances", "20"])) == (20, 5)
+
+
+@pytest.mark.parametrize("script", ["attention", "models", "frontend", "train"])
+def test_help_says_quick_changes_only_defaults(script, capsys):
+    with pytest.raises(SystemExit):
+        _load(script).main(["--help"])
+    assert "options given explicitly win" in " ".join(capsys.readouterr().out.split())
 
 
 def test_training_batches_follow_minser_train():

@@ -74,10 +74,21 @@ def test_signal_is_deterministic_and_7_5_seconds():
     assert a.shape == (120000,) and (a == b).all() and abs(a).max() < 1
 
 
-def test_help():
+def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--help"])
     assert exit_info.value.code == 0
+    assert "options given explicitly win" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(("argv", "counts"), [
+    ([], ([1, 2], 3, 50)),
+    (["--quick"], ([1], 1, 3)),
+    (["--quick", "--repeat", "20", "--threads", "2"], ([2], 1, 20)),  # given options win over --quick's defaults
+    (["--repeat", "7"], ([1, 2], 3, 7)),
+])
+def test_quick_changes_only_the_defaults(argv, counts):
+    assert bench.timing_counts(bench.build_parser().parse_args(argv)) == counts
 
 
 def test_a_run_folder_names_its_checkpoint(model, tmp_path):
