@@ -27,9 +27,11 @@ int8 weights, and the ONNX file. With ``--accuracy RUN`` every ``fold-*/best.pt`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,7 @@ from minser.audio import load  # noqa: E402
 from minser.export import ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
 from minser.features import extract  # noqa: E402
 from minser.errors import ConfigError, MinserError  # noqa: E402
-from minser.recognizer import Recognizer, quantize_int8, resolve_checkpoint  # noqa: E402
+from minser.recognizer import DEFAULT_MODEL, Recognizer, quantize_int8, resolve_checkpoint  # noqa: E402
 
 VARIANTS = ("float", "int8", "onnxruntime")
 COLUMNS = ("variant", "threads", "median_ms", "spread_pct", "rtf")
@@ -214,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python bench/inference.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="checkpoint (default: the pretrained minser/assets/default.pt)")
+    parser.add_argument("--model", type=Path,
+                        help=f"checkpoint (default: the pretrained minser.assets/{DEFAULT_MODEL} of the installed minser)")
     parser.add_argument("--accuracy", type=Path, metavar="RUN",
                         help="also score every fold-*/best.pt of this minser.train run on its test split")
     parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",
@@ -228,15 +231,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; bad input (a checkpoint, a run folder, an option) prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        args = _checked(args)
+        with checkpoint_file(args.model) as model:
+            return _run(args, model)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
+@contextlib.contextmanager
+def checkpoint_file(model: Path | None) -> Iterator[Path]:
+    """The checkpoint file ``--model`` names (a run folder names its only fold); without it the shipped default,
+    found as :meth:`Recognizer.load` finds it, through importlib.resources, so wherever minser is installed
+    (a temporary copy while in use, should the package be installed zipped)."""
+    if model is not None:
+        yield resolve_checkpoint(model)
+        return
+    with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
+        yield default
+
+
 def _checked(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with ``--model`` and ``--baseline`` resolved to checkpoint files (a run folder names its only
-    fold), checked before any timing: the counts, and that ``--accuracy`` is a run with folds."""
+    """``args`` with ``--baseline`` resolved to a checkpoint file (a run folder names its only fold), checked
+    before any timing: the device, the counts, and that ``--accuracy`` is a run with folds."""
     if args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
                           "leave --device out or give cpu")
@@ -246,9 +263,8 @@ def _checked(args: argparse.Namespace) -> argparse.Namespace:
     if args.accuracy is not None and not sorted(args.accuracy.glob("fold-*/best.pt")):
         raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-*/best.pt; give the --out folder of a "
                           "python -m minser.train run")
-    model = resolve_checkpoint(args.model or Path(checkpoint.__file__).parent / "assets" / "default.pt")
     baseline = None if args.baseline is None else resolve_checkpoint(args.baseline)
-    return argparse.Namespace(**{**vars(args), "model": model, "baseline": baseline})
+    return argparse.Namespace(**{**vars(args), "baseline": baseline})
 
 
 def timing_counts(args: argparse.Namespace) -> tuple[list[int], int, int]:
@@ -259,10 +275,9 @@ def timing_counts(args: argparse.Namespace) -> tuple[list[int], int, int]:
     return threads, 1 if args.quick else 3, repeat
 
 
-def _run(args: argparse.Namespace) -> int:
-    args = _checked(args)
+def _run(args: argparse.Namespace, source: Path) -> int:
+    """Time and size the checkpoint file ``source`` (and score ``--accuracy``) as ``args`` ask; print and save."""
     threads, warmup, repeat = timing_counts(args)
-    source = args.model
     saved = checkpoint.load(source)
     recognizers = _variants(saved, str(source))
     onnx_model = _onnx(recognizers["float"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import json
 import sys
@@ -13,6 +14,7 @@ import torch
 from minser import checkpoint
 from minser.features import FrontEnd
 from minser.models import build
+from minser.recognizer import DEFAULT_MODEL
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "inference.py"
 
@@ -89,6 +91,20 @@ def test_help(capsys):
 ])
 def test_quick_changes_only_the_defaults(argv, counts):
     assert bench.timing_counts(bench.build_parser().parse_args(argv)) == counts
+
+
+def test_the_default_checkpoint_is_found_as_the_library_finds_it(model, tmp_path, monkeypatch):
+    # Where minser.assets is installed is for importlib.resources to say (a wheel, a zip, another folder),
+    # not a path next to a source file: point the package's resources elsewhere and the bench must follow.
+    assets = tmp_path / "installed" / "minser" / "assets"
+    assets.mkdir(parents=True)
+    model.rename(assets / DEFAULT_MODEL)
+    files = importlib.resources.files
+    monkeypatch.setattr(importlib.resources, "files",
+                        lambda package: assets if package == "minser.assets" else files(package))
+    out = tmp_path / "inference.json"
+    assert bench.main(["--quick", "--threads", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["model"] == str(assets / DEFAULT_MODEL)
 
 
 def test_a_run_folder_names_its_checkpoint(model, tmp_path):
