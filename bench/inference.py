@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path,
-                        help=f"checkpoint (default: the pretrained minser.assets/{DEFAULT_MODEL} of the installed minser)")
+                        help=f"checkpoint (default: the pretrained minser.assets/{DEFAULT_MODEL} that minser ships)")
     parser.add_argument("--accuracy", type=Path, metavar="RUN",
                         help="also score every fold-*/best.pt of this minser.train run on its test split")
     parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",

@@ -319,7 +319,8 @@ def test_train_and_frontend_quick_change_only_the_defaults():
     parse = bench_train.build_parser().parse_args
     assert (resolve(parse([])).epochs, resolve(parse(["--quick"])).epochs) == (3, 2)
     assert resolve(parse(["--quick", "--epochs", "4"])).epochs == 4
-    assert resolve(parse(["--quick", "--train-arg=--subset=20"])).train_arg == ["--subset=6", "--subset=20"]  # last wins
+    # minser.train takes the last --subset: the one given wins
+    assert resolve(parse(["--quick", "--train-arg=--subset=20"])).train_arg == ["--subset=6", "--subset=20"]
     counts = frontend.resolve_counts
     parse = frontend.build_parser().parse_args
     assert (counts(parse([])), counts(parse(["--quick"]))) == ((None, 7), (8, 2))
