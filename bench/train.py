@@ -24,11 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
+from minser.errors import MinserError  # noqa: E402
 from minser.train import main as train  # noqa: E402
 
 FULL_FOLDS, FULL_EPOCHS = 5, 100
@@ -78,17 +78,25 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "epochs": epochs, "train_arg": train_arg})
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Time both padding modes and print the table; a bad option exits 2 with the usage line, and bad input
+    that minser.train reports (missing EmoDB, a corrupt file) prints ``error: ...`` and returns 2."""
     parser = build_parser()
     args = resolve(parser.parse_args(argv))
-    torch.set_num_threads(args.threads)
     with common.option_errors(parser):
+        # The first epoch carries the warm-up, so a median needs a second one.
+        common.check_count("--epochs", args.epochs, minimum=2)
+        common.apply_threads(args.threads)
         device = common.resolve_device(None if args.device == "auto" else args.device)
     info = common.environment(device)
     common.print_header(f"training: {args.model}, EmoDB 4 classes, {args.epochs} epochs of fold 1 per padding mode",
                         info)
-    rows = [time_run(args.model, pad_to, args.epochs, args.threads, args.device, args.train_arg)
-            for pad_to in ("full", "batch")]
+    try:
+        rows = [time_run(args.model, pad_to, args.epochs, args.threads, args.device, args.train_arg)
+                for pad_to in ("full", "batch")]
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     speedup = rows[0]["median_epoch_s"] / rows[1]["median_epoch_s"]
     cpu_speedup = rows[0]["median_epoch_cpu_s"] / rows[1]["median_epoch_cpu_s"]
     print(common.format_table(rows, ["pad_to", "epochs", "median_epoch_s", "median_epoch_cpu_s", "setup_s",
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         common.write_json(args.json, {"environment": info, "model": args.model, "runs": rows,
                                       "batch_over_full_speedup": speedup, "batch_over_full_cpu_speedup": cpu_speedup})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

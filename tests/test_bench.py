@@ -446,6 +446,8 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("frontend", ["--repeat", "0"], "--repeat 0: give a positive number"),
     ("frontend", ["--utterances", "0"], "--utterances 0: give a positive number"),
     ("train", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
+    ("train", ["--epochs", "1"], "--epochs 1: give 2 or more"),
+    ("train", ["--threads", "0"], "--threads 0: give a positive number"),
 ])
 def test_bad_option_values_exit_2_with_usage(script, argv, message, capsys):
     # argparse's convention, as for an unknown option: the usage line, "PROG: error: ...", status 2.
@@ -454,6 +456,13 @@ def test_bad_option_values_exit_2_with_usage(script, argv, message, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert err.startswith("usage: ") and f"error: {message}" in err and "Traceback" not in err
+
+
+def test_train_bench_reports_missing_data_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path))
+    assert _load("train").main(["--quick", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: EmoDB not found") and "python -m minser.data download emodb" in err
 
 
 TOOLS = BENCH.parent / "tools"
