@@ -126,9 +126,13 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
     An ensemble (a sequence of paths) predicts the class of highest mean softmax probability over
     its members. They must know the same classes in the same order and, on their training corpus,
     share the test split: train them with the same ``--split-seed`` (see ``minser.train``).
+    ``classes`` picks EmoDB's 4- or 7-class set; given with a manifest or folder ``data``, which takes
+    its classes from its labels, it raises ConfigError, as ``python -m minser.train`` does.
     """
-    from minser.train import score
+    from minser.train import check_classes_option, score
 
+    if data is not None:
+        check_classes_option(classes, data)
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths:
         raise CheckpointError("no checkpoint to score")
@@ -183,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
                                   "(default: the checkpoint's training data, on its fold's test split); overrides "
                                   "the recorded corpus, e.g. when it has moved")
-    p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained)")
+    p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained); a manifest or folder "
+                                               "takes its classes from its labels")
     p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="utterances per forward pass")

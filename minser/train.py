@@ -253,9 +253,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     for key in ("fusion", "alpha", "pe", "branches", "impl", "n_mels"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    if args.classes is not None and args.data.lower() not in CORPUS_NAMES:
-        raise ConfigError(f"--classes {args.classes} with --data {args.data}: a CSV manifest or a folder takes its "
-                          "classes from its labels; drop --classes (it picks EmoDB's 4- or 7-class set)")
+    check_classes_option(args.classes, args.data)
     config = TrainConfig(
         model=args.model, options=options, data=args.data,
         classes=TrainConfig.classes if args.classes is None else args.classes, subset=args.subset,
@@ -269,6 +267,14 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
     check_config(config)
     return config
+
+
+def check_classes_option(classes: int | None, data: str | os.PathLike) -> None:
+    """Refuse ``--classes`` (None: not given) with a ``--data`` that is a CSV manifest or a folder, which
+    takes its classes from its labels, so the option would be ignored (train and evaluate share this)."""
+    if classes is not None and str(data).lower() not in CORPUS_NAMES:
+        raise ConfigError(f"--classes {classes} with --data {data}: a CSV manifest or a folder takes its "
+                          "classes from its labels; drop --classes (it picks EmoDB's 4- or 7-class set)")
 
 
 def check_config(config: TrainConfig) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from minser.errors import CheckpointError
+from minser.errors import CheckpointError, ConfigError
 from minser.evaluate import checkpoints_of, evaluate, main
 from minser.train import main as train
-from minser.train import score
+from minser.train import parse_args, score
 
 TINY_RUN = ["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]", "--data", "emodb",
             "--subset", "5", "--folds", "2", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
@@ -23,6 +23,20 @@ def anger_neutral_manifest(path: Path, files: list[Path]) -> Path:
     """A CSV manifest of EmoDB files whose emotion letter (the 6th character) is W (anger) or N (neutral)."""
     path.write_text("path,label\n" + "".join(f"{p},{'anger' if p.stem[5] == 'W' else 'neutral'}\n" for p in files))
     return path
+
+
+def untrained_checkpoint(path: Path, data: str = "emodb") -> Path:
+    """A checkpoint of an untrained tiny CNN recording ``data`` (EmoDB's 4 classes) as its training corpus
+    and utterances 0 and 1 as its test split: enough for evaluate to reach its input checks."""
+    from minser import checkpoint
+    from minser.data.corpora import FOUR_CLASS_LABELS
+    from minser.features import FrontEnd
+    from minser.models import build
+
+    model = build("cnn", len(FOUR_CLASS_LABELS), d_model=8, channels=[2, 2, 2])
+    return checkpoint.save(path, spec=model.spec, labels=FOUR_CLASS_LABELS, frontend=FrontEnd().to_dict(),
+                           state_dict=model.state_dict(), data={"spec": data, "classes": 4, "subset": None},
+                           train={"seed": 0}, fold={"index": 0, "name": "random-0", "test": [0, 1]})
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +78,21 @@ def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         assert main([str(tmp_path / "missing.pt"), *bad]) == 2
         assert message in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("data", ["my.csv", "corpus_folder"])
+def test_classes_with_a_manifest_or_folder_is_refused_as_train_refuses_it(data: str, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A manifest or folder takes its classes from its labels, so --classes would be ignored: evaluate refuses
+    it with train's message, before looking for the corpus (neither path exists here)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_args(["--data", data, "--classes", "4"])
+    assert str(refused.value).startswith(f"--classes 4 with --data {data}: a CSV manifest or a folder takes its "
+                                         "classes from its labels; drop --classes")
+    best = untrained_checkpoint(tmp_path / "best.pt")
+    assert main([str(best), "--data", data, "--classes", "4"]) == 2
+    assert capsys.readouterr().err == f"error: {refused.value}\n"
+    with pytest.raises(ConfigError, match="--classes 7 with --data "):
+        evaluate(best, data=str(tmp_path / data), classes=7)
 
 
 def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path, Path], tmp_path: Path,
