@@ -346,8 +346,12 @@ def _check_model_options(config: TrainConfig) -> None:
 # Data
 
 
-def load_data(config: TrainConfig) -> Corpus:
-    """The corpus of ``config`` (``--data``, ``--classes``, ``--subset``), downloading EmoDB if asked."""
+def load_data(config: TrainConfig, *, offer_download: bool = False) -> Corpus:
+    """The corpus of ``config`` (``--data``, ``--classes``, ``--subset``), downloading EmoDB if asked.
+
+    ``offer_download``: the calling command has ``--download`` (``python -m minser.train``), so the error
+    for a missing EmoDB suggests it; other commands (``minser.evaluate``) must not name a flag they lack.
+    """
     from minser.data import download_emodb, load_corpus
 
     try:
@@ -356,6 +360,8 @@ def load_data(config: TrainConfig) -> Corpus:
         if str(config.data).lower() != "emodb":
             raise
         if not config.download:
+            if not offer_download:
+                raise
             raise DataError(f"{exc}; or pass --download to fetch EmoDB into the data folder") from exc
         download_emodb()
         corpus = load_corpus(config.data, classes=config.classes)
@@ -1132,7 +1138,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 
-    corpus = load_data(config)
+    corpus = load_data(config, offer_download=True)
     # Building once up front rejects bad model options before any feature is computed.
     spec = build(config.model, len(corpus.labels), **config.options).spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.

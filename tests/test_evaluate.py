@@ -95,6 +95,26 @@ def test_classes_with_a_manifest_or_folder_is_refused_as_train_refuses_it(data: 
         evaluate(best, data=str(tmp_path / data), classes=7)
 
 
+def test_missing_emodb_says_how_to_get_it_without_offering_trains_download(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """Evaluate has no --download: a missing EmoDB names the command and the variable that provide it,
+    whether evaluate scores the recorded corpus or another class set of it."""
+    from minser.data.corpora import DOWNLOAD_HINT
+
+    empty = tmp_path / "empty"
+    monkeypatch.setenv("MINSER_DATA", str(empty))
+    best = untrained_checkpoint(tmp_path / "best.pt")
+    missing = (f"EmoDB not found: {empty / 'emodb'} holds no wav/ folder (expected {empty / 'emodb'}/wav/03a01Fa.wav, "
+               f"...); {DOWNLOAD_HINT}")
+    for recorded in ([], ["--data", "emodb"]):
+        assert main([str(best), *recorded]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
+                                                  f"loaded here: {missing}. Pass --data ")
+    assert main([str(best), "--data", "emodb", "--classes", "7"]) == 2
+    assert capsys.readouterr().err == f"error: {missing}\n"
+
+
 def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path, Path], tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     from minser import checkpoint
