@@ -406,15 +406,25 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
     elif config.protocol == "random":
         _check_class_sizes(corpus, targets)
         splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
-    elif config.protocol == "speaker":
-        splits = leave_one_group_out(_known_speakers(corpus), targets, val_fraction=0.25, seed=seed)
     else:
-        splits = leave_one_group_out(corpus.sessions(), targets, val_fraction=0.25, seed=seed)
+        splits = leave_one_group_out(_groups(corpus, config.protocol), targets, val_fraction=0.25, seed=seed)
     if config.folds is not None and config.folds > len(splits):
         raise ConfigError(f"--folds {config.folds}: --protocol {config.protocol} has {len(splits)} fold(s) on "
                           f"{corpus.name} ({FOLDS_OF[config.protocol]}); give --folds {len(splits)} or fewer, or "
                           "leave it out to run them all")
     return list(splits)[: config.folds]
+
+
+def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
+    """The speaker or session ids ``(len(corpus),)`` that ``--protocol speaker`` or ``session`` leaves out in
+    turn; DataError, in the command's terms, when there is only one: no fold would have data to train on."""
+    groups = _known_speakers(corpus) if protocol == "speaker" else corpus.sessions()
+    names = np.unique(groups)
+    if names.size == 1:
+        raise DataError(f"{corpus.name}: the corpus has only one {protocol}, {str(names[0])!r}; --protocol {protocol} "
+                        f"(leave-one-{protocol}-out) needs at least two, one to test on and others to train on; "
+                        "use --protocol random")
+    return groups
 
 
 def _known_speakers(corpus: Corpus) -> np.ndarray:

@@ -267,6 +267,31 @@ def test_leave_one_group_out_needs_every_group(speakers: list[str], sessions: li
         train_module.make_splits(_corpus(speakers, sessions), TrainConfig(protocol=protocol))
 
 
+def _manifest(folder: Path, **columns: str) -> Path:
+    """``folder/mine.csv`` listing 8 short noise clips (written there) labelled anger and neutral in turn,
+    every row with the same value for each extra column of ``columns`` (e.g. ``speaker="x"``)."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    rows = [",".join(["path", "label", *columns])]
+    for i in range(8):
+        soundfile.write(folder / f"{i}.wav", 0.1 * rng.standard_normal(1600), 16000)
+        rows.append(",".join([f"{i}.wav", ("anger", "neutral")[i % 2], *columns.values()]))
+    path = folder / "mine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["speaker", "session"])
+def test_leave_one_group_out_of_a_single_group_says_so_in_the_users_terms(protocol: str, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    manifest = _manifest(tmp_path, **{protocol: "x"})
+    assert cli(["--model", "cnn", "--data", str(manifest), "--protocol", protocol, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: mine: the corpus has only one {protocol}, 'x'; --protocol {protocol} (leave-one-{protocol}-out) "
+        f"needs at least two, one to test on and others to train on; use --protocol random\n")
+
+
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(tmp_path / "run", cache)]
     main([*common, "--epochs", "1"])
