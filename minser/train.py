@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
     p.add_argument("--speaker-norm", action="store_true",
                    help="standardise every Mel band per speaker with the mean and std of that speaker's clean "
-                        "training utterances (a speaker absent from them: their own utterances, label-free); "
+                        "training utterances (a speaker absent from them: their own utterances, label-free; a "
+                        "manifest needs a speaker column); "
                         "minser.evaluate scores such checkpoints as it scores any; minser.predict and Recognizer "
                         "need the speaker enrolled first (--enrol FILE..., Recognizer.for_speaker; see minser.speakers)")
     p.add_argument("--pad-to", choices=PAD_TO, default=d.pad_to,
@@ -418,7 +419,10 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
 def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
     """The speaker or session ids ``(len(corpus),)`` that ``--protocol speaker`` or ``session`` leaves out in
     turn; DataError, in the command's terms, when there is only one: no fold would have data to train on."""
-    groups = _known_speakers(corpus) if protocol == "speaker" else corpus.sessions()
+    if protocol == "speaker":
+        groups = _known_speakers(corpus, "--protocol speaker", "use --protocol random")
+    else:
+        groups = corpus.sessions()
     names = np.unique(groups)
     if names.size == 1:
         raise DataError(f"{corpus.name}: the corpus has only one {protocol}, {str(names[0])!r}; --protocol {protocol} "
@@ -427,22 +431,22 @@ def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
     return groups
 
 
-def _known_speakers(corpus: Corpus) -> np.ndarray:
-    """The speaker ids ``(len(corpus),)`` for ``--protocol speaker``; DataError when some are unknown (a
-    manifest without a speaker column or with empty cells, a folder corpus), which would otherwise make
-    one test "speaker" of everybody unnamed."""
+def _known_speakers(corpus: Corpus, option: str, instead: str) -> np.ndarray:
+    """The speaker ids ``(len(corpus),)`` for ``option`` (``--protocol speaker``, ``--speaker-norm``); DataError
+    ending with the way out ``instead`` when some are unknown (a manifest without a speaker column or with
+    empty cells, a folder corpus), which would otherwise make one "speaker" of everybody unnamed."""
     from minser.data.corpora import UNKNOWN_SPEAKER
 
     speakers = corpus.speakers()
     unknown = np.flatnonzero(speakers == UNKNOWN_SPEAKER)
     if unknown.size == len(speakers):
-        raise DataError(f"{corpus.name}: --protocol speaker needs the speaker of every utterance, and this corpus "
-                        "names none: a CSV manifest needs a speaker column (path,label,speaker), and a folder of label "
-                        "folders has no speakers; add the column or use --protocol random")
+        raise DataError(f"{corpus.name}: {option} needs the speaker of every utterance, and this corpus names none: "
+                        "a CSV manifest needs a speaker column (path,label,speaker), and a folder of label folders has "
+                        f"no speakers; add the column or {instead}")
     if unknown.size:
-        raise DataError(f"{corpus.name}: --protocol speaker needs the speaker of every utterance, but "
-                        f"{unknown.size} of {len(speakers)} have none (first: {corpus.utterances[unknown[0]].path}); "
-                        "fill in the manifest's speaker column or use --protocol random")
+        raise DataError(f"{corpus.name}: {option} needs the speaker of every utterance, but {unknown.size} of "
+                        f"{len(speakers)} have none (first: {corpus.utterances[unknown[0]].path}); fill in the "
+                        f"manifest's speaker column or {instead}")
     return speakers
 
 
@@ -1154,6 +1158,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     splits = make_splits(corpus, config)
+    speakers = _known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:
         checkpoint.write_json(out / "config.json", config_json)
@@ -1177,7 +1182,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
               f"{dist.world} process(es), run folder {out}", flush=True)
     folds = []
     for index, split in enumerate(splits):
-        fold = make_fold(index, split, clean, noisy, corpus.speakers() if config.speaker_norm else None)
+        fold = make_fold(index, split, clean, noisy, speakers)
         folds.append(train_fold(fold, config, run, dist, device, clock))
 
     tested = all(f["confusion"] is not None for f in folds)

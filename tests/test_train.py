@@ -268,28 +268,50 @@ def test_leave_one_group_out_needs_every_group(speakers: list[str], sessions: li
 
 
 def _manifest(folder: Path, **columns: str) -> Path:
-    """``folder/mine.csv`` listing 8 short noise clips (written there) labelled anger and neutral in turn,
-    every row with the same value for each extra column of ``columns`` (e.g. ``speaker="x"``)."""
+    """``folder/mine.csv`` listing 8 short noise clips, written as label folders (``folder/anger/0.wav``,
+    ``folder/neutral/1.wav``, ...: ``folder`` is a folder corpus too), every row with the same value for
+    each extra column of ``columns`` (e.g. ``speaker="x"``)."""
     import soundfile
 
     rng = np.random.default_rng(0)
     rows = [",".join(["path", "label", *columns])]
     for i in range(8):
-        soundfile.write(folder / f"{i}.wav", 0.1 * rng.standard_normal(1600), 16000)
-        rows.append(",".join([f"{i}.wav", ("anger", "neutral")[i % 2], *columns.values()]))
+        label = ("anger", "neutral")[i % 2]
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        soundfile.write(folder / label / f"{i}.wav", 0.1 * rng.standard_normal(1600), 16000)
+        rows.append(",".join([f"{label}/{i}.wav", label, *columns.values()]))
     path = folder / "mine.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def _refused_run(tmp_path: Path) -> list[str]:
+    """Output options of a run that should be refused: were it not, it stays short and inside ``tmp_path``."""
+    return ["--epochs", "1", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
 
 
 @pytest.mark.parametrize("protocol", ["speaker", "session"])
 def test_leave_one_group_out_of_a_single_group_says_so_in_the_users_terms(protocol: str, tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture) -> None:
     manifest = _manifest(tmp_path, **{protocol: "x"})
-    assert cli(["--model", "cnn", "--data", str(manifest), "--protocol", protocol, "--out", str(tmp_path / "run")]) == 2
+    assert cli(["--model", "cnn", "--data", str(manifest), "--protocol", protocol, *_refused_run(tmp_path)]) == 2
     assert capsys.readouterr().err == (
         f"error: mine: the corpus has only one {protocol}, 'x'; --protocol {protocol} (leave-one-{protocol}-out) "
         f"needs at least two, one to test on and others to train on; use --protocol random\n")
+
+
+@pytest.mark.parametrize("kind", ["manifest", "folder"])
+def test_speaker_norm_needs_a_corpus_that_names_its_speakers(kind: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """A manifest without a speaker column or a folder corpus would make everybody one speaker."""
+    manifest = _manifest(tmp_path / "calls")
+    data, name = (manifest, "mine") if kind == "manifest" else (tmp_path / "calls", "calls")
+    assert cli(["--model", "cnn", "--data", str(data), "--speaker-norm", *_refused_run(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {name}: --speaker-norm needs the speaker of every utterance, and this corpus names none: a CSV "
+        "manifest needs a speaker column (path,label,speaker), and a folder of label folders has no speakers; add "
+        "the column or drop --speaker-norm\n")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
