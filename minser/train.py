@@ -605,15 +605,22 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(config: TrainConfig) -> Dist:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); no-op when run alone."""
+def torchrun_dist() -> Dist:
+    """This process's place as torchrun's environment variables describe it; ``Dist()`` when run alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
-    dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if config.batch_size < world * config.micro_batches:
-        raise ConfigError(f"--batch-size {config.batch_size} is smaller than {world} ranks x {config.micro_batches} "
-                          "micro-batches; give at least one utterance per slice")
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(config: TrainConfig) -> Dist:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); no-op when run alone."""
+    dist = torchrun_dist()
+    if dist.world == 1:
+        return dist
+    if config.batch_size < dist.world * config.micro_batches:
+        raise ConfigError(f"--batch-size {config.batch_size} is smaller than {dist.world} ranks x "
+                          f"{config.micro_batches} micro-batches; give at least one utterance per slice")
     if not torch.distributed.is_initialized():
         device = resolve_device(config, dist)
         if device.type == "cuda":
@@ -1230,14 +1237,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Console entry point: a bad input prints ``error: ...`` and exits with status 2; Ctrl-C prints how to
-    continue the run and exits with status 130 (128 + SIGINT, as a shell reports it)."""
+    continue the run (on rank 0 alone under torchrun) and exits with status 130 (128 + SIGINT, as a shell
+    reports it)."""
     try:
         main(argv)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(str(exc) or "interrupted", file=sys.stderr)
+        # torchrun passes Ctrl-C to every rank, and they all share one run folder: one line says it for all.
+        if torchrun_dist().main:
+            print(str(exc) or "interrupted", file=sys.stderr)
         return 130
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

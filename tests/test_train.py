@@ -132,6 +132,22 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(emodb_root: Path
                                        "rerun the same command\n")
 
 
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_the_interrupt_line(rank: str, printed: bool, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """torchrun passes Ctrl-C to every rank: one line says it for all of them, and every rank exits 130."""
+    def interrupted(argv: object) -> None:
+        raise train_module.RunInterrupted(tmp_path / "run")
+
+    monkeypatch.setattr(train_module, "main", interrupted)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert cli([]) == 130
+    line = "interrupted before the first epoch was completed: nothing was trained; rerun the same command\n"
+    assert capsys.readouterr().err == (line if printed else "")
+
+
 def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
         emodb_root: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
