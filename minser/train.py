@@ -467,9 +467,11 @@ def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int)
     """Features of a white-noise copy of every utterance at ``snr_db`` dB: ``((N, n_mels, frames), (N,))``.
 
     Made once per run (not per epoch) from a generator seeded by ``seed``, so every fold and
-    every epoch sees the same noisy copies.
+    every epoch sees the same noisy copies. A silent file raises AudioError naming it: the noise level
+    is relative to the signal's, and a feature cache of an older version may hold such a file unchecked.
     """
     from minser.audio import add_white_noise, load
+    from minser.data.cache import _sounding
     from minser.features import extract
 
     rng = np.random.default_rng([seed, 1])
@@ -478,7 +480,8 @@ def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int)
     step = 32
     for start in range(0, len(corpus), step):
         chunk = corpus.utterances[start:start + step]
-        waves = [add_white_noise(load(u.path, sr=frontend.sample_rate), snr_db, rng) for u in chunk]
+        waves = [add_white_noise(_sounding(load(u.path, sr=frontend.sample_rate), u.path, corpus), snr_db, rng)
+                 for u in chunk]
         features[start:start + len(chunk)], lengths[start:start + len(chunk)] = extract(waves, frontend)
     return features, lengths
 

@@ -330,6 +330,47 @@ def test_speaker_norm_needs_a_corpus_that_names_its_speakers(kind: str, tmp_path
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
+def test_noise_for_a_silent_file_names_it(tmp_path: Path) -> None:
+    """A feature cache of an older version may hold a silent file (it did not check for silence); the noise
+    copy, whose level is relative to the signal's, then names the file instead of an anonymous array."""
+    import soundfile
+
+    from minser.errors import AudioError
+    from minser.features import FrontEnd
+
+    sounding, silent = tmp_path / "sounding.wav", tmp_path / "silent.wav"
+    soundfile.write(sounding, 0.1 * np.random.default_rng(0).standard_normal(1600), 16000)
+    soundfile.write(silent, np.zeros(1600), 16000)
+    corpus = Corpus("toy", ("anger", "neutral"), [Utterance(sounding, "anger", "a"), Utterance(silent, "neutral", "a")])
+    with pytest.raises(AudioError) as refused:
+        train_module.noisy_features(corpus, FrontEnd(), 30.0, seed=0)
+    assert str(refused.value) == (f"{silent}: holds no sound (every sample is zero), likely a failed recording or "
+                                  "export; record or export it again, or remove it from corpus 'toy'")
+
+
+def test_a_silent_file_served_from_an_older_cache_is_named_by_the_cli(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import soundfile
+
+    from minser.data import load_corpus
+    from minser.data.cache import cache_path
+    from minser.features import FrontEnd
+
+    manifest = _manifest(tmp_path / "calls", speaker="x")
+    silent = tmp_path / "calls" / "neutral" / "3.wav"
+    soundfile.write(silent, np.zeros(1600), 16000)
+    corpus, frontend = load_corpus(manifest), FrontEnd()
+    (tmp_path / "cache").mkdir()
+    # What a version that did not check for silence cached: features for every file, the silent one too.
+    np.savez(cache_path(corpus, frontend, tmp_path / "cache"),
+             features=np.zeros((len(corpus), frontend.n_mels, frontend.n_frames), np.float32),
+             lengths=np.full(len(corpus), 5, np.int64))
+    assert cli(["--model", "cnn", "--data", str(manifest), *_refused_run(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {silent}: holds no sound (every sample is zero), likely a failed "
+                                       "recording or export; record or export it again, or remove it from corpus "
+                                       "'mine'\n")
+
+
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(tmp_path / "run", cache)]
     main([*common, "--epochs", "1"])
