@@ -107,6 +107,27 @@ def test_emodb_bad_inputs(tmp_path: Path) -> None:
         load_emodb(tmp_path, classes=5)
 
 
+def test_emodb_loads_files_spelled_upper_case_wav(tmp_path: Path) -> None:
+    # Some Windows tools and FAT drives spell the suffix in capitals; the names are EmoDB's all the same.
+    write_wav(tmp_path / "wav" / "03a01Fa.WAV")
+    write_wav(tmp_path / "wav" / "03a01Wa.wav")
+    for root in (tmp_path, tmp_path / "wav"):
+        corpus = load_emodb(root)
+        assert [(u.path.name, u.label, u.speaker) for u in corpus.utterances] == [
+            ("03a01Fa.WAV", "happiness", "03"), ("03a01Wa.wav", "anger", "03")]
+    (tmp_path / "wav" / "03a01Wa.wav").unlink()
+    assert len(load_emodb(tmp_path / "wav")) == 1  # a wav folder holding only .WAV files is found too
+
+
+def test_emodb_file_in_two_spellings_is_refused(tmp_path: Path) -> None:
+    write_wav(tmp_path / "wav" / "03a01Fa.wav")
+    write_wav(tmp_path / "wav" / "03a01Fa.WAV")
+    wav = re.escape(str(tmp_path / "wav"))
+    with pytest.raises(DataError, match=rf"^EmoDB folder {wav} holds 03a01Fa\.WAV and 03a01Fa\.wav: one utterance "
+                                        r"twice; remove one of them$"):
+        load_emodb(tmp_path)
+
+
 # ----------------------------------------------------------------------------------------------
 # IEMOCAP (synthetic tree in the official layout)
 

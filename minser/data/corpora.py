@@ -44,7 +44,8 @@ EMODB_LETTERS = {
     "N": "neutral",
 }
 # File names such as 03a01Fa.wav: speaker 03, text a01, emotion F, version a.
-_EMODB_NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[WLEAFTN])(?P<version>[a-z])\.wav$")
+# The suffix may be spelled in capitals (03a01Fa.WAV), as some Windows tools and FAT drives write it.
+_EMODB_NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[WLEAFTN])(?P<version>[a-z])\.(?i:wav)$")
 
 # IEMOCAP categorical codes kept by the paper (excitement counted as happiness); others are skipped.
 IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": "sadness", "neu": "neutral"}
@@ -154,10 +155,15 @@ def user_cache_dir() -> Path:
 # EmoDB
 
 
+def _wav_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` whose suffix is ``.wav`` in any case (``.WAV`` too), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+
+
 def _emodb_wav_dir(root: Path) -> Path:
     if (root / "wav").is_dir():
         return root / "wav"
-    if root.is_dir() and any(root.glob("*.wav")):
+    if root.is_dir() and _wav_files(root):
         return root
     raise DataError(
         f"EmoDB not found: {root} holds no wav/ folder (expected {root}/wav/03a01Fa.wav, ...); "
@@ -178,10 +184,11 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
         raise ConfigError(f"EmoDB classes={classes!r}: use 4 (anger, happiness, sadness, neutral) or 7 (all emotions)")
     wav_dir = _emodb_wav_dir(Path(root))
     labels = FOUR_CLASS_LABELS if classes == 4 else EMODB_LABELS_7
-    files = sorted(wav_dir.glob("*.wav"))
+    files = _wav_files(wav_dir)
     if not files:
         raise DataError(f"EmoDB folder {wav_dir} holds no .wav files; {DOWNLOAD_HINT}")
     utterances = []
+    found: dict[str, Path] = {}  # name as the corpus spells it (suffix .wav) -> the file of that name
     for path in files:
         match = _EMODB_NAME.match(path.name)
         if match is None:
@@ -189,6 +196,10 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
                 f"{path}: not an EmoDB file name (expected speaker, text, emotion letter, version, "
                 "e.g. 03a01Fa.wav); remove the file or load the folder as a manifest instead"
             )
+        twin = found.setdefault(f"{path.stem}.wav", path)
+        if twin != path:  # one recording twice would weigh double, and could land in training and test
+            raise DataError(f"EmoDB folder {wav_dir} holds {twin.name} and {path.name}: one utterance twice; "
+                            "remove one of them")
         label = EMODB_LETTERS[match["emotion"]]
         if label in labels:
             utterances.append(Utterance(path, label, match["speaker"]))
