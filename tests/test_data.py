@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,7 @@ def test_emodb_bad_inputs(tmp_path: Path) -> None:
         load_emodb(tmp_path, classes=5)
 
 
+@pytest.mark.filterwarnings("ignore:EmoDB folder .* of the corpus' 535 files")
 def test_emodb_loads_files_spelled_upper_case_wav(tmp_path: Path) -> None:
     # Some Windows tools and FAT drives spell the suffix in capitals; the names are EmoDB's all the same.
     write_wav(tmp_path / "wav" / "03a01Fa.WAV")
@@ -126,6 +129,26 @@ def test_emodb_file_in_two_spellings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"^EmoDB folder {wav} holds 03a01Fa\.WAV and 03a01Fa\.wav: one utterance "
                                         r"twice; remove one of them$"):
         load_emodb(tmp_path)
+
+
+def test_incomplete_emodb_warns_naming_what_is_missing(tmp_path: Path, emodb_root: Path) -> None:
+    for name in ("03a01Fa.wav", "03a01Nc.wav", "03a02Fc.wav"):
+        shutil.copy(emodb_root / "wav" / name, tmp_path / name)
+    # Not refused: a part can be chosen on purpose. The names are compared, not the hashes (too slow).
+    with pytest.warns(UserWarning) as caught:
+        corpus = load_emodb(tmp_path, classes=7)
+    assert [str(w.message) for w in caught] == [
+        f"EmoDB folder {tmp_path} holds 3 of the corpus' 535 files (532 missing: 03a01Wa.wav, 03a02Nc.wav, "
+        "03a02Ta.wav, ...); scores on a part are not comparable with published ones. To get the full corpus run "
+        "`python -m minser.data download emodb`"
+    ]
+    assert len(corpus) == 3
+
+
+def test_full_emodb_gives_no_warning(emodb_root: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_emodb(emodb_root, classes=7)) == 535
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,27 @@ def _emodb_wav_dir(root: Path) -> Path:
     )
 
 
+def _warn_if_incomplete(wav_dir: Path, names: Iterable[str]) -> None:
+    """Warn when ``names`` (file names found in ``wav_dir``) lack some of the 535 the corpus ships.
+
+    Names only, no hashes: hashing 535 files on every load is too slow (``verify_wavs`` does that once,
+    at download). A part may be chosen on purpose, hence a warning and not an error.
+    """
+    from minser.data.download import emodb_sums  # imported here: download imports this module
+
+    expected = emodb_sums()
+    missing = sorted(set(expected).difference(names))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        warnings.warn(
+            f"EmoDB folder {wav_dir} holds {len(expected) - len(missing)} of the corpus' {len(expected)} files "
+            f"({len(missing)} missing: {shown}); scores on a part are not comparable with published ones. "
+            "To get the full corpus run `python -m minser.data download emodb`",
+            UserWarning,
+            stacklevel=3,  # the caller of load_emodb
+        )
+
+
 def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
     """Berlin Emo-DB from its folder (the one holding ``wav/``) or from the ``wav/`` folder itself.
 
@@ -203,6 +225,7 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
         label = EMODB_LETTERS[match["emotion"]]
         if label in labels:
             utterances.append(Utterance(path, label, match["speaker"]))
+    _warn_if_incomplete(wav_dir, found)
     return Corpus(f"emodb{classes}", labels, utterances)
 
 
