@@ -25,10 +25,36 @@ SECONDS = 7.5
 # One analysis window: 25 ms, i.e. 400 samples at 16 kHz (the front end's win_length).
 MIN_SECONDS = 0.025
 
+# Audio file suffixes and the libsndfile format and codec each holds (None: any codec of that format).
+# Which of them a libsndfile reads depends on its build (MP3 needs 1.1 or later, Opus libopus), so it is asked.
+_SNDFILE_FORMATS = {
+    ".wav": ("WAV", None),
+    ".flac": ("FLAC", None),
+    ".ogg": ("OGG", None),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", None),
+    ".aiff": ("AIFF", None),
+    ".aif": ("AIFF", None),
+}
+# Audio that libsndfile reads in no build: these codecs and containers need a converter such as ffmpeg.
+_FOREIGN_SUFFIXES = (".m4a", ".mp4", ".aac", ".wma", ".amr", ".3gp", ".ac3", ".ape", ".wv", ".webm", ".mka")
+
+
+def _sndfile_reads(fmt: str, codec: str | None) -> bool:
+    """Whether this libsndfile reads ``fmt`` (a soundfile format name) holding ``codec`` (None: any)."""
+    return fmt in soundfile.available_formats() and (codec is None or codec in soundfile.available_subtypes(fmt))
+
+
+# Lower-case suffixes of the audio files soundfile here reads, and of those it cannot.
+AUDIO_SUFFIXES = tuple(suffix for suffix, (fmt, codec) in _SNDFILE_FORMATS.items() if _sndfile_reads(fmt, codec))
+UNREADABLE_SUFFIXES = tuple(sorted(set(_SNDFILE_FORMATS).difference(AUDIO_SUFFIXES))) + _FOREIGN_SUFFIXES
+
 __all__ = [
+    "AUDIO_SUFFIXES",
     "MIN_SECONDS",
     "SAMPLE_RATE",
     "SECONDS",
+    "UNREADABLE_SUFFIXES",
     "add_white_noise",
     "check_wave",
     "fit_length",
@@ -79,7 +105,8 @@ def check_wave(
 def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as float32 mono samples at ``sr`` Hz, shape ``(samples,)``.
 
-    Any format soundfile reads (WAV, FLAC, OGG, ...). Multi-channel audio is averaged to mono;
+    Any format soundfile reads (:data:`AUDIO_SUFFIXES`: WAV, FLAC, OGG, Opus, MP3, AIFF where this
+    libsndfile has them). Multi-channel audio is averaged to mono;
     a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
     Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt,
     truncated (a WAV or AIFF file holding fewer bytes than its header declares), empty, non-finite or
@@ -100,10 +127,18 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     try:
         samples, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{path}: cannot be read as audio ({exc}); the file is corrupt or not a sound format") from exc
+        raise AudioError(f"{path}: cannot be read as audio ({exc}); {_unreadable_advice(path)}") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
     return check_wave(resample(samples.mean(axis=1, dtype=np.float32), file_sr, sr), str(path), sr=sr)
+
+
+def _unreadable_advice(path: Path) -> str:
+    """What to do with a file soundfile failed to read: convert it if its format is one soundfile lacks."""
+    if path.suffix.lower() in UNREADABLE_SUFFIXES:
+        return (f"soundfile cannot read {path.suffix} files: convert it first "
+                f"(e.g. `ffmpeg -i {path.name} {path.stem}.wav`)")
+    return "the file is corrupt or not a sound format"
 
 
 # IFF containers whose header declares the length of every chunk: byte order, the chunk of samples, and

@@ -87,6 +87,15 @@ def test_load_corrupt_file_names_it(tmp_path: Path) -> None:
         load(text)
 
 
+def test_load_audio_soundfile_cannot_read_says_to_convert_it(tmp_path: Path) -> None:
+    path = tmp_path / "talk.M4A"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: cannot be read as audio \(.*\); soundfile "
+                                         r"cannot read \.M4A files: convert it first "
+                                         r"\(e\.g\. `ffmpeg -i talk\.M4A talk\.wav`\)$"):
+        load(path)
+
+
 def _cut(path: Path, keep: int) -> Path:
     """``path`` with only its first ``keep`` bytes, as an interrupted copy leaves it."""
     path.write_bytes(path.read_bytes()[:keep])

@@ -24,6 +24,7 @@ from minser.data import (
     load_iemocap,
     load_manifest,
 )
+from minser.audio import AUDIO_SUFFIXES, load
 from minser.data.__main__ import main
 from minser.errors import ConfigError, DataError
 
@@ -324,6 +325,41 @@ def test_folder(tmp_path: Path) -> None:
     assert load_corpus(tmp_path / "corpus").utterances == corpus.utterances
 
 
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype"),
+    [
+        (".mp3", "MP3", "MPEG_LAYER_III"), (".opus", "OGG", "OPUS"), (".aiff", "AIFF", "PCM_16"),
+        (".AIF", "AIFF", "PCM_16"),
+    ],
+)
+def test_folder_reads_every_audio_format_soundfile_reads(tmp_path: Path, suffix: str, fmt: str, subtype: str) -> None:
+    if fmt not in soundfile.available_formats() or subtype not in soundfile.available_subtypes(fmt):
+        pytest.skip(f"libsndfile {soundfile.__libsndfile_version__} here has no {fmt} {subtype}")
+    wave = 0.1 * np.random.default_rng(0).standard_normal(1600).astype(np.float32)
+    (tmp_path / "anger").mkdir()
+    path = tmp_path / "anger" / f"a{suffix}"
+    soundfile.write(path, wave, 16000, format=fmt, subtype=subtype)
+    write_wav(tmp_path / "anger" / "b.wav")
+    corpus = load_folder(tmp_path)
+    assert [u.path.name for u in corpus.utterances] == [f"a{suffix}", "b.wav"]
+    assert len(load(path)) == soundfile.info(path).frames > 0
+
+
+def test_folder_with_audio_soundfile_cannot_read_is_refused(tmp_path: Path) -> None:
+    write_wav(tmp_path / "anger" / "a.wav")
+    (tmp_path / "anger" / "b.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    (tmp_path / "neutral").mkdir()
+    (tmp_path / "neutral" / "c.WMA").write_bytes(bytes(64))
+    (tmp_path / "neutral" / "notes.txt").write_text("not audio")  # other files stay ignored
+    (tmp_path / "neutral" / "._c.m4a").write_bytes(bytes(4))  # and so do hidden ones
+    # Skipping them would load part of the data, or call a folder of .m4a files empty.
+    first = re.escape(str(tmp_path / "anger" / "b.m4a"))
+    with pytest.raises(DataError, match=rf"^corpus folder {re.escape(str(tmp_path))}: 2 audio files are in a format "
+                                        rf"soundfile cannot read \(first: {first}\); convert them to \.wav or \.flac "
+                                        r"\(e\.g\. `ffmpeg -i b\.m4a b\.wav`\) or remove them$"):
+        load_folder(tmp_path)
+
+
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_folder(tmp_path / "absent")
@@ -338,8 +374,8 @@ def test_folder_with_an_empty_label_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "neutral" / "notes.txt").write_text("not audio")
     (tmp_path / ".cache").mkdir()  # hidden folders are not labels
     # Dropping it would silently change the class set.
-    with pytest.raises(DataError, match=r"label folder .*neutral holds no \.wav/\.flac/\.ogg files; "
-                                        r"add its audio or remove the folder"):
+    with pytest.raises(DataError, match=rf"label folder .*neutral holds no {re.escape('/'.join(AUDIO_SUFFIXES))} "
+                                        r"files; add its audio or remove the folder"):
         load_folder(tmp_path)
     (tmp_path / "neutral" / "notes.txt").unlink()
     (tmp_path / "neutral").rmdir()

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES
 from minser.errors import ConfigError, DataError
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 # Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
 # 4 names, so a class index means the same emotion across corpora and class sets.
@@ -387,22 +386,39 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     return Corpus(csv_path.stem, order, utterances)
 
 
+def _refuse_unreadable(root: Path, files: Sequence[Path]) -> None:
+    """Raise DataError when ``files`` hold audio that soundfile cannot read (``.m4a``, ...).
+
+    Skipping them, as other files (``notes.txt``) are skipped, would load part of the data without notice.
+    """
+    unreadable = [p for p in files if p.suffix.lower() in UNREADABLE_SUFFIXES]
+    if unreadable:
+        first = unreadable[0]
+        raise DataError(f"corpus folder {root}: {len(unreadable)} audio files are in a format soundfile cannot read "
+                        f"(first: {first}); convert them to .wav or .flac (e.g. `ffmpeg -i {first.name} "
+                        f"{first.stem}.wav`) or remove them")
+
+
 def load_folder(root: str | Path) -> Corpus:
-    """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (also .flac, .ogg).
+    """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (any of ``AUDIO_SUFFIXES``:
+    .wav, .flac, .ogg, .opus, .mp3, .aiff, .aif where this libsndfile reads them).
 
     The class order is the sorted folder names; speakers are ``"unknown"`` (use a manifest to
-    give speakers). Files are sorted by name within each label. A label folder without audio, or
-    two folders naming one label (``Anger``, ``anger``), raise DataError; hidden entries
-    (``.git``, ``._a.wav``) are skipped.
+    give speakers). Files are sorted by name within each label. Audio soundfile cannot read
+    (``UNREADABLE_SUFFIXES``: .m4a, .aac, .wma, ...), a label folder without audio, or two folders
+    naming one label (``Anger``, ``anger``) raise DataError; other files (``notes.txt``) and hidden
+    entries (``.git``, ``._a.wav``) are skipped.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"corpus folder {root} not found; give a folder with one sub-folder of audio files per label")
-    utterances = []
     # Hidden entries (".git", macOS "._x.wav" resource forks) are not data.
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in label_dir.iterdir()
-                       if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."))
+    label_files = {label_dir: sorted(p for p in label_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+                   for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
+    _refuse_unreadable(root, [p for files in label_files.values() for p in files])
+    utterances = []
+    for label_dir, entries in label_files.items():
+        files = [p for p in entries if p.suffix.lower() in AUDIO_SUFFIXES]
         if not files:  # dropping it would silently change the class set
             raise DataError(f"corpus folder {root}: label folder {label_dir} holds no {'/'.join(AUDIO_SUFFIXES)} "
                             "files; add its audio or remove the folder (sub-folders of a label are not searched)")
