@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import os
+import struct
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -109,7 +111,7 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     libsndfile has them). Multi-channel audio is averaged to mono;
     a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
     Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt,
-    truncated (a WAV or AIFF file holding fewer bytes than its header declares), empty, non-finite or
+    truncated (a WAV, AIFF or Ogg file holding fewer bytes than its headers declare), empty, non-finite or
     shorter than one 25 ms analysis window.
     """
     path = Path(path)
@@ -146,33 +148,73 @@ def _unreadable_advice(path: Path) -> str:
 _CONTAINERS = {b"RIFF": ("little", b"data", 0), b"FORM": ("big", b"SSND", 8)}
 # A stream written to a pipe cannot go back to fill in its lengths and leaves this placeholder.
 _UNKNOWN_SIZE = 0xFFFFFFFF
+# An Ogg page header: capture pattern, version, flags, granule position, stream serial number, page
+# number, CRC, number of segments (then that many segment lengths, then the segments).
+_OGG_PAGE = struct.Struct("<4sBBqIIIB")
+_OGG_END_OF_STREAM = 0x04
 
 
 def _shortfall(path: Path) -> str | None:
-    """How a WAV or AIFF file holds fewer bytes than its header declares, or None when it holds them all
-    (or is another format, whose decoder reports damage itself).
+    """How a WAV, AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg, ends before
+    its last page), or None when it holds them all or is another format, whose decoder reports damage itself.
 
     libsndfile clamps the declared length to the bytes present and reads on silently (a truncated file
-    reads as shorter audio, or as none), so the chunk headers are walked here.
+    reads as shorter audio, or as none), so the headers are walked here.
     """
     size = path.stat().st_size
     with path.open("rb") as file:
-        head = file.read(12)
-        if len(head) < 12 or head[:4] not in _CONTAINERS:
+        magic = file.read(4)
+        file.seek(0)
+        if magic in _CONTAINERS:
+            return _iff_shortfall(file, size, *_CONTAINERS[magic])
+        if magic == b"OggS":
+            return _ogg_shortfall(file, size)
+    return None
+
+
+def _iff_shortfall(file: BinaryIO, size: int, order: str, samples_id: bytes, fields: int) -> str | None:
+    """:func:`_shortfall` of a RIFF (WAV) or FORM (AIFF) file of ``size`` bytes, read from its start."""
+    head = file.read(12)
+    if len(head) < 12:
+        return None
+    declared_total = int.from_bytes(head[4:8], order) + 8
+    while len(chunk := file.read(8)) == 8:
+        declared = int.from_bytes(chunk[4:], order)
+        present = size - file.tell()
+        if chunk[:4] == samples_id:
+            if declared != _UNKNOWN_SIZE and declared > present:
+                return (f"its {samples_id.decode()} chunk declares {declared - fields} bytes of samples "
+                        f"but the file holds {max(present - fields, 0)}")
             return None
-        order, samples_id, fields = _CONTAINERS[head[:4]]
-        declared_total = int.from_bytes(head[4:8], order) + 8
-        while len(chunk := file.read(8)) == 8:
-            declared = int.from_bytes(chunk[4:], order)
-            present = size - file.tell()
-            if chunk[:4] == samples_id:
-                if declared != _UNKNOWN_SIZE and declared > present:
-                    return (f"its {samples_id.decode()} chunk declares {declared - fields} bytes of samples "
-                            f"but the file holds {max(present - fields, 0)}")
-                return None
-            file.seek(declared + declared % 2, os.SEEK_CUR)  # chunks are padded to an even length
+        file.seek(declared + declared % 2, os.SEEK_CUR)  # chunks are padded to an even length
     if declared_total - 8 != _UNKNOWN_SIZE and declared_total > size:
         return f"it ends after {size} bytes, inside its header, which declares a file of {declared_total} bytes"
+    return None
+
+
+def _ogg_shortfall(file: BinaryIO, size: int) -> str | None:
+    """:func:`_shortfall` of an Ogg file (Vorbis, Opus, ...) of ``size`` bytes, read from its start.
+
+    Each page declares its length, and each stream's last page carries the end-of-stream flag, so a cut
+    inside a page and a cut between two pages both show.
+    """
+    open_streams: set[int] = set()
+    while header := file.read(_OGG_PAGE.size):
+        if not b"OggS".startswith(header[:4]):
+            return None  # not a page: damage that the decoder reports, or trailing data it skips
+        if len(header) < _OGG_PAGE.size or len(lengths := file.read(header[-1])) < header[-1]:
+            return f"it ends after {size} bytes, inside the header of an Ogg page"
+        end = file.tell() + sum(lengths)
+        if end > size:
+            return f"it ends after {size} bytes, inside an Ogg page that runs to byte {end}"
+        _, _, flags, _, serial, _, _, _ = _OGG_PAGE.unpack(header)
+        if flags & _OGG_END_OF_STREAM:
+            open_streams.discard(serial)
+        else:
+            open_streams.add(serial)
+        file.seek(end)
+    if open_streams:
+        return f"its Ogg stream stops after {size} bytes, without the page that ends it"
     return None
 
 

@@ -124,6 +124,37 @@ def test_load_wav_cut_inside_its_header_says_truncated(tmp_path: Path) -> None:
         load(_cut(path, 40))  # inside the data chunk's header: soundfile finds no data chunk
 
 
+def _noise_ogg(path: Path, subtype: str) -> Path:
+    """2 s of noise as Ogg: noise compresses badly, so the audio pages outweigh the codec headers."""
+    wave = (0.1 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32)
+    soundfile.write(path, wave, 16000, format="OGG", subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_load_truncated_ogg_says_truncated(tmp_path: Path, subtype: str) -> None:
+    # Cut inside a page, libsndfile reads the pages before it without complaint, or reads zero samples.
+    path = _noise_ogg(tmp_path / "cut.ogg", subtype)
+    assert len(load(path)) == 32000
+    full = path.read_bytes()
+    last_page = full.rindex(b"OggS")
+    half = len(full) // 2
+    page_end = full.index(b"OggS", half)  # where the page holding byte `half` ends
+    truncated = rf"^{re.escape(str(path))}: is truncated: "
+    again = r"; the file was cut short \(an interrupted copy or recording\?\): copy or export it again$"
+    with pytest.raises(AudioError, match=rf"{truncated}it ends after {half} bytes, inside an Ogg page that runs to "
+                                         rf"byte {page_end}{again}"):
+        load(_cut(path, half))
+    path.write_bytes(full)
+    with pytest.raises(AudioError, match=rf"{truncated}its Ogg stream stops after {last_page} bytes, without the page "
+                                         rf"that ends it{again}"):
+        load(_cut(path, last_page))  # cut between two pages
+    path.write_bytes(full)
+    with pytest.raises(AudioError, match=rf"{truncated}it ends after {last_page + 10} bytes, inside the header of an "
+                                         rf"Ogg page{again}"):
+        load(_cut(path, last_page + 10))
+
+
 def test_load_reads_wav_files_with_extra_chunks(tmp_path: Path, emodb_root: Path) -> None:
     # The EmoDB files 14a07*.wav hold a PAD chunk before their data; a FLOAT file a fact and a PEAK chunk.
     for path in sorted((emodb_root / "wav").glob("14a07*.wav")):
@@ -140,10 +171,11 @@ def test_load_directory_says_it_is_a_directory(tmp_path: Path) -> None:
         load(path)
 
 
-def test_load_empty_file_names_it(tmp_path: Path) -> None:
-    path = tmp_path / "empty.wav"
+@pytest.mark.parametrize("name", ["empty.wav", "empty.ogg"])
+def test_load_empty_file_names_it(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
     soundfile.write(path, np.zeros(0, dtype=np.float32), 16000)
-    with pytest.raises(AudioError, match=r"empty\.wav.*zero samples"):
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: has zero samples; the audio is empty$"):
         load(path)
 
 
