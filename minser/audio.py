@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from math import gcd
 from pathlib import Path
@@ -108,17 +109,14 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as float32 mono samples at ``sr`` Hz, shape ``(samples,)``.
 
     Any format soundfile reads (:data:`AUDIO_SUFFIXES`: WAV, FLAC, OGG, Opus, MP3, AIFF where this
-    libsndfile has them). Multi-channel audio is averaged to mono;
-    a different sample rate is converted with a polyphase filter (``scipy.signal.resample_poly``).
-    Raises :class:`AudioError` naming the file when it is missing, a directory, unreadable, corrupt,
-    truncated (a WAV, AIFF or Ogg file holding fewer bytes than its headers declare), empty, non-finite or
-    shorter than one 25 ms analysis window.
+    libsndfile has them). Multi-channel audio is averaged to mono; a different sample rate is converted
+    with a polyphase filter (``scipy.signal.resample_poly``). Raises :class:`AudioError` naming the file
+    when it is missing, a directory or another non-regular file (a named pipe, a device), unreadable,
+    corrupt, truncated (a WAV, AIFF or Ogg file holding fewer bytes than its headers declare), empty,
+    non-finite or shorter than one 25 ms analysis window.
     """
     path = Path(path)
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file; pass the path of a file")
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file; check the path")
+    _check_regular_file(path)
     try:
         shortfall = _shortfall(path)
     except OSError as exc:
@@ -133,6 +131,29 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
     return check_wave(resample(samples.mean(axis=1, dtype=np.float32), file_sr, sr), str(path), sr=sr)
+
+
+# Names of the files that are neither regular files nor directories, for messages.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                  (stat.S_ISBLK, "a device"))
+
+
+def _check_regular_file(path: Path) -> None:
+    """Raise AudioError unless ``path`` is a regular file (after symlinks).
+
+    Only stats the path: opening a named pipe to read would wait until something writes to it.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such audio file; check the path") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be opened ({exc.strerror}); check that the file is readable") from exc
+    if stat.S_ISDIR(mode):
+        raise AudioError(f"{path}: is a directory, not an audio file; pass the path of a file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
+        raise AudioError(f"{path}: is not a regular file but {kind}; pass the path of an audio file")
 
 
 def _unreadable_advice(path: Path) -> str:

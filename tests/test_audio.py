@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from math import gcd
 from pathlib import Path
@@ -169,6 +170,18 @@ def test_load_directory_says_it_is_a_directory(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is a directory, not an audio file; pass the path"):
         load(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_load_pipe_or_device_says_it_is_not_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    os.mkfifo(path)  # opening it to read would wait for a writer forever
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is not a regular file but a named pipe; pass the "
+                                         r"path of an audio file$"):
+        load(path)
+    with pytest.raises(AudioError, match=rf"^{re.escape(os.devnull)}: is not a regular file but a device; pass the "
+                                         r"path of an audio file$"):
+        load(os.devnull)
 
 
 @pytest.mark.parametrize("name", ["empty.wav", "empty.ogg"])
