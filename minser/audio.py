@@ -91,7 +91,9 @@ def check_wave(
             "convert PCM integers first (e.g. int16 / 32768) or read files with minser.audio.load"
         )
     if array.ndim not in (1, 2):
-        raise AudioError(f"{name}: expected shape (samples,) or (batch, samples), got {array.shape}")
+        raise AudioError(f"{name}: expected shape (samples,) or (batch, samples), got {array.shape}; pass one "
+                         "waveform or a batch of them, channels averaged to mono "
+                         "(minser.audio.load does that for files)")
     if array.shape[-1] == 0:
         raise AudioError(f"{name}: has zero samples; the audio is empty")
     needed = min_samples(sr) if min_length is None else min_length

@@ -226,6 +226,13 @@ def test_arrays_get_the_same_checks(wave: object, message: str) -> None:
         fit_length(wave)
 
 
+def test_check_wave_names_the_shapes_it_takes() -> None:
+    with pytest.raises(AudioError, match=r"^clip: expected shape \(samples,\) or \(batch, samples\), "
+                                         r"got \(2, 2, 1000\); pass one waveform or a batch of them, channels averaged "
+                                         r"to mono \(minser\.audio\.load does that for files\)$"):
+        check_wave(np.zeros((2, 2, 1000), dtype=np.float32), "clip")
+
+
 def test_check_wave_returns_float32() -> None:
     wave = np.linspace(-1, 1, 1000)
     checked = check_wave(wave)
