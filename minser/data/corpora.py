@@ -331,6 +331,13 @@ def _spelled_twice(labels: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    """``(device, inode)`` of the file at ``path``: the same for all its names (``a.wav``, ``./a.wav``,
+    a symlink, a hard link), where comparing resolved paths misses hard links."""
+    status = path.stat()
+    return status.st_dev, status.st_ino
+
+
 def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> Corpus:
     """A corpus listed in a CSV file with header ``path,label`` and optional ``speaker``, ``session``.
 
@@ -338,8 +345,8 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     order and rejects any other label; by default the class order is the sorted set of labels
     found. Column names are read in any case (``Speaker`` is the speaker column). A missing
     speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
-    session) cell raises DataError naming its line. A file listed twice (in any spelling:
-    ``a.wav``, ``./a.wav``) or a label spelled two ways (``Anger``, ``anger``) raises DataError
+    session) cell raises DataError naming its line. A file listed twice (under any name:
+    ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``, ``anger``) raises DataError
     naming the lines.
     """
     csv_path = Path(csv_path)
@@ -351,9 +358,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         raise DataError(f"manifest {csv_path} is not a UTF-8 CSV file ({exc}); give a CSV manifest saved as UTF-8 "
                         "with header path,label[,speaker] (or a folder with one subfolder per label)") from exc
     utterances = []
-    # Resolved audio path -> line listing it: "a.wav" and "./a.wav" are one file, and a file listed
-    # twice could land in both the training and the test part.
-    listed: dict[Path, int] = {}
+    # File id -> line and path listing it first: a file listed twice could land in both the training and the
+    # test part.
+    listed: dict[tuple[int, int], tuple[int, Path]] = {}
     first_lines: dict[str, int] = {}  # label -> line of its first row
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
@@ -364,10 +371,10 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         path = (csv_path.parent / row["path"]) if not Path(row["path"]).is_absolute() else Path(row["path"])
         if not path.is_file():
             raise DataError(f"{where}: audio file {path} not found; fix the path (relative to the manifest's folder)")
-        first = listed.setdefault(path.resolve(), line_number)
+        first, first_path = listed.setdefault(_file_id(path), (line_number, path))
         if first != line_number:
-            raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list {path.resolve()}; "
-                            "list each file once")
+            raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file: {first_path} "
+                            f"and {path}; list each file once")
         first_lines.setdefault(row["label"], line_number)
         for column in ("speaker", "session"):
             # One "unknown" group of unrelated people would pass for a speaker under leave-one-speaker-out.
