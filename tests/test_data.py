@@ -215,16 +215,32 @@ def test_iemocap_synthetic_tree(tmp_path: Path) -> None:
 
 
 def test_iemocap_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="Session1 ... Session5"):
+    with pytest.raises(DataError, match=rf"^IEMOCAP not found: {re.escape(str(tmp_path))} holds no Session1 "
+                                        r"\.\.\. Session5 folders \(expected the official IEMOCAP_full_release "
+                                        r"layout: SessionN/dialog/EmoEvaluation/\*\.txt and SessionN/sentences/wav/\); "
+                                        r"IEMOCAP is licensed by USC SAIL: request it there and put "
+                                        r"IEMOCAP_full_release under MINSER_DATA$"):
         load_iemocap(tmp_path)
     release = make_iemocap(tmp_path)
-    missing = release / "Session2" / "sentences" / "wav" / "Ses02F_impro02" / "Ses02F_impro02_M001.wav"
+    session2 = release / "Session2"
+    missing = session2 / "sentences" / "wav" / "Ses02F_impro02" / "Ses02F_impro02_M001.wav"
     missing.unlink()
-    with pytest.raises(DataError, match=r"Ses02F_impro02\.txt line 11: Ses02F_impro02_M001 has no audio file"):
+    evaluation = session2 / "dialog" / "EmoEvaluation" / "Ses02F_impro02.txt"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(evaluation))} line 11: Ses02F_impro02_M001 has no audio "
+                                        rf"file {re.escape(str(missing))}; the corpus is incomplete: restore the file "
+                                        r"from the IEMOCAP release$"):
         load_iemocap(release)
     write_wav(missing)
-    (release / "Session3" / "dialog").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"Session3: no evaluation files"):
+    evaluation.write_text(evaluation.read_text() + "[1.0000 - 2.0000]\tSes2_F000\tneu\t[2.5000, 2.5000, 2.5000]\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(evaluation))} line 14: utterance id 'Ses2_F000' is not "
+                                        r"of the form Ses01F_impro01_F000; restore the file from the IEMOCAP release$"):
+        load_iemocap(release)
+    shutil.rmtree(session2)
+    (session2 / "dialog").mkdir(parents=True)
+    eval_dir = re.escape(str(session2 / "dialog" / "EmoEvaluation"))
+    with pytest.raises(DataError, match=rf"^IEMOCAP {re.escape(str(session2))}: no evaluation files "
+                                        rf"{eval_dir}/\*\.txt; the session folder is incomplete: restore it from the "
+                                        r"IEMOCAP release$"):
         load_iemocap(release)
 
 

@@ -52,6 +52,8 @@ IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": 
 # Lines such as "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]".
 _IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(?P<utt>\S+)\t(?P<code>\S+)\t\[")
 _IEMOCAP_UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d+$")
+# What to do about a damaged or incomplete copy of the release ({} names what to restore).
+_IEMOCAP_RESTORE = "restore {} from the IEMOCAP release"
 
 # The speaker of utterances whose manifest or folder names none.
 UNKNOWN_SPEAKER = "unknown"
@@ -249,7 +251,7 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
     if not eval_files:
         raise DataError(
             f"IEMOCAP {session_dir}: no evaluation files {eval_dir}/*.txt; "
-            "the session folder is incomplete"
+            f"the session folder is incomplete: {_IEMOCAP_RESTORE.format('it')}"
         )
     utterances = []
     for eval_file in eval_files:
@@ -261,13 +263,14 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
             name = _IEMOCAP_UTT.match(utt)
             if name is None:
                 raise DataError(
-                    f"{eval_file} line {line_number}: utterance id {utt!r} is not of the form Ses01F_impro01_F000"
+                    f"{eval_file} line {line_number}: utterance id {utt!r} is not of the form Ses01F_impro01_F000; "
+                    f"{_IEMOCAP_RESTORE.format('the file')}"
                 )
             wav = session_dir / "sentences" / "wav" / eval_file.stem / f"{utt}.wav"
             if not wav.is_file():
                 raise DataError(
                     f"{eval_file} line {line_number}: {utt} has no audio file {wav}; "
-                    "the corpus is incomplete"
+                    f"the corpus is incomplete: {_IEMOCAP_RESTORE.format('the file')}"
                 )
             # The last part's letter is the gender of who speaks this utterance (the prefix's letter
             # only says which actor wore the motion-capture markers).
