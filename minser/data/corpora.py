@@ -349,8 +349,8 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     found. Column names are read in any case (``Speaker`` is the speaker column). A missing
     speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
     session) cell raises DataError naming its line. A file listed twice (under any name:
-    ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``, ``anger``) raises DataError
-    naming the lines.
+    ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``,
+    ``anger``) raises DataError naming the lines.
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
