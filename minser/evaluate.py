@@ -68,9 +68,12 @@ def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: 
     return index, targets
 
 
-def training_corpus(saved: dict[str, Any], name: str | Path) -> Corpus:
+def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False) -> Corpus:
     """The corpus a loaded checkpoint (called ``name`` in errors) was trained on, as its fold indices see
-    it: the recorded data, classes and ``--subset`` pick (of ``--split-seed``, else ``--seed``)."""
+    it: the recorded data, classes and ``--subset`` pick (of ``--split-seed``, else ``--seed``).
+
+    ``named``: the user named this corpus (evaluate's ``--data``), so a corpus that cannot be loaded is
+    reported as it is, not as the recorded corpus with advice to pass ``--data``."""
     from minser.train import TrainConfig, load_data
 
     trained = saved.get("data", {})
@@ -80,9 +83,34 @@ def training_corpus(saved: dict[str, Any], name: str | Path) -> Corpus:
         return load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
                                      seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
     except DataError as exc:
+        if named:
+            raise
         raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. Pass "
                         "--data to name the corpus to score on (it overrides the recorded one, and a corpus other "
                         "than the recorded one is scored on every utterance, not on the fold's test split)") from exc
+
+
+def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
+                   classes: int | None) -> tuple[Corpus, bool]:
+    """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and whether it is its training corpus
+    (whose fold test split is then scored); ConfigError or DataError, before any features are computed,
+    for options the checkpoint cannot be scored with."""
+    from minser.train import TrainConfig, corpus_spec, known_speakers, load_data
+
+    trained = saved.get("data", {})
+    if data is None and classes not in (None, trained.get("classes")):
+        raise ConfigError(f"--classes {classes} without --data: {path} is then scored on its fold's test split, with "
+                          f"the classes it was trained on ({', '.join(saved['labels'])}); to score it on EmoDB's "
+                          f"{classes} classes pass --data emodb --classes {classes}")
+    same_corpus = data is None or ("spec" in trained and corpus_spec(str(data)) == corpus_spec(trained["spec"])
+                                   and classes in (None, trained.get("classes")))
+    if same_corpus:
+        corpus = training_corpus(saved, path, named=data is not None)
+    else:
+        corpus = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes))
+    if saved.get("speaker_norm"):
+        known_speakers(corpus, f"{path} (trained with --speaker-norm)", "score a checkpoint trained without it")
+    return corpus, same_corpus
 
 
 def _member_logits(path: str | Path, data: str | None, classes: int | None, everything: bool, device: str,
@@ -91,16 +119,10 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.data import cached_features
     from minser.features import FrontEnd
     from minser.speakers import normalise_by_speaker, statistics_for
-    from minser.train import Tensors, TrainConfig, class_logits, corpus_spec, load_data
+    from minser.train import Tensors, class_logits
 
     saved = checkpoint.load(path)
-    trained = saved.get("data", {})
-    same_corpus = data is None or ("spec" in trained and corpus_spec(str(data)) == corpus_spec(trained["spec"])
-                                   and classes in (None, trained.get("classes")))
-    if same_corpus:
-        corpus = training_corpus(saved, path)
-    else:
-        corpus = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes))
+    corpus, same_corpus = _scored_corpus(saved, path, data, classes)
     index, targets = _scored_items(saved, corpus, same_corpus, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
     if saved.get("speaker_norm"):
@@ -187,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
                                   "(default: the checkpoint's training data, on its fold's test split); overrides "
                                   "the recorded corpus, e.g. when it has moved")
-    p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained); a manifest or folder "
-                                               "takes its classes from its labels")
+    p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained; without --data only "
+                                               "those); a manifest or folder takes its classes from its labels")
     p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="utterances per forward pass")

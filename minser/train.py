@@ -420,7 +420,7 @@ def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
     """The speaker or session ids ``(len(corpus),)`` that ``--protocol speaker`` or ``session`` leaves out in
     turn; DataError, in the command's terms, when there is only one: no fold would have data to train on."""
     if protocol == "speaker":
-        groups = _known_speakers(corpus, "--protocol speaker", "use --protocol random")
+        groups = known_speakers(corpus, "--protocol speaker", "use --protocol random")
     else:
         groups = corpus.sessions()
     names = np.unique(groups)
@@ -431,10 +431,11 @@ def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
     return groups
 
 
-def _known_speakers(corpus: Corpus, option: str, instead: str) -> np.ndarray:
-    """The speaker ids ``(len(corpus),)`` for ``option`` (``--protocol speaker``, ``--speaker-norm``); DataError
-    ending with the way out ``instead`` when some are unknown (a manifest without a speaker column or with
-    empty cells, a folder corpus), which would otherwise make one "speaker" of everybody unnamed."""
+def known_speakers(corpus: Corpus, option: str, instead: str) -> np.ndarray:
+    """The speaker ids ``(len(corpus),)`` for ``option`` (``--protocol speaker``, ``--speaker-norm``, a checkpoint
+    trained with it); DataError ending with the way out ``instead`` when some are unknown (a manifest without a
+    speaker column or with empty cells, a folder corpus), which would otherwise make one "speaker" of everybody
+    unnamed."""
     from minser.data.corpora import UNKNOWN_SPEAKER
 
     speakers = corpus.speakers()
@@ -1168,7 +1169,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     splits = make_splits(corpus, config)
-    speakers = _known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
+    speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:
         checkpoint.write_json(out / "config.json", config_json)

@@ -107,12 +107,46 @@ def test_missing_emodb_says_how_to_get_it_without_offering_trains_download(tmp_p
     best = untrained_checkpoint(tmp_path / "best.pt")
     missing = (f"EmoDB not found: {empty / 'emodb'} holds no wav/ folder (expected {empty / 'emodb'}/wav/03a01Fa.wav, "
                f"...); {DOWNLOAD_HINT}")
-    for recorded in ([], ["--data", "emodb"]):
-        assert main([str(best), *recorded]) == 2
-        assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
-                                                  f"loaded here: {missing}. Pass --data ")
-    assert main([str(best), "--data", "emodb", "--classes", "7"]) == 2
-    assert capsys.readouterr().err == f"error: {missing}\n"
+    assert main([str(best)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
+                                              f"loaded here: {missing}. Pass --data ")
+    # Named by the user, the corpus is reported as it is: advice to pass --data would be no help.
+    for named in (["--data", "emodb"], ["--data", "emodb", "--classes", "7"]):
+        assert main([str(best), *named]) == 2
+        assert capsys.readouterr().err == f"error: {missing}\n"
+
+
+def test_classes_without_data_other_than_trained_is_refused(run: tuple[Path, Path],
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Without --data a checkpoint is scored on its test split with its own classes, so another --classes
+    would be ignored; the classes it was trained with are accepted."""
+    out, cache = run
+    assert evaluate(out, classes=4, cache_dir=str(cache)) == evaluate(out, cache_dir=str(cache))
+    assert main([str(out), "--classes", "7", "--cache-dir", str(cache)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --classes 7 without --data: {out / 'fold-1/best.pt'} is then scored on its fold's test split, with "
+        "the classes it was trained on (anger, happiness, sadness, neutral); to score it on EmoDB's 7 classes pass "
+        "--data emodb --classes 7\n")
+
+
+def test_a_speaker_norm_checkpoint_on_a_corpus_without_speakers_is_refused(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """Its features need each speaker's statistics; a corpus that names no speaker would make one speaker of
+    everybody. Refused before any features are computed."""
+    import soundfile
+
+    from minser import checkpoint
+
+    best = untrained_checkpoint(tmp_path / "plain.pt")
+    normed = checkpoint.save(tmp_path / "normed.pt", **{**checkpoint.load(best), "speaker_norm": {"03": [[0.0], [1.0]]}})
+    for name in ("a.wav", "b.wav"):
+        soundfile.write(tmp_path / name, np.random.default_rng(0).normal(0, 0.1, 16000), 16000)
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text("path,label\na.wav,anger\nb.wav,neutral\n")
+    assert main([str(normed), "--data", str(manifest)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: mine: {normed} (trained with --speaker-norm) needs the speaker of every utterance, and this "
+        "corpus names none: a CSV manifest needs a speaker column")
 
 
 def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path, Path], tmp_path: Path,
