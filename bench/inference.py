@@ -148,16 +148,14 @@ def size_rows(source: Path, recognizers: dict[str, Recognizer], onnx_model: byte
 def accuracy_rows(run: Path, batch: int = 64) -> list[dict]:
     """WA/UA (percent) of float, int8 and onnxruntime on each fold's test split of a run on its own corpus."""
     from minser.data import cached_features
+    from minser.evaluate import training_corpus
     from minser.features import FrontEnd
     from minser.metrics import unweighted_accuracy, weighted_accuracy
-    from minser.train import TrainConfig, load_data
 
     rows = []
     for path in sorted(run.glob("fold-*/best.pt")):
         saved = checkpoint.load(path)
-        config = TrainConfig(data=saved["data"]["spec"], classes=saved["data"]["classes"],
-                             subset=saved["data"].get("subset"), seed=saved["train"]["seed"])
-        corpus = load_data(config)
+        corpus = training_corpus(saved, path)
         features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), progress=False)
         test = np.asarray(saved["fold"]["test"], dtype=np.int64)
         targets = corpus.targets()[test]

@@ -132,3 +132,18 @@ def test_bad_input_is_an_error_before_any_timing(options, message, model, tmp_pa
     captured = capsys.readouterr()
     assert message.format(dir=tmp_path) in captured.err and "rtf" not in captured.out
     assert not (tmp_path / "out.json").exists()
+
+
+def test_accuracy_scores_each_fold_on_its_own_test_split(emodb_root, tmp_path):
+    """The float variant reproduces the run's own test scores, for a run whose splits and --subset pick come
+    from a --split-seed other than --seed (the fold's test indices refer to that pick)."""
+    from minser.train import main as train
+
+    out = tmp_path / "run"
+    train(["--model", "cnn", "--model-opt", "d_model=8", "--model-opt", "channels=[2,2,2]", "--data", "emodb",
+           "--subset", "5", "--split-seed", "3", "--folds", "2", "--epochs", "3", "--lr", "1e-2", "--batch-size", "8",
+           "--threads", "1", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    results = json.loads((out / "results.json").read_text())
+    rows = [row for row in bench.accuracy_rows(out) if row["variant"] == "float"]
+    scored = [score for row in rows for score in (row["wa"], row["ua"])]
+    assert scored == pytest.approx([score for fold in results["folds"] for score in (fold["wa"], fold["ua"])])
