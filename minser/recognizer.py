@@ -46,12 +46,13 @@ int8 model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import reprlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,7 +68,7 @@ from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
-           "log_mean_softmax", "quantize_int8", "resolve_checkpoint", "window_starts"]
+           "default_checkpoint", "log_mean_softmax", "quantize_int8", "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
@@ -109,6 +110,15 @@ class Prediction:
 
     label: str
     scores: dict[str, float]
+
+
+@contextlib.contextmanager
+def default_checkpoint() -> Iterator[Path]:
+    """The file of the pretrained default (:data:`DEFAULT_MODEL` in ``minser.assets``), wherever minser is
+    installed, as importlib.resources finds it; valid inside the ``with`` block (a temporary copy should the
+    package be installed zipped)."""
+    with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as path:
+        yield path
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -218,7 +228,7 @@ class Recognizer:
         if isinstance(path, (list, tuple)):
             return cls.ensemble([cls.load(member) for member in path])
         if path is None:
-            with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
+            with default_checkpoint() as default:
                 return cls.from_checkpoint(checkpoint.load(default), source=f"minser.assets/{DEFAULT_MODEL}")
         if not isinstance(path, (str, os.PathLike)):
             raise CheckpointError(f"Recognizer.load: {_shown(path)} is not a checkpoint; pass None for the shipped "
@@ -344,13 +354,13 @@ class Recognizer:
         sr = self._sample_rate(sr, name)
         if _is_channels(array):
             array = check_wave(array.T, name, sr=sr).mean(axis=0)
+        if array.ndim != 1:  # before check_wave, which would offer a batch (batch, samples) here
+            raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {array.shape}")
         wave = check_wave(array, name, sr=sr)
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         if peak > MAX_PEAK:
             raise AudioError(f"{name}: samples reach {peak:.0f}, but float audio lies in [-1, 1]; this looks like "
                              "unscaled integer PCM: divide 16-bit samples by 32768")
-        if wave.ndim != 1:
-            raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {wave.shape}")
         return check_wave(resample(wave, sr, rate), name, sr=rate)
 
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:

@@ -147,6 +147,10 @@ def test_batch_reports_the_bad_item(rec, tmp_path):
         rec.predict([tmp_path / "missing.wav"])
     with pytest.raises(AudioError, match="empty batch"):
         rec.predict([])
+    # An item is one wave: a batch inside the list is not offered as a layout.
+    with pytest.raises(AudioError, match=r"^item 0: expected one wave \(samples,\) or \(samples, channels\), "
+                                         r"got shape \(2, 2, 100\)$"):
+        rec.predict([np.zeros((2, 2, 100), dtype=np.float32)], sr=SR)
 
 
 def test_too_many_channels_is_not_read_as_a_batch_of_tiny_waves(rec):
