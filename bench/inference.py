@@ -31,7 +31,6 @@ import contextlib
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,13 @@ from minser.audio import load  # noqa: E402
 from minser.export import ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
 from minser.features import extract  # noqa: E402
 from minser.errors import ConfigError, MinserError  # noqa: E402
-from minser.recognizer import DEFAULT_MODEL, Recognizer, quantize_int8, resolve_checkpoint  # noqa: E402
+from minser.recognizer import (  # noqa: E402
+    DEFAULT_MODEL,
+    Recognizer,
+    default_checkpoint,
+    quantize_int8,
+    resolve_checkpoint,
+)
 
 VARIANTS = ("float", "int8", "onnxruntime")
 COLUMNS = ("variant", "threads", "median_ms", "spread_pct", "rtf")
@@ -240,12 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 @contextlib.contextmanager
 def checkpoint_file(model: Path | None) -> Iterator[Path]:
     """The checkpoint file ``--model`` names (a run folder names its only fold); without it the shipped default,
-    found as :meth:`Recognizer.load` finds it, through importlib.resources, so wherever minser is installed
-    (a temporary copy while in use, should the package be installed zipped)."""
+    found as :meth:`Recognizer.load` finds it (:func:`~minser.recognizer.default_checkpoint`)."""
     if model is not None:
         yield resolve_checkpoint(model)
         return
-    with resources.as_file(resources.files("minser.assets") / DEFAULT_MODEL) as default:
+    with default_checkpoint() as default:
         yield default
 
 
@@ -283,7 +287,8 @@ def _run(args: argparse.Namespace, source: Path) -> int:
         difference = check_onnx(onnx_model, recognizers["float"])
         if difference is None or difference > ONNX_TOLERANCE:
             raise SystemExit(f"the ONNX export disagrees with PyTorch by {difference}; not benchmarking it")
-    info = common.environment(torch.device("cpu"))
+    # Each round sets its own thread count (the tables' threads column), not the count torch has now.
+    info = {**common.environment(torch.device("cpu")), "torch_threads": " or ".join(map(str, threads))}
     common.print_header(f"end-to-end CPU inference, 7.5 s utterance: {source}", info)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "utterance.wav"

@@ -52,7 +52,9 @@ def test_quick_run_writes_every_variant(model, tmp_path, capsys):
         assert row["rtf"] == pytest.approx(row["median_ms"] / 1e3 / 7.5)
     sizes = {row["what"]: row["kB"] for row in payload["sizes"]}
     assert sizes["int8 weights (linear + LSTM packed int8)"] < sizes["float weights"]
-    assert "rtf" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "rtf" in printed and ", 1 torch threads," in printed  # the count the rounds ran with, not torch's now
+    assert payload["environment"]["torch_threads"] == "1"
 
 
 def test_baseline_is_timed_in_the_same_rounds_and_every_row_gets_its_ratio(model, tmp_path):
