@@ -471,8 +471,8 @@ def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int)
     every epoch sees the same noisy copies. A silent file raises AudioError naming it: the noise level
     is relative to the signal's, and a feature cache of an older version may hold such a file unchecked.
     """
-    from minser.audio import add_white_noise, load
-    from minser.data.cache import _sounding
+    from minser.audio import add_white_noise
+    from minser.data.cache import load_sounding
     from minser.features import extract
 
     rng = np.random.default_rng([seed, 1])
@@ -481,8 +481,7 @@ def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int)
     step = 32
     for start in range(0, len(corpus), step):
         chunk = corpus.utterances[start:start + step]
-        waves = [add_white_noise(_sounding(load(u.path, sr=frontend.sample_rate), u.path, corpus), snr_db, rng)
-                 for u in chunk]
+        waves = [add_white_noise(load_sounding(u.path, corpus, frontend.sample_rate), snr_db, rng) for u in chunk]
         features[start:start + len(chunk)], lengths[start:start + len(chunk)] = extract(waves, frontend)
     return features, lengths
 

@@ -90,12 +90,14 @@ def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None
     atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
-def _sounding(wave: np.ndarray, path: Path, corpus: Corpus) -> np.ndarray:
-    """``wave`` itself, or AudioError naming ``path`` when every sample is zero.
+def load_sounding(path: Path, corpus: Corpus, sample_rate: int) -> np.ndarray:
+    """Corpus file ``path`` as :func:`~minser.audio.load` reads it at ``sample_rate`` Hz; AudioError naming it
+    when every sample is zero.
 
     Checked here, for corpora, and not in :func:`~minser.features.extract`: a silent clip is
     legitimate input at inference time, but a silent training or test file is a broken one.
     """
+    wave = load(path, sr=sample_rate)
     if not wave.any():
         raise AudioError(
             f"{path}: holds no sound (every sample is zero), likely a failed recording or export; "
@@ -105,7 +107,7 @@ def _sounding(wave: np.ndarray, path: Path, corpus: Corpus) -> np.ndarray:
 
 
 def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Load, check (:func:`_sounding`) and featurise every utterance in batches of :data:`BATCH`; progress on stderr."""
+    """Load, check (:func:`load_sounding`) and featurise every utterance in batches of :data:`BATCH`; progress on stderr."""
     n = len(corpus)
     features = np.empty((n, frontend.n_mels, frontend.n_frames), dtype=np.float32)
     lengths = np.empty(n, dtype=np.int64)
@@ -113,7 +115,7 @@ def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.nda
     reported = 0
     for start in range(0, n, BATCH):
         chunk = corpus.utterances[start : start + BATCH]
-        waves = [_sounding(load(u.path, sr=frontend.sample_rate), u.path, corpus) for u in chunk]
+        waves = [load_sounding(u.path, corpus, frontend.sample_rate) for u in chunk]
         features[start : start + len(chunk)], lengths[start : start + len(chunk)] = extract(waves, frontend)
         done = start + len(chunk)
         # One line per ~10% of the corpus keeps logs short for large corpora.
