@@ -279,6 +279,14 @@ def check_count(option: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def check_counts(counts: Mapping[str, int | None], minimum: int = 1) -> None:
+    """:func:`check_count` of each count, named as its option (``train_steps``: ``--train-steps``), in order;
+    None is an option left unset and passes."""
+    for name, value in counts.items():
+        if value is not None:
+            check_count(f"--{name.replace('_', '-')}", value, minimum)
+
+
 def apply_threads(threads: int | None) -> None:
     """Set torch's CPU thread count when asked to; ConfigError if not positive."""
     if threads is not None:

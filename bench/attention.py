@@ -387,9 +387,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         print("note: on CPU only fp32 is timed (half precision is not what minser runs on CPU)")
         dtypes = ("fp32",)
     v = common.given_or_default(args, defaults(args.quick, gpu))
-    for option in ("batch", "tokens", "hidden", "repeat"):
-        common.check_count(f"--{option}", v[option])
-    common.check_count("--warmup", v["warmup"], minimum=0)
+    common.check_counts({option: v[option] for option in ("batch", "tokens", "hidden", "repeat")})
+    common.check_counts({"warmup": v["warmup"]}, minimum=0)
     if v["max_len"] < SWEEP_MIN and not args.no_sweep:
         raise ConfigError(f"--max-len {v['max_len']}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or "
                           "more, or --no-sweep")

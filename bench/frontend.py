@@ -163,9 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count, repeat = resolve_counts(args)
     with common.option_errors(parser):
-        common.check_count("--repeat", repeat)
-        if count is not None:
-            common.check_count("--utterances", count)
+        common.check_counts({"repeat": repeat, "utterances": count})
 
     info = common.environment(torch.device("cpu"))
     info.update(librosa=librosa.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__)

@@ -259,9 +259,7 @@ def _checked(args: argparse.Namespace) -> argparse.Namespace:
     if args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
                           "leave --device out or give cpu")
-    for option in ("threads", "repeat"):
-        if getattr(args, option) is not None:
-            common.check_count(f"--{option}", getattr(args, option))
+    common.check_counts({"threads": args.threads, "repeat": args.repeat})
     if args.accuracy is not None and not sorted(args.accuracy.glob("fold-*/best.pt")):
         raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-*/best.pt; give the --out folder of a "
                           "python -m minser.train run")

@@ -99,9 +99,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     unknown = [n for n in names if n not in models.MODELS]
     if unknown:
         raise ConfigError(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
-    for option in ("batch", "train_steps", "repeat"):
-        common.check_count(f"--{option.replace('_', '-')}", v[option])
-    common.check_count("--warmup", v["warmup"], minimum=0)
+    common.check_counts({option: v[option] for option in ("batch", "train_steps", "repeat")})
+    common.check_counts({"warmup": v["warmup"]}, minimum=0)
     return Settings(
         devices=devices,
         models=names,
