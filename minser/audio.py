@@ -60,6 +60,7 @@ __all__ = [
     "UNREADABLE_SUFFIXES",
     "add_white_noise",
     "check_wave",
+    "conversion_example",
     "fit_length",
     "load",
     "min_samples",
@@ -123,6 +124,9 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         shortfall = _shortfall(path)
     except OSError as exc:
         raise AudioError(f"{path}: cannot be opened ({exc.strerror}); check that the file is readable") from exc
+    except _HeadersOnly:
+        raise AudioError(f"{path}: has zero samples: its Ogg stream holds codec headers and no audio; the audio is "
+                         "empty (or the file was cut short right after its headers)") from None
     if shortfall:
         raise AudioError(f"{path}: is truncated: {shortfall}; the file was cut short (an interrupted copy or "
                          "recording?): copy or export it again")
@@ -158,11 +162,15 @@ def _check_regular_file(path: Path) -> None:
         raise AudioError(f"{path}: is not a regular file but {kind}; pass the path of an audio file")
 
 
+def conversion_example(path: Path) -> str:
+    """A command that converts ``path`` (audio soundfile cannot read, e.g. ``.m4a``) to WAV, for messages."""
+    return f"`ffmpeg -i {path.name} {path.stem}.wav`"
+
+
 def _unreadable_advice(path: Path) -> str:
     """What to do with a file soundfile failed to read: convert it if its format is one soundfile lacks."""
     if path.suffix.lower() in UNREADABLE_SUFFIXES:
-        return (f"soundfile cannot read {path.suffix} files: convert it first "
-                f"(e.g. `ffmpeg -i {path.name} {path.stem}.wav`)")
+        return f"soundfile cannot read {path.suffix} files: convert it first (e.g. {conversion_example(path)})"
     return "the file is corrupt or not a sound format"
 
 
@@ -177,12 +185,18 @@ _OGG_PAGE = struct.Struct("<4sBBqIIIB")
 _OGG_END_OF_STREAM = 0x04
 
 
+class _HeadersOnly(Exception):
+    """An Ogg file whose only pages are its codec headers: no samples were ever written (libsndfile
+    writes an empty Opus file so, without the end-of-stream page, which is not a cut file)."""
+
+
 def _shortfall(path: Path) -> str | None:
     """How a WAV, AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg, ends before
     its last page), or None when it holds them all or is another format, whose decoder reports damage itself.
 
     libsndfile clamps the declared length to the bytes present and reads on silently (a truncated file
-    reads as shorter audio, or as none), so the headers are walked here.
+    reads as shorter audio, or as none), so the headers are walked here. Raises ``_HeadersOnly`` for an Ogg
+    file without a page of samples.
     """
     size = path.stat().st_size
     with path.open("rb") as file:
@@ -222,6 +236,7 @@ def _ogg_shortfall(file: BinaryIO, size: int) -> str | None:
     inside a page and a cut between two pages both show.
     """
     open_streams: set[int] = set()
+    holds_audio = False  # whether a page ends a packet of samples: header pages have granule position 0
     while header := file.read(_OGG_PAGE.size):
         if not b"OggS".startswith(header[:4]):
             return None  # not a page: damage that the decoder reports, or trailing data it skips
@@ -230,12 +245,15 @@ def _ogg_shortfall(file: BinaryIO, size: int) -> str | None:
         end = file.tell() + sum(lengths)
         if end > size:
             return f"it ends after {size} bytes, inside an Ogg page that runs to byte {end}"
-        _, _, flags, _, serial, _, _, _ = _OGG_PAGE.unpack(header)
+        _, _, flags, granule, serial, _, _, _ = _OGG_PAGE.unpack(header)
+        holds_audio |= granule > 0
         if flags & _OGG_END_OF_STREAM:
             open_streams.discard(serial)
         else:
             open_streams.add(serial)
         file.seek(end)
+    if open_streams and not holds_audio:
+        raise _HeadersOnly
     if open_streams:
         return f"its Ogg stream stops after {size} bytes, without the page that ends it"
     return None

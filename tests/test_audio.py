@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from scipy.signal import resample_poly
 
-from minser.audio import add_white_noise, check_wave, fit_length, load, resample
+from minser.audio import AUDIO_SUFFIXES, add_white_noise, check_wave, fit_length, load, resample
 from minser.errors import AudioError
 
 
@@ -190,6 +190,25 @@ def test_load_empty_file_names_it(tmp_path: Path, name: str) -> None:
     soundfile.write(path, np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: has zero samples; the audio is empty$"):
         load(path)
+
+
+@pytest.mark.skipif(".opus" not in AUDIO_SUFFIXES, reason="this libsndfile has no Opus")
+def test_load_empty_opus_says_empty_not_truncated(tmp_path: Path) -> None:
+    # libsndfile writes no end-of-stream page for an Opus file without samples, and cannot read the file back.
+    path = tmp_path / "empty.opus"
+    soundfile.write(path, np.zeros(0, dtype=np.float32), 16000, format="OGG", subtype="OPUS")
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: has zero samples: its Ogg stream holds codec "
+                                         r"headers and no audio; the audio is empty \(or the file was cut short right "
+                                         r"after its headers\)$"):
+        load(path)
+
+
+def test_load_ogg_cut_after_its_headers_says_it_has_no_samples(tmp_path: Path) -> None:
+    path = _noise_ogg(tmp_path / "cut.ogg", "VORBIS")
+    full = path.read_bytes()
+    first_audio_page = full.index(b"OggS", full.index(b"OggS", 1) + 1)  # Vorbis: 2 header pages, then audio
+    with pytest.raises(AudioError, match=r": has zero samples: its Ogg stream holds codec headers and no audio"):
+        load(_cut(path, first_audio_page))
 
 
 def test_load_non_finite_file_names_it(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES
+from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example
 from minser.errors import ConfigError, DataError
 
 # Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
@@ -405,8 +405,8 @@ def _refuse_unreadable(root: Path, files: Sequence[Path]) -> None:
     if unreadable:
         first = unreadable[0]
         raise DataError(f"corpus folder {root}: {len(unreadable)} audio files are in a format soundfile cannot read "
-                        f"(first: {first}); convert them to .wav or .flac (e.g. `ffmpeg -i {first.name} "
-                        f"{first.stem}.wav`) or remove them")
+                        f"(first: {first}); convert them to .wav or .flac (e.g. {conversion_example(first)}) "
+                        "or remove them")
 
 
 def load_folder(root: str | Path) -> Corpus:
