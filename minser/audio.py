@@ -61,6 +61,7 @@ __all__ = [
     "add_white_noise",
     "check_wave",
     "conversion_example",
+    "file_problem",
     "fit_length",
     "load",
     "min_samples",
@@ -144,22 +145,37 @@ _SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), 
                   (stat.S_ISBLK, "a device"))
 
 
-def _check_regular_file(path: Path) -> None:
-    """Raise AudioError unless ``path`` is a regular file (after symlinks).
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is no regular file (after symlinks), as the end of a sentence naming it, or None when it is one.
 
-    Only stats the path: opening a named pipe to read would wait until something writes to it.
+    ``"does not exist"``, ``"is a symbolic link to <target>, which does not exist"``, ``"is a directory"`` or
+    ``"is not a regular file but a named pipe"`` (a socket, a device). Only stats the path: opening a named
+    pipe to read would wait until something writes to it. Raises OSError when the path cannot be stat'ed
+    (no permission on a folder on the way).
     """
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise AudioError(f"{path}: no such audio file; check the path") from None
+        if path.is_symlink():  # a moved corpus leaves links behind: say which target went missing
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        return "does not exist"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
+    return f"is not a regular file but {kind}"
+
+
+def _check_regular_file(path: Path) -> None:
+    """Raise AudioError unless ``path`` is a regular file (after symlinks)."""
+    try:
+        problem = file_problem(path)
     except OSError as exc:
         raise AudioError(f"{path}: cannot be opened ({exc.strerror}); check that the file is readable") from exc
-    if stat.S_ISDIR(mode):
-        raise AudioError(f"{path}: is a directory, not an audio file; pass the path of a file")
-    if not stat.S_ISREG(mode):
-        kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
-        raise AudioError(f"{path}: is not a regular file but {kind}; pass the path of an audio file")
+    if problem is not None:
+        advice = "pass the path of an audio file" if path.exists() else "check the path"
+        raise AudioError(f"{path}: {problem}; {advice}")
 
 
 def conversion_example(path: Path) -> str:

@@ -73,7 +73,11 @@ def test_resample_rows_and_identity() -> None:
 
 def test_load_missing_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nope.wav"
-    with pytest.raises(AudioError, match=r"nope\.wav.*no such audio file"):
+    with pytest.raises(AudioError, match=r"nope\.wav: does not exist; check the path$"):
+        load(path)
+    path.symlink_to(tmp_path / "moved.wav")
+    with pytest.raises(AudioError, match=rf"nope\.wav: is a symbolic link to {re.escape(str(tmp_path))}/moved\.wav, "
+                                         r"which does not exist; check the path$"):
         load(path)
 
 
@@ -168,7 +172,7 @@ def test_load_reads_wav_files_with_extra_chunks(tmp_path: Path, emodb_root: Path
 def test_load_directory_says_it_is_a_directory(tmp_path: Path) -> None:
     path = tmp_path / "x.wav"
     path.mkdir()
-    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is a directory, not an audio file; pass the path"):
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is a directory; pass the path of an audio file$"):
         load(path)
 
 

@@ -274,7 +274,7 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "labels", "message"),
     [
-        ("path,label\na.wav,sad\nmissing.wav,sad\n", None, r"m\.csv line 3: audio file .*missing\.wav not found"),
+        ("path,label\na.wav,sad\nmissing.wav,sad\n", None, r"m\.csv line 3: audio file .*missing\.wav does not exist; fix the path"),
         ("path,label\na.wav,joy\n", ("sad",), r"m\.csv line 2: unknown label 'joy'; expected one of \('sad',\)"),
         ("file,emotion\na.wav,sad\n", None, r"header is \['file', 'emotion'\], expected columns path,label"),
         ("path,label\n", None, "lists no utterances"),
@@ -333,10 +333,31 @@ def test_manifest_column_names_in_any_case(tmp_path: Path) -> None:
 
 
 def test_manifest_not_found(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"manifest .*nope\.csv not found"):
+    with pytest.raises(DataError, match=r"manifest .*nope\.csv does not exist; give a CSV file"):
         load_manifest(tmp_path / "nope.csv")
     with pytest.raises(DataError, match=r"'.*nope\.csv' not found: give 'emodb', 'iemocap'"):
         load_corpus(tmp_path / "nope.csv", data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_manifest_or_audio_path_that_is_no_regular_file_says_what_it_is(tmp_path: Path) -> None:
+    # Before, a named pipe was "not found"; opening it would wait for a writer forever.
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(DataError, match=r"^manifest .*pipe\.csv is not a regular file but a named pipe; give a CSV"):
+        load_manifest(tmp_path / "pipe.csv")
+    with pytest.raises(DataError, match=r"^corpus '.*pipe\.csv' is not a regular file but a named pipe; give a CSV "
+                                        r"manifest \(path,label\[,speaker\]\) or a folder"):
+        load_corpus(tmp_path / "pipe.csv", data_dir=tmp_path)
+    (tmp_path / "moved.csv").symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(DataError, match=r"^corpus '.*moved\.csv' is a symbolic link to .*elsewhere\.csv, which does "
+                                        "not exist; give a CSV manifest"):
+        load_corpus(tmp_path / "moved.csv", data_dir=tmp_path)
+    os.mkfifo(tmp_path / "a.wav")
+    (tmp_path / "b.wav").mkdir()
+    for name, problem in (("a.wav", "is not a regular file but a named pipe"), ("b.wav", "is a directory")):
+        (tmp_path / "m.csv").write_text(f"path,label\n{name},sad\n")
+        with pytest.raises(DataError, match=rf"m\.csv line 2: audio file .*{name} {problem}; fix the path"):
+            load_manifest(tmp_path / "m.csv")
 
 
 def test_folder(tmp_path: Path) -> None:
@@ -390,10 +411,39 @@ def test_folder_with_audio_soundfile_cannot_read_is_refused(tmp_path: Path) -> N
 
 
 def test_folder_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match=r"absent does not exist; give a folder with one sub-folder"):
         load_folder(tmp_path / "absent")
     write_wav(tmp_path / "a.wav")  # audio, but not in a label folder
     with pytest.raises(DataError, match="holds no audio: expected one sub-folder per label"):
+        load_folder(tmp_path)
+
+
+def test_folder_with_an_audio_name_that_is_no_file_is_refused(tmp_path: Path) -> None:
+    write_wav(tmp_path / "anger" / "a.wav")
+    write_wav(tmp_path / "anger" / "b.wav")
+    (tmp_path / "neutral").mkdir()
+    (tmp_path / "neutral" / "c.wav").symlink_to(tmp_path / "moved" / "c.wav")  # the corpus it pointed into moved
+    # Before, the link was skipped: the corpus loaded without its neutral class's file and without a word.
+    link = re.escape(str(tmp_path / "neutral" / "c.wav"))
+    with pytest.raises(DataError, match=rf"^corpus folder {re.escape(str(tmp_path))}: {link} is a symbolic link to "
+                                        rf"{re.escape(str(tmp_path / 'moved' / 'c.wav'))}, which does not exist; put "
+                                        "the audio file there or remove the entry$"):
+        load_folder(tmp_path)
+
+
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+@pytest.mark.parametrize("folder", ["anger", "neutral"])
+def test_folder_holding_one_file_under_two_names_is_refused(
+    tmp_path: Path, link: Callable[[Path, Path], None], folder: str
+) -> None:
+    write_wav(tmp_path / "anger" / "a.wav")
+    write_wav(tmp_path / "neutral" / "b.wav")
+    link(tmp_path / "anger" / "a.wav", tmp_path / folder / "z.wav")
+    # One recording twice could land in training and test; in two label folders it has two labels as well.
+    with pytest.raises(DataError, match=rf"^corpus folder {re.escape(str(tmp_path))}: "
+                                        rf"{re.escape(str(tmp_path / 'anger' / 'a.wav'))} and "
+                                        rf"{re.escape(str(tmp_path / folder / 'z.wav'))} are one file \(a link to the "
+                                        r"other\); keep one of them$"):
         load_folder(tmp_path)
 
 

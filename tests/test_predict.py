@@ -67,7 +67,7 @@ def test_bad_files_are_named_on_stderr_and_the_others_still_labelled(model, clip
     errors = lines(captured.err)
     assert [e["file"] for e in errors] == [str(corrupt), str(missing)]
     assert "cannot be read as audio" in errors[0]["error"] and str(corrupt) in errors[0]["error"]
-    assert "no such audio file" in errors[1]["error"]
+    assert errors[1]["error"] == f"{missing}: does not exist; check the path"
 
 
 def test_a_directory_and_a_truncated_file_are_named_for_what_they_are(model, clip, tmp_path, capsys):
@@ -79,7 +79,7 @@ def test_a_directory_and_a_truncated_file_are_named_for_what_they_are(model, cli
     captured = capsys.readouterr()
     assert [o["file"] for o in lines(captured.out)] == [str(clip)]
     errors = [e["error"] for e in lines(captured.err)]
-    assert errors[0] == f"{folder}: is a directory, not an audio file; pass the path of a file"
+    assert errors[0] == f"{folder}: is a directory; pass the path of an audio file"
     assert errors[1].startswith(f"{truncated}: is truncated: its data chunk declares 32000 bytes of samples but "
                                 "the file holds 19956;")
 

@@ -143,7 +143,7 @@ def test_batches_equal_single_predictions(rec, tmp_path):
 def test_batch_reports_the_bad_item(rec, tmp_path):
     with pytest.raises(AudioError, match="item 1"):
         rec.predict([wave(1.0), np.zeros(10, dtype=np.float32)], sr=SR)
-    with pytest.raises(AudioError, match="no such audio file"):
+    with pytest.raises(AudioError, match="missing.wav: does not exist; check the path"):
         rec.predict([tmp_path / "missing.wav"])
     with pytest.raises(AudioError, match="empty batch"):
         rec.predict([])

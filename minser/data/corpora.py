@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example
+from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example, file_problem
 from minser.errors import ConfigError, DataError
 
 # Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
@@ -162,11 +162,12 @@ def _wav_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
 
 
-def _emodb_wav_dir(root: Path) -> Path:
+def _emodb_wav_files(root: Path) -> tuple[Path, list[Path]]:
+    """The folder of EmoDB's wav files under ``root`` (``root/wav`` or ``root`` itself) and its wav files."""
     if (root / "wav").is_dir():
-        return root / "wav"
-    if root.is_dir() and _wav_files(root):
-        return root
+        return root / "wav", _wav_files(root / "wav")
+    if root.is_dir() and (files := _wav_files(root)):
+        return root, files
     raise DataError(
         f"EmoDB not found: {root} holds no wav/ folder (expected {root}/wav/03a01Fa.wav, ...); "
         f"{DOWNLOAD_HINT}"
@@ -205,9 +206,8 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
     """
     if classes not in (4, 7):
         raise ConfigError(f"EmoDB classes={classes!r}: use 4 (anger, happiness, sadness, neutral) or 7 (all emotions)")
-    wav_dir = _emodb_wav_dir(Path(root))
+    wav_dir, files = _emodb_wav_files(Path(root))
     labels = FOUR_CLASS_LABELS if classes == 4 else EMODB_LABELS_7
-    files = _wav_files(wav_dir)
     if not files:
         raise DataError(f"EmoDB folder {wav_dir} holds no .wav files; {DOWNLOAD_HINT}")
     utterances = []
@@ -353,8 +353,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     ``anger``) raises DataError naming the lines.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"manifest {csv_path} not found; give a CSV file with header path,label[,speaker]")
+    problem = file_problem(csv_path)
+    if problem is not None:
+        raise DataError(f"manifest {csv_path} {problem}; give a CSV file with header path,label[,speaker]")
     try:
         rows = _manifest_rows(csv_path)
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -372,8 +373,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         if labels is not None and row["label"] not in labels:
             raise DataError(f"{where}: unknown label {row['label']!r}; expected one of {tuple(labels)}")
         path = (csv_path.parent / row["path"]) if not Path(row["path"]).is_absolute() else Path(row["path"])
-        if not path.is_file():
-            raise DataError(f"{where}: audio file {path} not found; fix the path (relative to the manifest's folder)")
+        problem = file_problem(path)
+        if problem is not None:
+            raise DataError(f"{where}: audio file {path} {problem}; fix the path (relative to the manifest's folder)")
         first, first_path = listed.setdefault(_file_id(path), (line_number, path))
         if first != line_number:
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file: {first_path} "
@@ -409,26 +411,57 @@ def _refuse_unreadable(root: Path, files: Sequence[Path]) -> None:
                         "or remove them")
 
 
+def _audio_entries(root: Path, entries: Iterable[Path]) -> list[Path]:
+    """The audio files among ``entries`` of a label folder (suffix in ``AUDIO_SUFFIXES``), in that order.
+
+    Raises DataError for an entry named as audio that is no regular file (a symlink whose target moved, a
+    named pipe): skipping it would load part of the data without notice.
+    """
+    files = [p for p in entries if p.suffix.lower() in AUDIO_SUFFIXES]
+    for path in files:
+        problem = file_problem(path)
+        if problem is not None:
+            raise DataError(f"corpus folder {root}: {path} {problem}; put the audio file there or remove the entry")
+    return files
+
+
+def _refuse_linked_twice(root: Path, files: Iterable[Path]) -> None:
+    """Raise DataError when two of ``files`` are one file (a symlink or hard link to the other).
+
+    One recording twice would weigh double and could land in both the training and the test part; in two
+    label folders it would also carry two labels.
+    """
+    seen: dict[tuple[int, int], Path] = {}
+    for path in files:
+        first = seen.setdefault(_file_id(path), path)
+        if first != path:
+            raise DataError(f"corpus folder {root}: {first} and {path} are one file (a link to the other); "
+                            "keep one of them")
+
+
 def load_folder(root: str | Path) -> Corpus:
     """A corpus stored as one sub-folder per label: ``root/<label>/*.wav`` (any of ``AUDIO_SUFFIXES``:
     .wav, .flac, .ogg, .opus, .mp3, .aiff, .aif where this libsndfile reads them).
 
     The class order is the sorted folder names; speakers are ``"unknown"`` (use a manifest to
     give speakers). Files are sorted by name within each label. Audio soundfile cannot read
-    (``UNREADABLE_SUFFIXES``: .m4a, .aac, .wma, ...), a label folder without audio, or two folders
-    naming one label (``Anger``, ``anger``) raise DataError; other files (``notes.txt``) and hidden
-    entries (``.git``, ``._a.wav``) are skipped.
+    (``UNREADABLE_SUFFIXES``: .m4a, .aac, .wma, ...), an audio name that is no regular file (a broken
+    symlink), one file under two names (a symlink or hard link, in one label folder or two), a label
+    folder without audio, or two folders naming one label (``Anger``, ``anger``) raise DataError; other
+    files (``notes.txt``) and hidden entries (``.git``, ``._a.wav``) are skipped.
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"corpus folder {root} not found; give a folder with one sub-folder of audio files per label")
+        raise DataError(f"corpus folder {root} {file_problem(root) or 'is not a folder'}; give a folder with one "
+                        "sub-folder of audio files per label")
     # Hidden entries (".git", macOS "._x.wav" resource forks) are not data.
-    label_files = {label_dir: sorted(p for p in label_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-                   for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
-    _refuse_unreadable(root, [p for files in label_files.values() for p in files])
+    label_entries = {label_dir: sorted(p for p in label_dir.iterdir() if not p.name.startswith("."))
+                     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
+    _refuse_unreadable(root, [p for entries in label_entries.values() for p in entries])
+    label_files = {label_dir: _audio_entries(root, entries) for label_dir, entries in label_entries.items()}
+    _refuse_linked_twice(root, (path for files in label_files.values() for path in files))
     utterances = []
-    for label_dir, entries in label_files.items():
-        files = [p for p in entries if p.suffix.lower() in AUDIO_SUFFIXES]
+    for label_dir, files in label_files.items():
         if not files:  # dropping it would silently change the class set
             raise DataError(f"corpus folder {root}: label folder {label_dir} holds no {'/'.join(AUDIO_SUFFIXES)} "
                             "files; add its audio or remove the folder (sub-folders of a label are not searched)")
@@ -470,6 +503,9 @@ def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None 
         return load_manifest(path)
     if path.is_dir():
         return load_folder(path)
+    if os.path.lexists(path):  # a named pipe, a symlink whose target moved: say what it is
+        raise DataError(f"corpus {str(spec)!r} {file_problem(path)}; give a CSV manifest (path,label[,speaker]) or a "
+                        "folder with one sub-folder per label")
     raise DataError(
         f"corpus {str(spec)!r} not found: give 'emodb', 'iemocap' (looked up in {base}), "
         "a CSV manifest (path,label[,speaker]) or a folder with one sub-folder per label"
