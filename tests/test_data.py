@@ -169,10 +169,10 @@ IEMOCAP_LINES = {
 }
 
 
-def make_iemocap(root: Path) -> Path:
+def make_iemocap(root: Path, dialogs: dict[tuple[int, str], list[tuple[str, str]]] = IEMOCAP_LINES) -> Path:
     """A tiny IEMOCAP_full_release tree: evaluation files (with the real header and attribute lines) and WAVs."""
     release = root / "IEMOCAP_full_release"
-    for (session, dialog), rows in IEMOCAP_LINES.items():
+    for (session, dialog), rows in dialogs.items():
         session_dir = release / f"Session{session}"
         lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
         for i, (utt, code) in enumerate(rows):
@@ -194,7 +194,9 @@ def make_iemocap(root: Path) -> Path:
 
 def test_iemocap_synthetic_tree(tmp_path: Path) -> None:
     release = make_iemocap(tmp_path)
-    corpus = load_iemocap(release)
+    with pytest.warns(UserWarning, match=rf"^IEMOCAP folder {re.escape(str(release))} holds 2 of the corpus' 5 "
+                                         r"sessions \(Session1, Session2\); scores on a part are not comparable"):
+        corpus = load_iemocap(release)
     assert corpus.labels == FOUR_CLASS_LABELS
     got = [(u.path.stem, u.label, u.speaker, u.session) for u in corpus.utterances]
     assert got == [
@@ -208,10 +210,19 @@ def test_iemocap_synthetic_tree(tmp_path: Path) -> None:
     assert all(u.path.is_file() for u in corpus.utterances)
     assert corpus.sessions().tolist() == ["Session1"] * 4 + ["Session2"] * 2
     # The parent folder and load_corpus("iemocap") find the same corpus.
-    assert load_iemocap(tmp_path).utterances == corpus.utterances
-    assert load_corpus("iemocap", data_dir=tmp_path).utterances == corpus.utterances
+    with pytest.warns(UserWarning, match="holds 2 of the corpus' 5 sessions"):
+        assert load_iemocap(tmp_path).utterances == corpus.utterances
+        assert load_corpus("iemocap", data_dir=tmp_path).utterances == corpus.utterances
     with pytest.raises(ConfigError, match="4 classes"):
         load_corpus("iemocap", classes=7, data_dir=tmp_path)
+
+
+def test_iemocap_with_all_five_sessions_loads_without_warning(tmp_path: Path) -> None:
+    more = {(n, f"Ses0{n}F_impro01"): [(f"Ses0{n}F_impro01_M000", "ang")] for n in (3, 4, 5)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        corpus = load_iemocap(make_iemocap(tmp_path, {**IEMOCAP_LINES, **more}))
+    assert sorted(set(corpus.sessions().tolist())) == [f"Session{n}" for n in range(1, 6)]
 
 
 def test_iemocap_errors(tmp_path: Path) -> None:
@@ -234,6 +245,12 @@ def test_iemocap_errors(tmp_path: Path) -> None:
     evaluation.write_text(evaluation.read_text() + "[1.0000 - 2.0000]\tSes2_F000\tneu\t[2.5000, 2.5000, 2.5000]\n")
     with pytest.raises(DataError, match=rf"^{re.escape(str(evaluation))} line 14: utterance id 'Ses2_F000' is not "
                                         r"of the form Ses01F_impro01_F000; restore the file from the IEMOCAP release$"):
+        load_iemocap(release)
+    # An utterance of session 1 in session 2's files: its speaker would be in two leave-one-session-out folds.
+    evaluation.write_text(evaluation.read_text().replace("Ses2_F000", "Ses01F_impro01_F009"))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(evaluation))} line 14: utterance Ses01F_impro01_F009 "
+                                        r"belongs to Session1, not to Session2; a file was moved: restore the session "
+                                        r"folders from the IEMOCAP release$"):
         load_iemocap(release)
     shutil.rmtree(session2)
     (session2 / "dialog").mkdir(parents=True)

@@ -52,6 +52,7 @@ IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": 
 # Lines such as "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]".
 _IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(?P<utt>\S+)\t(?P<code>\S+)\t\[")
 _IEMOCAP_UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d+$")
+_IEMOCAP_SESSIONS = 5
 # What to do about a damaged or incomplete copy of the release ({} names what to restore).
 _IEMOCAP_RESTORE = "restore {} from the IEMOCAP release"
 
@@ -266,6 +267,13 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
                     f"{eval_file} line {line_number}: utterance id {utt!r} is not of the form Ses01F_impro01_F000; "
                     f"{_IEMOCAP_RESTORE.format('the file')}"
                 )
+            if f"Session{int(name['session'])}" != session_dir.name:
+                # Its speaker would then belong to two sessions, and leave-one-session-out would test on a
+                # speaker it trained on.
+                raise DataError(
+                    f"{eval_file} line {line_number}: utterance {utt} belongs to Session{int(name['session'])}, not "
+                    f"to {session_dir.name}; a file was moved: {_IEMOCAP_RESTORE.format('the session folders')}"
+                )
             wav = session_dir / "sentences" / "wav" / eval_file.stem / f"{utt}.wav"
             if not wav.is_file():
                 raise DataError(
@@ -286,14 +294,23 @@ def load_iemocap(root: str | Path) -> Corpus:
     4 classes ``IEMOCAP_LABELS`` = (anger, happiness, sadness, neutral), excitement (``exc``)
     merged into happiness (5531 utterances on the full corpus). Audio is
     ``SessionN/sentences/wav/<dialog>/<utterance>.wav``. Speaker is the session number plus the
-    speaking actor's gender (``Ses01F``); session is the folder name (``Session1``).
+    speaking actor's gender (``Ses01F``); session is the folder name (``Session1``). An utterance listed
+    in another session's files raises DataError; a release with fewer than the 5 sessions warns.
     """
     release = _iemocap_release_dir(Path(root))
     utterances = []
-    for session_dir in sorted(release.glob("Session[1-5]")):
+    session_dirs = sorted(release.glob("Session[1-5]"))
+    for session_dir in session_dirs:
         utterances.extend(_iemocap_session(session_dir))
     if not utterances:
         raise DataError(f"IEMOCAP {release}: no utterance labelled ang, hap, exc, sad or neu in the evaluation files")
+    if len(session_dirs) < _IEMOCAP_SESSIONS:  # a part may be chosen on purpose: a warning, not an error
+        warnings.warn(
+            f"IEMOCAP folder {release} holds {len(session_dirs)} of the corpus' {_IEMOCAP_SESSIONS} sessions "
+            f"({', '.join(p.name for p in session_dirs)}); scores on a part are not comparable with published ones",
+            UserWarning,
+            stacklevel=2,
+        )
     return Corpus("iemocap", IEMOCAP_LABELS, utterances)
 
 
