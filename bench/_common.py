@@ -287,6 +287,21 @@ def check_counts(counts: Mapping[str, int | None], minimum: int = 1) -> None:
             check_count(f"--{name.replace('_', '-')}", value, minimum)
 
 
+def network_names(text: str) -> tuple[str, ...]:
+    """The networks a ``--models`` value names (comma-separated registry names, in that order); ConfigError
+    for an empty value or name (``''``, ``cat,``) or a name the registry lacks."""
+    from minser.models import MODELS  # here, not at the top: the other helpers need no model code
+
+    names = tuple(name.strip() for name in text.split(","))
+    if "" in names:
+        raise ConfigError(f"--models {text!r}: an empty network name; give comma-separated names from "
+                          f"{', '.join(MODELS)}")
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise ConfigError(f"--models: unknown network(s) {unknown}; valid: {', '.join(MODELS)}")
+    return names
+
+
 def apply_threads(threads: int | None) -> None:
     """Set torch's CPU thread count when asked to; ConfigError if not positive."""
     if threads is not None:

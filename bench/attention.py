@@ -189,10 +189,6 @@ def model_shapes(
     recording the arguments of every attention and pooling call on the PyTorch path. Each shape is
     returned masked (the model's key lengths) and unmasked; duplicates are dropped.
     """
-    registry = list(models.MODELS)
-    unknown = sorted(set(names or ()) - set(registry))
-    if unknown:
-        raise ConfigError(f"--models: unknown network(s) {unknown}; the registry has {registry}")
     durations, source = common.emodb_durations()
     lengths = torch.from_numpy(common.sample_frame_lengths(durations, batch, seed))
     features = torch.randn(batch, N_MELS, common.MAX_FRAMES, generator=torch.Generator().manual_seed(seed))
@@ -209,7 +205,7 @@ def model_shapes(
 
     reference.attention, reference.attention_pool = record_attention, record_pool
     try:
-        for current in names or registry:
+        for current in names or models.MODELS:
             model = models.build(current, 4).eval()
             with torch.no_grad():
                 model(features, lengths)
@@ -403,7 +399,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         tokens=v["tokens"],
         hidden=v["hidden"],
         use_models=not args.no_models,
-        models=tuple(v["models"].split(",")) if v["models"] else None,
+        models=common.network_names(v["models"]) if v["models"] is not None else None,
         shapes=tuple(args.shape),
         model_batch=v["batch"],
         warmup=v["warmup"],

@@ -95,10 +95,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
     else:
         devices = (common.resolve_device(args.device),)
     v = common.given_or_default(args, defaults(args.quick))
-    names = tuple(v["models"].split(","))
-    unknown = [n for n in names if n not in models.MODELS]
-    if unknown:
-        raise ConfigError(f"--models: unknown network(s) {unknown}; valid: {', '.join(models.MODELS)}")
+    names = common.network_names(v["models"])
     common.check_counts({option: v[option] for option in ("batch", "train_steps", "repeat")})
     common.check_counts({"warmup": v["warmup"]}, minimum=0)
     return Settings(
@@ -191,8 +188,8 @@ def training_throughput(
     }
 
 
-def bench_model(name: str, device: torch.device, frame_lengths: torch.Tensor, settings: Settings) -> dict:
-    """Every measurement of network ``name`` on ``device``."""
+def bench_model(name: str, device: torch.device, batches: dict[str, list[torch.Tensor]], settings: Settings) -> dict:
+    """Every measurement of network ``name`` on ``device``; ``batches``: the training batches' lengths per ``--pad-to``."""
     torch.manual_seed(settings.seed)
     model = models.build(name, N_CLASSES).to(device).eval()
     row = {"model": name, "device": device.type, "params": count_parameters(model)}
@@ -202,8 +199,7 @@ def bench_model(name: str, device: torch.device, frame_lengths: torch.Tensor, se
         row[f"{label}_spread_pct"] = timing.spread_pct
         row[f"{label}_rtf"] = real_time_factor(timing.median_ms, batch)
     for pad_to in settings.pad_to:
-        batches = training_batches(frame_lengths, settings.batch, settings.train_steps, pad_to, settings.seed)
-        result = training_throughput(model, batches, pad_to, device, settings)
+        result = training_throughput(model, batches[pad_to], pad_to, device, settings)
         row[f"train_{pad_to}"] = result
         row[f"train_{pad_to}_utt_s"] = result["utterances_per_s"]
     if len(settings.pad_to) == 2:
@@ -225,13 +221,16 @@ def run(settings: Settings) -> dict:
     common.print_header("minser network benchmark", info)
     durations, source = common.emodb_durations()
     frame_lengths = torch.from_numpy(common.frames_of_samples((durations * common.SAMPLE_RATE).round()))
+    # Formed before any timing, so that a --batch larger than the utterances fails at once.
+    batches = {pad_to: training_batches(frame_lengths, settings.batch, settings.train_steps, pad_to, settings.seed)
+               for pad_to in settings.pad_to}
     notes = [f"utterance lengths for --pad-to batch: {source}"]
     if not torch.cuda.is_available():
         notes.append("No CUDA device: GPU latency and throughput need a CUDA run.")
     for note in notes:
         print(f"note: {note}")
     rows = [
-        bench_model(name, device, frame_lengths, settings) for device in settings.devices for name in settings.models
+        bench_model(name, device, batches, settings) for device in settings.devices for name in settings.models
     ]
     add_reference_ratios(rows, settings.batch)
     b = settings.batch

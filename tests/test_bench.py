@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,9 +199,14 @@ def test_model_shapes_are_the_networks():
     assert reference.attention.__name__ == "attention"  # the recording hook was removed
 
 
-def test_model_shapes_rejects_unknown_network():
-    with pytest.raises(ConfigError, match="unknown network"):
-        attention.model_shapes(["nope"], batch=2)
+def test_network_names_refuse_empty_and_unknown_names():
+    assert common.network_names("cat, ilt") == ("cat", "ilt")
+    for text in ("", "cat,", ",cat", "cat,,ilt"):  # '' used to mean all networks in bench/attention.py
+        with pytest.raises(ConfigError, match=rf"^--models {re.escape(repr(text))}: an empty network name; give "
+                                              "comma-separated names from cnn, "):
+            common.network_names(text)
+    with pytest.raises(ConfigError, match=r"^--models: unknown network\(s\) \['nope'\]; valid: cnn, "):
+        common.network_names("cat,nope")
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +353,17 @@ def test_training_batches_follow_minser_train():
     assert math.isclose(bench_models.real_time_factor(3000.0, 40), 0.01)
 
 
+def test_models_batch_larger_than_the_utterances_fails_before_any_timing(monkeypatch, capsys):
+    def timed(*args):
+        raise AssertionError("a network was timed before --batch was checked")
+
+    monkeypatch.setattr(bench_models, "bench_model", timed)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_models.main(["--device", "cpu", "--models", "cnn", "--batch", "100000"])
+    assert exit_info.value.code == 2
+    assert "error: --batch 100000: larger than the" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # Shared helpers
 
@@ -440,6 +457,8 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("attention", ["--warmup", "-1", "--device", "cpu"], "--warmup -1: give 0 or more"),
     ("attention", ["--models", "nope", "--no-sweep", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
     ("models", ["--models", "nope", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
+    ("attention", ["--models", "", "--no-sweep", "--device", "cpu"], "--models '': an empty network name"),
+    ("models", ["--models", "cat,", "--device", "cpu"], "--models 'cat,': an empty network name"),
     ("models", ["--repeat", "0", "--device", "cpu"], "--repeat 0: give a positive number"),
     ("models", ["--train-steps", "0", "--device", "cpu"], "--train-steps 0: give a positive number"),
     ("models", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
