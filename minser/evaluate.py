@@ -85,9 +85,10 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
     except DataError as exc:
         if named:
             raise
-        raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. Pass "
-                        "--data to name the corpus to score on (it overrides the recorded one, and a corpus other "
-                        "than the recorded one is scored on every utterance, not on the fold's test split)") from exc
+        # The fix is the inner error's (get the corpus); --data is the way out only for scoring on another corpus.
+        raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. To "
+                        "score on another corpus instead, pass --data (a corpus other than the recorded one is scored "
+                        "on every utterance, not on the fold's test split)") from exc
 
 
 def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,

@@ -109,7 +109,7 @@ def test_missing_emodb_says_how_to_get_it_without_offering_trains_download(tmp_p
                f"...); {DOWNLOAD_HINT}")
     assert main([str(best)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
-                                              f"loaded here: {missing}. Pass --data ")
+                                              f"loaded here: {missing}. To score on another corpus instead, pass --data ")
     # Named by the user, the corpus is reported as it is: advice to pass --data would be no help.
     for named in (["--data", "emodb"], ["--data", "emodb", "--classes", "7"]):
         assert main([str(best), *named]) == 2
@@ -160,7 +160,7 @@ def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path
     assert main([str(moved), "--cache-dir", str(cache)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {moved} was trained on --data {tmp_path / 'gone.csv'}, which cannot be loaded here: ")
-    assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err and "Pass --data to name the corpus to score on (it overrides the recorded one" in err
+    assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err and "To score on another corpus instead, pass --data (a corpus other than the recorded" in err
 
 
 def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
