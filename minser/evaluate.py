@@ -6,9 +6,9 @@
 
 A checkpoint carries its model spec, class names, front-end settings and the data and test
 split it was trained with, so no other input is needed. Without ``--data`` (or with the
-training corpus) each checkpoint is scored on its own fold's test utterances, which reproduces
-``results.json``; with another corpus (or ``--all``) on every utterance whose label the model
-knows. WA and UA are in percent. Several runs or files are scored as an ensemble: fold by fold,
+training corpus, in any of its class sets) each checkpoint is scored on its own fold's test
+utterances, which reproduces ``results.json``; with another corpus (or ``--all``) on every
+utterance whose label the model knows. WA and UA are in percent. Several runs or files are scored as an ensemble: fold by fold,
 the class of highest mean softmax probability over the members.
 """
 
@@ -44,28 +44,37 @@ def checkpoints_of(path: str | Path) -> list[Path]:
     return found
 
 
-def _scored_items(saved: dict[str, Any], corpus, same_corpus: bool, everything: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Indices into ``corpus`` to score and their targets in the checkpoint's class order."""
+def _scored_items(saved: dict[str, Any], corpus: Corpus, test: np.ndarray | None,
+                  everything: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``corpus`` to score and their targets in the checkpoint's class order: the fold's
+    ``test`` indices (see :func:`_scored_corpus`), or with ``everything`` or on another corpus (``test``
+    None) every utterance of a class the checkpoint knows."""
     labels = list(saved["labels"])
     unknown = sorted(set(corpus.labels) - set(labels))
-    if unknown and not same_corpus:
+    if unknown:
         print(f"minser: skipping utterances labelled {unknown}: the model knows only {labels}", file=sys.stderr)
     known = np.array([u.label in labels for u in corpus.utterances])
     index = np.flatnonzero(known)
-    if same_corpus and not everything:
-        test = np.asarray(saved["fold"]["test"], dtype=np.int64)
-        if test.size and test.max() >= len(corpus):
-            raise DataError(f"the corpus has {len(corpus)} utterances but the checkpoint's test split indexes "
-                            f"utterance {int(test.max())}; the data changed since training: pass --all")
-        index = test
-        if index.size == 0:
+    if test is not None and not everything:
+        if test.size == 0:
             raise DataError("the checkpoint was trained on every utterance of its corpus (--protocol all), so it has "
                             "no held-out test split; pass --data with another corpus, or --all to score the training "
                             "utterances (which says nothing about accuracy on unseen speech)")
+        index = test[known[test]]
     if index.size == 0:
         raise DataError(f"corpus {corpus.name!r} has no utterance labelled with one of {labels}")
     targets = np.array([labels.index(corpus.utterances[i].label) for i in index], dtype=np.int64)
     return index, targets
+
+
+def _test_split(saved: dict[str, Any], corpus: Corpus) -> np.ndarray:
+    """The fold's test indices into its training ``corpus``; empty for a checkpoint trained on every utterance
+    (``--protocol all``, or no fold record, as the shipped default made by tools/train_default.py)."""
+    test = np.asarray(saved.get("fold", {}).get("test", []), dtype=np.int64)
+    if test.size and test.max() >= len(corpus):
+        raise DataError(f"the corpus has {len(corpus)} utterances but the checkpoint's test split indexes "
+                        f"utterance {int(test.max())}; the data changed since training: pass --all")
+    return test
 
 
 def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False) -> Corpus:
@@ -92,10 +101,10 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
 
 
 def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
-                   classes: int | None) -> tuple[Corpus, bool]:
-    """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and whether it is its training corpus
-    (whose fold test split is then scored); ConfigError or DataError, before any features are computed,
-    for options the checkpoint cannot be scored with."""
+                   classes: int | None) -> tuple[Corpus, np.ndarray | None]:
+    """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and the indices into it of the fold's
+    test split when it is the training corpus (in any class set), else None; ConfigError or DataError, before
+    any features are computed, for options the checkpoint cannot be scored with."""
     from minser.train import TrainConfig, corpus_spec, known_speakers, load_data
 
     trained = saved.get("data", {})
@@ -103,15 +112,20 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
         raise ConfigError(f"--classes {classes} without --data: {path} is then scored on its fold's test split, with "
                           f"the classes it was trained on ({', '.join(saved['labels'])}); to score it on EmoDB's "
                           f"{classes} classes pass --data emodb --classes {classes}")
-    same_corpus = data is None or ("spec" in trained and corpus_spec(str(data)) == corpus_spec(trained["spec"])
-                                   and classes in (None, trained.get("classes")))
-    if same_corpus:
-        corpus = training_corpus(saved, path, named=data is not None)
+    if data is not None and ("spec" not in trained or corpus_spec(str(data)) != corpus_spec(trained["spec"])):
+        corpus, test = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes)), None
     else:
-        corpus = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes))
+        corpus = training_corpus(saved, path, named=data is not None)
+        test = _test_split(saved, corpus)
+        if classes not in (None, trained.get("classes")):
+            # Another class set of the training corpus: every utterance of it outside the fold's test split
+            # was trained on (or chose the epoch), so only the test split's are scored.
+            tested = {corpus.utterances[i].path for i in test}
+            corpus = load_data(TrainConfig(data=str(data), classes=classes))
+            test = np.array([i for i, u in enumerate(corpus.utterances) if u.path in tested], dtype=np.int64)
     if saved.get("speaker_norm"):
         known_speakers(corpus, f"{path} (trained with --speaker-norm)", "score a checkpoint trained without it")
-    return corpus, same_corpus
+    return corpus, test
 
 
 def _member_logits(path: str | Path, data: str | None, classes: int | None, everything: bool, device: str,
@@ -123,14 +137,14 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.train import Tensors, class_logits
 
     saved = checkpoint.load(path)
-    corpus, same_corpus = _scored_corpus(saved, path, data, classes)
-    index, targets = _scored_items(saved, corpus, same_corpus, everything)
+    corpus, test = _scored_corpus(saved, path, data, classes)
+    index, targets = _scored_items(saved, corpus, test, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
     if saved.get("speaker_norm"):
         # On the training corpus, the training statistics for the speakers they cover; everywhere else a
         # speaker's own utterances (another corpus may reuse a speaker id for somebody else).
         speakers = corpus.speakers()
-        known = saved["speaker_norm"] if same_corpus else {}
+        known = saved["speaker_norm"] if test is not None else {}
         features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))

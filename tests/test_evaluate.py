@@ -129,6 +129,42 @@ def test_classes_without_data_other_than_trained_is_refused(run: tuple[Path, Pat
         "--data emodb --classes 7\n")
 
 
+def test_another_class_set_of_the_training_corpus_scores_only_the_test_split(run: tuple[Path, Path], tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """EmoDB's other class set holds the utterances trained on: only the fold's test utterances are scored
+    (before, every utterance was, training ones included), in either direction."""
+    from minser import checkpoint
+    from minser.evaluate import training_corpus
+
+    out, cache = run
+    four = evaluate(out, cache_dir=str(cache))
+    # The 4-class run's test utterances are all 4-class: on the 7-class set the same ones score the same.
+    assert evaluate(out, data="emodb", classes=7, cache_dir=str(cache))["folds"] == four["folds"]
+    assert "skipping utterances labelled ['boredom', 'disgust', 'fear']" in capsys.readouterr().err
+    seven = tmp_path / "seven"
+    train([*TINY_RUN, "--classes", "7", "--folds", "1", "--out", str(seven), "--cache-dir", str(cache)])
+    best = seven / "fold-1" / "best.pt"
+    saved = checkpoint.load(best)
+    trained_on = training_corpus(saved, best)
+    tested = [trained_on.utterances[i] for i in saved["fold"]["test"]]
+    scored = evaluate(best, data="emodb", classes=4, cache_dir=str(cache))["folds"][0]
+    assert scored["n"] == sum(u.label in ("anger", "happiness", "sadness", "neutral") for u in tested) < len(tested)
+
+
+def test_a_checkpoint_trained_on_every_utterance_has_no_test_split_in_any_class_set(
+    emodb_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The shipped default records no fold (tools/train_default.py trains on all of EmoDB): before, evaluate
+    failed with a KeyError, and with --classes 4 it scored 339 training utterances."""
+    from minser.recognizer import default_checkpoint
+
+    with default_checkpoint() as default:
+        for options in ([], ["--data", "emodb"], ["--data", "emodb", "--classes", "4"]):
+            assert main([str(default), *options]) == 2
+            assert capsys.readouterr().err.startswith("error: the checkpoint was trained on every utterance of its "
+                                                      "corpus (--protocol all), so it has no held-out test split; ")
+
+
 def test_a_speaker_norm_checkpoint_on_a_corpus_without_speakers_is_refused(tmp_path: Path,
                                                                            capsys: pytest.CaptureFixture) -> None:
     """Its features need each speaker's statistics; a corpus that names no speaker would make one speaker of
