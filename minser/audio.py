@@ -61,6 +61,7 @@ __all__ = [
     "add_white_noise",
     "check_wave",
     "conversion_example",
+    "file_identity",
     "file_problem",
     "fit_length",
     "load",
@@ -165,6 +166,13 @@ def file_problem(path: Path) -> str | None:
         return "is a directory"
     kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(mode)), "a special file")
     return f"is not a regular file but {kind}"
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    """``(device, inode)`` of the file at ``path``: the same for all its names (``a.wav``, ``./a.wav``,
+    a symlink, a hard link), where comparing resolved paths misses hard links."""
+    status = path.stat()
+    return status.st_dev, status.st_ino
 
 
 def _check_regular_file(path: Path) -> None:

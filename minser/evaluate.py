@@ -24,7 +24,7 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, DataError, MinserError
-from minser.recognizer import log_mean_softmax
+from minser.recognizer import log_mean_softmax, refuse_repeated_checkpoints
 
 if TYPE_CHECKING:
     from minser.data import Corpus
@@ -173,6 +173,7 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if not paths:
         raise CheckpointError("no checkpoint to score")
+    refuse_repeated_checkpoints(paths, [Path(p) for p in paths])
     kwargs = dict(everything=everything, device=device, batch_size=batch_size, cache_dir=cache_dir)
     first, files, targets, logits = _member_logits(paths[0], data, classes, **kwargs)
     members = [logits]
@@ -202,6 +203,7 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
 
     runs = [path] if isinstance(path, (str, Path)) else list(path)
     members = [checkpoints_of(run) for run in runs]
+    refuse_repeated_checkpoints(runs, [found[0] for found in members])  # one run twice: the same first fold
     if len({len(found) for found in members}) > 1:
         counts = ", ".join(f"{run}: {len(found)}" for run, found in zip(runs, members))
         raise CheckpointError(f"an ensemble needs the same number of folds in every run ({counts}); "

@@ -49,7 +49,8 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, MinserError
-from minser.recognizer import Recognizer, ServedNetwork, log_mean_softmax, resolve_checkpoint
+from minser.recognizer import (Recognizer, ServedNetwork, log_mean_softmax, refuse_repeated_checkpoints,
+                               resolve_checkpoint)
 from minser.speakers import refuse_single_recordings
 
 __all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main",
@@ -221,11 +222,7 @@ def _sources(named: Sequence[str]) -> list[Path]:
     """The checkpoint files ``named`` on the command line name (:func:`resolve_checkpoint`), refused when two
     name one file (an ensemble would count that network twice)."""
     files = [resolve_checkpoint(name) for name in named]
-    seen: dict[Path, str] = {}
-    for name, file in zip(named, files):
-        first = seen.setdefault(file.resolve(), name)
-        if first is not name:  # identity: the same word given twice is two arguments
-            raise ConfigError(f"{name} and {first} name the same checkpoint; name each checkpoint once")
+    refuse_repeated_checkpoints(named, files)
     return files
 
 

@@ -62,13 +62,14 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.audio import check_wave, load, min_samples, resample
-from minser.errors import AudioError, CheckpointError
+from minser.audio import check_wave, file_identity, load, min_samples, resample
+from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
-           "default_checkpoint", "log_mean_softmax", "quantize_int8", "resolve_checkpoint", "window_starts"]
+           "default_checkpoint", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints", "resolve_checkpoint",
+           "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
@@ -138,6 +139,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                               "python -m minser.train run or one of its .pt files")
     raise CheckpointError(f"{path}: the run has {len(found)} folds ({', '.join(str(p) for p in found)}); "
                           "pass the checkpoint of one of them")
+
+
+def refuse_repeated_checkpoints(named: Sequence[object], files: Sequence[Path]) -> None:
+    """Raise ConfigError when two of ``files`` (the checkpoint files the items of ``named`` name) are one file,
+    under any name (a run folder and its ``best.pt``, a link): an ensemble would count that network twice.
+    A file that cannot be stat'ed is passed over: loading it reports it."""
+    seen: dict[tuple[int, int], int] = {}  # file -> index of the first name of it
+    for index, (name, file) in enumerate(zip(named, files)):
+        try:
+            first = seen.setdefault(file_identity(file), index)
+        except OSError:
+            continue
+        if first != index:
+            raise ConfigError(f"{name} and {named[first]} name the same checkpoint; name each checkpoint once")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -224,8 +239,11 @@ class Recognizer:
     def load(cls, path: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> Recognizer:
         """Load a checkpoint file or run folder (see :func:`resolve_checkpoint`); ``None`` loads the
         pretrained default shipped inside the package (``minser/assets/default.pt``); a list or tuple
-        of them loads each and serves them as one ensemble (:meth:`ensemble`)."""
+        of them loads each and serves them as one ensemble (:meth:`ensemble`), refusing (ConfigError) one
+        checkpoint named twice."""
         if isinstance(path, (list, tuple)):
+            named = [member for member in path if isinstance(member, (str, os.PathLike))]
+            refuse_repeated_checkpoints(named, [resolve_checkpoint(member) for member in named])
             return cls.ensemble([cls.load(member) for member in path])
         if path is None:
             with default_checkpoint() as default:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from minser.errors import CheckpointError, ConfigError
-from minser.evaluate import checkpoints_of, evaluate, main
+from minser.evaluate import checkpoints_of, evaluate, evaluate_checkpoint, main
 from minser.train import main as train
 from minser.train import parse_args, score
 
@@ -204,7 +204,7 @@ def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
     """--seed 1 --split-seed 0 trains other weights on seed 0's splits; evaluate scores both runs as an
     ensemble: per fold, the argmax of the members' summed softmax probabilities."""
     from minser import checkpoint
-    from minser.evaluate import _member_logits, evaluate_checkpoint
+    from minser.evaluate import _member_logits
 
     out, cache = run
     other = tmp_path / "seed1"
@@ -222,11 +222,6 @@ def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(
         expected = sum(torch.softmax(m[3], -1) for m in members).argmax(-1)
         assert fold["confusion"] == score(targets, expected, 4)["confusion"]
         assert fold["checkpoint"] == f"{out / f'fold-{k}/best.pt'} + {other / f'fold-{k}/best.pt'}"
-    # A model ensembled with itself predicts what it predicts alone.
-    alone = evaluate_checkpoint(out / "fold-1/best.pt", cache_dir=str(cache))
-    doubled = evaluate_checkpoint([out / "fold-1/best.pt"] * 2, cache_dir=str(cache))
-    assert doubled["confusion"] == alone["confusion"]
-
     assert main([str(out), str(other), "--cache-dir", str(cache)]) == 0
     assert f"{out / 'fold-1/best.pt'} + {other / 'fold-1/best.pt'}: " in capsys.readouterr().out
 
@@ -250,6 +245,13 @@ def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Pa
         evaluate([out, other], cache_dir=str(cache))
     with pytest.raises(CheckpointError, match=r"same number of folds.*: 2, .*: 1"):
         evaluate([out, other / "fold-1/best.pt"], cache_dir=str(cache))
+    # One run twice would weigh double (and score as that run alone); before, it was accepted.
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(out))} and {re.escape(str(out))} name the same "
+                                          "checkpoint; name each checkpoint once$"):
+        evaluate([out, other, out], cache_dir=str(cache))
+    fold = out / "fold-1" / "best.pt"
+    with pytest.raises(ConfigError, match="name the same checkpoint"):
+        evaluate_checkpoint([fold, Path(f"{out}/./fold-1/best.pt")], cache_dir=str(cache))
 
 
 @pytest.mark.parametrize("cli", ["train", "evaluate"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from scipy.signal import resample_poly
 
 import minser
 from minser import checkpoint
-from minser.errors import AudioError, CheckpointError
+from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd
 from minser.models import build
 from minser.recognizer import Ensemble, Prediction, Recognizer, resolve_checkpoint, window_starts
@@ -284,6 +285,18 @@ def test_an_ensemble_of_unlike_members_is_refused(tmp_path, tiny):
     enrolled = Recognizer.load(normed).for_speaker([wave(3.0, seed=16)], sr=SR)
     with pytest.raises(CheckpointError, match="already enrolled.*as a whole"):
         Recognizer.ensemble([enrolled, enrolled])
+
+
+def test_an_ensemble_naming_one_checkpoint_twice_is_refused(tmp_path, tiny):
+    """Under any name, a member twice would weigh double; before, only minser.export refused it."""
+    run = tmp_path / "run"
+    (run / "fold-1").mkdir(parents=True)
+    os.link(tiny, run / "fold-1" / "best.pt")
+    other = save_tiny(tmp_path / "other.pt", seed=1)
+    for twice in ([tiny, other, tiny], [tiny, run]):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(twice[-1]))} and {re.escape(str(tiny))} name the "
+                                              "same checkpoint; name each checkpoint once$"):
+            Recognizer.load(twice)
 
 
 def test_an_ensemble_mixes_padding_and_speaker_normalisation(tmp_path, tiny, rec):

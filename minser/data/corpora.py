@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example, file_problem
+from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example, file_identity, file_problem
 from minser.errors import ConfigError, DataError
 
 # Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
@@ -351,13 +351,6 @@ def _spelled_twice(labels: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def _file_id(path: Path) -> tuple[int, int]:
-    """``(device, inode)`` of the file at ``path``: the same for all its names (``a.wav``, ``./a.wav``,
-    a symlink, a hard link), where comparing resolved paths misses hard links."""
-    status = path.stat()
-    return status.st_dev, status.st_ino
-
-
 def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> Corpus:
     """A corpus listed in a CSV file with header ``path,label`` and optional ``speaker``, ``session``.
 
@@ -393,7 +386,7 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         problem = file_problem(path)
         if problem is not None:
             raise DataError(f"{where}: audio file {path} {problem}; fix the path (relative to the manifest's folder)")
-        first, first_path = listed.setdefault(_file_id(path), (line_number, path))
+        first, first_path = listed.setdefault(file_identity(path), (line_number, path))
         if first != line_number:
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file: {first_path} "
                             f"and {path}; list each file once")
@@ -450,7 +443,7 @@ def _refuse_linked_twice(root: Path, files: Iterable[Path]) -> None:
     """
     seen: dict[tuple[int, int], Path] = {}
     for path in files:
-        first = seen.setdefault(_file_id(path), path)
+        first = seen.setdefault(file_identity(path), path)
         if first != path:
             raise DataError(f"corpus folder {root}: {first} and {path} are one file (a link to the other); "
                             "keep one of them")
