@@ -68,6 +68,7 @@ FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "sessio
             "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
 CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
+LOGO_VAL_FRACTION = 0.25  # leave-one-speaker/session-out: the share of the other groups' utterances that validates
 LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -408,12 +409,16 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
         _check_class_sizes(corpus, targets)
         splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
     else:
-        splits = leave_one_group_out(_groups(corpus, config.protocol), targets, val_fraction=0.25, seed=seed)
+        splits = leave_one_group_out(_groups(corpus, config.protocol), targets, val_fraction=LOGO_VAL_FRACTION,
+                                     seed=seed)
     if config.folds is not None and config.folds > len(splits):
         raise ConfigError(f"--folds {config.folds}: --protocol {config.protocol} has {len(splits)} fold(s) on "
                           f"{corpus.name} ({FOLDS_OF[config.protocol]}); give --folds {len(splits)} or fewer, or "
                           "leave it out to run them all")
-    return list(splits)[: config.folds]
+    splits = list(splits)[: config.folds]
+    if config.protocol in ("speaker", "session"):
+        _check_validation_parts(corpus, config.protocol, splits)
+    return splits
 
 
 def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
@@ -462,6 +467,21 @@ def _check_class_sizes(corpus: Corpus, targets: np.ndarray) -> None:
         raise DataError(f"{corpus.name}: --protocol random needs at least {needed} utterances per class "
                         f"(some for training, validation and test each); too few for {', '.join(small)}. Check the "
                         "labels for typos, add utterances, or drop the class")
+
+
+def _check_validation_parts(corpus: Corpus, protocol: str, splits: Sequence[Split]) -> None:
+    """Refuse a leave-one-group-out fold without validation utterances: it would select no epoch and score no
+    test part, as ``--protocol all`` does (a small corpus or ``--subset`` leaves a class too few utterances)."""
+    from minser.splits import min_class_size
+
+    empty = next((split for split in splits if len(split.val) == 0), None)
+    if empty is not None:
+        needed = min_class_size((1 - LOGO_VAL_FRACTION, LOGO_VAL_FRACTION))
+        raise DataError(f"{corpus.name}: --protocol {protocol} leaves fold {empty.name!r} no validation utterance: "
+                        f"validation takes {LOGO_VAL_FRACTION:.0%} of each class outside the left-out {protocol}, "
+                        f"which needs {needed} or more utterances of the class, and no class has that many there "
+                        f"({len(empty.train)} utterances in all). Add utterances (a larger --subset) or use "
+                        "--protocol random")
 
 
 def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

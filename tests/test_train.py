@@ -284,6 +284,22 @@ def test_leave_one_group_out_needs_every_group(speakers: list[str], sessions: li
         train_module.make_splits(_corpus(speakers, sessions), TrainConfig(protocol=protocol))
 
 
+@pytest.mark.parametrize("protocol", ["speaker", "session"])
+def test_a_fold_without_validation_utterances_is_refused(protocol: str) -> None:
+    """Before, such a fold trained without selecting an epoch and scored no test part, and the run's summary
+    blamed --protocol all. Each class of 2 outside the left-out group gives validation none; of 3, one."""
+    groups = ["a", "b", "c", "a", "b", "c"]  # classes alternate: each group holds an anger and a neutral utterance
+    corpus = _corpus(groups, groups)
+    with pytest.raises(DataError, match=rf"^toy: --protocol {protocol} leaves fold 'a' no validation utterance: "
+                                        rf"validation takes 25% of each class outside the left-out {protocol}, which "
+                                        r"needs 3 or more utterances of the class, and no class has that many there "
+                                        r"\(4 utterances in all\)\. Add utterances \(a larger --subset\) or use "
+                                        "--protocol random$"):
+        train_module.make_splits(corpus, TrainConfig(protocol=protocol))
+    splits = train_module.make_splits(_corpus(groups * 2, groups * 2), TrainConfig(protocol=protocol))
+    assert all(len(split.val) == 2 for split in splits)
+
+
 def _manifest(folder: Path, **columns: str) -> Path:
     """``folder/mine.csv`` listing 8 short noise clips, written as label folders (``folder/anger/0.wav``,
     ``folder/neutral/1.wav``, ...: ``folder`` is a folder corpus too), every row with the same value for
