@@ -315,7 +315,7 @@ class Recognizer:
         """
         if not self.speaker_norm:
             raise CheckpointError(f"{self.source or 'checkpoint'}: was trained without --speaker-norm, so it takes "
-                                  "no speaker statistics; call predict directly")
+                                  "no speaker statistics; label without enrolling (predict, or minser.predict without --enrol)")
         if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
         if not isinstance(recordings, (Sequence, np.ndarray)):

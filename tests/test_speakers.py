@@ -159,7 +159,8 @@ def test_enrolment_cuts_long_recordings_into_windows_and_is_refused_where_it_doe
         rec.for_speaker(wave, sr=16000)
     with pytest.raises(AudioError, match="no recordings"):
         rec.for_speaker([])
-    with pytest.raises(CheckpointError, match="without --speaker-norm"):
+    with pytest.raises(CheckpointError, match=r"was trained without --speaker-norm, so it takes no speaker statistics; "
+                                              r"label without enrolling \(predict, or minser.predict without --enrol\)$"):
         Recognizer.load(plain).for_speaker([wave], sr=16000)
     assert export_main([str(normed), "--quantize", "int8"]) == 2  # an exported model cannot be enrolled
     assert "for_speaker" in capsys.readouterr().err and not (tmp_path / "normed.int8.pt").exists()
