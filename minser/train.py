@@ -1090,6 +1090,22 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
 
 
+def _refuse_shrinking(config: TrainConfig, out: Path, n_folds: int) -> None:
+    """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained:
+    its results would leave out folds whose folders stay, or count epochs beyond ``--epochs``."""
+    trained = {int(last.parent.name.split("-")[1]): checkpoint.load(last)["epoch"]
+               for last in out.glob("fold-*/last.pt") if last.parent.name.split("-")[1].isdigit()}
+    if trained and max(trained) > n_folds:
+        raise ConfigError(f"--resume: the run in {out} has trained {max(trained)} folds but this command runs "
+                          f"{n_folds}; --folds may grow, not shrink: give --folds {max(trained)} or more, or leave it "
+                          "out to run them all")
+    most = max(trained.values(), default=0)
+    if most > config.epochs:
+        fold = max(trained, key=trained.get)
+        raise ConfigError(f"--resume: fold {fold} of the run in {out} has trained {most} epochs, more than "
+                          f"--epochs {config.epochs}; --epochs may grow, not shrink: give --epochs {most} or more")
+
+
 def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and population standard deviation (ddof=0) over folds of WA and UA, in percent
     (all None, with a note, when the folds have no test part: ``--protocol all``)."""
@@ -1188,6 +1204,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     splits = make_splits(corpus, config)
+    if config.resume:
+        _refuse_shrinking(config, out, len(splits))
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:

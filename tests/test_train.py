@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -401,6 +402,25 @@ def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_pa
         main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--lr", "0.01", "--resume", *quick(tmp_path / "run", cache)])
     with pytest.raises(ConfigError, match="already holds a run"):
         main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
+
+
+def test_resume_refuses_fewer_folds_or_epochs_than_the_run_trained(emodb_root: Path, cache: Path,
+                                                                    tmp_path: Path) -> None:
+    """Before, --resume --folds 1 rewrote results.json with one fold while fold-2/ stayed, and fewer --epochs
+    reported the epochs beyond them."""
+    run = tmp_path / "run"
+    args = ["--model", "cnn", *TINY_CNN, *quick(run, cache)]  # --folds 1 there; a later --folds wins
+    main([*args, "--epochs", "2", "--folds", "2"])
+    results = (run / "results.json").read_text()
+    with pytest.raises(ConfigError, match=rf"^--resume: the run in {re.escape(str(run))} has trained 2 folds but this "
+                                          r"command runs 1; --folds may grow, not shrink: give --folds 2 or more, or "
+                                          "leave it out to run them all$"):
+        main([*args, "--epochs", "2", "--resume"])
+    with pytest.raises(ConfigError, match=rf"^--resume: fold 1 of the run in {re.escape(str(run))} has trained 2 "
+                                          r"epochs, more than --epochs 1; --epochs may grow, not shrink: give --epochs "
+                                          "2 or more$"):
+        main([*args, "--epochs", "1", "--folds", "2", "--resume"])
+    assert (run / "results.json").read_text() == results
 
 
 @pytest.mark.parametrize("pad_to", ["full", "batch"])
