@@ -166,7 +166,8 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
     ``classes`` picks EmoDB's 4- or 7-class set; given with a manifest or folder ``data``, which takes
     its classes from its labels, it raises ConfigError, as ``python -m minser.train`` does.
     """
-    from minser.train import check_classes_option, score
+    from minser.data.corpora import check_classes_option
+    from minser.train import score
 
     if data is not None:
         check_classes_option(classes, data)

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from minser import checkpoint
 from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
+from minser.data.corpora import CORPUS_NAMES, check_classes_option
 from minser.ema import WeightEMA
 from minser.speakers import normalise_by_speaker, split_statistics
 from minser.errors import ConfigError, DataError, MinserError
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 PROTOCOLS = ("random", "speaker", "session", "all")
 FOLDS_OF = {"random": "its seeded splits", "speaker": "one per speaker", "session": "one per session",
             "all": "one, on every utterance"}  # what a protocol's folds are, for the --folds error
-CORPUS_NAMES = ("emodb", "iemocap")  # --data values that name a corpus in the data folder, not a path
 RANDOM_FRACTIONS = (0.55, 0.25, 0.2)  # the paper's train / validation / test shares
 LOGO_VAL_FRACTION = 0.25  # leave-one-speaker/session-out: the share of the other groups' utterances that validates
 LR_SCHEDULES = ("constant", "cosine")
@@ -269,14 +269,6 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         cache_dir=args.cache_dir, download=args.download, resume=args.resume)
     check_config(config)
     return config
-
-
-def check_classes_option(classes: int | None, data: str | os.PathLike) -> None:
-    """Refuse ``--classes`` (None: not given) with a ``--data`` that is a CSV manifest or a folder, which
-    takes its classes from its labels, so the option would be ignored (train and evaluate share this)."""
-    if classes is not None and str(data).lower() not in CORPUS_NAMES:
-        raise ConfigError(f"--classes {classes} with --data {data}: a CSV manifest or a folder takes its "
-                          "classes from its labels; drop --classes (it picks EmoDB's 4- or 7-class set)")
 
 
 def check_config(config: TrainConfig) -> None:

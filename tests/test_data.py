@@ -78,6 +78,19 @@ def test_info_cli(emodb_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert main(["info", "emodb"]) == 0
     out = capsys.readouterr().out
     assert "emodb4: 339 utterances" in out and "anger: 127" in out and "speakers (10)" in out
+    assert main(["info", "emodb", "--classes", "7"]) == 0
+    assert "emodb7: 535 utterances" in capsys.readouterr().out
+
+
+def test_info_cli_refuses_classes_with_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """As train and evaluate do: before, --classes 7 was ignored and the manifest's labels printed."""
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("path,label\na.wav,sad\n")
+    assert main(["info", str(tmp_path / "m.csv"), "--classes", "7"]) == 2
+    assert capsys.readouterr().err == (f"error: --classes 7 with {tmp_path / 'm.csv'}: a CSV manifest or a folder "
+                                       "takes its classes from its labels; drop --classes (it picks EmoDB's 4- or "
+                                       "7-class set)\n")
+    assert main(["info", str(tmp_path / "m.csv")]) == 0
 
 
 def test_a_manifest_that_is_not_utf8_is_a_data_error(tmp_path: Path) -> None:

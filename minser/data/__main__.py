@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from minser.data.corpora import data_dir, load_corpus
+from minser.data.corpora import check_classes_option, data_dir, load_corpus
 from minser.data.download import DEFAULT_URL, download_emodb
 from minser.errors import MinserError
 
@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Load a corpus and print its size, utterances per label and speakers.",
     )
     info.add_argument("spec", help="'emodb', 'iemocap' (under MINSER_DATA), a CSV manifest or a folder per label")
-    info.add_argument("--classes", type=int, default=4, choices=[4, 7], help="EmoDB class set (default: 4)")
+    info.add_argument("--classes", type=int, choices=[4, 7],
+                      help="EmoDB class set (default: 4); a manifest or folder takes its classes from its labels")
     return parser
 
 
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "download":
             print(download_emodb(args.dest, args.url))
         else:
-            corpus = load_corpus(args.spec, classes=args.classes)
+            check_classes_option(args.classes, args.spec, given_as="")
+            corpus = load_corpus(args.spec, classes=4 if args.classes is None else args.classes)
             speakers = sorted(set(corpus.speakers()))
             print(f"{corpus.name}: {len(corpus)} utterances")
             for label, count in corpus.label_counts().items():

@@ -58,6 +58,8 @@ _IEMOCAP_RESTORE = "restore {} from the IEMOCAP release"
 
 # The speaker of utterances whose manifest or folder names none.
 UNKNOWN_SPEAKER = "unknown"
+# Corpus specs that name a corpus in the data folder, not a path (see load_corpus).
+CORPUS_NAMES = ("emodb", "iemocap")
 DOWNLOAD_HINT = "run `python -m minser.data download emodb` or set MINSER_DATA to the folder that holds emodb/wav/"
 
 
@@ -487,6 +489,15 @@ def load_folder(root: str | Path) -> Corpus:
         raise DataError(f"corpus folder {root}: label folders {str(root / clash[0])!r} and {str(root / clash[1])!r} "
                         "name one label spelled two ways (case or surrounding spaces); merge them into one folder")
     return Corpus(root.name, labels, utterances)
+
+
+def check_classes_option(classes: int | None, data: str | os.PathLike, given_as: str = "--data ") -> None:
+    """Refuse ``--classes`` (None: not given) with a corpus ``data`` that is a CSV manifest or a folder, which
+    takes its classes from its labels, so the option would be ignored (train, evaluate and ``minser.data info``
+    share this). ``given_as`` is how the command names ``data`` in the message."""
+    if classes is not None and str(data).lower() not in CORPUS_NAMES:
+        raise ConfigError(f"--classes {classes} with {given_as}{data}: a CSV manifest or a folder takes its "
+                          "classes from its labels; drop --classes (it picks EmoDB's 4- or 7-class set)")
 
 
 def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None = None) -> Corpus:
