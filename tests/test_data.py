@@ -327,7 +327,9 @@ def test_manifest_listing_a_file_twice_is_refused(tmp_path: Path, spelling: str)
     (tmp_path / "audio").mkdir()
     (tmp_path / "m.csv").write_text(f"path,label\na.wav,sad\nb.wav,sad\n{spelling.format(root=tmp_path)},joy\n")
     # Else one utterance could land in both the training and the test part.
-    with pytest.raises(DataError, match=r"m\.csv lines 2 and 4 both list .*a\.wav; list each file once"):
+    cell = re.escape(repr(spelling.format(root=tmp_path)))
+    with pytest.raises(DataError, match=rf"m\.csv lines 2 and 4 both list one file, as 'a\.wav' and {cell}; list each "
+                                        "file once$"):
         load_manifest(tmp_path / "m.csv")
 
 
@@ -337,8 +339,7 @@ def test_manifest_listing_a_file_under_two_names_is_refused(tmp_path: Path, link
     link(tmp_path / "a.wav", tmp_path / "b.wav")
     (tmp_path / "m.csv").write_text("path,label\na.wav,sad\nb.wav,joy\n")
     with pytest.raises(DataError, match=rf"^manifest {re.escape(str(tmp_path / 'm.csv'))} lines 2 and 3 both list one "
-                                        rf"file: {re.escape(str(tmp_path / 'a.wav'))} and "
-                                        rf"{re.escape(str(tmp_path / 'b.wav'))}; list each file once$"):
+                                        r"file, as 'a\.wav' and 'b\.wav'; list each file once$"):
         load_manifest(tmp_path / "m.csv")
 
 

@@ -374,9 +374,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         raise DataError(f"manifest {csv_path} is not a UTF-8 CSV file ({exc}); give a CSV manifest saved as UTF-8 "
                         "with header path,label[,speaker] (or a folder with one subfolder per label)") from exc
     utterances = []
-    # File id -> line and path listing it first: a file listed twice could land in both the training and the
+    # File id -> line and path cell listing it first: a file listed twice could land in both the training and the
     # test part.
-    listed: dict[tuple[int, int], tuple[int, Path]] = {}
+    listed: dict[tuple[int, int], tuple[int, str]] = {}
     first_lines: dict[str, int] = {}  # label -> line of its first row
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
@@ -388,10 +388,10 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         problem = file_problem(path)
         if problem is not None:
             raise DataError(f"{where}: audio file {path} {problem}; fix the path (relative to the manifest's folder)")
-        first, first_path = listed.setdefault(file_identity(path), (line_number, path))
-        if first != line_number:
-            raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file: {first_path} "
-                            f"and {path}; list each file once")
+        first, first_cell = listed.setdefault(file_identity(path), (line_number, row["path"]))
+        if first != line_number:  # the cells as written: "a.wav" and "./a.wav" are one path to pathlib
+            raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file, as "
+                            f"{first_cell!r} and {row['path']!r}; list each file once")
         first_lines.setdefault(row["label"], line_number)
         for column in ("speaker", "session"):
             # One "unknown" group of unrelated people would pass for a speaker under leave-one-speaker-out.
