@@ -4,6 +4,12 @@ Every error that bad input can cause is a :class:`MinserError` whose message nam
 object at fault (a file, a folder, an option), says what was wrong and what to do.
 """
 
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 
 class MinserError(Exception):
     """Base class of every error minser raises on purpose."""
@@ -23,3 +29,16 @@ class ConfigError(MinserError, ValueError):
 
 class CheckpointError(MinserError):
     """A checkpoint or run folder that cannot be loaded."""
+
+
+@contextlib.contextmanager
+def plain_warnings() -> Iterator[None]:
+    """Within it (or the function it decorates), a warning prints as one line ``warning: <message>``, as the
+    command lines print errors: Python's format adds the file and source line that raised it, which is
+    minser's code and of no use to whoever runs the command."""
+    original = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError, ConfigError, DataError, MinserError
+from minser.errors import CheckpointError, ConfigError, DataError, MinserError, plain_warnings
 from minser.recognizer import log_mean_softmax, refuse_repeated_checkpoints
 
 if TYPE_CHECKING:
@@ -214,6 +214,7 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
     return {**summarise(folds), "folds": folds}
 
 
+@plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
     from minser.train import HelpFormatter, checked_device

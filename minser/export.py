@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError, ConfigError, MinserError
+from minser.errors import CheckpointError, ConfigError, MinserError, plain_warnings
 from minser.recognizer import (Recognizer, ServedNetwork, log_mean_softmax, refuse_repeated_checkpoints,
                                resolve_checkpoint)
 from minser.speakers import refuse_single_recordings
@@ -273,6 +273,7 @@ def _quantize(source: Path, out: str | None) -> None:
               "time: for speed serve the float checkpoint or its ONNX export", file=sys.stderr)
 
 
+@plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)

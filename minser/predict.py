@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Sequence
 
-from minser.errors import MinserError
+from minser.errors import MinserError, plain_warnings
 
 __all__ = ["SCORE_DECIMALS", "build_parser", "main"]
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model)."""
     args = build_parser().parse_args(argv)

@@ -57,7 +57,7 @@ from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_
 from minser.data.corpora import CORPUS_NAMES, check_classes_option
 from minser.ema import WeightEMA
 from minser.speakers import normalise_by_speaker, split_statistics
-from minser.errors import ConfigError, DataError, MinserError
+from minser.errors import ConfigError, DataError, MinserError, plain_warnings
 
 if TYPE_CHECKING:
     from minser.data import Corpus
@@ -1268,6 +1268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return train(parse_args(argv))
 
 
+@plain_warnings()
 def cli(argv: Sequence[str] | None = None) -> int:
     """Console entry point: a bad input prints ``error: ...`` and exits with status 2; Ctrl-C prints how to
     continue the run (on rank 0 alone under torchrun) and exits with status 130 (128 + SIGINT, as a shell

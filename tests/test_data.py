@@ -6,6 +6,8 @@ import dataclasses
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +82,21 @@ def test_info_cli(emodb_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "emodb4: 339 utterances" in out and "anger: 127" in out and "speakers (10)" in out
     assert main(["info", "emodb", "--classes", "7"]) == 0
     assert "emodb7: 535 utterances" in capsys.readouterr().out
+
+
+def test_command_line_warnings_are_one_plain_line(emodb_root: Path, tmp_path: Path) -> None:
+    """Python's warning format adds the file and source line of minser that raised it; the commands print
+    ``warning: <message>``, as they print errors. (In a subprocess: pytest records warnings, never prints them.)"""
+    wav = tmp_path / "emodb" / "wav"
+    wav.mkdir(parents=True)
+    for name in ("03a01Fa.wav", "03a01Nc.wav", "03a01Wa.wav"):
+        (wav / name).symlink_to(emodb_root / "wav" / name)
+    done = subprocess.run([sys.executable, "-m", "minser.data", "info", "emodb"], capture_output=True, text=True,
+                          env={**os.environ, "MINSER_DATA": str(tmp_path)}, check=True)
+    assert done.stdout.startswith("emodb4: 3 utterances\n")
+    assert done.stderr == (f"warning: EmoDB folder {wav} holds 3 of the corpus' 535 files (532 missing: 03a02Fc.wav, "
+                           "03a02Nc.wav, 03a02Ta.wav, ...); scores on a part are not comparable with published ones. "
+                           "To get the full corpus run `python -m minser.data download emodb`\n")
 
 
 def test_info_cli_refuses_classes_with_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from minser.data.corpora import check_classes_option, data_dir, load_corpus
 from minser.data.download import DEFAULT_URL, download_emodb
-from minser.errors import MinserError
+from minser.errors import MinserError, plain_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 on success, 2 on a minser error, as every minser command)."""
     args = _parser().parse_args(argv)
