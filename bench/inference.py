@@ -1,4 +1,4 @@
-"""End-to-end CPU inference benchmark of a minser checkpoint: ``python bench/inference.py --help``.
+"""End-to-end CPU inference time of a minser checkpoint, file in and label out: float, int8 and ONNX.
 
 For one 7.5 s utterance (the networks' full input), file in and label out, front end included:
 reading the WAV (:func:`minser.audio.load`), the numpy log-Mel front end, the network and the

@@ -1,4 +1,5 @@
-"""Time the paper's training protocol and extrapolate it: ``python bench/train.py --help``.
+"""Time a few epochs of the paper's training protocol, with full and length-bucketed padding, and extrapolate
+them to the whole protocol (5 folds x 100 epochs).
 
 Runs ``minser.train`` for real (default: CAT, EmoDB 4 classes, random protocol, default widths,
 batch 40, noise copies) for ``--epochs`` epochs of the first fold, once with ``--pad-to full``
