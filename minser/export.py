@@ -3,7 +3,7 @@ dynamic-int8 checkpoint.
 
     python -m minser.export runs/cat/fold-1/best.pt --format onnx            # -> runs/cat/fold-1/best.onnx
     python -m minser.export a.pt b.pt c.pt --format onnx --out ensemble.onnx  # one graph, three networks
-    python -m minser.export minser/assets/default.pt --quantize int8 --out default.int8.pt
+    python -m minser.export --quantize int8 --out default.int8.pt   # the shipped default (no CHECKPOINT)
 
 ONNX: the network alone, from log-Mel features to logits, as :class:`minser.Recognizer` runs it.
 Inputs ``features`` float32 ``(batch, 40, frames)``, the output of :func:`minser.features.extract`,
@@ -49,8 +49,8 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, MinserError, plain_warnings
-from minser.recognizer import (Recognizer, ServedNetwork, log_mean_softmax, refuse_repeated_checkpoints,
-                               resolve_checkpoint)
+from minser.recognizer import (Recognizer, ServedNetwork, default_checkpoint, log_mean_softmax,
+                               refuse_repeated_checkpoints, resolve_checkpoint)
 from minser.speakers import refuse_single_recordings
 
 __all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main",
@@ -197,9 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``python -m minser.export`` argument parser."""
     p = argparse.ArgumentParser(prog="python -m minser.export", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+    p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                    help="a .pt file of minser.train or a one-fold run folder; several make one ONNX ensemble "
-                        "(or are quantized one by one)")
+                        "(or are quantized one by one); none: the pretrained default shipped inside minser, "
+                        "written where --out says")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--format", choices=("onnx",), help="write an ONNX model (features + lengths -> logits)")
     kind.add_argument("--quantize", choices=("int8",), help="write a dynamic-int8 checkpoint for minser.Recognizer")
@@ -278,19 +279,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     try:
-        sources = _sources(args.checkpoints)
-        if args.format == "onnx":
-            _export_onnx(sources, args.out)
-        elif args.out is not None and len(sources) > 1:
-            raise ConfigError(f"--out names one file, but {len(sources)} checkpoints are quantized one by one; "
-                              "drop --out (each goes next to its source as NAME.int8.pt) or quantize them singly")
-        else:
-            for source in sources:
-                _quantize(source, args.out)
+        named = contextlib.nullcontext(_sources(args.checkpoints)) if args.checkpoints else _shipped(args.out)
+        with named as sources:
+            _export(sources, args)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextlib.contextmanager
+def _shipped(out: str | None) -> Iterator[list[Path]]:
+    """The shipped default as the checkpoints to export; ``--out`` is needed: its folder is the installed package."""
+    if out is None:
+        raise ConfigError("no CHECKPOINT: the pretrained default shipped inside minser is exported, but its folder "
+                          "is the installed package: name the file to write with --out")
+    with default_checkpoint() as default:
+        yield [default]
+
+
+def _export(sources: list[Path], args: argparse.Namespace) -> None:
+    """Write ``sources`` (checkpoint files) as ``args`` say: one ONNX model, or an int8 checkpoint each."""
+    if args.format == "onnx":
+        _export_onnx(sources, args.out)
+    elif args.out is not None and len(sources) > 1:
+        raise ConfigError(f"--out names one file, but {len(sources)} checkpoints are quantized one by one; "
+                          "drop --out (each goes next to its source as NAME.int8.pt) or quantize them singly")
+    else:
+        for source in sources:
+            _quantize(source, args.out)
 
 
 if __name__ == "__main__":

@@ -224,3 +224,18 @@ def test_a_checkpoint_named_twice_is_refused_and_a_quantized_one_is_named(tmp_pa
     assert main([str(run / "fold-1" / "best.int8.pt"), "--quantize", "int8"]) == 2
     assert (f"error: {run / 'fold-1' / 'best.int8.pt'} is already quantized (int8); quantize the float checkpoint"
             in capsys.readouterr().err)
+
+
+def test_no_checkpoint_exports_the_shipped_default_to_out(tmp_path, capsys):
+    """The shipped default lives inside the installed package, whose path a user does not type: with no
+    CHECKPOINT it is exported, and --out is required (its own folder is the package)."""
+    from minser.recognizer import default_checkpoint
+
+    assert main(["--quantize", "int8"]) == 2
+    assert capsys.readouterr().err == ("error: no CHECKPOINT: the pretrained default shipped inside minser is exported, "
+                                       "but its folder is the installed package: name the file to write with --out\n")
+    assert main(["--format", "onnx", "--out", str(tmp_path / "default.onnx")]) == 0
+    with default_checkpoint() as default:
+        shipped = checkpoint.load(default)
+    exported = graph_metadata(tmp_path / "default.onnx")
+    assert exported["minser.labels"] == shipped["labels"] and exported["minser.frontend"] == shipped["frontend"]
