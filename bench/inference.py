@@ -42,7 +42,8 @@ import _common as common  # noqa: E402
 
 from minser import checkpoint  # noqa: E402
 from minser.audio import load  # noqa: E402
-from minser.export import ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, state_bytes  # noqa: E402
+from minser.export import (ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, onnx_metadata,  # noqa: E402
+                           state_bytes)
 from minser.features import extract  # noqa: E402
 from minser.errors import ConfigError, MinserError  # noqa: E402
 from minser.recognizer import (  # noqa: E402
@@ -207,7 +208,7 @@ def _onnx(recognizer: Recognizer) -> bytes | None:
     try:
         import onnxruntime  # noqa: F401
 
-        return onnx_bytes(recognizer)
+        return onnx_bytes(recognizer, onnx_metadata(recognizer))  # with its metadata: the file export writes
     except ImportError:
         return None
     except Exception as exc:  # an unexportable network: bench the others
