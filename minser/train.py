@@ -216,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the paper)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay,
                    help="decoupled weight decay (AdamW); 0 = plain Adam (the paper)")
-    p.add_argument("--noise-snr", type=float, default=d.noise_snr,
-                   help="SNR in dB of the white-noise copy added for every train and validation utterance")
-    p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
+    noise = p.add_mutually_exclusive_group()  # both given, one would be dropped without a word
+    noise.add_argument("--noise-snr", type=float, default=d.noise_snr,
+                       help="SNR in dB of the white-noise copy added for every train and validation utterance")
+    noise.add_argument("--no-noise", action="store_true", help="no noise augmentation")
     p.add_argument("--speaker-norm", action="store_true",
                    help="standardise every Mel band per speaker with the mean and std of that speaker's clean "
                         "training utterances (a speaker absent from them: their own utterances, label-free; a "
@@ -281,6 +282,9 @@ def check_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: give an integer >= {minimum}")
+    if config.batch_size < config.micro_batches:  # a batch cut into more slices than utterances leaves one empty
+        raise ConfigError(f"--micro-batches {config.micro_batches} is more than --batch-size {config.batch_size}; "
+                          "give at least one utterance per slice")
     if not config.lr > 0:
         raise ConfigError(f"--lr {config.lr}: give a positive learning rate")
     if config.lr_schedule not in LR_SCHEDULES:
@@ -391,13 +395,17 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
 
     ``all`` is one fold training on every utterance, with empty validation and test parts.
     """
-    from minser.splits import Split, leave_one_group_out, random_splits
+    from minser.splits import Split, leave_one_group_out, min_class_size, random_splits
 
     targets, seed = corpus.targets(), split_seed(config)
     if config.protocol == "all":
         none = np.empty(0, dtype=np.int64)
         splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
     elif config.protocol == "random":
+        needed = min_class_size(RANDOM_FRACTIONS)
+        if config.subset is not None and config.subset < needed:
+            raise ConfigError(f"--subset {config.subset}: --protocol random needs at least {needed} utterances per "
+                              f"class (some for training, validation and test each); give --subset {needed} or more")
         _check_class_sizes(corpus, targets)
         splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
     else:

@@ -224,10 +224,29 @@ def test_learning_rate_schedules() -> None:
                                            (["--ema", "1"], "--ema 1.0"),
                                            (["--weight-decay", "-1"], "--weight-decay -1.0"),
                                            (["--mixup", "-1"], "--mixup -1.0"),
-                                           (["--noise-snr", "nan"], "--noise-snr nan")])
+                                           (["--noise-snr", "nan"], "--noise-snr nan"),
+                                           # one slice left empty: a traceback under --pad-to batch before
+                                           (["--batch-size", "8", "--micro-batches", "9"],
+                                            "--micro-batches 9 is more than --batch-size 8; give at least one")])
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
+
+
+def test_no_noise_with_a_noise_snr_is_refused(capsys: pytest.CaptureFixture) -> None:
+    """Before, --no-noise won and --noise-snr was dropped without a word."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--no-noise", "--noise-snr", "10"])
+    assert exit_info.value.code == 2
+    assert "argument --noise-snr: not allowed with argument --no-noise" in capsys.readouterr().err
+
+
+def test_a_subset_too_small_for_the_random_protocol_names_subset() -> None:
+    """Every class then has too few utterances: the fix is --subset, not the labels."""
+    corpus = _corpus(["a", "b", "c"] * 4)
+    with pytest.raises(ConfigError, match=r"^--subset 3: --protocol random needs at least 4 utterances per class "
+                                          r"\(some for training, validation and test each\); give --subset 4 or more$"):
+        train_module.make_splits(corpus, TrainConfig(subset=3))
 
 
 @pytest.mark.parametrize("args, message", [
