@@ -185,7 +185,8 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
                                   f"{first['labels']}; ensemble models trained on the same classes")
         if other_files != files:
             raise CheckpointError(f"{other} and {paths[0]} were tested on different utterances (different splits); "
-                                  "ensemble runs trained with the same --split-seed, or pass --data or --all")
+                                  "ensemble runs trained with the same --split-seed and --subset, or pass --data with another "
+                                  "corpus (or --all, where the runs share their --subset)")
         members.append(other_logits)
     logits = log_mean_softmax(members)  # the Recognizer's ensemble rule; one member's argmax is unchanged
     fold = first.get("fold", {}).get("name")
