@@ -241,7 +241,8 @@ def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Pa
     out, cache = run
     other = tmp_path / "seed1"
     train([*TINY_RUN, "--seed", "1", "--out", str(other), "--cache-dir", str(cache)])
-    with pytest.raises(CheckpointError, match="different utterances.*same --split-seed and --subset, or pass --data with another corpus"):
+    with pytest.raises(CheckpointError, match="different utterances.*same --split-seed and --subset, or pass --data "
+                                              "with another corpus"):
         evaluate([out, other], cache_dir=str(cache))
     with pytest.raises(CheckpointError, match=r"same number of folds.*: 2, .*: 1"):
         evaluate([out, other / "fold-1/best.pt"], cache_dir=str(cache))
