@@ -189,7 +189,8 @@ def training_throughput(
 
 
 def bench_model(name: str, device: torch.device, batches: dict[str, list[torch.Tensor]], settings: Settings) -> dict:
-    """Every measurement of network ``name`` on ``device``; ``batches``: the training batches' lengths per ``--pad-to``."""
+    """Every measurement of network ``name`` on ``device``; ``batches``: the training batches' lengths per
+    ``--pad-to``."""
     torch.manual_seed(settings.seed)
     model = models.build(name, N_CLASSES).to(device).eval()
     row = {"model": name, "device": device.type, "params": count_parameters(model)}

@@ -8,8 +8,8 @@ A checkpoint carries its model spec, class names, front-end settings and the dat
 split it was trained with, so no other input is needed. Without ``--data`` (or with the
 training corpus, in any of its class sets) each checkpoint is scored on its own fold's test
 utterances, which reproduces ``results.json``; with another corpus (or ``--all``) on every
-utterance whose label the model knows. WA and UA are in percent. Several runs or files are scored as an ensemble: fold by fold,
-the class of highest mean softmax probability over the members.
+utterance whose label the model knows. WA and UA are in percent. Several runs or files are scored
+as an ensemble: fold by fold, the class of highest mean softmax probability over the members.
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | Non
                                   f"{first['labels']}; ensemble models trained on the same classes")
         if other_files != files:
             raise CheckpointError(f"{other} and {paths[0]} were tested on different utterances (different splits); "
-                                  "ensemble runs trained with the same --split-seed and --subset, or pass --data with another "
-                                  "corpus (or --all, where the runs share their --subset)")
+                                  "ensemble runs trained with the same --split-seed and --subset, or pass --data "
+                                  "with another corpus (or --all, where the runs share their --subset)")
         members.append(other_logits)
     logits = log_mean_softmax(members)  # the Recognizer's ensemble rule; one member's argmax is unchanged
     fold = first.get("fold", {}).get("name")

@@ -68,8 +68,8 @@ from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
-           "default_checkpoint", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints", "resolve_checkpoint",
-           "window_starts"]
+           "default_checkpoint", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints",
+           "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
@@ -315,7 +315,8 @@ class Recognizer:
         """
         if not self.speaker_norm:
             raise CheckpointError(f"{self.source or 'checkpoint'}: was trained without --speaker-norm, so it takes "
-                                  "no speaker statistics; label without enrolling (predict, or minser.predict without --enrol)")
+                                  "no speaker statistics; label without enrolling (predict, or minser.predict "
+                                  "without --enrol)")
         if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
         if not isinstance(recordings, (Sequence, np.ndarray)):

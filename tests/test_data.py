@@ -321,7 +321,8 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "labels", "message"),
     [
-        ("path,label\na.wav,sad\nmissing.wav,sad\n", None, r"m\.csv line 3: audio file .*missing\.wav does not exist; fix the path"),
+        ("path,label\na.wav,sad\nmissing.wav,sad\n", None,
+         r"m\.csv line 3: audio file .*missing\.wav does not exist; fix the path"),
         ("path,label\na.wav,joy\n", ("sad",), r"m\.csv line 2: unknown label 'joy'; expected one of \('sad',\)"),
         ("file,emotion\na.wav,sad\n", None, r"header is \['file', 'emotion'\], expected columns path,label"),
         ("path,label\n", None, "lists no utterances"),

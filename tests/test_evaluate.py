@@ -196,7 +196,8 @@ def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path
     assert main([str(moved), "--cache-dir", str(cache)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {moved} was trained on --data {tmp_path / 'gone.csv'}, which cannot be loaded here: ")
-    assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err and "To score on another corpus instead, pass --data (a corpus other than the recorded" in err
+    assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err
+    assert "To score on another corpus instead, pass --data (a corpus other than the recorded" in err
 
 
 def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(

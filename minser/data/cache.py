@@ -107,7 +107,8 @@ def load_sounding(path: Path, corpus: Corpus, sample_rate: int) -> np.ndarray:
 
 
 def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Load, check (:func:`load_sounding`) and featurise every utterance in batches of :data:`BATCH`; progress on stderr."""
+    """Load, check (:func:`load_sounding`) and featurise every utterance in batches of :data:`BATCH`; progress
+    on stderr."""
     n = len(corpus)
     features = np.empty((n, frontend.n_mels, frontend.n_frames), dtype=np.float32)
     lengths = np.empty(n, dtype=np.int64)
