@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Iterable
 from math import gcd
 from pathlib import Path
 from typing import BinaryIO
@@ -63,6 +64,7 @@ __all__ = [
     "conversion_example",
     "file_identity",
     "file_problem",
+    "first_repeated_file",
     "fit_length",
     "load",
     "min_samples",
@@ -173,6 +175,21 @@ def file_identity(path: Path) -> tuple[int, int]:
     a symlink, a hard link), where comparing resolved paths misses hard links."""
     status = path.stat()
     return status.st_dev, status.st_ino
+
+
+def first_repeated_file(paths: Iterable[Path]) -> tuple[int, int] | None:
+    """``(i, j)``, ``i < j``, for the first of ``paths`` (the ``j``-th) that names the file an earlier one
+    (the ``i``-th) names, by :func:`file_identity`; None when they name different files. A path that cannot
+    be stat'ed is passed over: whoever opens it reports it."""
+    seen: dict[tuple[int, int], int] = {}
+    for index, path in enumerate(paths):
+        try:
+            first = seen.setdefault(file_identity(path), index)
+        except OSError:
+            continue
+        if first != index:
+            return first, index
+    return None
 
 
 def _check_regular_file(path: Path) -> None:

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.audio import check_wave, file_identity, load, min_samples, resample
+from minser.audio import check_wave, first_repeated_file, load, min_samples, resample
 from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
@@ -145,14 +145,9 @@ def refuse_repeated_checkpoints(named: Sequence[object], files: Sequence[Path]) 
     """Raise ConfigError when two of ``files`` (the checkpoint files the items of ``named`` name) are one file,
     under any name (a run folder and its ``best.pt``, a link): an ensemble would count that network twice.
     A file that cannot be stat'ed is passed over: loading it reports it."""
-    seen: dict[tuple[int, int], int] = {}  # file -> index of the first name of it
-    for index, (name, file) in enumerate(zip(named, files)):
-        try:
-            first = seen.setdefault(file_identity(file), index)
-        except OSError:
-            continue
-        if first != index:
-            raise ConfigError(f"{name} and {named[first]} name the same checkpoint; name each checkpoint once")
+    pair = first_repeated_file(files)
+    if pair is not None:
+        raise ConfigError(f"{named[pair[1]]} and {named[pair[0]]} name the same checkpoint; name each checkpoint once")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

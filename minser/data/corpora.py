@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minser.audio import AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example, file_identity, file_problem
+from minser.audio import (AUDIO_SUFFIXES, UNREADABLE_SUFFIXES, conversion_example, file_identity, file_problem,
+                          first_repeated_file)
 from minser.errors import ConfigError, DataError
 
 # Class orders. The 4-class order is a subsequence of the 7-class one, and IEMOCAP uses the same
@@ -437,18 +438,17 @@ def _audio_entries(root: Path, entries: Iterable[Path]) -> list[Path]:
     return files
 
 
-def _refuse_linked_twice(root: Path, files: Iterable[Path]) -> None:
+def _refuse_linked_twice(root: Path, files: Sequence[Path]) -> None:
     """Raise DataError when two of ``files`` are one file (a symlink or hard link to the other).
 
     One recording twice would weigh double and could land in both the training and the test part; in two
     label folders it would also carry two labels.
     """
-    seen: dict[tuple[int, int], Path] = {}
-    for path in files:
-        first = seen.setdefault(file_identity(path), path)
-        if first != path:
-            raise DataError(f"corpus folder {root}: {first} and {path} are one file (a link to the other); "
-                            "keep one of them")
+    pair = first_repeated_file(files)
+    if pair is not None:
+        first, later = files[pair[0]], files[pair[1]]
+        raise DataError(f"corpus folder {root}: {first} and {later} are one file (a link to the other); "
+                        "keep one of them")
 
 
 def load_folder(root: str | Path) -> Corpus:
@@ -471,7 +471,7 @@ def load_folder(root: str | Path) -> Corpus:
                      for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
     _refuse_unreadable(root, [p for entries in label_entries.values() for p in entries])
     label_files = {label_dir: _audio_entries(root, entries) for label_dir, entries in label_entries.items()}
-    _refuse_linked_twice(root, (path for files in label_files.values() for path in files))
+    _refuse_linked_twice(root, [path for files in label_files.values() for path in files])
     utterances = []
     for label_dir, files in label_files.items():
         if not files:  # dropping it would silently change the class set
