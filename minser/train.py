@@ -395,18 +395,14 @@ def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
 
     ``all`` is one fold training on every utterance, with empty validation and test parts.
     """
-    from minser.splits import Split, leave_one_group_out, min_class_size, random_splits
+    from minser.splits import Split, leave_one_group_out, random_splits
 
     targets, seed = corpus.targets(), split_seed(config)
     if config.protocol == "all":
         none = np.empty(0, dtype=np.int64)
         splits = [Split("all-utterances", np.arange(len(targets), dtype=np.int64), none, none)]
     elif config.protocol == "random":
-        needed = min_class_size(RANDOM_FRACTIONS)
-        if config.subset is not None and config.subset < needed:
-            raise ConfigError(f"--subset {config.subset}: --protocol random needs at least {needed} utterances per "
-                              f"class (some for training, validation and test each); give --subset {needed} or more")
-        _check_class_sizes(corpus, targets)
+        _check_class_sizes(corpus, targets, config.subset)
         splits = random_splits(targets, n_splits=5, fractions=RANDOM_FRACTIONS, seed=seed)
     else:
         splits = leave_one_group_out(_groups(corpus, config.protocol), targets, val_fraction=LOGO_VAL_FRACTION,
@@ -456,17 +452,21 @@ def known_speakers(corpus: Corpus, option: str, instead: str) -> np.ndarray:
     return speakers
 
 
-def _check_class_sizes(corpus: Corpus, targets: np.ndarray) -> None:
+def _check_class_sizes(corpus: Corpus, targets: np.ndarray, subset: int | None) -> None:
     """Refuse a class too small for the random protocol's 55/25/20 split to give it training, validation
-    and test utterances (often a mistyped label, which would otherwise become a class of its own)."""
+    and test utterances: a ``--subset`` below that (ConfigError), else often a mistyped label, which would
+    otherwise become a class of its own (DataError)."""
     from minser.splits import min_class_size
 
     needed, counts = min_class_size(RANDOM_FRACTIONS), np.bincount(targets, minlength=len(corpus.labels))
+    rule = (f"--protocol random needs at least {needed} utterances per class (some for training, validation and "
+            "test each)")
+    if subset is not None and subset < needed:  # every class is then too small: the fix is --subset, not a label
+        raise ConfigError(f"--subset {subset}: {rule}; give --subset {needed} or more")
     small = [f"{label!r} ({count})" for label, count in zip(corpus.labels, counts) if count < needed]
     if small:
-        raise DataError(f"{corpus.name}: --protocol random needs at least {needed} utterances per class "
-                        f"(some for training, validation and test each); too few for {', '.join(small)}. Check the "
-                        "labels for typos, add utterances, or drop the class")
+        raise DataError(f"{corpus.name}: {rule}; too few for {', '.join(small)}. Check the labels for typos, add "
+                        "utterances, or drop the class")
 
 
 def _check_validation_parts(corpus: Corpus, protocol: str, splits: Sequence[Split]) -> None:
@@ -1093,8 +1093,8 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
 def _refuse_shrinking(config: TrainConfig, out: Path, n_folds: int) -> None:
     """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained:
     its results would leave out folds whose folders stay, or count epochs beyond ``--epochs``."""
-    trained = {int(last.parent.name.split("-")[1]): checkpoint.load(last)["epoch"]
-               for last in out.glob("fold-*/last.pt") if last.parent.name.split("-")[1].isdigit()}
+    folds = ((last.parent.name.removeprefix("fold-"), last) for last in out.glob("fold-*/last.pt"))
+    trained = {int(number): checkpoint.load(last)["epoch"] for number, last in folds if number.isdigit()}
     if trained and max(trained) > n_folds:
         raise ConfigError(f"--resume: the run in {out} has trained {max(trained)} folds but this command runs "
                           f"{n_folds}; --folds may grow, not shrink: give --folds {max(trained)} or more, or leave it "
