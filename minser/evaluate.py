@@ -147,8 +147,10 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
         known = saved["speaker_norm"] if test is not None else {}
         features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
-    items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick], torch.from_numpy(targets))
     model = checkpoint.load_model(saved).to(device)
+    # As in training: an utterance shorter than the network takes is read on into its padding.
+    items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick],
+                    torch.from_numpy(targets)).at_least(model.min_frames)
     pad_to = saved.get("train", {}).get("pad_to", "full")
     files = [corpus.utterances[i].path for i in index]
     return saved, files, targets, class_logits(model, items, batch_size=batch_size, pad_to=pad_to, device=device)

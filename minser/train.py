@@ -62,6 +62,7 @@ from minser.errors import ConfigError, DataError, MinserError, plain_warnings
 if TYPE_CHECKING:
     from minser.data import Corpus
     from minser.features import FrontEnd
+    from minser.models import Network
     from minser.splits import Split
 
 PROTOCOLS = ("random", "speaker", "session", "all")
@@ -518,6 +519,11 @@ class Tensors:
         i = torch.as_tensor(index, dtype=torch.long)
         return Tensors(self.x[i], self.lengths[i], self.y[i])
 
+    def at_least(self, frames: int) -> Tensors:
+        """These utterances with every length raised to ``frames``: a shorter one is read on into its padding,
+        as if padded with silence to ``frames`` (the features past an utterance's end are its padding)."""
+        return Tensors(self.x, self.lengths.clamp(min=frames), self.y)
+
     @staticmethod
     def cat(*parts: Tensors) -> Tensors:
         return Tensors(*(torch.cat(items) for items in zip(*((p.x, p.lengths, p.y) for p in parts))))
@@ -732,8 +738,12 @@ class Fold:
     speaker_norm: dict[str, list[list[float]]] | None = None  # the statistics the inputs were standardised with
 
 
-def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, speakers: np.ndarray | None) -> Fold:
+def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, speakers: np.ndarray | None,
+              min_frames: int = 1) -> Fold:
     """Fold ``index`` of ``split``: training and validation parts with their noise copies, the clean test part.
+
+    An utterance shorter than ``min_frames`` (the network's :attr:`~minser.models.Network.min_frames`)
+    is given that many frames, as :class:`~minser.Recognizer` serves it.
 
     With ``speakers`` (``--speaker-norm``, see :mod:`minser.speakers`) every part is standardised per
     speaker with the statistics of the fold's clean training utterances; a speaker absent from them
@@ -747,6 +757,7 @@ def make_fold(index: int, split: Split, clean: Tensors, noisy: Tensors | None, s
             return Tensors(torch.from_numpy(normalise_by_speaker(part.x.numpy(), speakers, stats)), part.lengths, part.y)
 
         clean, noisy = normalised(clean), None if noisy is None else normalised(noisy)
+    clean, noisy = clean.at_least(min_frames), None if noisy is None else noisy.at_least(min_frames)
 
     def augmented(rows: np.ndarray) -> Tensors:
         return clean.take(rows) if noisy is None else Tensors.cat(clean.take(rows), noisy.take(rows))
@@ -1090,6 +1101,18 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
 
 
+def _crop_frames(config: TrainConfig, network: Network, frontend: FrontEnd) -> int | None:
+    """The frames of ``--crop`` (None without it), refused when fewer than the network takes."""
+    if config.crop is None:
+        return None
+    frames = max(1, round(config.crop * frontend.sample_rate / frontend.hop_length))
+    if frames < network.min_frames:
+        seconds = network.min_frames * frontend.hop_length / frontend.sample_rate
+        raise ConfigError(f"--crop {config.crop:g} ({frames} frames): {network.name} needs windows of at least "
+                          f"{network.min_frames} frames; give --crop {seconds:g} or more")
+    return frames
+
+
 def _refuse_shrinking(config: TrainConfig, out: Path, n_folds: int) -> None:
     """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained:
     its results would leave out folds whose folders stay, or count epochs beyond ``--epochs``."""
@@ -1200,9 +1223,11 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
 
     corpus = load_data(config, offer_download=True)
     # Building once up front rejects bad model options before any feature is computed.
-    spec = build(config.model, len(corpus.labels), **config.options).spec
+    network = build(config.model, len(corpus.labels), **config.options)
+    spec = network.spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
+    crop_frames = _crop_frames(config, network, frontend)
     splits = make_splits(corpus, config)
     if config.resume:
         _refuse_shrinking(config, out, len(splits))
@@ -1211,8 +1236,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     if dist.main:
         checkpoint.write_json(out / "config.json", config_json)
     run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,
-           "crop_frames": None if config.crop is None else max(1, round(config.crop * frontend.sample_rate
-                                                                       / frontend.hop_length))}
+           "crop_frames": crop_frames}
 
     clean_x, clean_lengths = cached_features(corpus, frontend, config.cache_dir, progress=dist.main)
     targets = torch.as_tensor(corpus.targets())
@@ -1230,7 +1254,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
               f"{dist.world} process(es), run folder {out}", flush=True)
     folds = []
     for index, split in enumerate(splits):
-        fold = make_fold(index, split, clean, noisy, speakers)
+        fold = make_fold(index, split, clean, noisy, speakers, network.min_frames)
         folds.append(train_fold(fold, config, run, dist, device, clock))
 
     tested = all(f["confusion"] is not None for f in folds)

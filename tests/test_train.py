@@ -783,3 +783,26 @@ def test_reproduce_members_score_each_row_as_an_ensemble(emodb_root: Path, cache
     assert row.endswith(f"| {ensemble['ua']:.2f} ± {ensemble['ua_std']:.2f} | {members[0]:.2f} / {members[1]:.2f} |")
     assert "ensembles of 2 runs (seeds 0 to 1, splits of seed 0)" in (out / "results.md").read_text()
     assert reproduce.main([*args[:-len(tiny)], "--members", "0"]) == 2
+
+
+def test_utterances_shorter_than_the_network_are_trained_and_scored_as_if_padded(tmp_path: Path) -> None:
+    """Clips of 0.1 s (11 frames) are shorter than the CNN's 15-frame stride; the run sees them padded with
+    silence to 15 frames, as the Recognizer serves them, instead of failing once training has started."""
+    from minser.evaluate import evaluate_checkpoint
+
+    manifest = _manifest(tmp_path / "calls", speaker="x")
+    out = tmp_path / "run"
+    main(["--model", "cnn", *TINY_CNN, "--data", str(manifest), "--epochs", "1", "--folds", "1",
+          "--pad-to", "batch", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    results = json.loads((out / "results.json").read_text())
+    rescored = evaluate_checkpoint(out / "fold-1" / "best.pt", cache_dir=str(tmp_path / "cache"))
+    assert rescored["n"] == 2 and rescored["wa"] == results["folds"][0]["wa"]
+
+
+def test_a_crop_shorter_than_the_network_is_refused_before_training(emodb_root: Path, cache: Path,
+                                                                     tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        main(["--model", "cnn", *TINY_CNN, "--pad-to", "batch", "--crop", "0.1", "--epochs", "1",
+              *quick(tmp_path / "run", cache)])
+    assert str(refused.value) == "--crop 0.1 (10 frames): cnn needs windows of at least 15 frames; give --crop 0.15 or more"
+    assert not (tmp_path / "run" / "fold-1").exists()
