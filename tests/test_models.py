@@ -179,6 +179,18 @@ def test_bad_option_values(name: str, options: dict, listed: str) -> None:
     assert listed in str(error.value) and next(iter(options)) in str(error.value)
 
 
+@pytest.mark.parametrize(("options", "named"), [({"time_pools": (2, 2)}, "time_pools=(2, 2) is invalid: it has 2"),
+                                               ({"channels": (4, 4, 4, 4)}, "channels=(4, 4, 4, 4) is invalid: it has 4")])
+def test_a_per_block_option_of_another_length_is_named(options: dict, named: str) -> None:
+    """The option of the odd length is the one named, with the length the others share."""
+    with pytest.raises(ConfigError) as error:
+        build("cnn", 4, **options)
+    others = ", ".join(n for n in ("channels", "freq_strides", "time_strides", "freq_pools", "time_pools")
+                       if n not in options)
+    assert str(error.value) == (f"option {named} entries and {others} 3; channels, freq_strides, time_strides, "
+                                "freq_pools, time_pools need one entry per block each")
+
+
 def test_bad_spec_and_n_classes() -> None:
     with pytest.raises(ConfigError, match="name, n_classes, options"):
         from_spec({"name": "cat"})

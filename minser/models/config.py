@@ -123,8 +123,14 @@ class CNNOptions(BaseOptions):
         per_block = ("channels", "freq_strides", "time_strides", "freq_pools", "time_pools")
         for name in per_block:
             setattr(self, name, _int_tuple(name, getattr(self, name)))
-        if len({len(getattr(self, name)) for name in per_block}) != 1:
-            _fail("channels", self.channels, f"{', '.join(per_block)} need one entry per block each")
+        counts = {name: len(getattr(self, name)) for name in per_block}
+        if len(set(counts.values())) != 1:
+            # The dataclass cannot tell set options from defaults; the odd one out is most likely the one set.
+            common = max(counts.values(), key=list(counts.values()).count)
+            odd = next(name for name in per_block if counts[name] != common)
+            alike = [name for name in per_block if counts[name] == common]
+            _fail(odd, getattr(self, odd), f"it has {counts[odd]} entries and {', '.join(alike)} {common}; "
+                                           f"{', '.join(per_block)} need one entry per block each")
         _check_int("kernel_size", self.kernel_size)
         if self.kernel_size % 2 == 0:
             _fail("kernel_size", self.kernel_size, "give an odd size so that 'same' padding is symmetric")
