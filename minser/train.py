@@ -320,10 +320,10 @@ def check_config(config: TrainConfig) -> None:
 
 
 def _check_model_options(config: TrainConfig) -> None:
-    """Refuse model options that the run would ignore or that the front end cannot compute, before any
-    feature is; the network's own checks (``minser.models.build``) catch the rest."""
+    """Refuse model options that the run would ignore, that the front end cannot compute, or that the
+    network refuses (``minser.models.resolve_options``), before any data is looked for."""
     from minser.features import FrontEnd, frequency_bins
-    from minser.models import MODELS
+    from minser.models import MODELS, resolve_options
 
     defaults = {f.name: f.default for f in dataclasses.fields(MODELS[config.model].Options)}
     if "alpha" in config.options and "fusion" in defaults:
@@ -339,6 +339,7 @@ def _check_model_options(config: TrainConfig) -> None:
         raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {frequency_bins(n_fft)} "
                           f"frequency bins, too few for {n_mels} Mel bands; give --n-mels {frequency_bins(n_fft)} "
                           "or fewer (the paper: 40)")
+    resolve_options(config.model, **config.options)  # the network's own checks, before any data is looked for
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1222,7 +1223,6 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 
     corpus = load_data(config, offer_download=True)
-    # Building once up front rejects bad model options before any feature is computed.
     network = build(config.model, len(corpus.labels), **config.options)
     spec = network.spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.

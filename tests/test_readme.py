@@ -82,7 +82,8 @@ def test_models_example(scratch: Path) -> None:
     options, ns = run(block("from_spec(model.spec)"))
     assert tuple(ns["logits"].shape) == (40, 4)
     assert set(ns["model"].fusion_weights()) == {"lstm", "transformer"}
-    assert issubclass(options, BaseOptions)
+    assert isinstance(options, BaseOptions) and options.branches == "both"
+    assert issubclass(ns["MODELS"]["cat"].Options, BaseOptions)
 
 
 def test_onnx_example(scratch: Path, capsys: pytest.CaptureFixture) -> None:

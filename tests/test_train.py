@@ -259,6 +259,9 @@ def test_a_subset_too_small_for_the_random_protocol_names_subset() -> None:
     (["--n-mels", "202"], r"--n-mels 202: the front end's 400-point FFT has 201 frequency bins, too few for 202 Mel "
                           r"bands; give --n-mels 201 or fewer"),
     (["--model-opt", "n_mels=500"], "--n-mels 500: "),
+    # the network's own checks, before the data is looked for (the options were checked after it)
+    (["--data", "emodb", "--model-opt", "kernel_size=4"], "option kernel_size=4 is invalid: give an odd size"),
+    (["--data", "emodb", "--model-opt", "heads=2"], "model 'cnn' has no option heads; valid options: n_mels, "),
 ])
 def test_options_the_run_would_ignore_or_cannot_compute_are_refused(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from minser.errors import ConfigError
-from minser.models.config import option_names
+from minser.models.config import BaseOptions, option_names
 from minser.models.networks import NETWORKS, Network
 
 MODELS: dict[str, type[Network]] = {network.name: network for network in NETWORKS}
 
-__all__ = ["MODELS", "Network", "build", "from_spec"]
+__all__ = ["MODELS", "Network", "build", "from_spec", "resolve_options"]
 
 
 def build(name: str, n_classes: int, **options: Any) -> Network:
@@ -33,16 +33,23 @@ def build(name: str, n_classes: int, **options: Any) -> Network:
     Raises:
         ConfigError: unknown name or option, or an invalid value; the message lists the valid ones.
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    resolved = resolve_options(name, **options)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ConfigError(f"n_classes={n_classes!r} is invalid: give an integer >= 2")
+    return MODELS[name](n_classes, resolved)
+
+
+def resolve_options(name: str, **options: Any) -> BaseOptions:
+    """The checked ``MODELS[name].Options`` of ``options`` (the others at their defaults), without building
+    the network: a cheap way to validate them early. Raises ConfigError as :func:`build` does."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     network = MODELS[name]
     valid = option_names(network.Options)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(f"model {name!r} has no option {', '.join(unknown)}; valid options: {', '.join(valid)}")
-    return network(n_classes, network.Options(**options))
+    return network.Options(**options)
 
 
 def from_spec(spec: dict[str, Any]) -> Network:
