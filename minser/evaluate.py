@@ -233,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "the recorded corpus, e.g. when it has moved")
     p.add_argument("--classes", type=int, help="EmoDB classes, 4 or 7 (default: as trained; without --data only "
                                                "those); a manifest or folder takes its classes from its labels")
-    p.add_argument("--all", action="store_true", help="score every utterance, not only the fold's test split")
+    p.add_argument("--all", action="store_true",
+                   help="score every utterance, not only the fold's test split (on the training corpus as trained, "
+                        "every one the run drew: a --subset run's pick)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="utterances per forward pass")
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
