@@ -42,6 +42,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     # No default here: given with a manifest or folder (whose labels are the classes) it is refused.
     p.add_argument("--classes", type=int, help=f"EmoDB: 4 (anger, happiness, sadness, neutral) or 7 (default: "
                    f"{d.classes}); a manifest or folder takes its classes from its labels")
-    p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; quick runs)")
+    p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; all of a class "
+                                                  "that has fewer; quick runs)")
     p.add_argument("--download", action="store_true", help="download EmoDB into the data folder if it is missing")
     p.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/minser/features)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
@@ -372,6 +374,15 @@ def load_data(config: TrainConfig, *, offer_download: bool = False) -> Corpus:
     if config.subset is not None:
         corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, split_seed(config)))
     return corpus
+
+
+def _warn_whole_classes(corpus: Corpus, subset: int | None) -> None:
+    """``--subset N`` takes every utterance of a class that has fewer than N; say which, as they stay fewer."""
+    counts = np.bincount(corpus.targets(), minlength=len(corpus.labels))
+    short = [f"{label} {n}" for label, n in zip(corpus.labels, counts) if subset is not None and n < subset]
+    if short:
+        warnings.warn(f"--subset {subset}: these classes have fewer utterances, and every one of them is used: "
+                      f"{', '.join(short)}", UserWarning, stacklevel=2)
 
 
 def corpus_spec(data: str) -> str:
@@ -1223,6 +1234,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 
     corpus = load_data(config, offer_download=True)
+    if dist.main:
+        _warn_whole_classes(corpus, config.subset)
     network = build(config.model, len(corpus.labels), **config.options)
     spec = network.spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.

@@ -809,3 +809,18 @@ def test_a_crop_shorter_than_the_network_is_refused_before_training(emodb_root: 
               *quick(tmp_path / "run", cache)])
     assert str(refused.value) == "--crop 0.1 (10 frames): cnn needs windows of at least 15 frames; give --crop 0.15 or more"
     assert not (tmp_path / "run" / "fold-1").exists()
+
+
+def test_a_subset_larger_than_a_class_says_that_class_is_used_whole(tmp_path: Path) -> None:
+    import warnings
+
+    manifest = _manifest(tmp_path / "calls")  # 4 utterances of each class
+    run = ["--model", "cnn", *TINY_CNN, "--data", str(manifest), "--folds", "1", "--epochs", "1",
+           "--cache-dir", str(tmp_path / "cache")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        main([*run, "--subset", "4", "--out", str(tmp_path / "all")])
+    with pytest.warns(UserWarning) as warned:
+        main([*run, "--subset", "5", "--out", str(tmp_path / "more")])
+    assert [str(w.message) for w in warned] == [
+        "--subset 5: these classes have fewer utterances, and every one of them is used: anger 4, neutral 4"]
