@@ -237,8 +237,10 @@ class Recognizer:
         of them loads each and serves them as one ensemble (:meth:`ensemble`), refusing (ConfigError) one
         checkpoint named twice."""
         if isinstance(path, (list, tuple)):
-            named = [member for member in path if isinstance(member, (str, os.PathLike))]
-            refuse_repeated_checkpoints(named, [resolve_checkpoint(member) for member in named])
+            named = [member for member in path if member is None or isinstance(member, (str, os.PathLike))]
+            with default_checkpoint() as default:
+                refuse_repeated_checkpoints(["None (the shipped default)" if m is None else m for m in named],
+                                            [default if m is None else resolve_checkpoint(m) for m in named])
             return cls.ensemble([cls.load(member) for member in path])
         if path is None:
             with default_checkpoint() as default:

@@ -297,6 +297,8 @@ def test_an_ensemble_naming_one_checkpoint_twice_is_refused(tmp_path, tiny):
         with pytest.raises(ConfigError, match=rf"^{re.escape(str(twice[-1]))} and {re.escape(str(tiny))} name the "
                                               "same checkpoint; name each checkpoint once$"):
             Recognizer.load(twice)
+    with pytest.raises(ConfigError, match=r"^None \(the shipped default\) and None \(the shipped default\) name"):
+        Recognizer.load([None, tiny, None])
 
 
 def test_an_ensemble_mixes_padding_and_speaker_normalisation(tmp_path, tiny, rec):
