@@ -467,9 +467,9 @@ def test_run_restores_torch_settings(emodb_root: Path, cache: Path, tmp_path: Pa
 
 
 def test_model_options_reach_the_config() -> None:
-    config = parse_args(["--model", "cat", "--branches", "c2l", "--no-pe", "--model-opt", "channels=[4,8]",
+    config = parse_args(["--model", "cat", "--branches", "c2l", "--no-pe", "--model-opt", "channels=[4,8,8]",
                          "--model-opt", "pool=attention", "--no-noise"])
-    assert config.options == {"channels": [4, 8], "pool": "attention", "pe": False, "branches": "c2l"}
+    assert config.options == {"channels": [4, 8, 8], "pool": "attention", "pe": False, "branches": "c2l"}
     assert config.noise_snr is None
 
 
