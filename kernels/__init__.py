@@ -5,7 +5,8 @@ Each op has a Triton kernel (``minser.kernels.attention_triton``,
 (:mod:`minser.kernels.reference`). The path is chosen per call with ``impl``:
 
 - ``"auto"``: Triton when the tensors live on a CUDA device, Triton is installed and the
-  kernels cover the shape and dtype (:mod:`minser.kernels.configs`), else PyTorch.
+  kernels cover the shape, dtypes and size (:func:`~minser.kernels.configs.attention_covers`,
+  :func:`~minser.kernels.configs.pool_covers`), else PyTorch.
 - ``"triton"``: always Triton (on CPU this needs ``TRITON_INTERPRET=1``, which the tests use).
 - ``"torch"``: always the PyTorch reference.
 """
@@ -50,7 +51,10 @@ def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
 def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> None:
     if lengths is None:
         return
-    if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+    if not isinstance(lengths, torch.Tensor):
+        raise ConfigError(f"{name} must be an integer tensor of shape ({batch},), got {type(lengths).__name__}")
+    if (lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype.is_complex
+            or lengths.dtype == torch.bool):
         raise ConfigError(
             f"{name} must be an integer tensor of shape ({batch},), got {tuple(lengths.shape)} {lengths.dtype}"
         )
@@ -84,7 +88,7 @@ def attention(
     if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ConfigError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head size")
     _check_lengths(key_lengths, q.shape[0], "key_lengths")
-    if _use_triton(impl, q.device, configs.attention_supported(q.shape[3], q.dtype)):
+    if _use_triton(impl, q.device, configs.attention_covers(q, k, v)):
         from minser.kernels.attention_triton import triton_attention
 
         return triton_attention(q, k, v, key_lengths)
@@ -113,7 +117,7 @@ def attention_pool(
     if h.dim() != 3 or w.shape != (h.shape[2],):
         raise ConfigError(f"attention_pool wants h (B, T, D) and w (D,); got h {tuple(h.shape)}, w {tuple(w.shape)}")
     _check_lengths(lengths, h.shape[0], "lengths")
-    if _use_triton(impl, h.device, configs.pool_supported(h.shape[2], h.dtype)):
+    if _use_triton(impl, h.device, configs.pool_covers(h)):
         from minser.kernels.attention_pool_triton import triton_attention_pool
 
         return triton_attention_pool(h, w, lengths)

@@ -147,6 +147,7 @@ class TritonAttentionPool(torch.autograd.Function):
         return pooled, weights
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the backward kernel has no backward of its own
     def backward(ctx, dpooled, dweights):
         h, w32, lens, beta = ctx.saved_tensors
         B, T, D = h.shape
@@ -176,12 +177,13 @@ def triton_attention_pool(
             f"triton attention_pool supports feature sizes 1..{configs.POOL_MAX_DIM} and dtypes "
             f"{configs.DTYPES}; got {D}, {h.dtype}: use impl='torch'"
         )
-    if h.numel() >= 2**31:
-        raise ConfigError(f"triton attention_pool indexes with int32: h {tuple(h.shape)} is too large")
+    if not configs.int32_indexable(h):
+        raise ConfigError(f"triton attention_pool indexes with int32: h {tuple(h.shape)} reaches too far; "
+                          "use impl='torch'")
     if lengths is None:
         lens = torch.full((B,), T, dtype=torch.int32, device=h.device)
     else:
-        lens = configs.triton_operand(lengths.to(device=h.device, dtype=torch.int32), reads="dense")
+        lens = configs.triton_operand(configs.int32_lengths(lengths, T, h.device), reads="dense")
     return TritonAttentionPool.apply(configs.triton_operand(h), w, lens)
 
 

@@ -285,6 +285,7 @@ class TritonAttention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the backward kernels have no backward of their own
     def backward(ctx, do):
         q, k, v, o, lse, klen = ctx.saved_tensors
         dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.triton_operand(do, reads="strided16"))
@@ -299,8 +300,9 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             f"triton attention supports head sizes {configs.ATTENTION_HEAD_DIMS} and dtypes "
             f"{configs.DTYPES}; got head size {q.shape[-1]}, {q.dtype}: use impl='torch'"
         )
-    if max(q.numel(), k.numel()) >= 2**31:
-        raise ConfigError(f"triton attention indexes with int32: q {tuple(q.shape)} / k {tuple(k.shape)} are too large")
+    if not configs.int32_indexable(q, k, v):
+        raise ConfigError(f"triton attention indexes with int32: q {tuple(q.shape)} / k {tuple(k.shape)} reach too "
+                          "far; use impl='torch'")
 
 
 def triton_attention(
@@ -315,7 +317,7 @@ def triton_attention(
     if key_lengths is None:
         klen = torch.full((q.shape[0],), k.shape[2], dtype=torch.int32, device=q.device)
     else:
-        klen = configs.triton_operand(key_lengths.to(device=q.device, dtype=torch.int32), reads="dense")
+        klen = configs.triton_operand(configs.int32_lengths(key_lengths, k.shape[2], q.device), reads="dense")
     # A contiguous copy of a head size in ATTENTION_HEAD_DIMS has every stride divisible by 16.
     q, k, v = (configs.triton_operand(t, reads="strided16") for t in (q, k, v))
     return TritonAttention.apply(q, k, v, klen)

@@ -2,8 +2,11 @@
 
 The wrappers (:mod:`minser.kernels.attention_triton`, :mod:`minser.kernels.attention_pool_triton`)
 pick their block sizes, warps and pipeline stages here, and the ahead-of-time compile tests and
-``tools/kernel_report.py`` enumerate exactly the same table, so a configuration the library can
-launch is a configuration CI has compiled for sm_80 and sm_90.
+``tools/kernel_report.py`` enumerate exactly the same table, so every block size, warp count, stage
+count and dtype the library can launch is compiled for sm_80 and sm_90 in CI, in the divisibility
+specializations of :data:`HINTS` (Triton also specializes on which arguments are multiples of 16, and
+some launches mix them, e.g. pooling 40 features over 46 steps: a batch stride of 1840 but a row stride
+of 40; those are compiled at run time only).
 
 This module imports neither triton nor CUDA: the dispatcher asks it whether a shape is supported.
 """
@@ -159,3 +162,31 @@ def attention_supported(head_dim: int, dtype: torch.dtype) -> bool:
 def pool_supported(dim: int, dtype: torch.dtype) -> bool:
     """True when the fused pooling kernels exist for this feature size and dtype."""
     return 1 <= dim <= POOL_MAX_DIM and dtype in DTYPES
+
+
+def int32_indexable(*tensors: torch.Tensor) -> bool:
+    """True when the kernels' int32 element offsets reach every element of each tensor, as it is and as the
+    contiguous copy :func:`triton_operand` may make (a strided view can reach far past its element count,
+    an expanded one copies to more elements than it holds)."""
+    def reach(t: torch.Tensor) -> int:
+        return max(t.numel(), 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()) if n))
+
+    return all(reach(t) < 2**31 for t in tensors)
+
+
+def int32_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    """``lengths`` as the kernels read them, int32 on ``device``; clipped to ``size`` first, as a length past
+    the sequence means all of it and a cast alone would wrap 2**31 to a negative length."""
+    return lengths.to(device=device, dtype=torch.int64).clamp(max=size).to(torch.int32)
+
+
+def attention_covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """True when the fused attention takes these tensors: a head size and dtype it has kernels for
+    (:func:`attention_supported`), one dtype for all three, and int32 offsets (:func:`int32_indexable`)."""
+    return (attention_supported(q.shape[-1], q.dtype) and q.dtype == k.dtype == v.dtype
+            and int32_indexable(q, k, v))
+
+
+def pool_covers(h: torch.Tensor) -> bool:
+    """True when the fused pooling takes ``h (B, T, D)``: :func:`pool_supported` and int32 offsets."""
+    return pool_supported(h.shape[-1], h.dtype) and int32_indexable(h)

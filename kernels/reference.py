@@ -28,6 +28,12 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Te
     return torch.softmax(scores, dim=-1) * mask
 
 
+def _valid_only(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    # A weight of 0 does not remove a padded NaN or Inf from a weighted sum (0 * NaN is NaN); the kernels
+    # never read padding, so neither may this path.
+    return t.masked_fill(~valid, 0)
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -44,9 +50,11 @@ def attention(
     """
     scale = q.shape[-1] ** -0.5
     scores = torch.matmul(_accumulated(q), _accumulated(k).transpose(-1, -2)) * scale
-    mask = None if key_lengths is None else key_mask(key_lengths, k.shape[2])[:, None, None, :]
-    probs = _masked_softmax(scores, mask)
-    return torch.matmul(probs, _accumulated(v)).to(q.dtype)
+    if key_lengths is None:
+        return torch.matmul(torch.softmax(scores, dim=-1), _accumulated(v)).to(q.dtype)
+    valid = key_mask(key_lengths.to(k.device), k.shape[2])
+    probs = _masked_softmax(scores, valid[:, None, None, :])
+    return torch.matmul(probs, _valid_only(_accumulated(v), valid[:, None, :, None])).to(q.dtype)
 
 
 def attention_pool(
@@ -66,7 +74,7 @@ def attention_pool(
     """
     hf = _accumulated(h)
     scores = torch.matmul(hf, w.to(hf.dtype))
-    mask = None if lengths is None else key_mask(lengths, h.shape[1])
+    mask = None if lengths is None else key_mask(lengths.to(h.device), h.shape[1])
     weights = _masked_softmax(scores, mask)
-    pooled = torch.einsum("bt,btd->bd", weights, hf)
+    pooled = torch.einsum("bt,btd->bd", weights, hf if mask is None else _valid_only(hf, mask[:, :, None]))
     return pooled.to(h.dtype), weights.to(h.dtype)

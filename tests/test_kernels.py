@@ -41,6 +41,25 @@ def test_attention_ignores_padded_keys_and_zeroes_empty_sequences():
     assert torch.equal(k.grad[:, :, 4:], torch.zeros_like(k.grad[:, :, 4:]))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_padding_does_not_reach_the_result(bad):
+    """0 * NaN is NaN: padded values and steps must be left out of the weighted sums, not weighted by 0."""
+    q, k, v = (t.detach() for t in _attention_inputs(torch.float32))
+    h, w, lengths = torch.randn(2, 7, 4), torch.randn(4), torch.tensor([0, 4])
+    clean = attention(q, k, v, key_lengths=lengths, impl="torch"), attention_pool(h, w, lengths=lengths, impl="torch")
+    k, v, h = k.clone(), v.clone(), h.clone()
+    k[:, :, 4:], v[:, :, 4:], h[:, 4:] = bad, bad, bad
+    torch.testing.assert_close(attention(q, k, v, key_lengths=lengths, impl="torch"), clean[0], rtol=0, atol=0)
+    torch.testing.assert_close(attention_pool(h, w, lengths=lengths, impl="torch"), clean[1], rtol=0, atol=0)
+
+
+def test_lengths_on_another_device_are_moved_to_the_inputs():
+    q = torch.empty(2, 1, 3, 16, device="meta")
+    h = torch.empty(2, 5, 16, device="meta")
+    assert attention(q, q, q, key_lengths=torch.tensor([3, 1]), impl="torch").device.type == "meta"
+    assert attention_pool(h, torch.empty(16, device="meta"), lengths=torch.tensor([5, 2]), impl="torch")[0].is_meta
+
+
 def test_attention_without_lengths_is_softmax_attention():
     q, k, v = _attention_inputs(torch.float32)
     expected = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1) @ v
@@ -70,8 +89,11 @@ def test_auto_on_cpu_is_the_reference_path():
                           key_lengths=torch.tensor([1.0, 2.0])),
         lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(5)),
         lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(4), lengths=torch.tensor([3])),
+        lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(4), lengths=[3, 3]),
+        lambda: attention_pool(torch.ones(2, 3, 4), torch.ones(4), lengths=torch.tensor([3, 3], dtype=torch.cfloat)),
     ],
-    ids=["unknown-impl", "q-not-4d", "head-size-mismatch", "float-lengths", "w-size", "lengths-shape"],
+    ids=["unknown-impl", "q-not-4d", "head-size-mismatch", "float-lengths", "w-size", "lengths-shape",
+         "lengths-list", "complex-lengths"],
 )
 def test_bad_input_raises_config_error(call):
     with pytest.raises(ConfigError):
@@ -82,6 +104,17 @@ def test_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ConfigError, match="TRITON_INTERPRET"):
         attention_pool(torch.ones(1, 3, 4), torch.ones(4), impl="triton")
+
+
+def test_kernels_take_only_tensors_they_can_index_with_int32():
+    small = torch.ones(2, 1, 3, 16)
+    assert configs.attention_covers(small, small, small) and configs.pool_covers(small[:, 0])
+    assert not configs.attention_covers(small, small.half(), small)  # one dtype, or the reference path
+    # Three elements, but the last sits 2 * (2**30 + 1) elements from the first: beyond int32 offsets.
+    far = torch.empty(3, 2**30 + 1, device="meta")[:, :1]
+    assert far.numel() == 3 and not configs.int32_indexable(far)
+    assert not configs.int32_indexable(torch.zeros(1).expand(2**31))  # one element, but copied to 2**31
+    assert configs.int32_indexable(torch.zeros(1).expand(2**31 - 1))
 
 
 def test_supported_shapes_table():

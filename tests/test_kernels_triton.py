@@ -77,6 +77,59 @@ def test_attention_empty_and_overlong_lengths_give_reference_and_zeros(dtype, he
         assert not a[0].any() and not a[2].any(), f"{name} of a sequence without keys must be zero"
 
 
+def test_lengths_beyond_int32_mean_every_key_and_step():
+    """The kernels take int32 lengths; 2**31 and 2**32 + 4 must not wrap to negative or to 4."""
+    q, k, v = _randn(2, 1, 5, 16, dtype=torch.float32), _randn(2, 1, 9, 16, dtype=torch.float32), _randn(
+        2, 1, 9, 16, dtype=torch.float32)
+    huge = torch.tensor([2**31, 2**32 + 4], device=DEVICE)
+    torch.testing.assert_close(attention(q, k, v, key_lengths=huge, impl="triton"), attention(q, k, v, impl="torch"))
+    h, w = _randn(2, 9, 16, dtype=torch.float32), torch.randn(16, device=DEVICE)
+    torch.testing.assert_close(attention_pool(h, w, lengths=huge, impl="triton"), attention_pool(h, w, impl="torch"))
+
+
+def test_non_finite_padding_gives_what_the_reference_gives():
+    q, k, v = _randn(2, 2, 6, 16, dtype=torch.float16), _randn(2, 2, 9, 16, dtype=torch.float16), _randn(
+        2, 2, 9, 16, dtype=torch.float16)
+    h, w, lengths = _randn(2, 9, 16, dtype=torch.float16), torch.randn(16, device=DEVICE), torch.tensor([9, 4])
+    k[1, :, 4:], v[1, :, 4:], h[1, 4:] = float("nan"), float("inf"), float("nan")
+    out = attention(q, k, v, key_lengths=lengths, impl="triton")
+    pooled, weights = attention_pool(h, w, lengths=lengths, impl="triton")
+    assert torch.isfinite(out).all() and torch.isfinite(pooled).all() and torch.isfinite(weights).all()
+    _close(out, attention(q, k, v, key_lengths=lengths, impl="torch"), torch.float16, "out")
+    _close(pooled, attention_pool(h, w, lengths=lengths, impl="torch")[0], torch.float16, "pooled")
+
+
+def test_queries_and_keys_of_different_row_strides():
+    """q and k read through their own strides: in the other tests they share one, so mixing them up passed."""
+    B, H, Lq, Lk, D = 2, 2, 7, 11, 16
+    # Views of projections of different widths (as a cross-attention's q and fused k/v): row strides 5HD and 3HD.
+    q_base, k_base = _randn(B, Lq, 5 * H * D, dtype=torch.float32), _randn(B, Lk, 3 * H * D, dtype=torch.float32)
+    v, grad = _randn(B, H, Lk, D, dtype=torch.float32), _randn(B, H, Lq, D, dtype=torch.float32)
+    results = {}
+    for impl in ("triton", "torch"):
+        leaves = [t.clone().requires_grad_(True) for t in (q_base, k_base)]
+        q, k = (x[..., :H * D].unflatten(-1, (H, D)).transpose(1, 2) for x in leaves)
+        assert q.stride(2) == 5 * H * D and k.stride(2) == 3 * H * D
+        out = attention(q, k, v, key_lengths=torch.tensor([11, 6], device=DEVICE), impl=impl)
+        out.backward(grad)
+        results[impl] = (out, *(leaf.grad for leaf in leaves))
+    for name, a, b in zip(("out", "dq", "dk"), results["triton"], results["torch"]):
+        _close(a, b, torch.float32, name)
+
+
+def test_second_derivatives_through_the_kernels_are_refused():
+    """The backward kernels are not differentiable: a gradient penalty must fail, not see them as constants
+    (its gradient through the weights after them came out as zeros)."""
+    q = _randn(1, 1, 4, 16, dtype=torch.float32).requires_grad_(True)
+    h = _randn(1, 4, 16, dtype=torch.float32).requires_grad_(True)
+    w = torch.randn(16, device=DEVICE)
+    for output, leaf in ((attention(q, q, q, impl="triton"), q), (attention_pool(h, w, impl="triton")[0], h)):
+        after = torch.randn(output.shape[-1], device=DEVICE, requires_grad=True)  # a layer after the kernel
+        (grad,) = torch.autograd.grad((output * after).sum(), leaf, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            grad.pow(2).sum().backward()
+
+
 def test_attention_self_attention_without_lengths():
     q, k, v = (_randn(2, 3, 33, 32, dtype=torch.float32) for _ in range(3))
     triton_out, torch_out = _run(attention, (q, k, v), (_randn(2, 3, 33, 32, dtype=torch.float32),))
