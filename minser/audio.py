@@ -77,6 +77,17 @@ def min_samples(sr: int = SAMPLE_RATE) -> int:
     return round(MIN_SECONDS * sr)
 
 
+def _soundfile_name(path: Path) -> str | bytes:
+    """``path`` as soundfile opens it: soundfile encodes a name as strict UTF-8, so a POSIX name that is not
+    UTF-8 (whose bytes Python keeps as surrogates) is passed as the bytes the file system holds."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
 def check_wave(
     wave: object, name: str = "array", *, sr: int = SAMPLE_RATE, min_length: int | None = None
 ) -> np.ndarray:
@@ -135,7 +146,7 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: is truncated: {shortfall}; the file was cut short (an interrupted copy or "
                          "recording?): copy or export it again")
     try:
-        samples, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
+        samples, file_sr = soundfile.read(_soundfile_name(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); {_unreadable_advice(path)}") from exc
     if samples.shape[0] == 0:

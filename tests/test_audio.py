@@ -49,6 +49,16 @@ def test_load_downmixes_stereo_to_mean(tmp_path: Path) -> None:
     np.testing.assert_allclose(load(path), (left + right) / 2, atol=1e-7)
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_load_reads_a_file_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """Python keeps such a name's bytes as surrogates, which soundfile cannot encode: it was called corrupt."""
+    wave = (0.1 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/latin-1 \xe9.wav")
+    soundfile.write(tmp_path / "plain.wav", wave, 16000, subtype="FLOAT")
+    os.rename(tmp_path / "plain.wav", name)
+    np.testing.assert_array_equal(load(name), wave)
+
+
 @pytest.mark.parametrize("file_sr", [8000, 22050, 44100])
 def test_load_resamples_with_polyphase_filter(tmp_path: Path, file_sr: int) -> None:
     tone = _tone(1000, file_sr)
