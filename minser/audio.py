@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -55,11 +56,13 @@ UNREADABLE_SUFFIXES = tuple(sorted(set(_SNDFILE_FORMATS).difference(AUDIO_SUFFIX
 
 __all__ = [
     "AUDIO_SUFFIXES",
+    "MAX_PEAK",
     "MIN_SECONDS",
     "SAMPLE_RATE",
     "SECONDS",
     "UNREADABLE_SUFFIXES",
     "add_white_noise",
+    "check_peak",
     "check_wave",
     "conversion_example",
     "file_identity",
@@ -72,9 +75,23 @@ __all__ = [
 ]
 
 
+# Float samples past this are not [-1, 1] audio (a clipped recording stays near 1); 16-bit PCM cast to float
+# without scaling reaches thousands.
+MAX_PEAK = 16.0
+
+
 def min_samples(sr: int = SAMPLE_RATE) -> int:
-    """The shortest usable audio at ``sr`` Hz: one 25 ms analysis window (400 samples at 16 kHz)."""
-    return round(MIN_SECONDS * sr)
+    """The shortest usable audio at ``sr`` Hz: one 25 ms analysis window (400 samples at 16 kHz), rounded up,
+    so that audio that long is still that long once resampled to any other rate."""
+    return math.ceil(MIN_SECONDS * sr - 1e-9)  # 1e-9: 0.025 * 16000 is 400.00000000000006 in floats
+
+
+def check_peak(wave: np.ndarray, name: str, fix: str) -> None:
+    """Raise AudioError naming ``name`` when float samples reach past :data:`MAX_PEAK`, with ``fix``."""
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name}: samples reach {peak:.0f}, but float audio lies in [-1, 1]; this looks like "
+                         f"unscaled integer PCM; {fix}")
 
 
 def _soundfile_name(path: Path) -> str | bytes:
@@ -131,7 +148,8 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     with a polyphase filter (``scipy.signal.resample_poly``). Raises :class:`AudioError` naming the file
     when it is missing, a directory or another non-regular file (a named pipe, a device), unreadable,
     corrupt, truncated (a WAV, AIFF or Ogg file holding fewer bytes than its headers declare), empty,
-    non-finite or shorter than one 25 ms analysis window.
+    non-finite, shorter than one 25 ms analysis window (counted at the file's rate), or of float samples
+    reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling).
     """
     path = Path(path)
     _check_regular_file(path)
@@ -151,7 +169,10 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); {_unreadable_advice(path)}") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
-    return check_wave(resample(samples.mean(axis=1, dtype=np.float32), file_sr, sr), str(path), sr=sr)
+    # Checked at the file's own rate first, so that a message counts the file's samples.
+    mono = check_wave(samples.mean(axis=1, dtype=np.float32), str(path), sr=file_sr)
+    check_peak(mono, str(path), "divide its 16-bit samples by 32768 and save it again")
+    return check_wave(resample(mono, file_sr, sr), str(path), sr=sr)
 
 
 # Names of the files that are neither regular files nor directories, for messages.

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.audio import check_wave, first_repeated_file, load, min_samples, resample
+from minser.audio import check_peak, check_wave, first_repeated_file, load, min_samples, resample
 from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
@@ -81,10 +81,6 @@ MAX_CHANNELS = 8
 WINDOWS_PER_PASS = 16
 # Sample rates an array may declare: telephone speech to studio audio.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
-# Float samples past this are not [-1, 1] audio (a clipped recording stays near 1); 16-bit PCM cast to float
-# without scaling reaches thousands.
-MAX_PEAK = 16.0
-
 Audio = Union[str, os.PathLike, np.ndarray]
 
 
@@ -373,10 +369,7 @@ class Recognizer:
         if array.ndim != 1:  # before check_wave, which would offer a batch (batch, samples) here
             raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {array.shape}")
         wave = check_wave(array, name, sr=sr)
-        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-        if peak > MAX_PEAK:
-            raise AudioError(f"{name}: samples reach {peak:.0f}, but float audio lies in [-1, 1]; this looks like "
-                             "unscaled integer PCM: divide 16-bit samples by 32768")
+        check_peak(wave, name, "divide 16-bit samples by 32768")
         return check_wave(resample(wave, sr, rate), name, sr=rate)
 
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:

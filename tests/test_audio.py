@@ -12,7 +12,7 @@ import pytest
 import soundfile
 from scipy.signal import resample_poly
 
-from minser.audio import AUDIO_SUFFIXES, add_white_noise, check_wave, fit_length, load, resample
+from minser.audio import AUDIO_SUFFIXES, add_white_noise, check_wave, fit_length, load, min_samples, resample
 from minser.errors import AudioError
 
 
@@ -239,6 +239,37 @@ def test_load_too_short_file_names_it(tmp_path: Path) -> None:
     soundfile.write(path, _tone(440, 16000)[:399], 16000)
     with pytest.raises(AudioError, match=r"short\.wav.*399 samples.*400 samples"):
         load(path)
+
+
+def test_a_short_file_is_counted_at_its_own_rate(tmp_path: Path) -> None:
+    path = tmp_path / "short.wav"
+    soundfile.write(path, _tone(440, 8000)[:150], 8000)
+    with pytest.raises(AudioError, match=r"short\.wav: has 150 samples, shorter than one analysis window \(200 "
+                                         r"samples at 8000 Hz\)"):
+        load(path)
+
+
+@pytest.mark.parametrize("rate", [1003, 8000, 11025, 22050, 44100])
+def test_one_analysis_window_at_any_rate_is_one_at_16_khz(tmp_path: Path, rate: int) -> None:
+    """min_samples rounds up: 25 ms at 1003 Hz passed as 25 samples (24.9 ms), then failed as 399 at 16 kHz."""
+    path = tmp_path / "window.wav"
+    soundfile.write(path, _tone(440, rate)[:min_samples(rate)], rate, subtype="FLOAT")
+    assert len(load(path)) >= min_samples(16000)
+    soundfile.write(path, _tone(440, rate)[:min_samples(rate) - 1], rate, subtype="FLOAT")
+    with pytest.raises(AudioError, match=rf"has {min_samples(rate) - 1} samples.* at {rate} Hz"):
+        load(path)
+
+
+def test_a_float_file_of_unscaled_pcm_is_refused(tmp_path: Path) -> None:
+    """The check predict makes for arrays: 16-bit values saved as float would be scored 90 dB too loud."""
+    path = tmp_path / "hot.wav"
+    soundfile.write(path, _tone(440, 16000) * 32767, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"hot\.wav: samples reach 16384, but float audio lies in \[-1, 1\]; this "
+                                         "looks like unscaled integer PCM; divide its 16-bit samples by 32768 and "
+                                         "save it again$"):
+        load(path)
+    soundfile.write(path, np.clip(_tone(440, 16000) * 4, -1.2, 1.2), 16000, subtype="FLOAT")
+    assert np.abs(load(path)).max() > 1  # float headroom past 1 is audio all the same
 
 
 @pytest.mark.parametrize(
