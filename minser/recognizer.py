@@ -9,12 +9,14 @@ Prediction(label='anger', scores={'anger': 0.97, ...})
 Input handling (needs only torch, numpy, scipy and soundfile):
 
 - Files are read with :func:`minser.audio.load`: any soundfile format, downmixed to mono and
-  resampled to the model's rate. Arrays are float samples in [-1, 1]: ``(samples,)`` mono, or
-  ``(samples, channels)`` with at most :data:`MAX_CHANNELS` channels (soundfile's layout; averaged
-  to mono), or a 2-D ``(batch, samples)`` batch of equal-length mono waves. A 2-D array is taken
-  as multi-channel only when it has at most :data:`MAX_CHANNELS` columns and more rows than
-  columns; a batch always has at least 400 columns (one analysis window), so the two never clash.
-  Any other 2-D array, such as ``(48000, 9)`` (more channels than allowed), is refused with an error
+  resampled to the model's rate. Arrays (numpy, or torch tensors, read detached on the CPU) are
+  float samples in [-1, 1]: ``(samples,)`` mono, or ``(samples, channels)`` with at most
+  :data:`MAX_CHANNELS` channels (soundfile's layout; averaged to mono), or a 2-D ``(batch, samples)``
+  batch of equal-length mono waves. A 2-D array is taken as multi-channel only when it has at most
+  :data:`MAX_CHANNELS` columns and more rows than columns; a batch always has at least 400 columns
+  (one analysis window), so the two never clash. ``(channels, samples)``, the layout of librosa's
+  ``load(mono=False)`` and of torchaudio, reads as a batch: one prediction per channel; transpose it
+  (``x.T``) or average the channels to label the recording. Any other 2-D array, such as ``(48000, 9)`` (more channels than allowed), is refused with an error
   that names its shape. An array needs ``sr``; a rate other than the model's is resampled (polyphase
   filter). What holds no samples (None, a number, a dict) is an :class:`~minser.errors.AudioError`.
 - Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame
@@ -81,7 +83,7 @@ MAX_CHANNELS = 8
 WINDOWS_PER_PASS = 16
 # Sample rates an array may declare: telephone speech to studio audio.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
-Audio = Union[str, os.PathLike, np.ndarray]
+Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
 class ServedNetwork(torch.nn.Module):
@@ -178,6 +180,15 @@ def _shown(value: object) -> str:
 def _is_channels(array: np.ndarray) -> bool:
     """True for a 2-D ``(samples, channels)`` array (soundfile's layout), not a ``(batch, samples)`` batch."""
     return array.ndim == 2 and array.shape[1] <= MAX_CHANNELS and array.shape[0] > array.shape[1]
+
+
+def _numpy(item: object) -> object:
+    """A torch tensor as a numpy array of its samples (detached, on the CPU; bfloat16, which numpy lacks,
+    widened to float32); anything else as it is."""
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu()
+        return (item.float() if item.dtype == torch.bfloat16 else item).numpy()
+    return item
 
 
 def _samples(item: object, name: str) -> np.ndarray:
@@ -362,7 +373,7 @@ class Recognizer:
         rate = self.frontend.sample_rate
         if isinstance(item, (str, os.PathLike)):
             return load(item, sr=rate)
-        array = _samples(item, name)
+        array = _samples(_numpy(item), name)
         sr = self._sample_rate(sr, name)
         if _is_channels(array):
             array = check_wave(array.T, name, sr=sr).mean(axis=0)
@@ -374,6 +385,7 @@ class Recognizer:
 
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """The waves of ``x`` and whether ``x`` was a batch."""
+        x = _numpy(x)
         if isinstance(x, np.ndarray) and x.ndim == 2 and not _is_channels(x):
             _check_batch_shape(x, self._sample_rate(sr, "array"))
             return [self._wave(row, sr, f"array[{i}]") for i, row in enumerate(x)], True

@@ -96,6 +96,20 @@ def test_array_without_sample_rate_is_an_error_that_says_to_pass_sr(rec):
         rec.predict(wave(1.0), sr=16)  # meant 16 kHz: would upsample 1000x
 
 
+def test_torch_tensors_are_read_as_their_numpy_arrays(rec):
+    """A tensor that requires grad raised a RuntimeError, bfloat16 an advice for ragged lists, and a 2-D
+    tensor was refused where the same numpy array is a batch."""
+    a, b = wave(1.0), wave(1.0, seed=1)
+    expected = rec.predict(np.stack([a, b]), sr=SR)
+    assert rec.predict(torch.from_numpy(np.stack([a, b])), sr=SR) == expected
+    assert rec.predict([torch.from_numpy(a).requires_grad_(True), b], sr=SR) == rec.predict([a, b], sr=SR)
+    assert rec.predict(torch.from_numpy(a)[None], sr=SR) == rec.predict(a[None], sr=SR)
+    widened = rec.predict(torch.from_numpy(a).to(torch.bfloat16), sr=SR)
+    assert widened.scores == pytest.approx(expected[0].scores, abs=0.02)  # bfloat16 keeps 8 bits of each sample
+    with pytest.raises(AudioError, match="samples have dtype int16, expected floating point"):
+        rec.predict(torch.zeros(SR, dtype=torch.int16), sr=SR)
+
+
 def test_unscaled_pcm_is_refused(rec):
     with pytest.raises(AudioError, match="unscaled integer PCM; divide 16-bit samples by 32768$"):
         rec.predict(wave(1.0) * 32767, sr=SR)
