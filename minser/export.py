@@ -18,7 +18,11 @@ members must share labels and front end.
 The front end (numpy/scipy) runs before the graph, and the softmax after it. The model's metadata
 holds, as JSON, the class names (``minser.labels``), front-end settings (``minser.frontend``), the
 model spec (``minser.spec``; for an ensemble ``minser.members``, one spec per member) and
-``minser.pad_to`` (``"batch"``: features may be cut; ``"full"``: pass all 750 frames). Exported with
+``minser.pad_to`` (``"batch"``: features may be cut; ``"full"``: pass all 750 frames) and
+``minser.min_frames`` (the fewest frames the features may be cut to; shorter ``lengths`` are raised to
+it in the graph). The graph labels one window of at most 7.5 s, as ``extract`` cuts it: label longer
+audio as :class:`minser.Recognizer` does, window by window (:func:`minser.recognizer.window_starts`,
+7.5 s windows with a 3.75 s hop), averaging the windows' softmax. Exported with
 PyTorch's TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) through the PyTorch
 attention path (``impl="torch"``); when onnxruntime is installed the export is checked against
 :class:`minser.Recognizer` on random features, and a graph whose logits differ by more than 1e-4 is not written.
@@ -97,7 +101,8 @@ def onnx_metadata(recognizer: Recognizer) -> dict[str, str]:
     model = {"minser.spec": json.dumps(specs[0])} if len(specs) == 1 else {"minser.members": json.dumps(specs)}
     return {"minser.labels": json.dumps(list(recognizer.labels)),
             "minser.frontend": json.dumps(recognizer.frontend.to_dict()), **model,
-            "minser.pad_to": json.dumps("batch" if recognizer.pass_lengths else "full")}
+            "minser.pad_to": json.dumps("batch" if recognizer.pass_lengths else "full"),
+            "minser.min_frames": json.dumps(recognizer.min_frames)}
 
 
 def onnx_bytes(recognizer: Recognizer, metadata: dict[str, str] | None = None) -> bytes:

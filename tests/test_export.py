@@ -70,6 +70,7 @@ def test_onnx_matches_the_recognizer(name, tmp_path):
     metadata = graph_metadata(path)
     assert metadata["minser.labels"] == list(LABELS) and metadata["minser.pad_to"] == "batch"
     assert metadata["minser.spec"]["name"] == name and metadata["minser.frontend"] == FrontEnd().to_dict()
+    assert metadata["minser.min_frames"] == Recognizer.load(tmp_path / f"{name}.pt").min_frames
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx", f"{name}.pt"]  # no temporary left
 
 
