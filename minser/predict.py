@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from minser.errors import MinserError, plain_warnings
+
+if TYPE_CHECKING:
+    from minser.recognizer import Recognizer
 
 __all__ = ["SCORE_DECIMALS", "build_parser", "main"]
 
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model)."""
+    """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model, 141 when
+    the reader of the output stopped early, as a shell reports a SIGPIPE)."""
     args = build_parser().parse_args(argv)
     import torch
 
@@ -67,8 +73,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _label_files(recognizer, args.files)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): stop quietly, as Unix tools do; pointing stdout at /dev/null
+        # keeps the interpreter's flush at exit from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _label_files(recognizer: Recognizer, files: Sequence[str]) -> int:
+    """Print each file's JSON line (stdout) or error line (stderr); 1 when any failed, else 0."""
     failed = 0
-    for file in args.files:
+    for file in files:
         try:
             prediction = recognizer.predict(file)
         except MinserError as exc:

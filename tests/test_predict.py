@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,17 @@ def test_unloadable_model_exits_2(clip, tmp_path, capsys):
     assert main([str(clip), "--model", str(tmp_path / "nope.pt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     assert main([str(clip), "--threads", "0"]) == 2
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(model, clip, monkeypatch, capsys):
+    """`predict ... | head -1`: the closed pipe gave a BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    with os.fdopen(write, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main([str(clip), str(clip), "--model", str(model)]) == 141
+        print("after", file=pipe, flush=True)  # stdout now leads nowhere, without another error
+    assert capsys.readouterr().err == ""
 
 
 def test_help_runs_as_a_module():
