@@ -81,7 +81,8 @@ HOP_FRACTION = 0.5
 MAX_CHANNELS = 8
 # Windows scored per forward pass: bounds the memory of very long audio.
 WINDOWS_PER_PASS = 16
-# Sample rates an array may declare: telephone speech to studio audio.
+# Sample rates an array may declare: from below telephone speech to studio audio (accepted, not equally well
+# labelled: the default model saw 16 kHz audio only; docs/MODEL_CARD.md "Limits").
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
