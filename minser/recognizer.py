@@ -79,6 +79,8 @@ DEFAULT_MODEL = "default.pt"
 HOP_FRACTION = 0.5
 # A 2-D array with at most this many columns (and more rows) is one multi-channel wave.
 MAX_CHANNELS = 8
+# Recordings to enrol a speaker from, for accuracy near the evaluated one (docs/RESULTS.md, enrolment curve).
+ENROL_RECORDINGS = 10
 # Windows scored per forward pass: bounds the memory of very long audio.
 WINDOWS_PER_PASS = 16
 # Sample rates an array may declare: from below telephone speech to studio audio (accepted, not equally well
@@ -330,6 +332,15 @@ class Recognizer:
         if len(recordings) == 0:
             raise AudioError("for_speaker: no recordings; pass several recordings of the speaker (10 or more)")
         waves, _ = self._waves(list(recordings), sr)
+        for i, wave in enumerate(waves):
+            if not wave.any():
+                shown = recordings[i] if isinstance(recordings[i], (str, os.PathLike)) else f"item {i}"
+                raise AudioError(f"for_speaker: {shown} holds no sound (every sample is zero); the speaker's "
+                                 "statistics need their speech: pass their recordings only")
+        if len(waves) < ENROL_RECORDINGS:
+            warnings.warn(f"for_speaker: {len(waves)} recording(s); with fewer than {ENROL_RECORDINGS} the speaker's "
+                          "statistics are noisy and accuracy drops (EmoDB, 4 classes: 49 UA from 1 recording, "
+                          "84 from 10; README, 'Speaker-normalised models')", UserWarning, stacklevel=2)
         window = self.frontend.n_samples
         pieces = [wave[start:start + window] for wave in waves for start in range(0, len(wave), window)]
         pieces = [p for p in pieces if len(p) >= self.frontend.win_length] or pieces[:1]

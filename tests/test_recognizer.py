@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,20 @@ def test_for_speaker_names_what_is_not_a_list_of_recordings(tmp_path, tiny):
         normed.for_speaker([3])
 
 
+def test_for_speaker_warns_below_ten_recordings_and_refuses_silence(tmp_path):
+    normed = Recognizer.load(save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]}))
+    speech = [wave(1.0, seed=i) for i in range(10)]
+    with pytest.warns(UserWarning, match=r"^for_speaker: 3 recording\(s\); with fewer than 10 .* 84 from 10"):
+        normed.for_speaker(speech[:3], sr=SR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normed.for_speaker(speech, sr=SR)
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(SR), SR)
+    with pytest.raises(AudioError, match=rf"^for_speaker: {re.escape(str(silent))} holds no sound"):
+        normed.for_speaker([*speech, silent], sr=SR)
+
+
 def test_too_short_audio(rec):
     with pytest.raises(AudioError, match="shorter than one analysis window"):
         rec.predict(np.ones(100, dtype=np.float32), sr=SR)
@@ -284,6 +299,7 @@ def test_an_ensemble_labels_with_the_members_mean_probability(tmp_path):
     assert Recognizer.ensemble([alone_a]) is alone_a and not isinstance(Recognizer.load([a]), Ensemble)
 
 
+@pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
 def test_an_ensemble_of_unlike_members_is_refused(tmp_path, tiny):
     with pytest.raises(CheckpointError, match="no members"):
         Recognizer.ensemble([])
@@ -315,6 +331,7 @@ def test_an_ensemble_naming_one_checkpoint_twice_is_refused(tmp_path, tiny):
         Recognizer.load([None, tiny, None])
 
 
+@pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
 def test_an_ensemble_mixes_padding_and_speaker_normalisation(tmp_path, tiny, rec):
     """Each member scores the shared features its own way: full padding or lengths, speaker statistics
     or none; the ensemble is enrolled as a whole and refuses to label before it is."""

@@ -111,6 +111,7 @@ def _tiny_speaker_norm_run(out: Path, cache: Path) -> Path:
     return out / "fold-1/best.pt"
 
 
+@pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
 def test_an_enrolled_recognizer_normalises_like_evaluate_on_that_speakers_recordings(
         emodb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Recognizer.for_speaker(files) takes the statistics evaluate takes for an unknown speaker from the
@@ -139,6 +140,7 @@ def test_an_enrolled_recognizer_normalises_like_evaluate_on_that_speakers_record
     assert '"label"' in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
 def test_enrolment_cuts_long_recordings_into_windows_and_is_refused_where_it_does_not_apply(tmp_path: Path,
                                                                                            capsys) -> None:
     from minser.models import build
