@@ -105,6 +105,16 @@ def _soundfile_name(path: Path) -> str | bytes:
     return name
 
 
+def _conversion_advice(dtype: np.dtype) -> str:
+    """How to scale PCM integers of ``dtype`` to [-1, 1] floats."""
+    if dtype.kind == "i":
+        return f"convert PCM integers first: samples / {2 ** (8 * dtype.itemsize - 1)}"
+    if dtype.kind == "u":  # unsigned PCM (8-bit WAV) is centred on half its range
+        half = 2 ** (8 * dtype.itemsize - 1)
+        return f"convert unsigned PCM first: (samples - {half}) / {half}"
+    return "convert the samples to floats in [-1, 1] first (e.g. int16 PCM / 32768)"
+
+
 def check_wave(
     wave: object, name: str = "array", *, sr: int = SAMPLE_RATE, min_length: int | None = None
 ) -> np.ndarray:
@@ -119,10 +129,8 @@ def check_wave(
     except (TypeError, ValueError) as exc:
         raise AudioError(f"{name}: cannot be read as a numeric array ({exc}); pass a float array of samples") from exc
     if array.dtype.kind != "f":
-        raise AudioError(
-            f"{name}: samples have dtype {array.dtype}, expected floating point in [-1, 1]; "
-            "convert PCM integers first (e.g. int16 / 32768) or read files with minser.audio.load"
-        )
+        raise AudioError(f"{name}: samples have dtype {array.dtype}, expected floating point in [-1, 1]; "
+                         f"{_conversion_advice(array.dtype)} or read files with minser.audio.load")
     if array.ndim not in (1, 2):
         raise AudioError(f"{name}: expected shape (samples,) or (batch, samples), got {array.shape}; pass one "
                          "waveform or a batch of them, channels averaged to mono "

@@ -290,6 +290,13 @@ def test_arrays_get_the_same_checks(wave: object, message: str) -> None:
         fit_length(wave)
 
 
+@pytest.mark.parametrize(("dtype", "advice"), [(np.int16, "samples / 32768"), (np.int32, "samples / 2147483648"),
+                                               (np.uint8, "(samples - 128) / 128"), (np.bool_, "(e.g. int16 PCM")])
+def test_integer_samples_are_told_their_own_scale(dtype: type, advice: str) -> None:
+    with pytest.raises(AudioError, match=re.escape(advice)):
+        check_wave(np.zeros(1000, dtype=dtype))
+
+
 def test_check_wave_names_the_shapes_it_takes() -> None:
     with pytest.raises(AudioError, match=r"^clip: expected shape \(samples,\) or \(batch, samples\), "
                                          r"got \(2, 2, 1000\); pass one waveform or a batch of them, channels averaged "
