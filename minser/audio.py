@@ -191,10 +191,10 @@ _SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), 
 def file_problem(path: Path) -> str | None:
     """Why ``path`` is no regular file (after symlinks), as the end of a sentence naming it, or None when it is one.
 
-    ``"does not exist"``, ``"is a symbolic link to <target>, which does not exist"``, ``"is a directory"`` or
-    ``"is not a regular file but a named pipe"`` (a socket, a device). Only stats the path: opening a named
-    pipe to read would wait until something writes to it. Raises OSError when the path cannot be stat'ed
-    (no permission on a folder on the way).
+    ``"does not exist"``, ``"is a symbolic link to <target>, which does not exist"``, ``"is a directory"``,
+    ``"is not a regular file but a named pipe"`` (a socket, a device), ``"does not exist: a folder on its way
+    is a file"``, or ``"cannot be examined (<reason>)"`` (no permission on a folder on the way, a name too
+    long). Only stats the path: opening a named pipe to read would wait until something writes to it.
     """
     try:
         mode = path.stat().st_mode
@@ -202,6 +202,10 @@ def file_problem(path: Path) -> str | None:
         if path.is_symlink():  # a moved corpus leaves links behind: say which target went missing
             return f"is a symbolic link to {os.readlink(path)}, which does not exist"
         return "does not exist"
+    except NotADirectoryError:  # "a.wav/b.wav": the first part is a file
+        return "does not exist: a folder on its way is a file"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
@@ -234,12 +238,9 @@ def first_repeated_file(paths: Iterable[Path]) -> tuple[int, int] | None:
 
 def _check_regular_file(path: Path) -> None:
     """Raise AudioError unless ``path`` is a regular file (after symlinks)."""
-    try:
-        problem = file_problem(path)
-    except OSError as exc:
-        raise AudioError(f"{path}: cannot be opened ({exc.strerror}); check that the file is readable") from exc
+    problem = file_problem(path)
     if problem is not None:
-        advice = "pass the path of an audio file" if path.exists() else "check the path"
+        advice = "pass the path of an audio file" if os.path.exists(path) else "check the path"  # never raises
         raise AudioError(f"{path}: {problem}; {advice}")
 
 

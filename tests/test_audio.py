@@ -358,3 +358,12 @@ def test_white_noise_is_deterministic_under_a_seed() -> None:
 def test_white_noise_rejects_silence() -> None:
     with pytest.raises(AudioError, match="silent"):
         add_white_noise(np.zeros(1000, dtype=np.float32), 10.0, 0)
+
+
+@pytest.mark.parametrize(("name", "problem"), [("a.wav/b.wav", "does not exist: a folder on its way is a file"),
+                                               ("x" * 300 + ".wav", "cannot be examined (File name too long)")])
+def test_a_path_that_cannot_be_examined_says_why(tmp_path: Path, name: str, problem: str) -> None:
+    """These raised NotADirectoryError / OSError through file_problem, as tracebacks from manifests."""
+    soundfile.write(tmp_path / "a.wav", _tone(440, 16000), 16000)
+    with pytest.raises(AudioError, match=rf": {re.escape(problem)}; check the path$"):
+        load(tmp_path / name)

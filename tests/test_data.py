@@ -323,6 +323,9 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
     [
         ("path,label\na.wav,sad\nmissing.wav,sad\n", None,
          r"m\.csv line 3: audio file .*missing\.wav does not exist; fix the path"),
+        # both raised from the file check, as tracebacks
+        ("path,label\na.wav/x.wav,sad\n", None, r"line 2: audio file .*a\.wav/x\.wav does not exist: a folder on its"),
+        (f"path,label\n{'x' * 300}.wav,sad\n", None, r"line 2: audio file .*x\.wav cannot be examined \(File name too"),
         ("path,label\na.wav,joy\n", ("sad",), r"m\.csv line 2: unknown label 'joy'; expected one of \('sad',\)"),
         ("file,emotion\na.wav,sad\n", None, r"header is \['file', 'emotion'\], expected columns path,label"),
         ("path,label\n", None, "lists no utterances"),
