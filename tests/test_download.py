@@ -40,6 +40,7 @@ class Server:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.announced: dict[str, int] = {}  # a Content-Length other than the body's (a transfer cut short)
         self.requests = 0
         owner = self
 
@@ -51,7 +52,7 @@ class Server:
                     self.send_error(404, "Not Found")
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(owner.announced.get(self.path, len(body))))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -104,9 +105,65 @@ def test_bad_archive_leaves_destination_untouched(
 ) -> None:
     server.files["/download.zip"] = make_zip(wavs)
     (tmp_path / "other").mkdir()
-    with pytest.raises(DataError, match=f"fail verification: {message}"):
-        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    url = f"{server.url}/download.zip"
+    # Named by the URL, not by the staging folder, which is gone by the time the message is read.
+    with pytest.raises(DataError, match=f"^the EmoDB files of the archive from {url} fail verification: {message}; "
+                                        f"download {url} yourself"):
+        download_emodb(tmp_path, url, sums=SUMS, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["other"]
+
+
+@pytest.mark.parametrize("present", [[], ["03a01Fa.wav"]])
+def test_a_partial_wav_folder_is_not_called_present(tmp_path: Path, present: list[str]) -> None:
+    """"Already present" for an empty wav/ sent the user back to the download command that said it."""
+    (tmp_path / "emodb" / "wav").mkdir(parents=True)
+    for name in present:
+        (tmp_path / "emodb" / "wav" / name).write_bytes(WAVS[name])
+    with pytest.raises(DataError, match=rf"emodb/wav holds {len(present)} of EmoDB's 3 files \({3 - len(present)} "
+                                        rf"missing: .*\); remove .*emodb and download again"):
+        download_emodb(tmp_path, "http://127.0.0.1:9/never-contacted", sums=SUMS)
+
+
+def test_macos_resource_forks_in_the_archive_are_skipped(server: Server, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in WAVS.items():
+            archive.writestr(f"emodb/wav/{name}", data)
+            archive.writestr(f"__MACOSX/emodb/wav/._{name}", b"resource fork")
+    server.files["/download.zip"] = buffer.getvalue()
+    target = download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert sorted(p.name for p in (target / "wav").iterdir()) == sorted(WAVS)
+
+
+def test_a_transfer_cut_short_says_so(server: Server, tmp_path: Path) -> None:
+    body = make_zip(WAVS)
+    server.files["/download.zip"], server.announced["/download.zip"] = body[:100], len(body)
+    with pytest.raises(DataError, match=rf"stopped after 100 of the {len(body)} bytes announced \(the connection "
+                                        r"was cut\); run the command again"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dangling_link_at_the_target_is_refused_before_downloading(server: Server, tmp_path: Path) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+    (tmp_path / "emodb").symlink_to(tmp_path / "moved")
+    with pytest.raises(DataError, match=r"emodb is a symbolic link to .*moved, which does not exist; remove it"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert server.requests == 0
+
+
+def test_a_target_made_meanwhile_is_a_data_error(server: Server, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    server.files["/download.zip"] = make_zip(WAVS)
+
+    def taken(source: object, target: object) -> None:
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(download.os, "replace", taken)
+    with pytest.raises(DataError, match=r"cannot move the verified files to .*emodb \(Directory not empty\); if "
+                                        "another download made it meanwhile use that one"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_connection_refused_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,7 +234,7 @@ def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "verify_wavs", interrupted)
+    monkeypatch.setattr(download, "_verification_problems", interrupted)
     with pytest.raises(KeyboardInterrupt):
         download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []

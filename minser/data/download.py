@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from minser.audio import file_problem
 from minser.data.corpora import data_dir
 from minser.errors import DataError
 
@@ -70,6 +71,9 @@ def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
                     reported = done
                     of_total = f" of {total / 1e6:.1f}" if total else ""
                     print(f"minser: downloaded {done / 1e6:.1f}{of_total} MB", file=sys.stderr)
+        if done < total:  # the server closed the connection early; the zip would read as corrupt
+            raise DataError(f"the download from {url} stopped after {done} of the {total} bytes announced (the "
+                            "connection was cut); run the command again")
     except urllib.error.HTTPError as exc:
         raise DataError(
             f"cannot download EmoDB: {url} answered HTTP {exc.code} {exc.reason}; "
@@ -88,7 +92,9 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [(m, _WAV_MEMBER.search(m.filename)) for m in zipped.infolist() if not m.is_dir()]
-            wavs = [(m, match["name"]) for m, match in members if match]
+            # Archives re-zipped on macOS add __MACOSX/.../._x.wav resource forks: not audio.
+            wavs = [(m, match["name"]) for m, match in members
+                    if match and not match["name"].startswith(".") and "__MACOSX/" not in m.filename]
             if not wavs:
                 raise DataError(f"the archive from {url} holds no wav/*.wav files; is the URL the EmoDB download.zip?")
             _refuse_duplicates(wavs, url)
@@ -134,7 +140,13 @@ def verify_wavs(wav_dir: str | Path, sums: Mapping[str, str]) -> None:
 
     Raises DataError listing the missing, unexpected and mismatching files.
     """
-    wav_dir = Path(wav_dir)
+    problems = _verification_problems(Path(wav_dir), sums)
+    if problems:
+        raise DataError(f"EmoDB files in {wav_dir} fail verification: {problems}")
+
+
+def _verification_problems(wav_dir: Path, sums: Mapping[str, str]) -> str:
+    """The missing, unexpected and mismatching files of ``wav_dir`` against ``sums``, as a phrase ('' if none)."""
     present = {p.name for p in wav_dir.glob("*.wav")}
     missing = sorted(set(sums) - present)
     extra = sorted(present - set(sums))
@@ -144,8 +156,7 @@ def verify_wavs(wav_dir: str | Path, sums: Mapping[str, str]) -> None:
         for label, names in (("missing", missing), ("unexpected", extra), ("checksum mismatch in", wrong))
         if names
     ]
-    if problems:
-        raise DataError(f"EmoDB files in {wav_dir} fail verification: {'; '.join(problems)}")
+    return "; ".join(problems)
 
 
 def download_emodb(
@@ -158,22 +169,24 @@ def download_emodb(
 
     ``dest`` defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file names to
     SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
-    exists nothing is downloaded. Raises DataError (saying how to get the files by hand) when the
+    holds every file of ``sums`` (by name) nothing is downloaded; one that misses some is a DataError. Raises DataError (saying how to get the files by hand) when the
     download, the archive or the verification fails; the destination is then left untouched, and the
     folders the call created for it (``dest`` and its missing parents) are removed again.
     """
     dest = Path(dest) if dest is not None else data_dir()
     target = dest / "emodb"
+    expected = emodb_sums() if sums is None else sums
     if (target / "wav").is_dir():
+        _check_present(target / "wav", expected)
         if progress:
             print(f"minser: EmoDB already present at {target}", file=sys.stderr)
         return target
-    if target.exists():
-        raise DataError(f"{target} exists but holds no wav/ folder; remove it and download again")
+    if os.path.lexists(target):
+        problem = "exists but holds no wav/ folder" if target.is_dir() else file_problem(target) or "is a file"
+        raise DataError(f"{target} {problem}; remove it and download again")
     if dest.exists() and not dest.is_dir():
         raise DataError(f"{dest} is a file, not a folder; the destination is the folder that will hold emodb/ "
                         "(--dest or MINSER_DATA)")
-    expected = emodb_sums() if sums is None else sums
     created = _missing_folders(dest)
     try:
         _download_into(dest, url, expected, progress)
@@ -183,6 +196,16 @@ def download_emodb(
     if progress:
         print(f"minser: EmoDB verified ({len(expected)} files) at {target}", file=sys.stderr)
     return target
+
+
+def _check_present(wav_dir: Path, sums: Mapping[str, str]) -> None:
+    """Raise DataError when ``wav_dir`` misses some of the files of ``sums`` (by name: the digests of a
+    folder in use are not recomputed): "already present" would send the user round in a loop."""
+    missing = sorted(set(sums) - {p.name for p in wav_dir.glob("*.wav")})
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise DataError(f"{wav_dir} holds {len(sums) - len(missing)} of EmoDB's {len(sums)} files ({len(missing)} "
+                        f"missing: {shown}); remove {wav_dir.parent} and download again")
 
 
 def _download_into(dest: Path, url: str, sums: Mapping[str, str], progress: bool) -> None:
@@ -203,8 +226,15 @@ def _download_into(dest: Path, url: str, sums: Mapping[str, str], progress: bool
         archive = staging / "download.zip"
         _fetch(url, archive, progress, target)
         _extract_wavs(archive, staging / "emodb" / "wav", url)
-        verify_wavs(staging / "emodb" / "wav", sums)
-        os.replace(staging / "emodb", target)
+        problems = _verification_problems(staging / "emodb" / "wav", sums)
+        if problems:  # named by the URL: the staging folder is removed below
+            raise DataError(f"the EmoDB files of the archive from {url} fail verification: {problems}; "
+                            f"{_manual_hint(url, target)}")
+        try:
+            os.replace(staging / "emodb", target)
+        except OSError as exc:  # another download, or the user, made the target meanwhile
+            raise DataError(f"cannot move the verified files to {target} ({exc.strerror}); if another download "
+                            f"made it meanwhile use that one, else remove {target} and run the command again") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
