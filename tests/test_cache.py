@@ -89,7 +89,7 @@ def test_rebuilt_when_a_file_or_a_setting_changes(tmp_path: Path) -> None:
     assert mels.shape == (2, 32, 50)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape", "npy"])
 def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, damage: str, capsys: pytest.CaptureFixture) -> None:
     corpus = make_corpus(tmp_path, n=2)
     good, lengths = cached_features(corpus, SHORT, tmp_path, progress=False)
@@ -98,8 +98,11 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, damage: str, capsys: pyte
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
         path.write_bytes(b"not a zip at all")
-    else:
+    elif damage == "wrong_shape":
         np.savez(path, features=good[:, :, :10], lengths=lengths)
+    else:  # one bare array under the archive's name: np.load gives an ndarray, which has no context manager
+        with path.open("wb") as file:
+            np.save(file, good)
     features, _ = cached_features(corpus, SHORT, tmp_path, progress=False)
     np.testing.assert_array_equal(features, good)
     assert "recomputing" in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """On-disk cache of a corpus' log-Mel features, computed once per corpus and front end.
 
 One ``.npz`` file per key, where the key hashes the front-end settings and every audio file's
-(absolute path, size, mtime_ns): changing a setting or touching a file gives a new key, so stale
-features are never served. Writes are atomic (temporary file in the cache folder, fsync, then
+(absolute path, size, mtime_ns): changing a setting or touching a file gives a new key, so a file
+changed in place is recomputed (a change that keeps both its size and its modification time, as
+``cp -p`` or ``touch -r`` can, is not seen). Writes are atomic (temporary file in the cache folder, fsync, then
 ``os.replace``) and a cache file that cannot be read back whole is recomputed, never trusted.
 
 The default folder is ``$XDG_CACHE_HOME/minser/features`` (``~/.cache/minser/features``), not the
@@ -71,7 +72,10 @@ def cache_path(corpus: Corpus, frontend: FrontEnd, cache_dir: str | Path | None 
 def _read(path: Path, n: int, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarray] | None:
     """The cached ``(features, lengths)`` if ``path`` holds a complete, well-shaped entry, else None."""
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):  # a bare .npy array saved under this name
+            raise ValueError("it holds one array, not an .npz archive")
+        with stored:
             features, lengths = stored["features"], stored["lengths"]
     except FileNotFoundError:
         return None
