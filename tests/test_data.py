@@ -143,6 +143,14 @@ def test_emodb_bad_inputs(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:EmoDB folder .* of the corpus' 535 files")
+def test_emodb_skips_macos_resource_forks(tmp_path: Path) -> None:
+    """A copy made on macOS leaves ._03a01Fa.wav beside each file; it was 'not an EmoDB file name'."""
+    write_wav(tmp_path / "wav" / "03a01Fa.wav")
+    (tmp_path / "wav" / "._03a01Fa.wav").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    assert [u.path.name for u in load_emodb(tmp_path, classes=7).utterances] == ["03a01Fa.wav"]
+
+
+@pytest.mark.filterwarnings("ignore:EmoDB folder .* of the corpus' 535 files")
 def test_emodb_loads_files_spelled_upper_case_wav(tmp_path: Path) -> None:
     # Some Windows tools and FAT drives spell the suffix in capitals; the names are EmoDB's all the same.
     write_wav(tmp_path / "wav" / "03a01Fa.WAV")
@@ -332,6 +340,10 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
         ("path,label\na.wav,\n", None, "line 2: empty path or label"),
         ("path,label,speaker\na.wav,sad,\n", None, "line 2: empty speaker cell; fill in every speaker, or drop"),
         ("path,label,session\na.wav,sad, \n", None, "line 2: empty session cell; fill in every session, or drop"),
+        ("path,label\na.wav,sad,extra\n", None, r"line 2: 1 cell\(s\) past the header's 2 columns \('extra'\); quote"),
+        ("path,label\na.wav,sad\x00\n", None, "line 2: a cell holds a NUL character; the file is damaged"),
+        ("path,label,speaker\na.wav,sad,unknown\n", None,
+         "line 2: speaker 'unknown' is how minser marks a speaker that is not known; give the speaker an id"),
     ],
 )
 def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | None, message: str) -> None:
@@ -339,6 +351,20 @@ def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | No
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(DataError, match=message):
         load_manifest(tmp_path / "m.csv", labels=labels)
+
+
+def test_manifest_columns_without_a_name_are_ignored_and_unknown_ones_warned(tmp_path: Path) -> None:
+    """A spreadsheet export's trailing commas were 'column '' twice'; a typo such as 'speakers' went unnoticed."""
+    write_wav(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text("path,label,,\na.wav,sad,,\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [u.label for u in load_manifest(tmp_path / "m.csv").utterances] == ["sad"]
+    (tmp_path / "m.csv").write_text("path,label,Speakers\na.wav,sad,03\n")
+    with pytest.warns(UserWarning, match=r"m\.csv: column\(s\) 'Speakers' are not read \(minser reads path, label, "
+                                         r"speaker, session\); rename a column"):
+        corpus = load_manifest(tmp_path / "m.csv")
+    assert corpus.speakers().tolist() == ["unknown"]
 
 
 @pytest.mark.parametrize("spelling", ["./a.wav", "audio/../a.wav", "{root}/a.wav"])

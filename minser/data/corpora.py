@@ -59,6 +59,8 @@ _IEMOCAP_RESTORE = "restore {} from the IEMOCAP release"
 
 # The speaker of utterances whose manifest or folder names none.
 UNKNOWN_SPEAKER = "unknown"
+# The columns a CSV manifest is read for (path and label required).
+MANIFEST_COLUMNS = ("path", "label", "speaker", "session")
 # Corpus specs that name a corpus in the data folder, not a path (see load_corpus).
 CORPUS_NAMES = ("emodb", "iemocap")
 DOWNLOAD_HINT = "run `python -m minser.data download emodb` or set MINSER_DATA to the folder that holds emodb/wav/"
@@ -163,7 +165,9 @@ def user_cache_dir() -> Path:
 
 def _wav_files(folder: Path) -> list[Path]:
     """The files of ``folder`` whose suffix is ``.wav`` in any case (``.WAV`` too), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+    # Hidden entries (macOS "._x.wav" resource forks) are not data, as in label folders.
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == ".wav" and not p.name.startswith(".") and p.is_file())
 
 
 def _emodb_wav_files(root: Path) -> tuple[Path, list[Path]]:
@@ -336,12 +340,27 @@ def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
             raise DataError(
                 f"manifest {csv_path}: header is {header}, expected columns path,label[,speaker[,session]]"
             )
-        twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        # Columns without a name (trailing commas of a spreadsheet export) hold no data.
+        twice = next((c for i, c in enumerate(columns) if c and c in columns[:i]), None)
         if twice is not None:  # csv.DictReader would keep the last one's cells without notice
             raise DataError(f"manifest {csv_path}: header {header} names column {twice!r} twice; give each column once")
-        # Cells beyond the header (key None) are ignored; missing cells (value None) read as empty.
-        return [({_column(k): (v or "").strip() for k, v in row.items() if k is not None}, reader.line_num)
-                for row in reader]
+        unread = [c for c in header if c and _column(c) not in MANIFEST_COLUMNS]
+        if unread:  # a typo ("speakers") would otherwise drop the column without notice
+            warnings.warn(f"manifest {csv_path}: column(s) {', '.join(map(repr, unread))} are not read (minser reads "
+                          f"{', '.join(MANIFEST_COLUMNS)}); rename a column that is meant as one of those",
+                          UserWarning, stacklevel=3)  # the caller of load_manifest
+        rows = []
+        for row in reader:
+            surplus = [v for v in row.get(None, []) if v.strip()]  # csv.DictReader's key for cells past the header
+            if surplus:
+                raise DataError(f"manifest {csv_path} line {reader.line_num}: {len(surplus)} cell(s) past the header's "
+                                f"{len(header)} columns ({surplus[0]!r}); quote a cell that holds a comma")
+            cells = {_column(k): (v or "").strip() for k, v in row.items() if k}  # missing cells read as empty
+            if any("\0" in v for v in cells.values()):
+                raise DataError(f"manifest {csv_path} line {reader.line_num}: a cell holds a NUL character; the file "
+                                "is damaged or not text: save the manifest again as UTF-8 CSV")
+            rows.append((cells, reader.line_num))
+        return rows
 
 
 def _spelled_twice(labels: Iterable[str]) -> tuple[str, str] | None:
@@ -363,7 +382,9 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
     session) cell raises DataError naming its line. A file listed twice (under any name:
     ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``,
-    ``anger``) raises DataError naming the lines.
+    ``anger``) raises DataError naming the lines, as do cells past the header's columns (an unquoted
+    comma), a NUL character, and the speaker ``"unknown"`` (minser's mark of a missing speaker). Other
+    named columns are not read, with a warning; columns without a name (trailing commas) are ignored.
     """
     csv_path = Path(csv_path)
     problem = file_problem(csv_path)
@@ -394,11 +415,14 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file, as "
                             f"{first_cell!r} and {row['path']!r}; list each file once")
         first_lines.setdefault(row["label"], line_number)
-        for column in ("speaker", "session"):
+        for column in MANIFEST_COLUMNS[2:]:
             # One "unknown" group of unrelated people would pass for a speaker under leave-one-speaker-out.
             if column in row and not row[column]:
                 raise DataError(f"{where}: empty {column} cell; fill in every {column}, or drop the {column} column "
                                 "if it is not known")
+        if row.get("speaker") == UNKNOWN_SPEAKER:
+            raise DataError(f"{where}: speaker {UNKNOWN_SPEAKER!r} is how minser marks a speaker that is not known; "
+                            "give the speaker an id, or drop the speaker column if the speakers are not known")
         utterances.append(Utterance(path, row["label"], row.get("speaker") or UNKNOWN_SPEAKER, row.get("session")))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
