@@ -438,6 +438,27 @@ def test_a_manifest_or_audio_path_that_is_no_regular_file_says_what_it_is(tmp_pa
             load_manifest(tmp_path / "m.csv")
 
 
+@pytest.mark.parametrize(("stray", "message"), [
+    ("loose.wav", r"holds audio next to its label folders \(loose\.wav\), which has no label; move each file"),
+    ("anger/takes/b.wav", r"label folder .*anger holds audio in a sub-folder \(.*takes/b\.wav\), and sub-folders"),
+])
+def test_folder_audio_it_would_skip_is_refused(tmp_path: Path, stray: str, message: str) -> None:
+    """Both were skipped without notice: a part of the data would be missing from the corpus."""
+    for name in ("anger/a.wav", "neutral/n.wav", stray):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        write_wav(tmp_path / name)
+    with pytest.raises(DataError, match=message):
+        load_folder(tmp_path)
+
+
+def test_an_emodb_folder_given_as_a_folder_corpus_says_to_name_emodb(tmp_path: Path) -> None:
+    """It loaded as one label, 'wav', and training then refused a corpus of one emotion."""
+    write_wav(tmp_path / "emodb" / "wav" / "03a01Fa.wav")
+    with pytest.raises(DataError, match=rf"laid out as EmoDB .*load it as the corpus 'emodb' \(--data emodb\) with "
+                                        rf"MINSER_DATA={re.escape(str(tmp_path))}$"):
+        load_corpus(tmp_path / "emodb", data_dir=tmp_path)
+
+
 def test_folder(tmp_path: Path) -> None:
     for name in ("neutral/x.wav", "neutral/a.wav", "anger/y.flac", "anger/notes.txt"):
         if name.endswith(".txt"):

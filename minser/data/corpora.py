@@ -484,7 +484,8 @@ def load_folder(root: str | Path) -> Corpus:
     (``UNREADABLE_SUFFIXES``: .m4a, .aac, .wma, ...), an audio name that is no regular file (a broken
     symlink), one file under two names (a symlink or hard link, in one label folder or two), a label
     folder without audio, or two folders naming one label (``Anger``, ``anger``) raise DataError; other
-    files (``notes.txt``) and hidden entries (``.git``, ``._a.wav``) are skipped.
+    files (``notes.txt``) and hidden entries (``.git``, ``._a.wav``) are skipped, but audio at the top
+    of ``root`` or in sub-folders of a label folder, which would be skipped silently, raises DataError.
     """
     root = Path(root)
     if not root.is_dir():
@@ -493,6 +494,7 @@ def load_folder(root: str | Path) -> Corpus:
     # Hidden entries (".git", macOS "._x.wav" resource forks) are not data.
     label_entries = {label_dir: sorted(p for p in label_dir.iterdir() if not p.name.startswith("."))
                      for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))}
+    _refuse_unsearched(root, label_entries)
     _refuse_unreadable(root, [p for entries in label_entries.values() for p in entries])
     label_files = {label_dir: _audio_entries(root, entries) for label_dir, entries in label_entries.items()}
     _refuse_linked_twice(root, [path for files in label_files.values() for path in files])
@@ -513,6 +515,27 @@ def load_folder(root: str | Path) -> Corpus:
         raise DataError(f"corpus folder {root}: label folders {str(root / clash[0])!r} and {str(root / clash[1])!r} "
                         "name one label spelled two ways (case or surrounding spaces); merge them into one folder")
     return Corpus(root.name, labels, utterances)
+
+
+def _refuse_unsearched(root: Path, label_entries: dict[Path, list[Path]]) -> None:
+    """Raise DataError for audio a folder corpus would skip without notice: files at its top, next to the label
+    folders, and files in sub-folders of a label folder; and for EmoDB's own layout (``emodb/wav/``), which
+    would load as one label named ``wav``."""
+    if [p.name for p in label_entries] == ["wav"] and _EMODB_NAME.match(
+            next((p.name for p in label_entries[root / "wav"]), "")):
+        raise DataError(f"corpus folder {root} is laid out as EmoDB (wav/03a01Fa.wav, ...), not as one folder per "
+                        f"label; load it as the corpus 'emodb' (--data emodb) with MINSER_DATA={root.parent}")
+    loose = [p.name for p in sorted(root.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")]
+    if loose and label_entries:
+        raise DataError(f"corpus folder {root} holds audio next to its label folders ({', '.join(loose[:3])}"
+                        f"{', ...' if len(loose) > 3 else ''}), which has no label; move each file into its label's "
+                        "folder or out of the corpus")
+    for label_dir, entries in label_entries.items():
+        nested = next((f for d in entries if d.is_dir() for f in sorted(d.rglob("*"))
+                       if f.suffix.lower() in AUDIO_SUFFIXES and not f.name.startswith(".")), None)
+        if nested is not None:
+            raise DataError(f"corpus folder {root}: label folder {label_dir} holds audio in a sub-folder ({nested}), "
+                            "and sub-folders of a label are not searched; move the files up into the label folder")
 
 
 def check_classes_option(classes: int | None, data: str | os.PathLike, given_as: str = "--data ") -> None:
