@@ -340,6 +340,8 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
         ("path,label\na.wav,\n", None, "line 2: empty path or label"),
         ("path,label,speaker\na.wav,sad,\n", None, "line 2: empty speaker cell; fill in every speaker, or drop"),
         ("path,label,session\na.wav,sad, \n", None, "line 2: empty session cell; fill in every session, or drop"),
+        ("path\tlabel\na.wav\tsad\n", None, r"header is \['path\\tlabel'\], .*separated by tabs: save it comma-"),
+        ("path;label\na.wav;sad\n", None, "its cells look separated by semicolons: save it comma-separated"),
         ("path,label\na.wav,sad,extra\n", None, r"line 2: 1 cell\(s\) past the header's 2 columns \('extra'\); quote"),
         ("path,label\na.wav,sad\x00\n", None, "line 2: a cell holds a NUL character; the file is damaged"),
         ("path,label,speaker\na.wav,sad,unknown\n", None,

@@ -156,5 +156,6 @@ def cached_features(
         _write_atomic(path, features, lengths)
     except (OSError, ConfigError) as exc:  # ConfigError: atomic_write found no writable folder there
         # The features are good; only reuse is lost, so warn instead of failing the run.
-        print(f"minser: cannot write the feature cache {path} ({exc}); pass a writable cache_dir", file=sys.stderr)
+        print(f"minser: cannot write the feature cache {path} ({exc}); give a writable cache folder (--cache-dir, "
+              "or cache_dir= in Python)", file=sys.stderr)
     return features, lengths

@@ -337,8 +337,11 @@ def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
         header = [c.strip() for c in reader.fieldnames or []]
         columns = [_column(c) for c in header]
         if "path" not in columns or "label" not in columns:
+            separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons")) if any(sep in c for c in header)),
+                             None)
+            hint = f"; its cells look separated by {separator}: save it comma-separated" if separator else ""
             raise DataError(
-                f"manifest {csv_path}: header is {header}, expected columns path,label[,speaker[,session]]"
+                f"manifest {csv_path}: header is {header}, expected columns path,label[,speaker[,session]]{hint}"
             )
         # Columns without a name (trailing commas of a spreadsheet export) hold no data.
         twice = next((c for i, c in enumerate(columns) if c and c in columns[:i]), None)
