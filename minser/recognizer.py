@@ -16,7 +16,8 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   :data:`MAX_CHANNELS` columns and more rows than columns; a batch always has at least 400 columns
   (one analysis window), so the two never clash. ``(channels, samples)``, the layout of librosa's
   ``load(mono=False)`` and of torchaudio, reads as a batch: one prediction per channel; transpose it
-  (``x.T``) or average the channels to label the recording. Any other 2-D array, such as ``(48000, 9)`` (more channels than allowed), is refused with an error
+  (``x.T``) or average the channels to label the recording. Any other 2-D array, such as
+  ``(48000, 9)`` (more channels than allowed), is refused with an error
   that names its shape. An array needs ``sr``; a rate other than the model's is resampled (polyphase
   filter). What holds no samples (None, a number, a dict) is an :class:`~minser.errors.AudioError`.
 - Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame

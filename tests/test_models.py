@@ -179,8 +179,10 @@ def test_bad_option_values(name: str, options: dict, listed: str) -> None:
     assert listed in str(error.value) and next(iter(options)) in str(error.value)
 
 
-@pytest.mark.parametrize(("options", "named"), [({"time_pools": (2, 2)}, "time_pools=(2, 2) is invalid: it has 2"),
-                                               ({"channels": (4, 4, 4, 4)}, "channels=(4, 4, 4, 4) is invalid: it has 4")])
+@pytest.mark.parametrize(("options", "named"), [
+    ({"time_pools": (2, 2)}, "time_pools=(2, 2) is invalid: it has 2"),
+    ({"channels": (4, 4, 4, 4)}, "channels=(4, 4, 4, 4) is invalid: it has 4"),
+])
 def test_a_per_block_option_of_another_length_is_named(options: dict, named: str) -> None:
     """The option of the odd length is the one named, with the length the others share."""
     with pytest.raises(ConfigError) as error:

@@ -807,7 +807,8 @@ def test_a_crop_shorter_than_the_network_is_refused_before_training(emodb_root: 
     with pytest.raises(ConfigError) as refused:
         main(["--model", "cnn", *TINY_CNN, "--pad-to", "batch", "--crop", "0.1", "--epochs", "1",
               *quick(tmp_path / "run", cache)])
-    assert str(refused.value) == "--crop 0.1 (10 frames): cnn needs windows of at least 15 frames; give --crop 0.15 or more"
+    assert str(refused.value) == ("--crop 0.1 (10 frames): cnn needs windows of at least 15 frames; "
+                                  "give --crop 0.15 or more")
     assert not (tmp_path / "run" / "fold-1").exists()
 
 

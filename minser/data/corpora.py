@@ -337,8 +337,8 @@ def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
         header = [c.strip() for c in reader.fieldnames or []]
         columns = [_column(c) for c in header]
         if "path" not in columns or "label" not in columns:
-            separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons")) if any(sep in c for c in header)),
-                             None)
+            separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons"))
+                              if any(sep in c for c in header)), None)
             hint = f"; its cells look separated by {separator}: save it comma-separated" if separator else ""
             raise DataError(
                 f"manifest {csv_path}: header is {header}, expected columns path,label[,speaker[,session]]{hint}"
@@ -528,7 +528,8 @@ def _refuse_unsearched(root: Path, label_entries: dict[Path, list[Path]]) -> Non
             next((p.name for p in label_entries[root / "wav"]), "")):
         raise DataError(f"corpus folder {root} is laid out as EmoDB (wav/03a01Fa.wav, ...), not as one folder per "
                         f"label; load it as the corpus 'emodb' (--data emodb) with MINSER_DATA={root.parent}")
-    loose = [p.name for p in sorted(root.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")]
+    loose = [p.name for p in sorted(root.iterdir())
+             if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")]
     if loose and label_entries:
         raise DataError(f"corpus folder {root} holds audio next to its label folders ({', '.join(loose[:3])}"
                         f"{', ...' if len(loose) > 3 else ''}), which has no label; move each file into its label's "

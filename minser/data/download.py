@@ -169,7 +169,8 @@ def download_emodb(
 
     ``dest`` defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file names to
     SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
-    holds every file of ``sums`` (by name) nothing is downloaded; one that misses some is a DataError. Raises DataError (saying how to get the files by hand) when the
+    holds every file of ``sums`` (by name) nothing is downloaded; one that misses some is a DataError.
+    Raises DataError (saying how to get the files by hand) when the
     download, the archive or the verification fails; the destination is then left untouched, and the
     folders the call created for it (``dest`` and its missing parents) are removed again.
     """
