@@ -1099,18 +1099,40 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found; give --out the folder of the run to continue")
     saved = json.loads(path.read_text())
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-    # Runs of older versions recorded --data as typed: a relative path is relative to the folder they ran in.
-    saved["data"] = corpus_spec(saved.get("data", defaults["data"]))
-    for name in RESULT_FIELDS:
-        # A run saved before a field existed ran with its default.
-        if saved.get(name, defaults[name]) != current.get(name):
-            raise ConfigError(f"--resume: {name} is {current.get(name)!r} but the run in {out} used {saved.get(name)!r}; "
-                              "repeat the original settings (only --epochs, --folds, --device, --threads may change)")
+    difference = settings_difference(config, saved, f"the run in {out}")
+    if difference is not None:
+        raise ConfigError(f"--resume: {difference}; repeat the original settings "
+                          "(only --epochs, --folds, --device, --threads may change)")
     if config.lr_schedule == "cosine" and saved.get("epochs") != config.epochs:
         raise ConfigError(f"--resume: --epochs {config.epochs} but the run in {out} used {saved.get('epochs')}; "
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
+
+
+def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) -> str | None:
+    """The first of :data:`RESULT_FIELDS` (the settings that shape a run's results) in which ``config`` and a
+    run's ``config.json`` (``saved``, the run called ``run``) differ, as ``"<name> is <value> but <run> used
+    <value>"``, or None. Compared as they act: model options with their defaults filled in, the splits' seed
+    as ``--split-seed`` or else ``--seed``."""
+    from minser.models import resolve_options
+    from minser.models.config import options_to_json
+
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    saved = {name: saved.get(name, defaults[name]) for name in RESULT_FIELDS}  # older runs: a later field's default
+    # Runs of older versions recorded --data as typed: a relative path is relative to the folder they ran in.
+    saved["data"] = corpus_spec(saved["data"])
+
+    def acting(values: dict[str, Any], name: str) -> Any:
+        if name == "split_seed":
+            return values["seed"] if values["split_seed"] is None else values["split_seed"]
+        if name == "options" and values["model"] == current["model"]:
+            return options_to_json(resolve_options(values["model"], **values["options"]))
+        return values[name]
+
+    name = next((n for n in RESULT_FIELDS if acting(saved, n) != acting(current, n)), None)
+    if name is None:
+        return None
+    return f"{name} is {current[name]!r} but {run} used {saved[name]!r}"
 
 
 def _crop_frames(config: TrainConfig, network: Network, frontend: FrontEnd) -> int | None:

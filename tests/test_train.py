@@ -424,6 +424,9 @@ def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_pa
         main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--lr", "0.01", "--resume", *quick(tmp_path / "run", cache)])
     with pytest.raises(ConfigError, match="already holds a run"):
         main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
+    # Settings that act alike are alike: a model option at its default, --split-seed equal to --seed.
+    main(["--model", "cnn", *TINY_CNN, "--model-opt", "pool=mean", "--split-seed", "0", "--epochs", "2", "--resume",
+          *quick(tmp_path / "run", cache)])
 
 
 def test_resume_refuses_fewer_folds_or_epochs_than_the_run_trained(emodb_root: Path, cache: Path,
