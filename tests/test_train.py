@@ -767,6 +767,13 @@ def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cach
     assert reproduce.main(args) == 0  # both rows finished: nothing is trained again
     assert capsys.readouterr().out.count("finished earlier, skipped") == 2  # the third row shares the first's
     assert reproduce.main(["--rows", "t9-nothing"]) == 2
+    # Other settings are not these results: before, every row was "finished earlier" under --classes 7 too.
+    assert reproduce.main([*args, "--classes", "7"]) == 2
+    assert re.search(r"classes is 7 but the run in .*t1-cnn-transformer used 4; give another --out",
+                     capsys.readouterr().err)
+    # All of the protocol's folds (no --folds): the 1-fold run is resumed, not reused.
+    assert reproduce.main(["--rows", "t1-cnn-transformer", "--epochs", "1", "--out", str(tmp_path / "rep"), *tiny]) == 0
+    assert len(json.loads((tmp_path / "rep" / "t1-cnn-transformer" / "results.json").read_text())["folds"]) == 5
 
 
 def test_reproduce_members_score_each_row_as_an_ensemble(emodb_root: Path, cache: Path, tmp_path: Path) -> None:

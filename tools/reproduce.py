@@ -5,7 +5,8 @@
 
 Each row is one ``python -m minser.train`` run in ``<out>/<row>/`` (a row whose network and options equal an
 earlier row's, such as Table 2's CNN-Transformer and Table 1's baseline 1 with PE, shares that run). A row whose
-``results.json`` already has the requested epochs and folds is skipped; a row that was
+``results.json`` already has the requested epochs and folds is skipped (a row folder that holds a run
+of other settings, such as another ``--classes`` or ``--train-arg``, is refused); a row that was
 interrupted is resumed (``--resume``) from its last completed epoch; so re-running the command
 continues where it stopped, and re-running with more ``--epochs`` extends every row. The table
 (``<out>/results.md``, rewritten atomically after every row) gives WA and UA as mean ± standard
@@ -34,7 +35,7 @@ from typing import Any
 from minser.checkpoint import atomic_write
 from minser.errors import MinserError
 from minser.evaluate import evaluate
-from minser.train import build_parser
+from minser.train import TrainConfig, build_parser, parse_args, settings_difference
 from minser.train import main as train
 
 
@@ -68,15 +69,24 @@ ROWS = (
 )
 
 
-def finished(folder: Path, epochs: int, folds: int | None) -> dict[str, Any] | None:
-    """The row's results when its run already has ``epochs`` epochs (and ``folds`` folds if given)."""
-    path = folder / "results.json"
-    if not path.is_file():
+def finished(folder: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The results of the run in ``folder`` when it is ``config``'s run complete, None when it has not run or
+    not to the end of ``config``'s epochs and folds (it is then resumed). MinserError when ``folder`` holds
+    a run of other settings (another --classes, --protocol, --train-arg, ...): its results are not this
+    command's."""
+    config_path, results_path = folder / "config.json", folder / "results.json"
+    if not config_path.is_file():
         return None
-    results = json.loads(path.read_text())
-    if results["epochs"] != epochs or (folds is not None and len(results["folds"]) != folds):
+    saved = json.loads(config_path.read_text())
+    difference = settings_difference(config, saved, f"the run in {folder}")
+    if difference is not None:
+        raise MinserError(f"{difference}; give another --out, or remove {folder} to train it anew")
+    # config.json is rewritten when a run starts, results.json when it ends: an older results.json belongs
+    # to an earlier, shorter run that a resume was extending.
+    if (not results_path.is_file() or saved.get("epochs") != config.epochs or saved.get("folds") != config.folds
+            or results_path.stat().st_mtime_ns < config_path.stat().st_mtime_ns):
         return None
-    return results
+    return json.loads(results_path.read_text())
 
 
 def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> str:
@@ -100,13 +110,13 @@ def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> s
 
 def run_once(row: Row, folder: Path, seed: int, split_seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
     """The results of one run of ``row``: read when finished, else trained (resumed when interrupted)."""
-    if (results := finished(folder, args.epochs, args.folds)) is not None:
-        print(f"== {folder.name}: finished earlier, skipped", flush=True)
-        return results
     common = [*row.arguments(), "--data", args.data, *(["--classes", str(args.classes)] if args.classes else []),
               "--protocol", args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
               *(["--split-seed", str(split_seed)] if split_seed is not None else []),
               *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
+    if (results := finished(folder, parse_args(common))) is not None:
+        print(f"== {folder.name}: finished earlier, skipped", flush=True)
+        return results
     print(f"== {folder.name}: {row.label}" + (f", seed {seed}" if split_seed is not None else ""), flush=True)
     return train(common + (["--resume"] if (folder / "config.json").is_file() else []))
 
