@@ -288,6 +288,10 @@ def check_config(config: TrainConfig) -> None:
     if config.batch_size < config.micro_batches:  # a batch cut into more slices than utterances leaves one empty
         raise ConfigError(f"--micro-batches {config.micro_batches} is more than --batch-size {config.batch_size}; "
                           "give at least one utterance per slice")
+    for name in ("lr", "weight_decay", "mixup", "crop", "warmup_epochs"):
+        value = getattr(config, name)
+        if value is not None and not math.isfinite(value):  # inf passes every range check below
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: give a finite number")
     if not config.lr > 0:
         raise ConfigError(f"--lr {config.lr}: give a positive learning rate")
     if config.lr_schedule not in LR_SCHEDULES:
@@ -892,6 +896,10 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     for epoch in range(progress.epochs, config.epochs):
         started, started_cpu = time.perf_counter(), time.process_time()
         loss = train_epoch(learner, fold, epoch, run["crop_frames"])
+        if not all(torch.isfinite(p).all() for p in learner.model.parameters()):
+            # fp16's loss scaler skips the steps of overflowing gradients; weights that are not finite have diverged.
+            raise ConfigError(f"fold {fold.index + 1} epoch {epoch + 1}: the weights hold NaN or Inf, so training "
+                              f"diverged at --lr {config.lr:g}; train again with a lower --lr (and another --out)")
         val = (score(fold.val.y, predict(learner.kept, fold.val, batch_size=2 * config.batch_size,
                                          pad_to=config.pad_to, device=device, precision=config.precision),
                      len(run["labels"]))

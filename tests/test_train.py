@@ -225,6 +225,9 @@ def test_learning_rate_schedules() -> None:
                                            (["--weight-decay", "-1"], "--weight-decay -1.0"),
                                            (["--mixup", "-1"], "--mixup -1.0"),
                                            (["--noise-snr", "nan"], "--noise-snr nan"),
+                                           # inf passed the range checks; the run then trained on NaN
+                                           (["--lr", "inf"], "--lr inf: give a finite number"),
+                                           (["--weight-decay", "inf"], "--weight-decay inf: give a finite"),
                                            # one slice left empty: a traceback under --pad-to batch before
                                            (["--batch-size", "8", "--micro-batches", "9"],
                                             "--micro-batches 9 is more than --batch-size 8; give at least one")])
@@ -810,6 +813,23 @@ def test_utterances_shorter_than_the_network_are_trained_and_scored_as_if_padded
     results = json.loads((out / "results.json").read_text())
     rescored = evaluate_checkpoint(out / "fold-1" / "best.pt", cache_dir=str(tmp_path / "cache"))
     assert rescored["n"] == 2 and rescored["wa"] == results["folds"][0]["wa"]
+
+
+def test_weights_that_diverge_stop_the_run(emodb_root: Path, cache: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in the weights used to train on for every remaining epoch, and be scored as a result."""
+    original = train_module.train_epoch
+
+    def diverging(learner: Learner, *args: object) -> float:
+        loss = original(learner, *args)
+        with torch.no_grad():
+            next(learner.model.parameters()).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(train_module, "train_epoch", diverging)
+    with pytest.raises(ConfigError, match=r"^fold 1 epoch 1: the weights hold NaN or Inf, so training diverged at "
+                                          r"--lr 0\.0001; train again with a lower --lr"):
+        main(["--model", "cnn", *TINY_CNN, "--epochs", "2", *quick(tmp_path / "run", cache)])
 
 
 def test_a_crop_shorter_than_the_network_is_refused_before_training(emodb_root: Path, cache: Path,
