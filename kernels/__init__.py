@@ -23,7 +23,7 @@ from minser.kernels import configs, reference
 
 IMPLS = ("auto", "triton", "torch")
 
-__all__ = ["IMPLS", "attention", "attention_pool", "triton_available"]
+__all__ = ["IMPLS", "attention", "attention_pool", "check_impl", "triton_available"]
 
 
 def triton_available() -> bool:
@@ -31,13 +31,15 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
+def check_impl(impl: str, device: torch.device | str) -> None:
+    """Raise ConfigError when kernel path ``impl`` cannot run on ``device``: an unknown name, or ``"triton"``
+    without the triton package or, off CUDA, without ``TRITON_INTERPRET=1`` (a training run checks this
+    before it reads any data)."""
+    device = torch.device(device)
     if impl not in IMPLS:
         raise ConfigError(f"impl={impl!r} is not one of {IMPLS}")
-    if impl == "torch":
-        return False
-    if impl == "auto":
-        return device.type == "cuda" and supported and triton_available()
+    if impl != "triton":
+        return
     if not triton_available():
         raise ConfigError("impl='triton' needs the triton package: pip install 'minser[gpu]'")
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -45,7 +47,13 @@ def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
             f"impl='triton' got tensors on {device.type}: the Triton kernels need a CUDA device, "
             "or TRITON_INTERPRET=1 set before import to run them in Triton's CPU interpreter"
         )
-    return True
+
+
+def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
+    check_impl(impl, device)
+    if impl == "auto":
+        return device.type == "cuda" and supported and triton_available()
+    return impl == "triton"
 
 
 def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> None:

@@ -1246,10 +1246,12 @@ class RunInterrupted(KeyboardInterrupt):
 def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     from minser.data import cached_features
     from minser.features import FrontEnd
+    from minser.kernels import check_impl
     from minser.models import build
 
     dist = init_distributed(config)
     device = resolve_device(config, dist)
+    check_impl(config.options.get("impl", "auto"), device)  # else the kernels refuse once training has started
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if out.exists() and not out.is_dir():

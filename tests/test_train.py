@@ -832,6 +832,15 @@ def test_weights_that_diverge_stop_the_run(emodb_root: Path, cache: Path, tmp_pa
         main(["--model", "cnn", *TINY_CNN, "--epochs", "2", *quick(tmp_path / "run", cache)])
 
 
+def test_triton_kernels_on_the_cpu_are_refused_before_any_data_is_read(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ConfigError, match="impl='triton' got tensors on cpu: the Triton kernels need a CUDA device"):
+        main(["--model", "ilt", "--impl", "triton", "--data", str(tmp_path / "nowhere.csv"), "--device", "cpu",
+              "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_crop_shorter_than_the_network_is_refused_before_training(emodb_root: Path, cache: Path,
                                                                      tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
