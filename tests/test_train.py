@@ -832,6 +832,12 @@ def test_weights_that_diverge_stop_the_run(emodb_root: Path, cache: Path, tmp_pa
         main(["--model", "cnn", *TINY_CNN, "--epochs", "2", *quick(tmp_path / "run", cache)])
 
 
+def test_session_protocol_on_emodb_names_the_speaker_protocol(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"has no session for 20 utterances .*group by speaker instead \(--protocol "
+                                        r"speaker\), or give a session column"):
+        main(["--model", "cnn", "--protocol", "session", *quick(tmp_path / "run", cache)])
+
+
 def test_triton_kernels_on_the_cpu_are_refused_before_any_data_is_read(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)

@@ -125,7 +125,7 @@ class Corpus:
         if missing:
             raise DataError(
                 f"corpus {self.name!r} has no session for {len(missing)} utterances (first: {missing[0]}); "
-                "group by speaker instead, or give a session column in the manifest"
+                "group by speaker instead (--protocol speaker), or give a session column in the manifest"
             )
         return np.array([u.session for u in self.utterances], dtype=str)
 
