@@ -1155,11 +1155,17 @@ def _crop_frames(config: TrainConfig, network: Network, frontend: FrontEnd) -> i
     return frames
 
 
+def trained_epochs(out: Path) -> dict[int, int]:
+    """``{fold number: epochs trained}`` of the run in ``out``, from each fold's ``last.pt`` (written after every
+    epoch, where ``metrics.json`` is written when the fold ends)."""
+    folds = ((last.parent.name.removeprefix("fold-"), last) for last in out.glob("fold-*/last.pt"))
+    return {int(number): checkpoint.load(last)["epoch"] for number, last in folds if number.isdigit()}
+
+
 def _refuse_shrinking(config: TrainConfig, out: Path, n_folds: int) -> None:
     """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained:
     its results would leave out folds whose folders stay, or count epochs beyond ``--epochs``."""
-    folds = ((last.parent.name.removeprefix("fold-"), last) for last in out.glob("fold-*/last.pt"))
-    trained = {int(number): checkpoint.load(last)["epoch"] for number, last in folds if number.isdigit()}
+    trained = trained_epochs(out)
     if trained and max(trained) > n_folds:
         raise ConfigError(f"--resume: the run in {out} has trained {max(trained)} folds but this command runs "
                           f"{n_folds}; --folds may grow, not shrink: give --folds {max(trained)} or more, or leave it "
@@ -1320,13 +1326,10 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
 
 
 def _epochs_to_run(config: TrainConfig, out: Path, n_folds: int) -> int:
-    """Epochs still to train over all folds (for the ETA), counting those a resumed run already has."""
-    todo = 0
-    for k in range(n_folds):
-        metrics = out / f"fold-{k + 1}" / "metrics.json"
-        done = len(json.loads(metrics.read_text())["history"]) if config.resume and metrics.is_file() else 0
-        todo += max(0, config.epochs - done)
-    return todo
+    """Epochs still to train over all folds (for the ETA), counting those a resumed run already has, in a fold
+    it finished or one it was interrupted in."""
+    trained = trained_epochs(out) if config.resume else {}
+    return sum(max(0, config.epochs - trained.get(k + 1, 0)) for k in range(n_folds))
 
 
 def summary_table(results: dict[str, Any]) -> str:
