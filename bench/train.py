@@ -29,10 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
-from minser.errors import MinserError  # noqa: E402
+from minser.errors import ConfigError, MinserError  # noqa: E402
 from minser.train import main as train  # noqa: E402
+from minser.train import parse_args as parse_train_args  # noqa: E402
 
 FULL_FOLDS, FULL_EPOCHS = 5, 100
+# minser.train options this script sets itself: given again through --train-arg, the last one would win and
+# both rows would silently run alike (two --pad-to batch rows labelled full and batch).
+OWN_TRAIN_OPTIONS = ("--model", "--pad-to", "--epochs", "--folds", "--threads", "--device", "--out", "--resume")
 
 
 def time_run(model: str, pad_to: str, epochs: int, threads: int, device: str, extra: list[str]) -> dict:
@@ -79,6 +83,15 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "epochs": epochs, "train_arg": train_arg})
 
 
+def _check_train_args(train_arg: list[str]) -> None:
+    """Raise ConfigError for a --train-arg that sets an option of :data:`OWN_TRAIN_OPTIONS`."""
+    for arg in train_arg:
+        name = arg.split("=", 1)[0]
+        if name in OWN_TRAIN_OPTIONS:
+            raise ConfigError(f"--train-arg={arg}: bench/train.py sets {name} itself (the padding modes compared, "
+                              "or its own --model/--epochs/--threads/--device); drop it")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time both padding modes and print the table; a bad option exits 2 with the usage line, and bad input
     that minser.train reports (missing EmoDB, a corrupt file) prints ``error: ...`` and returns 2."""
@@ -87,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     with common.option_errors(parser):
         # The first epoch carries the warm-up, so a median needs a second one.
         common.check_count("--epochs", args.epochs, minimum=2)
+        _check_train_args(args.train_arg)
         common.apply_threads(args.threads)
         device = common.resolve_device(None if args.device == "auto" else args.device)
     info = common.environment(device)
-    common.print_header(f"training: {args.model}, EmoDB 4 classes, {args.epochs} epochs of fold 1 per padding mode",
-                        info)
+    try:
+        run = parse_train_args(["--model", args.model, *args.train_arg])
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classes = f" {run.classes} classes," if run.data.lower() == "emodb" else ""
+    common.print_header(f"training: {args.model}, {run.data}{classes} {run.protocol} protocol, {args.epochs} epochs "
+                        "of fold 1 per padding mode", info)
     try:
         rows = [time_run(args.model, pad_to, args.epochs, args.threads, args.device, args.train_arg)
                 for pad_to in ("full", "batch")]

@@ -467,6 +467,9 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("train", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
     ("train", ["--epochs", "1"], "--epochs 1: give 2 or more"),
     ("train", ["--threads", "0"], "--threads 0: give a positive number"),
+    # given again, the last --pad-to wins: both rows would run alike under their two labels
+    ("train", ["--train-arg=--pad-to=batch"], "--train-arg=--pad-to=batch: bench/train.py sets --pad-to itself"),
+    ("train", ["--train-arg=--epochs=3"], "--train-arg=--epochs=3: bench/train.py sets --epochs itself"),
 ])
 def test_bad_option_values_exit_2_with_usage(script, argv, message, capsys):
     # argparse's convention, as for an unknown option: the usage line, "PROG: error: ...", status 2.
