@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from minser.errors import ConfigError, MinserError  # noqa: E402
+from minser.train import HelpFormatter  # noqa: E402
 from minser.train import main as train  # noqa: E402
 from minser.train import parse_args as parse_train_args  # noqa: E402
 
@@ -61,7 +62,8 @@ def time_run(model: str, pad_to: str, epochs: int, threads: int, device: str, ex
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python bench/train.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python bench/train.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", default="cat", help="network to train")
     parser.add_argument("--epochs", type=int, help="epochs timed per padding mode, >= 2 (default: 3; --quick: 2)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the training default)")

@@ -140,11 +140,12 @@ def _option_value(text: str) -> Any:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows an option's default unless there is none to show (``None``, a ``store_true`` flag) or its help
-    already says it in words ("(default: as trained)"); the raw description keeps the docstring's layout."""
+    """Shows an option's default unless there is none to show (``None``, a ``store_true`` flag, an empty list
+    of a repeatable option) or its help already says it in words ("(default: as trained)"); the raw
+    description keeps the docstring's layout."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or "(default" in (action.help or ""):
+        if action.default is None or action.default is False or action.default == [] or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

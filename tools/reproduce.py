@@ -35,7 +35,7 @@ from typing import Any
 from minser.checkpoint import atomic_write
 from minser.errors import MinserError
 from minser.evaluate import evaluate
-from minser.train import TrainConfig, build_parser, parse_args, settings_difference
+from minser.train import HelpFormatter, TrainConfig, build_parser, parse_args, settings_difference
 from minser.train import main as train
 
 
@@ -134,7 +134,8 @@ def run_row(row: Row, out: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("--rows", help=f"comma-separated row ids (default: all): {', '.join(r.id for r in ROWS)}")
     p.add_argument("--data", default="emodb", help="corpus: emodb, iemocap, a CSV manifest or a folder")
     p.add_argument("--classes", type=int, help="EmoDB classes: 4 or 7 (default: 4; a manifest or folder takes its "

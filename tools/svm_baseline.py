@@ -30,6 +30,7 @@ import numpy as np
 
 from minser import checkpoint
 from minser.errors import MinserError
+from minser.train import HelpFormatter
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 GAMMA_GRID = ("scale", 0.03, 0.1, 0.3, 1.0, 3.0)  # numbers: multiples of 1 / n_features ("scale" uses the data's variance too)
@@ -71,7 +72,7 @@ def fit_and_score(stats: np.ndarray, targets: np.ndarray, split, n_classes: int)
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/svm_baseline.py", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("--data", default="emodb", help="corpus, as python -m minser.train --data")
     p.add_argument("--classes", type=int, default=4, help="EmoDB: 4 or 7")
     p.add_argument("--protocol", default="random", choices=("random", "speaker", "session"), help="splits")
