@@ -1337,10 +1337,11 @@ def summary_table(results: dict[str, Any]) -> str:
     """The final table: one row per fold and the mean and standard deviation, WA and UA in percent."""
     if results["wa"] is None:
         return f"no test metrics: {results['note']}"
-    lines = [f"{'fold':<24} {'WA %':>7} {'UA %':>7} {'best epoch':>10}"]
-    lines += [f"{f['name']:<24} {f['wa']:7.2f} {f['ua']:7.2f} {f['best_epoch']:10d}" for f in results["folds"]]
-    lines.append(f"{'mean ± std':<24} {results['wa']:5.2f}±{results['wa_std']:.2f} "
-                 f"{results['ua']:5.2f}±{results['ua_std']:.2f}")
+    # 14 characters: "100.00 ± 10.50", so that the mean row lines up with the folds'.
+    lines = [f"{'fold':<24} {'WA %':>14} {'UA %':>14} {'best epoch':>10}"]
+    lines += [f"{f['name']:<24} {f['wa']:14.2f} {f['ua']:14.2f} {f['best_epoch']:10d}" for f in results["folds"]]
+    wa, ua = (f"{results[m]:.2f} ± {results[f'{m}_std']:.2f}" for m in ("wa", "ua"))
+    lines.append(f"{'mean ± std':<24} {wa:>14} {ua:>14}")
     return "\n".join(lines)
 
 

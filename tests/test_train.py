@@ -872,3 +872,14 @@ def test_a_subset_larger_than_a_class_says_that_class_is_used_whole(tmp_path: Pa
         main([*run, "--subset", "5", "--out", str(tmp_path / "more")])
     assert [str(w.message) for w in warned] == [
         "--subset 5: these classes have fewer utterances, and every one of them is used: anger 4, neutral 4"]
+
+
+def test_the_summary_table_lines_up_the_mean_with_the_folds() -> None:
+    results = {"wa": 31.25, "wa_std": 6.25, "ua": 100.0, "ua_std": 10.5,
+               "folds": [{"name": "random-0", "wa": 25.0, "ua": 100.0, "best_epoch": 3},
+                         {"name": "random-1", "wa": 37.5, "ua": 31.2, "best_epoch": 12}]}
+    lines = train_module.summary_table(results).splitlines()
+    assert lines[-1] == f"{'mean ± std':<24} {'31.25 ± 6.25':>14} {'100.00 ± 10.50':>14}"
+    # Every line's WA and UA columns end where the header's do (before, the mean row ran 3 characters short).
+    wa_end, ua_end = lines[0].index("WA %") + 3, lines[0].index("UA %") + 3
+    assert all(line[wa_end].isdigit() and line[wa_end + 1] == " " and line[ua_end].isdigit() for line in lines[1:])
