@@ -562,6 +562,11 @@ def run(settings: Settings) -> dict:
     if settings.lengths:
         shapes += sweep_shapes(settings.lengths, settings.head_dims, settings.tokens, settings.hidden)
         pools += pool_sweep_shapes(settings.lengths, settings.pool_dims, settings.model_batch)
+    cases = {"attention": shapes, "pool": pools}
+    if not any(cases[op] for op in settings.ops):  # the tables would be empty and the run look like a success
+        raise ConfigError(f"nothing to time: no {' or '.join(settings.ops)} case comes from the networks (--models, "
+                          "--no-models), the length sweep (--no-sweep) or --shape; drop --no-sweep or --no-models, "
+                          "or name other --models")
     for note in notes:
         print(f"note: {note}")
     results = []

@@ -454,6 +454,10 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("attention", ["--threads", "0"], "--threads 0: give a positive number"),
     ("attention", ["--head-dims", "64,x", "--device", "cpu"], "--head-dims '64,x': give comma-separated positive"),
     ("attention", ["--repeat", "0", "--device", "cpu"], "--repeat 0: give a positive number"),
+    # empty tables and status 0 before
+    ("attention", ["--no-sweep", "--no-models", "--device", "cpu"], "nothing to time: no attention or pool case"),
+    ("attention", ["--op", "pool", "--no-sweep", "--models", "cat", "--quick", "--device", "cpu"],
+     "nothing to time: no pool case comes from the networks"),
     ("attention", ["--warmup", "-1", "--device", "cpu"], "--warmup -1: give 0 or more"),
     ("attention", ["--models", "nope", "--no-sweep", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
     ("models", ["--models", "nope", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
