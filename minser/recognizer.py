@@ -359,10 +359,7 @@ class Recognizer:
     def check_enrolled(self) -> None:
         """Raise CheckpointError, saying how to enrol, when a ``--speaker-norm`` network has no speaker yet."""
         if self.speaker_norm and self.speaker_stats is None:
-            raise CheckpointError(
-                f"{self.source or 'checkpoint'}: was trained with --speaker-norm, so it needs the speaker's "
-                "statistics: enrol the speaker first, rec = rec.for_speaker([several recordings of them]) "
-                "(python -m minser.predict --enrol FILE ...), then predict")
+            raise _not_enrolled(self.source, "was trained with --speaker-norm, so it needs")
 
     # ------------------------------------------------------------------------------------------
     # Input
@@ -463,6 +460,13 @@ class Recognizer:
         return f"Recognizer({name}, labels={list(self.labels)}, source={self.source!r})"
 
 
+def _not_enrolled(source: str | None, trained: str) -> CheckpointError:
+    """The error of a ``--speaker-norm`` recognizer labelling before enrolment; ``trained`` says who needs it."""
+    return CheckpointError(f"{source or 'checkpoint'}: {trained} the speaker's statistics: enrol the speaker first, "
+                           "rec = rec.for_speaker([several recordings of them]) (python -m minser.predict --enrol "
+                           "FILE ...), then predict")
+
+
 def log_mean_softmax(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     """``log(mean_k softmax(logits_k))`` ``(batch, n_classes)`` of the members' logits, each ``(batch, n_classes)``:
     the ensemble rule, whose softmax is the mean of the members' probabilities."""
@@ -493,6 +497,13 @@ class Ensemble(Recognizer):
                          speaker_norm=any(m.speaker_norm for m in members))
         self.members = tuple(members)
         self.min_frames = max(m.min_frames for m in members)
+
+    def check_enrolled(self) -> None:
+        """As :meth:`Recognizer.check_enrolled`, naming the members trained with ``--speaker-norm``."""
+        if self.speaker_norm and self.speaker_stats is None:
+            normed = ", ".join(str(m.source) for m in self.members if m.speaker_norm)
+            raise _not_enrolled(self.source, f"its member(s) {normed} were trained with --speaker-norm, so the "
+                                             "ensemble needs")
 
     def with_speaker_stats(self, stats: list[list[float]]) -> Recognizer:
         enrolled = super().with_speaker_stats(stats)
