@@ -85,17 +85,36 @@ def test_padding_does_not_change_logits(name: str, options: dict) -> None:
             torch.testing.assert_close(batched[b : b + 1], model(alone, torch.tensor([length])), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("junk", [-1e3, float("nan")], ids=["finite", "nan"])  # 0 * NaN is NaN: masks must select
 @pytest.mark.parametrize("input_norm", [False, True], ids=["", "input_norm"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_padding_does_not_change_training_step(name: str, input_norm: bool) -> None:
+def test_padding_does_not_change_training_step(name: str, input_norm: bool, junk: float) -> None:
     """In training mode, more padding changes neither the logits nor BatchNorm's running statistics."""
     models = [small(name, dropout=0.0, input_norm=input_norm).train() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     x, lengths = padded_batch([60, 44, 31])
-    more = torch.cat([x, torch.full((3, 16, 25), -1e3)], dim=2)
+    more = torch.cat([x, torch.full((3, 16, 25), junk)], dim=2)
     torch.testing.assert_close(models[1](more, lengths), models[0](x, lengths), rtol=0, atol=1e-5)
     for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_training_step_under_autocast_keeps_float32_statistics(name: str) -> None:
+    """Mixed precision with lengths (the CUDA default with --pad-to batch): the masked BatchNorm raised a dtype
+    error updating its float32 running statistics from bfloat16 ones."""
+    models = [small(name, dropout=0.0).train() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    x, lengths = padded_batch([60, 44, 31])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = models[1](x, lengths)
+    logits.float().sum().backward()
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    models[0](x, lengths)  # the same step in float32
+    for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert a.dtype == b.dtype, key
+        if key.endswith(("running_mean", "running_var")):  # bf16 convolutions, float32 statistics of them
+            torch.testing.assert_close(b, a, rtol=0.05, atol=0.05, msg=key)
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 5, 20), (3, 4, 20)])

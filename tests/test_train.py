@@ -883,3 +883,13 @@ def test_the_summary_table_lines_up_the_mean_with_the_folds() -> None:
     # Every line's WA and UA columns end where the header's do (before, the mean row ran 3 characters short).
     wa_end, ua_end = lines[0].index("WA %") + 3, lines[0].index("UA %") + 3
     assert all(line[wa_end].isdigit() and line[wa_end + 1] == " " and line[ua_end].isdigit() for line in lines[1:])
+
+
+def test_mixed_precision_with_length_aware_batches_trains(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """--precision bf16 --pad-to batch (CUDA's default precision with the recommended padding) stopped at its first
+    step: the masked BatchNorm mixed bfloat16 statistics into its float32 running ones."""
+    results = main(["--model", "cnn", *TINY_CNN, "--precision", "bf16", "--pad-to", "batch", "--epochs", "1",
+                    *quick(tmp_path / "run", cache)])
+    assert results["folds"][0]["wa"] is not None
+    weights = checkpoint.load(tmp_path / "run" / "fold-1" / "best.pt")["state_dict"]
+    assert weights["cnn.blocks.0.norm.running_mean"].dtype == torch.float32

@@ -2,9 +2,10 @@
 
 Sequences are ``(batch, time, dim)`` with optional ``lengths`` (valid steps per utterance,
 integer ``(batch,)``; ``None`` means every step is valid). Blocks that shorten a sequence
-return the new lengths, computed through the same conv/pool arithmetic as the tensors, and
-zero what lies beyond them, so that padded steps never reach a valid output: a padded batch
-gives the same result as each utterance run alone, cut to its length.
+return the new lengths, computed through the same conv/pool arithmetic as the tensors; every
+block zeroes (selects, so that even a NaN there stays out) what lies beyond its input's lengths
+before it mixes steps, so that padded steps never reach a valid output: a padded batch gives the
+same result as each utterance run alone, cut to its length.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> tor
     mask = key_mask(lengths, x.shape[dim])
     shape = [x.shape[0]] + [1] * (x.dim() - 1)
     shape[dim] = x.shape[dim]
-    return x * mask.reshape(shape).to(x.dtype)
+    # where, not a product: 0 * NaN is NaN, and padding may hold anything.
+    return torch.where(mask.reshape(shape), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def strided_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
@@ -62,18 +64,22 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
 
     In training mode with ``lengths``, the batch mean and variance (and so the running
     statistics) skip the steps at ``time >= lengths[b]``, as PyTorch's BatchNorm would on the
-    unpadded utterances; otherwise this is ``norm(x)``. Same parameters and buffers as ``norm``.
+    unpadded utterances; otherwise this is ``norm(x)``. Same parameters and buffers as ``norm``. The
+    statistics are float32 whatever the dtype of ``x`` (bfloat16 or float16 under autocast, whose output
+    keeps that dtype), as PyTorch's BatchNorm keeps them.
     """
     if lengths is None or not norm.training:
         return norm(x)
     steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))
-    mask = key_mask(lengths, steps).to(x.dtype).view(x.shape[0], *[1] * (x.dim() - 2), steps)
+    valid = key_mask(lengths, steps).view(x.shape[0], *[1] * (x.dim() - 2), steps)
     dims = [0, *range(2, x.dim())]
-    count = mask.sum() * (x[0, 0].numel() // steps)
-    mean = (x * mask).sum(dims) / count
+    count = valid.sum() * (x[0, 0].numel() // steps)
+    xf = x.float()
+    zero = torch.zeros((), device=x.device)
+    mean = torch.where(valid, xf, zero).sum(dims) / count  # where: a NaN in the padding stays out
     # Two passes: convolutions of log-Mel features have means far from 0, where
     # E[x^2] - E[x]^2 cancels badly in float32.
-    centred = (x - mean.view(channel)) * mask
+    centred = torch.where(valid, xf - mean.view(channel), zero)
     var = centred.square().sum(dims) / count
     with torch.no_grad():
         momentum = norm.momentum
@@ -83,7 +89,7 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
         norm.running_mean.lerp_(mean.detach(), momentum)
         norm.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
     scale = norm.weight * torch.rsqrt(var + norm.eps)
-    return x * scale.view(channel) + (norm.bias - mean * scale).view(channel)
+    return (xf * scale.view(channel) + (norm.bias - mean * scale).view(channel)).to(x.dtype)
 
 
 class ConvBlock(nn.Module):
