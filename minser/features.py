@@ -116,7 +116,7 @@ def _filterbank(
     """Cached, read-only :func:`mel_filterbank` (computed in float64, stored as float32)."""
     _check_settings(sr, n_fft, n_mels, fmin, fmax, norm)
     fmax = sr / 2 if fmax is None else fmax
-    bin_hz = np.linspace(0.0, sr / 2, frequency_bins(n_fft))
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)  # k * sr / n_fft: for an odd n_fft the last bin is below sr / 2
     points_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
     widths = np.diff(points_hz)
     offsets = points_hz[:, None] - bin_hz[None, :]

@@ -66,6 +66,8 @@ def emodb_waves(emodb_root: Path) -> list[np.ndarray]:
         (16000, 512, 80, 50.0, 7600.0),
         (22050, 2048, 128, 0.0, None),
         (8000, 256, 24, 20.0, 3000.0),
+        (16000, 401, 40, 0.0, None),  # odd sizes: bins at k * sr / n_fft, the last one short of sr / 2
+        (16000, 511, 64, 0.0, None),
     ],
 )
 def test_filterbank_matches_librosa(
