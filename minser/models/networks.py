@@ -90,7 +90,7 @@ class Network(nn.Module):
         if shortest < self.min_frames:
             raise DataError(
                 f"{self.name} got an utterance of {shortest} frames, fewer than its minimum of {self.min_frames} "
-                "(its time stride); pad the features to at least that many frames"
+                "(each branch must keep one step); pad the features to at least that many frames"
             )
         if lengths is not None and (lengths.shape != (x.shape[0],) or int(lengths.max()) > x.shape[2]):
             raise DataError(f"lengths must be ({x.shape[0]},) values <= {x.shape[2]} frames, got {lengths.tolist()}")
