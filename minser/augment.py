@@ -12,16 +12,16 @@ import torch
 
 __all__ = ["masked_with_mean", "mixup_pairs", "random_crops", "spec_augment_masks"]
 
-# SpecAugment masks per training utterance: 2 frequency masks of up to 8 of the 40 Mel bands and
-# 2 time masks of up to 40 frames (0.4 s), each at most 10% of the utterance's valid frames
-# (a short utterance is not blanked out).
-FREQ_MASKS, FREQ_MASK_BANDS, TIME_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE = 2, 8, 2, 40, 0.1
+# SpecAugment masks per training utterance: 2 frequency masks of up to 20% of the Mel bands (8 of 40;
+# a fixed count would blank every band of a front end with few) and 2 time masks of up to 40 frames
+# (0.4 s), each at most 10% of the utterance's valid frames (a short utterance is not blanked out).
+FREQ_MASKS, FREQ_MASK_SHARE, TIME_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE = 2, 0.2, 2, 40, 0.1
 
 
 def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generator: torch.Generator) -> torch.Tensor:
     """SpecAugment masks ``(batch, n_mels, frames)``, True where a training input is blanked.
 
-    Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_BANDS` Mel bands and
+    Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_SHARE` of the Mel bands and
     :data:`TIME_MASKS` spans of up to :data:`TIME_MASK_FRAMES` frames (at most
     :data:`TIME_MASK_SHARE` of its ``lengths`` valid frames), placed uniformly inside the valid
     frames. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
@@ -30,8 +30,9 @@ def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generato
     bands, steps = torch.arange(n_mels), torch.arange(frames)
     mask = torch.zeros(batch, n_mels, frames, dtype=torch.bool)
     uniform = lambda: torch.rand(batch, generator=generator)
+    widest = round(FREQ_MASK_SHARE * n_mels)
     for _ in range(FREQ_MASKS):
-        width = (uniform() * (FREQ_MASK_BANDS + 1)).long()
+        width = (uniform() * (widest + 1)).long()
         start = (uniform() * (n_mels - width + 1)).long()
         mask |= ((bands >= start[:, None]) & (bands < (start + width)[:, None]))[:, :, None]
     longest = torch.clamp((lengths.float() * TIME_MASK_SHARE).long(), max=TIME_MASK_FRAMES)

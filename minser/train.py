@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from minser import checkpoint
-from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
+from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.data.corpora import CORPUS_NAMES, check_classes_option
 from minser.ema import WeightEMA
@@ -203,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "count) in the fold's training part, so every class counts alike, as UA does")
     p.add_argument("--spec-augment", action="store_true",
                    help=f"SpecAugment-style masks on every training utterance (seeded; within its valid frames): "
-                        f"{FREQ_MASKS} frequency masks of up to {FREQ_MASK_BANDS} Mel bands and {TIME_MASKS} time "
-                        f"masks of up to {TIME_MASK_FRAMES} frames (at most {100 * TIME_MASK_SHARE:.0f}%% of the "
-                        "utterance), filled with the utterance's mean")
+                        f"{FREQ_MASKS} frequency masks of up to {100 * FREQ_MASK_SHARE:.0f}%% of the Mel bands and "
+                        f"{TIME_MASKS} time masks of up to {TIME_MASK_FRAMES} frames (at most "
+                        f"{100 * TIME_MASK_SHARE:.0f}%% of the utterance), filled with the utterance's mean")
     p.add_argument("--crop", type=float, default=d.crop, metavar="SECONDS",
                    help="train on a random window of at most this many seconds of each utterance, drawn anew every "
                         "epoch (seeded); validation and test see whole utterances. Needs --pad-to batch")

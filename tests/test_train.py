@@ -15,7 +15,7 @@ from minser import checkpoint
 from minser.data import Corpus, Utterance
 from minser.errors import ConfigError, DataError
 from minser import train as train_module
-from minser.augment import (FREQ_MASK_BANDS, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
+from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.train import (BUCKET_BATCHES, Learner, Tensors, TrainConfig, balanced_class_weights, batch_indices,
                           checked_device, cli, learning_rate, main, parse_args, train_step)
@@ -193,11 +193,14 @@ def test_spec_augment_masks_stay_inside_the_valid_frames() -> None:
     for mask, length in zip(masks, lengths.tolist()):
         bands = mask.all(1)                      # frequency masks cover every frame of their bands
         steps = mask.all(0)                      # time masks cover every band of their frames
-        assert int(bands.sum()) <= FREQ_MASKS * FREQ_MASK_BANDS
+        assert int(bands.sum()) <= FREQ_MASKS * round(FREQ_MASK_SHARE * 40)  # 8 bands each
         assert not steps[length:].any()          # time masks never fall in the padding
         assert int(steps.sum()) <= TIME_MASKS * min(TIME_MASK_FRAMES, int(length * TIME_MASK_SHARE))
         assert torch.equal(mask, bands[:, None] | steps[None, :])
     assert masks.any()
+    # With few Mel bands the masks shrink with them: 8 bands each blanked 542 of 2000 utterances whole.
+    few = spec_augment_masks(torch.full((2000,), 100), 8, 100, torch.Generator().manual_seed(0))
+    assert not few.all(2).all(1).any() and few.all(2).sum(1).max() <= 2 * round(FREQ_MASK_SHARE * 8)
 
 
 def test_masked_inputs_take_the_utterance_mean() -> None:
