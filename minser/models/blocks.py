@@ -3,9 +3,10 @@
 Sequences are ``(batch, time, dim)`` with optional ``lengths`` (valid steps per utterance,
 integer ``(batch,)``; ``None`` means every step is valid). Blocks that shorten a sequence
 return the new lengths, computed through the same conv/pool arithmetic as the tensors; every
-block zeroes (selects, so that even a NaN there stays out) what lies beyond its input's lengths
-before it mixes steps, so that padded steps never reach a valid output: a padded batch gives the
-same result as each utterance run alone, cut to its length.
+block zeroes what lies beyond its input's lengths before it mixes steps, so that padded steps
+never reach a valid output: a padded batch gives the same result as each utterance run alone,
+cut to its length. (Zeroing multiplies by the mask, which is cheaper than selecting; the networks
+select their input's padding out once, so that a NaN or Inf there, which 0 * x keeps, never enters.)
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor | None, dim: int) -> tor
     mask = key_mask(lengths, x.shape[dim])
     shape = [x.shape[0]] + [1] * (x.dim() - 1)
     shape[dim] = x.shape[dim]
-    # where, not a product: 0 * NaN is NaN, and padding may hold anything.
-    return torch.where(mask.reshape(shape), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x * mask.reshape(shape).to(x.dtype)
 
 
 def strided_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
@@ -71,15 +71,14 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
     if lengths is None or not norm.training:
         return norm(x)
     steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))
-    valid = key_mask(lengths, steps).view(x.shape[0], *[1] * (x.dim() - 2), steps)
-    dims = [0, *range(2, x.dim())]
-    count = valid.sum() * (x[0, 0].numel() // steps)
     xf = x.float()
-    zero = torch.zeros((), device=x.device)
-    mean = torch.where(valid, xf, zero).sum(dims) / count  # where: a NaN in the padding stays out
+    mask = key_mask(lengths, steps).to(xf.dtype).view(x.shape[0], *[1] * (x.dim() - 2), steps)
+    dims = [0, *range(2, x.dim())]
+    count = mask.sum() * (x[0, 0].numel() // steps)
+    mean = (xf * mask).sum(dims) / count
     # Two passes: convolutions of log-Mel features have means far from 0, where
     # E[x^2] - E[x]^2 cancels badly in float32.
-    centred = torch.where(valid, xf - mean.view(channel), zero)
+    centred = (xf - mean.view(channel)) * mask
     var = centred.square().sum(dims) / count
     with torch.no_grad():
         momentum = norm.momentum

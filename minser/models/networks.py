@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from minser.errors import ConfigError, DataError
+from minser.kernels.reference import key_mask
 from minser.models import config
 from minser.models.blocks import (
     CNN,
@@ -74,8 +75,11 @@ class Network(nn.Module):
                 module.impl = impl
 
     def prepare(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """The checked (see :meth:`check_input`) and, with ``input_norm``, standardised input ``(batch, n_mels, frames)``."""
+        """The checked (see :meth:`check_input`) input ``(batch, n_mels, frames)``, its padding zeroed (with
+        ``lengths``) and, with ``input_norm``, standardised."""
         self.check_input(x, lengths)
+        if lengths is not None:  # selected out, not multiplied by 0: a NaN or Inf in the padding would survive that
+            x = x.masked_fill(~key_mask(lengths, x.shape[2])[:, None, :], 0.0)
         return x if self.input_norm is None else masked_batch_norm(self.input_norm, x, lengths)
 
     def check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
