@@ -476,6 +476,16 @@ def test_folder(tmp_path: Path) -> None:
     assert load_corpus(tmp_path / "corpus").utterances == corpus.utterances
 
 
+def test_folder_labels_are_stripped_and_the_corpus_named_as_its_folder(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder "anger " was the label "anger " (a manifest strips its cells); `info .` named the corpus ''."""
+    write_wav(tmp_path / "calls" / "anger " / "a.wav")
+    write_wav(tmp_path / "calls" / "neutral" / "n.wav")
+    monkeypatch.chdir(tmp_path / "calls")
+    corpus = load_folder(".")
+    assert corpus.name == "calls" and corpus.labels == ("anger", "neutral")
+
+
 @pytest.mark.parametrize(
     ("suffix", "fmt", "subtype"),
     [

@@ -506,18 +506,19 @@ def load_folder(root: str | Path) -> Corpus:
         if not files:  # dropping it would silently change the class set
             raise DataError(f"corpus folder {root}: label folder {label_dir} holds no {'/'.join(AUDIO_SUFFIXES)} "
                             "files; add its audio or remove the folder (sub-folders of a label are not searched)")
-        utterances.extend(Utterance(path, label_dir.name, UNKNOWN_SPEAKER) for path in files)
+        # Stripped as a manifest's label cells are: a folder "anger " is the label "anger".
+        utterances.extend(Utterance(path, label_dir.name.strip(), UNKNOWN_SPEAKER) for path in files)
     if not utterances:
         raise DataError(
             f"corpus folder {root} holds no audio: expected one sub-folder per label with "
             f"{'/'.join(AUDIO_SUFFIXES)} files inside (root/anger/a.wav, root/neutral/b.wav, ...)"
         )
-    labels = tuple(sorted({u.label for u in utterances}))
-    clash = _spelled_twice(labels)
+    clash = _spelled_twice(sorted(label_dir.name for label_dir in label_files))
     if clash is not None:
         raise DataError(f"corpus folder {root}: label folders {str(root / clash[0])!r} and {str(root / clash[1])!r} "
                         "name one label spelled two ways (case or surrounding spaces); merge them into one folder")
-    return Corpus(root.name, labels, utterances)
+    # The folder's own name even when given as "." or "corpus/": it names the cache file and the results.
+    return Corpus(root.resolve().name, tuple(sorted({u.label for u in utterances})), utterances)
 
 
 def _refuse_unsearched(root: Path, label_entries: dict[Path, list[Path]]) -> None:
