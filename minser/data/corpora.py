@@ -517,8 +517,9 @@ def load_folder(root: str | Path) -> Corpus:
     if clash is not None:
         raise DataError(f"corpus folder {root}: label folders {str(root / clash[0])!r} and {str(root / clash[1])!r} "
                         "name one label spelled two ways (case or surrounding spaces); merge them into one folder")
-    # The folder's own name even when given as "." or "corpus/": it names the cache file and the results.
-    return Corpus(root.resolve().name, tuple(sorted({u.label for u in utterances})), utterances)
+    # The folder's own name even when given as "." or "..": it names the cache file and the results (abspath, not
+    # resolve: a symlinked corpus keeps the link's name).
+    return Corpus(Path(os.path.abspath(root)).name, tuple(sorted({u.label for u in utterances})), utterances)
 
 
 def _refuse_unsearched(root: Path, label_entries: dict[Path, list[Path]]) -> None:
