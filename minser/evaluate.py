@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -52,7 +53,9 @@ def _scored_items(saved: dict[str, Any], corpus: Corpus, test: np.ndarray | None
     labels = list(saved["labels"])
     unknown = sorted(set(corpus.labels) - set(labels))
     if unknown:
-        print(f"minser: skipping utterances labelled {unknown}: the model knows only {labels}", file=sys.stderr)
+        # A warning, so that it shows once, not once per fold and ensemble member (Python's default filter).
+        warnings.warn(f"skipping utterances labelled {unknown}: the model knows only {labels}", UserWarning,
+                      stacklevel=2)
     known = np.array([u.label in labels for u in corpus.utterances])
     index = np.flatnonzero(known)
     if test is not None and not everything:
