@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from minser import checkpoint
 from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
@@ -857,6 +858,10 @@ class FoldProgress:
 def resume_from(learner: Learner, path: Path) -> FoldProgress:
     """Restore ``learner``, the RNG states and the fold's progress from its ``last.pt`` at ``path``."""
     last = checkpoint.load(path)
+    world = last.get("world", 1)  # written since runs under torchrun record it
+    if world != learner.dist.world:  # each process normalises its own slice: another count is another run
+        raise ConfigError(f"--resume: {path} was trained by {world} process(es) and this run has "
+                          f"{learner.dist.world}; resume with the same torchrun --nproc_per_node (times --nnodes)")
     learner.model.load_state_dict(last["state_dict"])
     learner.optimizer.load_state_dict(last["optimizer"])
     learner.scaler.load_state_dict(last["scaler"])
@@ -966,7 +971,7 @@ def save_epoch(learner: Learner, progress: FoldProgress, folder: Path, saved: di
         checkpoint.save(folder / "best.pt", state_dict=best["state_dict"], epoch=epoch, val_wa=val_wa, **saved)
     checkpoint.save(folder / "last.pt", state_dict=learner.model.state_dict(), epoch=epoch,
                     optimizer=learner.optimizer.state_dict(), scaler=learner.scaler.state_dict(),
-                    rng=_rng_states(learner.device), history=progress.history, best=best,
+                    rng=_rng_states(learner.device), history=progress.history, best=best, world=learner.dist.world,
                     **({} if learner.ema is None else {"ema": learner.ema.state_dict()}), **saved)
 
 
@@ -1012,7 +1017,8 @@ def train_step(learner: Learner, data: Tensors, index: torch.Tensor, masks: torc
     ``micro_batches`` slices one after another, accumulating gradients. Scaling each slice's
     summed cross-entropy by ``world / len(index)`` makes DDP's gradient average (over ranks)
     equal the mean over the global batch, whatever the number of ranks and slices. BatchNorm
-    normalises each slice with its own statistics (SyncBatchNorm on CUDA spans the ranks).
+    normalises each slice with its own statistics (SyncBatchNorm on CUDA spans the ranks), and the
+    running statistics end as one process's would (:func:`merge_rank_statistics`).
     With ``masks`` (a generator), SpecAugment masks are drawn for the whole global batch, so every
     rank and slice count sees the same masks; with ``mixes`` (a generator), so are the mixup
     partners and weights (``config.mixup``): each utterance is mixed, after its masks, with a partner
@@ -1027,6 +1033,8 @@ def train_step(learner: Learner, data: Tensors, index: torch.Tensor, masks: torc
     learner.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
     mine = slices[dist.rank * config.micro_batches:(dist.rank + 1) * config.micro_batches]
+    norms = per_rank_norms(learner)
+    before = [torch.cat([n.running_mean, n.running_var]) for n in norms] if norms else None
     for i, rows in enumerate(mine):
         x, lengths, y = _slice_input(data, index, rows, config.pad_to, device, frames, mask)
         if partner is not None:
@@ -1049,7 +1057,46 @@ def train_step(learner: Learner, data: Tensors, index: torch.Tensor, masks: torc
         total += loss.detach()
     learner.scaler.step(learner.optimizer)
     learner.scaler.update()
+    if before is not None:
+        merge_rank_statistics(norms, before, dist.world, config.micro_batches)
     return total
+
+
+def per_rank_norms(learner: Learner) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers whose running statistics each rank updates from its own slices alone: all of them
+    under torchrun, except where SyncBatchNorm computes them over the global batch (CUDA, full padding: the
+    masked BatchNorm of ``--pad-to batch`` takes each rank's valid frames itself). Empty in one process."""
+    config, dist = learner.config, learner.dist
+    if dist.world == 1 or (learner.device.type == "cuda" and config.pad_to == "full"):
+        return []
+    return [m for m in learner.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def merge_rank_statistics(norms: Sequence[nn.modules.batchnorm._BatchNorm], before: list[torch.Tensor], world: int,
+                          slices: int) -> None:
+    """Give every rank the running statistics one process would have after the step's ``world * slices`` slices.
+
+    One process updates them slice after slice, ``r <- r + m (s_k - r)``; each rank saw only its own
+    ``slices`` of them (rank order is slice order), from the same start ``before`` (running mean and
+    variance of each layer). With ``d = (1 - m) ** slices``, rank ``k`` ends at ``d r0 + u_k``, and the
+    sequential result is ``d ** world r0 + sum_k d ** (world - 1 - k) u_k``. DDP would instead broadcast
+    rank 0's buffers, dropping the other ranks' slices from the statistics that evaluation uses.
+    """
+    if any(n.momentum is None for n in norms):  # a cumulative average has no fixed decay to merge with
+        raise ConfigError("under torchrun every BatchNorm needs a momentum; a cumulative one (None) is not merged")
+    state = torch.cat([torch.cat([n.running_mean, n.running_var]) for n in norms])
+    start = torch.cat(before)
+    gathered = [torch.empty_like(state) for _ in range(world)]
+    torch.distributed.all_gather(gathered, state)
+    decay = torch.cat([torch.full((2 * len(n.running_mean),), (1.0 - n.momentum) ** slices,
+                                  dtype=state.dtype, device=state.device) for n in norms])
+    merged = decay ** world * start + sum(decay ** (world - 1 - k) * (g - decay * start) for k, g in enumerate(gathered))
+    offset = 0
+    for n in norms:
+        for buffer in (n.running_mean, n.running_var):
+            buffer.copy_(merged[offset:offset + len(buffer)])
+            offset += len(buffer)
+        n.num_batches_tracked += (world - 1) * slices  # this rank counted its own slices
 
 
 def _slice_input(data: Tensors, index: torch.Tensor, rows: torch.Tensor, pad_to: str, device: torch.device,

@@ -2,8 +2,9 @@
 
 On CPU there is no SyncBatchNorm, so each rank normalises its half of every batch with that
 half's statistics. One process with ``--micro-batches 2`` computes exactly that (two slices,
-gradients accumulated), so the two runs must end with the same parameters and losses, up to
-the float rounding of gloo's all-reduce. Dropout is 0: ranks draw their own dropout masks.
+gradients accumulated), so the two runs must end with the same parameters, BatchNorm running
+statistics (merged across the ranks after every step), losses and scores, up to the float rounding
+of gloo's collectives. Dropout is 0: ranks draw their own dropout masks.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def test_two_gloo_ranks_match_one_process(emodb_root: Path, tmp_path: Path) -> N
     assert ddp["labels"] == single["labels"] and ddp["folds"][0]["n_test"] == single["folds"][0]["n_test"]
     a = checkpoint.load(tmp_path / "single/fold-1/last.pt")
     b = checkpoint.load(tmp_path / "ddp/fold-1/last.pt")
-    model = checkpoint.load_model(a)
-    for name, _ in model.named_parameters():
-        torch.testing.assert_close(b["state_dict"][name], a["state_dict"][name], rtol=1e-4, atol=1e-5)
+    # Parameters and BatchNorm's running statistics (which evaluation uses): rank 0's alone missed the other
+    # rank's slices, 6 updates instead of 12.
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert ddp["folds"][0]["val_wa"] == single["folds"][0]["val_wa"] and ddp["ua"] == single["ua"]
     for mine, theirs in zip(a["history"], b["history"]):
         assert theirs["loss"] == pytest.approx(mine["loss"], rel=1e-5)

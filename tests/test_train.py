@@ -437,6 +437,19 @@ def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_pa
           *quick(tmp_path / "run", cache)])
 
 
+def test_resume_refuses_another_number_of_processes(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
+    """Each process normalises its own slice: a run of 2 torchrun processes resumed alone would go on as
+    another run (it was accepted silently)."""
+    main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
+    last = tmp_path / "run" / "fold-1" / "last.pt"
+    saved = checkpoint.load(last)
+    assert saved["world"] == 1
+    checkpoint.save(last, **{**saved, "world": 2})  # as a 2-process run writes it
+    with pytest.raises(ConfigError, match=r"last\.pt was trained by 2 process\(es\) and this run has 1; resume with "
+                                          r"the same torchrun --nproc_per_node"):
+        main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--resume", *quick(tmp_path / "run", cache)])
+
+
 def test_resume_refuses_fewer_folds_or_epochs_than_the_run_trained(emodb_root: Path, cache: Path,
                                                                     tmp_path: Path) -> None:
     """Before, --resume --folds 1 rewrote results.json with one fold while fold-2/ stayed, and fewer --epochs
