@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -83,6 +84,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     anything but tensors and plain values, or lacks one of the required entries.
     """
     path = Path(path)
+    if path.is_dir():  # the command lines and Recognizer.load take a run folder; this function takes its files
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass one of its fold-*/best.pt (or give the "
+                              "folder to minser.Recognizer.load or python -m minser.evaluate, which find them)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass a .pt file written by minser.train "
                               "(e.g. runs/<run>/fold-1/best.pt) or a run folder")
@@ -102,12 +106,18 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
                               "never as code)") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        if isinstance(found, str) and found.startswith("minser/"):
+            raise CheckpointError(f"{path}: format {found!r}, written by another version of minser (this one reads "
+                                  f"{FORMAT!r}); load it with the minser version that wrote it, or upgrade minser")
         raise CheckpointError(f"{path}: format {found!r} is not {FORMAT!r}; it was not written by minser.train")
     missing = [key for key in REQUIRED if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}; re-train to write a complete one")
     labels, spec = checkpoint["labels"], checkpoint["spec"]
-    n_classes = spec.get("n_classes") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or not {"name", "n_classes", "options"} <= set(spec):
+        raise CheckpointError(f"{path}: its model spec ({spec!r:.80}) is not a dict of name, n_classes and options; "
+                              "the file was edited or is damaged: use the checkpoint minser.train wrote")
+    n_classes = spec["n_classes"]
     if not isinstance(labels, (list, tuple)) or not all(isinstance(label, str) for label in labels) \
             or len(labels) != n_classes:
         raise CheckpointError(f"{path}: its labels ({labels!r}) do not name the network's {n_classes} classes one "
@@ -119,6 +129,9 @@ def _load_failure(exc: Exception) -> str:
     """What torch found wrong with a file, without the advice its weights-only errors add (load with
     ``weights_only=False``, or allowlist the class): both would let a file run code."""
     text = str(exc)
+    blocked = re.search(r"unsupported GLOBAL (\S+)", text)  # torch's word for a module it will not import
+    if blocked:
+        return f"it holds more than tensors and plain values: a reference to {blocked[1]}"
     if "WeightsUnpickler error:" in text:
         lines = text.split("WeightsUnpickler error:", 1)[1].splitlines()
         detail = next((line.strip() for line in lines if line.strip()), "").split(" was not an allowed global")[0]

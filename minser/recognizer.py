@@ -271,19 +271,22 @@ class Recognizer:
         quantize = saved.get("quantize")
         if quantize not in (None, "int8"):
             raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
-        model = from_spec(saved["spec"])
+        try:
+            model, frontend = from_spec(saved["spec"]), FrontEnd.from_dict(saved["frontend"])
+        except ConfigError as exc:  # say which file: the model spec or front end it records cannot be built
+            raise CheckpointError(f"{name}: {exc}; the file was edited or written by another version") from exc
         # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.
         model.set_impl("torch")
         try:
             model.load_state_dict(saved["state_dict"])
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, TypeError) as exc:  # TypeError: a state_dict that is no dict
             raise CheckpointError(f"{name}: weights do not fit the network {saved['spec'].get('name')!r} "
                                   f"({exc}); the file was edited or written by another version") from exc
         model.eval()
         if quantize == "int8":
             model = quantize_int8(model)
         pad_to = saved.get("train", {}).get("pad_to", "full") if isinstance(saved.get("train"), dict) else "full"
-        return cls(model, saved["labels"], FrontEnd.from_dict(saved["frontend"]), pass_lengths=pad_to == "batch",
+        return cls(model, saved["labels"], frontend, pass_lengths=pad_to == "batch",
                    source=source, speaker_norm=bool(saved.get("speaker_norm")))
 
     @classmethod

@@ -45,6 +45,32 @@ def test_code_objects_are_refused(tmp_path: Path) -> None:
     assert "weights_only" not in str(error.value) and "safe_globals" not in str(error.value)
 
 
+def test_a_reference_to_code_names_what_it_would_run(tmp_path: Path) -> None:
+    """A pickled os.system call: torch 2.13 says 'unsupported GLOBAL', and the message said only 'load failed'."""
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return os.system, ("true",)
+
+    torch.save({"format": checkpoint.FORMAT, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"more than tensors and plain values: a reference to (posix|nt)\.system"):
+        checkpoint.load(tmp_path / "evil.pt")
+
+
+def test_a_folder_a_newer_format_and_a_broken_spec_are_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r": a folder, not a checkpoint file; pass one of its fold-\*/best\.pt"):
+        checkpoint.load(tmp_path)
+    _save(tmp_path / "c.pt")
+    saved = checkpoint.load(tmp_path / "c.pt")
+    torch.save({**saved, "format": "minser/2"}, tmp_path / "newer.pt")
+    with pytest.raises(CheckpointError, match=r"format 'minser/2', written by another version of minser \(this one "
+                                              r"reads 'minser/1'\)"):
+        checkpoint.load(tmp_path / "newer.pt")
+    torch.save({**saved, "spec": "cnn"}, tmp_path / "spec.pt")  # was "the network's None classes"
+    with pytest.raises(CheckpointError, match=r"spec\.pt: its model spec \('cnn'\) is not a dict of name, n_classes"):
+        checkpoint.load(tmp_path / "spec.pt")
+
+
 @pytest.mark.parametrize("name, content, message", [("bad.pt", b"not a zip file", "corrupt"),
                                                      ("bad.pt", None, "no such checkpoint"),
                                                      ("model.onnx", b"\x08\x07", "an ONNX model, which runs in onnxruntime")])

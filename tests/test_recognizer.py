@@ -97,6 +97,19 @@ def test_array_without_sample_rate_is_an_error_that_says_to_pass_sr(rec):
         rec.predict(wave(1.0), sr=16)  # meant 16 kHz: would upsample 1000x
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"frontend": "16k"}, "front end: settings must be a dict"),
+    ({"spec": {"name": "transformer_xl", "n_classes": 3, "options": {}}}, "unknown model 'transformer_xl'"),
+    ({"state_dict": [1, 2]}, "weights do not fit the network"),  # a TypeError traceback before
+])
+def test_a_checkpoint_that_cannot_be_built_is_named(tmp_path, tiny, change, message):
+    """These raised ConfigError (no file named) or a TypeError traceback from deep in torch."""
+    saved = checkpoint.load(tiny)
+    torch.save({**saved, **change}, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path / 'edited.pt'))}: .*{re.escape(message)}"):
+        Recognizer.load(tmp_path / "edited.pt")
+
+
 def test_torch_tensors_are_read_as_their_numpy_arrays(rec):
     """A tensor that requires grad raised a RuntimeError, bfloat16 an advice for ragged lists, and a 2-D
     tensor was refused where the same numpy array is a batch."""
