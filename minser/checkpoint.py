@@ -90,7 +90,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass a .pt file written by minser.train "
                               "(e.g. runs/<run>/fold-1/best.pt) or a run folder")
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         raise CheckpointError(f"{path}: an ONNX model, which runs in onnxruntime (README, Export); minser loads the "
                               ".pt checkpoint it was exported from")
     if not zipfile.is_zipfile(path):

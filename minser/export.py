@@ -243,7 +243,7 @@ def _output(out: str, sources: list[Path], wrong_suffix: str, writes: str) -> Pa
     if any(path.resolve() == source.resolve() for source in sources):
         raise ConfigError(f"--out {out} is the checkpoint being exported: the {writes} would replace it; "
                           "name another file")
-    if path.suffix == wrong_suffix:
+    if path.suffix.lower() == wrong_suffix:  # x.PT is a checkpoint name too
         raise ConfigError(f"--out {out}: an {writes} named {wrong_suffix} would be taken for "
                           f"{'a checkpoint' if wrong_suffix == '.pt' else 'an ONNX model'}; name it "
                           f"{path.with_suffix('.onnx' if wrong_suffix == '.pt' else '.pt').name}")

@@ -203,6 +203,7 @@ def test_an_onnx_graph_that_disagrees_with_the_recognizer_is_not_written(monkeyp
                                                          "name it ilt.onnx.onnx"),
     (["--quantize", "int8", "--out", "{dir}/small.onnx"], "an int8 checkpoint named .onnx would be taken for an ONNX "
                                                           "model; name it small.pt"),
+    (["--format", "onnx", "--out", "{dir}/small.PT"], "an ONNX model named .pt would be taken for a checkpoint"),
     (["--format", "onnx", "--out", ""], "--out '': name the file to write"),
     (["--format", "onnx", "--out", "{dir}/new/"], "--out {dir}/new/ names a folder; name the file to write in it"),
 ])
