@@ -2,7 +2,7 @@
 
 On CPU there is no SyncBatchNorm, so each rank normalises its half of every batch with that
 half's statistics. One process with ``--micro-batches 2`` computes exactly that (two slices,
-gradients accumulated), so the two runs must end with the same parameters, BatchNorm running
+gradients accumulated; four for 2 ranks x ``--micro-batches 2``), so the runs must end with the same parameters, BatchNorm running
 statistics (merged across the ranks after every step), losses and scores, up to the float rounding
 of gloo's collectives. Dropout is 0: ranks draw their own dropout masks.
 """
@@ -29,12 +29,14 @@ def _args(out: Path, cache: Path) -> list[str]:
             "--pad-to", "batch", "--threads", "1", "--device", "cpu", "--out", str(out), "--cache-dir", str(cache)]
 
 
-def test_two_gloo_ranks_match_one_process(emodb_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("micro_batches", [1, 2], ids=["one-slice-per-rank", "two-slices-per-rank"])
+def test_two_gloo_ranks_match_one_process(emodb_root: Path, tmp_path: Path, micro_batches: int) -> None:
     cache = tmp_path / "cache"
-    single = main([*_args(tmp_path / "single", cache), "--micro-batches", "2"])
+    single = main([*_args(tmp_path / "single", cache), "--micro-batches", str(2 * micro_batches)])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "minser.train", *_args(tmp_path / "ddp", cache)],
+                           "-m", "minser.train", *_args(tmp_path / "ddp", cache),
+                           "--micro-batches", str(micro_batches)],
                           capture_output=True, text=True, env=env, timeout=300)
     errors = [line for line in done.stderr.splitlines() if "error: " in line]
     assert done.returncode == 0, "\n".join(errors) or done.stderr[-3000:]
