@@ -2,9 +2,10 @@
 
 On CPU there is no SyncBatchNorm, so each rank normalises its half of every batch with that
 half's statistics. One process with ``--micro-batches 2`` computes exactly that (two slices,
-gradients accumulated; four for 2 ranks x ``--micro-batches 2``), so the runs must end with the same parameters, BatchNorm running
-statistics (merged across the ranks after every step), losses and scores, up to the float rounding
-of gloo's collectives. Dropout is 0: ranks draw their own dropout masks.
+gradients accumulated; four slices for 2 ranks x ``--micro-batches 2``), so the runs must end with
+the same parameters, BatchNorm running statistics (merged across the ranks after every step), losses
+and scores, up to the float rounding of gloo's collectives. Dropout is 0: ranks draw their own
+dropout masks.
 """
 
 from __future__ import annotations
