@@ -146,7 +146,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     description keeps the docstring's layout."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False or action.default == [] or "(default" in (action.help or ""):
+        shown = action.default is not None and action.default is not False and action.default != []
+        if not shown or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -1090,7 +1091,8 @@ def merge_rank_statistics(norms: Sequence[nn.modules.batchnorm._BatchNorm], befo
     torch.distributed.all_gather(gathered, state)
     decay = torch.cat([torch.full((2 * len(n.running_mean),), (1.0 - n.momentum) ** slices,
                                   dtype=state.dtype, device=state.device) for n in norms])
-    merged = decay ** world * start + sum(decay ** (world - 1 - k) * (g - decay * start) for k, g in enumerate(gathered))
+    merged = decay ** world * start + sum(decay ** (world - 1 - k) * (g - decay * start)
+                                          for k, g in enumerate(gathered))
     offset = 0
     for n in norms:
         for buffer in (n.running_mean, n.running_var):
