@@ -21,7 +21,6 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
 
 from minser.errors import AudioError
 
@@ -349,6 +348,9 @@ def resample(wave: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarra
     """
     if orig_sr == sr:
         return wave
+    # Imported here: scipy.signal takes about 0.6 s to import (stats, optimize, ...), and 16 kHz audio never needs it.
+    from scipy.signal import resample_poly
+
     divisor = gcd(int(orig_sr), int(sr))
     return resample_poly(wave, sr // divisor, orig_sr // divisor, axis=-1).astype(np.float32)
 

@@ -238,3 +238,23 @@ def test_extract_names_bad_inputs() -> None:
         extract(nan)
     with pytest.raises(ConfigError, match="frontend must be a FrontEnd"):
         extract(good, FrontEnd().to_dict())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("win_length", [200, 256, 400, 401, 551, 1024])
+def test_the_window_is_scipys_periodic_hann_bit_for_bit(win_length: int) -> None:
+    import scipy.signal
+
+    from minser.features import _window
+
+    expected = scipy.signal.get_window("hann", win_length, fftbins=True).astype(np.float32)
+    np.testing.assert_array_equal(_window(win_length, win_length), expected)
+
+
+def test_the_front_end_does_not_import_scipy_signal() -> None:
+    """scipy.signal costs about 0.6 s to import (stats, optimize, ...); 16 kHz audio needs none of it."""
+    import subprocess
+    import sys
+
+    code = "import sys, minser.features, minser.audio; print('scipy.signal' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
