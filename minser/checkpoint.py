@@ -143,6 +143,7 @@ def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the model of a loaded checkpoint (``from_spec``) with its weights, in eval mode."""
     from minser.models import from_spec
 
-    model = from_spec(checkpoint["spec"])
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: the caller's random stream stays put
+        model = from_spec(checkpoint["spec"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

@@ -272,7 +272,9 @@ class Recognizer:
         if quantize not in (None, "int8"):
             raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
         try:
-            model, frontend = from_spec(saved["spec"]), FrontEnd.from_dict(saved["frontend"])
+            with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, must not use the caller's
+                model = from_spec(saved["spec"])   # random stream: loading has no random side effect
+            frontend = FrontEnd.from_dict(saved["frontend"])
         except ConfigError as exc:  # say which file: the model spec or front end it records cannot be built
             raise CheckpointError(f"{name}: {exc}; the file was edited or written by another version") from exc
         # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.

@@ -409,3 +409,14 @@ def test_default_model_labels_the_example_clips():
     assert [clip.name.split("_")[0] for clip in clips] == sorted(rec.labels)
     for clip, prediction in zip(clips, rec.predict(clips)):
         assert prediction.label == clip.name.split("_")[0], (clip.name, prediction.scores)
+
+
+def test_loading_leaves_the_callers_random_stream_alone(tiny):
+    """Building the network drew its (replaced) initial weights from the global stream: a seeded application
+    saw other random numbers after Recognizer.load() or checkpoint.load_model()."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    Recognizer.load(tiny)
+    checkpoint.load_model(checkpoint.load(tiny))
+    assert torch.equal(torch.rand(3), expected)
