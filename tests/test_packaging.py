@@ -62,9 +62,13 @@ def test_checkout_finds_its_kernels_when_imported_from_inside_it() -> None:
     """Run from the checkout, Python imports its minser/ folder, which holds no kernels/: as after a plain
     `pip install .` (no editable mapping). -S keeps site's .pth files, and so the editable install, out."""
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}  # torch and the other dependencies
-    code = "import minser.kernels, minser.models; print(minser.kernels.__file__); print(minser.__file__)"
+    code = ("import importlib.util, minser.kernels, minser.models; print(minser.kernels.__file__); "
+            "print(minser.__file__); print(len(minser.__path__), importlib.util.find_spec('minser.tests'))")
     done = subprocess.run([sys.executable, "-S", "-c", code], cwd=CHECKOUT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    kernels, package = done.stdout.split()
+    kernels, package, paths = done.stdout.splitlines()
+    # Only minser.kernels: the checkout on the package's path made tests/, bench/ and a second copy of the
+    # package importable as minser.tests, minser.minser, ...
+    assert paths == "1 None"
     assert Path(kernels) == CHECKOUT / "kernels" / "__init__.py"
     assert Path(package) == CHECKOUT / "minser" / "__init__.py"
