@@ -27,7 +27,8 @@ import scipy.sparse
 from minser.audio import check_wave
 from minser.errors import AudioError, ConfigError
 
-__all__ = ["FrontEnd", "extract", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz", "power_to_db"]
+__all__ = ["FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz",
+           "power_to_db"]
 
 # Threads for the FFT.
 _WORKERS = os.cpu_count() or 1
@@ -139,7 +140,10 @@ def _sparse_filterbank(
     product is ~20x less arithmetic than a dense one and runs without BLAS threads, which on a busy
     machine made the dense product tens of times slower in our measurements.
     """
-    return scipy.sparse.csr_array(_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm))
+    matrix = scipy.sparse.csr_array(_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm))
+    for part in (matrix.data, matrix.indices, matrix.indptr):  # cached and shared, as the dense bank is
+        part.flags.writeable = False
+    return matrix
 
 
 @lru_cache(maxsize=16)

@@ -2,7 +2,7 @@
 
 >>> rec = Recognizer.load()                          # the pretrained default shipped in minser/assets
 >>> rec.predict("examples/clips/anger_03a01Wa.wav")
-Prediction(label='anger', scores={'anger': 0.97, ...})
+Prediction(label='anger', scores={'anger': 0.99, ...})
 >>> rec.predict(samples, sr=44100)                   # a 1-D array needs its sample rate
 >>> rec.predict(["a.wav", "b.flac"])                 # a batch gives a list of predictions
 

@@ -258,3 +258,12 @@ def test_the_front_end_does_not_import_scipy_signal() -> None:
     code = "import sys, minser.features, minser.audio; print('scipy.signal' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_cached_sparse_filterbank_cannot_be_changed_in_place() -> None:
+    """It is shared by every later log_mel: `bank.data *= 2` raised every band by 3 dB for the whole process."""
+    from minser.features import _sparse_filterbank
+
+    bank = _sparse_filterbank(16000, 400, 40, 0.0, None, False, "slaney")
+    with pytest.raises(ValueError, match="read-only"):
+        bank.data *= 2
