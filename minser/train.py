@@ -385,8 +385,10 @@ def load_data(config: TrainConfig, *, offer_download: bool = False) -> Corpus:
 
 def _warn_whole_classes(corpus: Corpus, subset: int | None) -> None:
     """``--subset N`` takes every utterance of a class that has fewer than N; say which, as they stay fewer."""
+    if subset is None:
+        return
     counts = np.bincount(corpus.targets(), minlength=len(corpus.labels))
-    short = [f"{label} {n}" for label, n in zip(corpus.labels, counts) if subset is not None and n < subset]
+    short = [f"{label} {n}" for label, n in zip(corpus.labels, counts) if n < subset]
     if short:
         warnings.warn(f"--subset {subset}: these classes have fewer utterances, and every one of them is used: "
                       f"{', '.join(short)}", UserWarning, stacklevel=2)
@@ -1212,10 +1214,10 @@ def trained_epochs(out: Path) -> dict[int, int]:
     return {int(number): checkpoint.load(last)["epoch"] for number, last in folds if number.isdigit()}
 
 
-def _refuse_shrinking(config: TrainConfig, out: Path, n_folds: int) -> None:
-    """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained:
-    its results would leave out folds whose folders stay, or count epochs beyond ``--epochs``."""
-    trained = trained_epochs(out)
+def _refuse_shrinking(config: TrainConfig, out: Path, trained: dict[int, int], n_folds: int) -> None:
+    """``--epochs`` and ``--folds`` may grow on ``--resume``, not shrink below what the run in ``out`` trained
+    (``trained``, :func:`trained_epochs`): its results would leave out folds whose folders stay, or count epochs
+    beyond ``--epochs``."""
     if trained and max(trained) > n_folds:
         raise ConfigError(f"--resume: the run in {out} has trained {max(trained)} folds but this command runs "
                           f"{n_folds}; --folds may grow, not shrink: give --folds {max(trained)} or more, or leave it "
@@ -1330,8 +1332,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     crop_frames = _crop_frames(config, network, frontend)
     splits = make_splits(corpus, config)
-    if config.resume:
-        _refuse_shrinking(config, out, len(splits))
+    trained = trained_epochs(out) if config.resume else {}  # read once: the shrink check and the ETA use it
+    _refuse_shrinking(config, out, trained, len(splits))
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:
@@ -1347,7 +1349,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         noisy_x, noisy_lengths = noisy_features(corpus, frontend, config.noise_snr, config.seed)
         noisy = Tensors(torch.from_numpy(noisy_x), torch.from_numpy(noisy_lengths), targets)
 
-    todo = _epochs_to_run(config, out, len(splits))
+    todo = _epochs_to_run(config.epochs, trained, len(splits))
     clock = Clock(todo, len(splits), config.epochs)
     if dist.main:
         print(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
@@ -1375,11 +1377,10 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     return results
 
 
-def _epochs_to_run(config: TrainConfig, out: Path, n_folds: int) -> int:
-    """Epochs still to train over all folds (for the ETA), counting those a resumed run already has, in a fold
-    it finished or one it was interrupted in."""
-    trained = trained_epochs(out) if config.resume else {}
-    return sum(max(0, config.epochs - trained.get(k + 1, 0)) for k in range(n_folds))
+def _epochs_to_run(epochs: int, trained: dict[int, int], n_folds: int) -> int:
+    """Epochs still to train over all folds (for the ETA), counting those a resumed run already has
+    (``trained``, :func:`trained_epochs`), in a fold it finished or one it was interrupted in."""
+    return sum(max(0, epochs - trained.get(k + 1, 0)) for k in range(n_folds))
 
 
 def summary_table(results: dict[str, Any]) -> str:
