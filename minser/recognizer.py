@@ -265,26 +265,20 @@ class Recognizer:
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any], source: str | None = None) -> Recognizer:
         """A recognizer from a checkpoint dict already loaded by :func:`minser.checkpoint.load`."""
-        from minser.models import from_spec
-
         name = source or "checkpoint"
         quantize = saved.get("quantize")
         if quantize not in (None, "int8"):
             raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
         try:
-            with torch.random.fork_rng(devices=[]):  # the initial weights, replaced below, must not use the caller's
-                model = from_spec(saved["spec"])   # random stream: loading has no random side effect
             frontend = FrontEnd.from_dict(saved["frontend"])
+            model = checkpoint.load_model(saved)
         except ConfigError as exc:  # say which file: the model spec or front end it records cannot be built
             raise CheckpointError(f"{name}: {exc}; the file was edited or written by another version") from exc
-        # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.
-        model.set_impl("torch")
-        try:
-            model.load_state_dict(saved["state_dict"])
-        except (RuntimeError, KeyError, TypeError) as exc:  # TypeError: a state_dict that is no dict
+        except (RuntimeError, KeyError, TypeError) as exc:  # the weights; TypeError: a state_dict that is no dict
             raise CheckpointError(f"{name}: weights do not fit the network {saved['spec'].get('name')!r} "
                                   f"({exc}); the file was edited or written by another version") from exc
-        model.eval()
+        # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.
+        model.set_impl("torch")
         if quantize == "int8":
             model = quantize_int8(model)
         pad_to = saved.get("train", {}).get("pad_to", "full") if isinstance(saved.get("train"), dict) else "full"
