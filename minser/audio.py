@@ -176,10 +176,11 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); {_unreadable_advice(path)}") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
-    # Checked at the file's own rate first, so that a message counts the file's samples.
+    # Checked at the file's own rate, so that a message counts the file's samples; resampling keeps it finite
+    # float32, and one analysis window long (min_samples rounds up).
     mono = check_wave(samples.mean(axis=1, dtype=np.float32), str(path), sr=file_sr)
     check_peak(mono, str(path), "divide its 16-bit samples by 32768 and save it again")
-    return check_wave(resample(mono, file_sr, sr), str(path), sr=sr)
+    return resample(mono, file_sr, sr)
 
 
 # Names of the files that are neither regular files nor directories, for messages.
