@@ -378,7 +378,7 @@ def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator | 
     The noise is scaled so that ``10 * log10(mean(wave**2) / mean(noise**2)) == snr_db`` holds for
     the noise actually drawn (not just in expectation), per utterance for a ``(batch, samples)`` batch.
     ``rng`` is a ``numpy.random.Generator`` or a seed. Silent audio has no defined SNR and raises
-    :class:`AudioError`.
+    :class:`AudioError`, as does noise so loud that samples reach past :data:`MAX_PEAK`.
     """
     wave = check_wave(wave)
     rng = np.random.default_rng(rng)
@@ -388,4 +388,9 @@ def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator | 
     noise = rng.standard_normal(wave.shape)
     noise_power = np.mean(np.square(noise), axis=-1, keepdims=True)
     noise *= np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-    return (wave + noise).astype(np.float32)
+    noisy = (wave + noise).astype(np.float32)
+    peak = float(np.max(np.abs(noisy)))
+    if not peak <= MAX_PEAK:  # the front end would read the copy, or overflow on it, as nothing like speech
+        raise AudioError(f"white noise at {snr_db:g} dB SNR takes the samples to {peak:.3g}, far past float "
+                         f"audio's [-1, 1]; give a higher SNR (training uses 30 dB, --noise-snr)")
+    return noisy

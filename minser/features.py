@@ -183,7 +183,7 @@ def _active_samples(wave: np.ndarray) -> int:
 def _mel_power_rows(
     waves: Iterable[np.ndarray], count: int, frames: int, sr: int, n_fft: int, hop_length: int,
     win_length: int, n_mels: int, fmin: float, fmax: float | None, htk: bool, norm: str | None,
-    amin: float | None = None,
+    amin: float | None = None, name: str = "waves[{}]",
 ) -> np.ndarray:
     """Mel power of ``count`` 1-D float32 waves -> ``(count, n_mels, frames)`` float32; in dB given ``amin``.
 
@@ -192,6 +192,7 @@ def _mel_power_rows(
     keeps memory flat in the batch size. Frames that lie wholly past the last non-zero sample (the
     padding to 7.5 s: ~60% of EmoDB's frames) have exactly zero power and are not transformed.
     Converting to dB row by row (``amin``) writes the large output once instead of twice.
+    A wave loud enough for its power to overflow float32 raises AudioError naming it (``name.format(index)``).
     """
     _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, hop_length, win_length)
     bank = _sparse_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm)
@@ -201,7 +202,11 @@ def _mel_power_rows(
     for index, wave in enumerate(waves):
         voiced = min(frames, -(-(_active_samples(wave) + n_fft // 2) // hop_length))
         if voiced:
-            mel = bank @ _power_frames(wave, n_fft, hop_length, window, voiced).T
+            with np.errstate(over="ignore"):  # reported below, naming the wave
+                mel = bank @ _power_frames(wave, n_fft, hop_length, window, voiced).T
+            if not np.isfinite(mel).all():
+                raise AudioError(f"{name.format(index)}: samples reach {np.max(np.abs(wave)):.3g}, so loud that their "
+                                 "power overflows float32; float audio lies in [-1, 1]: scale the samples")
             out[index, :, :voiced] = mel if amin is None else power_to_db(mel, amin)
         out[index, :, voiced:] = silence
     return out
@@ -222,7 +227,8 @@ def mel_power(
     batch = waves if waves.ndim == 2 else waves[None]
     frames = 1 + (batch.shape[-1] + 2 * (n_fft // 2) - n_fft) // hop_length
     out = _mel_power_rows(
-        batch, len(batch), frames, sr, n_fft, hop_length, win_length, n_mels, fmin, fmax, htk, norm
+        batch, len(batch), frames, sr, n_fft, hop_length, win_length, n_mels, fmin, fmax, htk, norm,
+        name="array[{}]" if waves.ndim == 2 else "array",
     )
     return out if waves.ndim == 2 else out[0]
 

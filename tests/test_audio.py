@@ -360,6 +360,13 @@ def test_white_noise_rejects_silence() -> None:
         add_white_noise(np.zeros(1000, dtype=np.float32), 10.0, 0)
 
 
+def test_white_noise_refuses_an_snr_that_buries_the_signal_past_float_range() -> None:
+    wave = 0.5 * _tone(440, 16000)
+    assert np.abs(add_white_noise(wave, -20.0, 0)).max() < 16  # loud noise, still audio
+    with pytest.raises(AudioError, match=r"^white noise at -200 dB SNR takes the samples to .*give a higher SNR"):
+        add_white_noise(wave, -200.0, 0)
+
+
 @pytest.mark.parametrize(("name", "problem"), [("a.wav/b.wav", "does not exist: a folder on its way is a file"),
                                                ("x" * 300 + ".wav", "cannot be examined (File name too long)")])
 def test_a_path_that_cannot_be_examined_says_why(tmp_path: Path, name: str, problem: str) -> None:

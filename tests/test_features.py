@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import librosa
@@ -238,6 +239,19 @@ def test_extract_names_bad_inputs() -> None:
         extract(nan)
     with pytest.raises(ConfigError, match="frontend must be a FrontEnd"):
         extract(good, FrontEnd().to_dict())  # type: ignore[arg-type]
+
+
+def test_samples_whose_power_overflows_float32_are_named_not_turned_into_inf() -> None:
+    quiet, loud = np.full(1000, 0.1, dtype=np.float32), np.full(1000, 1e18, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning before the error
+        with pytest.raises(AudioError, match=r"^waves\[1\]: samples reach 1e\+18, .*overflows float32"):
+            extract([quiet, loud])
+        with pytest.raises(AudioError, match=r"^array: samples reach"):
+            log_mel(loud)
+        with pytest.raises(AudioError, match=r"^array\[1\]: samples reach"):
+            mel_power(np.stack([quiet, loud]))
+    assert np.isfinite(log_mel(np.full(1000, 1e15, dtype=np.float32))).all()  # loud, but within float32
 
 
 @pytest.mark.parametrize("win_length", [200, 256, 400, 401, 551, 1024])
