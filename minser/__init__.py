@@ -51,6 +51,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'minser' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:  # the lazy names too, for tab completion and help()
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "AudioError",
     "CheckpointError",

@@ -395,7 +395,8 @@ def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
 def test_import_minser_stays_light():
     import subprocess
 
-    code = "import sys, minser; assert 'torch' not in sys.modules; print(minser.Recognizer.__name__)"
+    code = ("import sys, minser; assert 'torch' not in sys.modules; assert set(minser.__all__) <= set(dir(minser)); "
+            "assert 'torch' not in sys.modules; print(minser.Recognizer.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Recognizer"
     assert minser.Prediction is Prediction
