@@ -9,7 +9,7 @@ frames. The paper's 750 frames are the first 750: :func:`extract` drops the last
 which is centred on the very last sample and sees half a window of padding.
 
 Everything is float32 and vectorised per utterance: strided framing (a view, no copy), one
-windowing pass, one batched real FFT over all frames (``scipy.fft.rfft`` with all workers) and one
+windowing pass, one batched real FFT over all frames (``scipy.fft.rfft`` on every CPU the process may use) and one
 sparse matrix product with the filterbank.
 """
 
@@ -30,8 +30,8 @@ from minser.errors import AudioError, ConfigError
 __all__ = ["FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz",
            "power_to_db"]
 
-# Threads for the FFT.
-_WORKERS = os.cpu_count() or 1
+# Threads for the FFT: the CPUs this process may run on (taskset, container CPU sets), not the host's.
+_WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 # Slaney's Mel scale (Auditory Toolbox; librosa's default): linear below 1 kHz, logarithmic above.
 _SLANEY_HZ_PER_MEL = 200.0 / 3.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -272,6 +273,18 @@ def test_the_front_end_does_not_import_scipy_signal() -> None:
     code = "import sys, minser.features, minser.audio; print('scipy.signal' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_the_fft_uses_the_cpus_the_process_may_run_on() -> None:
+    """Not os.cpu_count(): pinned to one CPU of many (taskset, a container), it would start a thread per host CPU."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import minser.features as f; "
+            "print(f._WORKERS)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "1", done.stderr
 
 
 def test_the_cached_sparse_filterbank_cannot_be_changed_in_place() -> None:
