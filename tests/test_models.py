@@ -304,10 +304,12 @@ def test_transformer_layer_equals_pytorch_layer() -> None:
 def test_attention_pool_weights_ignore_padding() -> None:
     pool = AttentionPool(8, impl="torch")
     h, lengths = torch.randn(2, 6, 8), torch.tensor([6, 3])
-    pooled = pool(h, lengths)
-    assert pool.weights[1, 3:].abs().max() == 0
-    torch.testing.assert_close(pool.weights.sum(dim=1), torch.ones(2))
-    torch.testing.assert_close(pooled[1], (pool.weights[1, :3, None] * h[1, :3]).sum(dim=0))
+    pooled, weights = pool(h, lengths, return_weights=True)
+    assert weights[1, 3:].abs().max() == 0
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    torch.testing.assert_close(pooled[1], (weights[1, :3, None] * h[1, :3]).sum(dim=0))
+    torch.testing.assert_close(pool(h, lengths), pooled, rtol=0, atol=0)
+    assert not hasattr(pool, "weights")  # nothing of a call is kept on the module
 
 
 @pytest.mark.parametrize("name", ["ilt", "cat"])

@@ -359,20 +359,21 @@ class AttentionPool(nn.Module):
     """Attention pooling (the paper's equations 9-10) through :func:`minser.kernels.attention_pool`.
 
     ``beta_t = softmax_t(w . h_t)`` over the valid steps, ``O = sum_t beta_t h_t``:
-    ``(batch, time, dim)`` -> ``(batch, dim)``. The last weights ``(batch, time)`` are kept in
-    ``self.weights`` (detached) for inspection.
+    ``(batch, time, dim)`` -> ``(batch, dim)``; with ``return_weights=True`` also the weights
+    ``beta (batch, time)``, zero on padded steps (returned, not kept on the module: one module may
+    serve several threads).
     """
 
     def __init__(self, dim: int, impl: str) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
         self.impl = impl
-        self.weights: torch.Tensor | None = None
 
-    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, lengths: torch.Tensor | None = None, *, return_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         pooled, weights = kernels.attention_pool(h, self.w, lengths=lengths, impl=self.impl)
-        self.weights = weights.detach()
-        return pooled
+        return (pooled, weights) if return_weights else pooled
 
 
 class SequencePool(nn.Module):
