@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 CHECKOUT = Path(__file__).resolve().parents[1]
 # What pyproject.toml needs to build the wheel (the readme and licence are part of its metadata).
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "minser", "kernels")
+# What the sdist adds (MANIFEST.in): what its test suite reads.
+SDIST_EXTRAS = ("MANIFEST.in", "tests", "examples", "bench", "tools", "docs")
 
 
 def _files(folder: Path) -> set[str]:
@@ -23,17 +26,22 @@ def _files(folder: Path) -> set[str]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    """minser's wheel, built offline from a copy of the checkout (the build writes into its source tree)."""
-    root = tmp_path_factory.mktemp("wheel")
-    source = root / "src"
+def _copy(names: tuple[str, ...], source: Path) -> None:
+    """The checkout's files and folders ``names`` copied into ``source`` (a build writes into its source tree)."""
     source.mkdir()
-    for name in SOURCES:
+    for name in names:
         if (CHECKOUT / name).is_dir():
             shutil.copytree(CHECKOUT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(CHECKOUT / name, source / name)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """minser's wheel, built offline from a copy of the checkout."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
+    _copy(SOURCES, source)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
                     "-w", str(root / "out"), str(source)], check=True, capture_output=True)
     (built,) = (root / "out").glob("minser-*.whl")
@@ -72,3 +80,27 @@ def test_checkout_finds_its_kernels_when_imported_from_inside_it() -> None:
     assert paths == "1 None"
     assert Path(kernels) == CHECKOUT / "kernels" / "__init__.py"
     assert Path(package) == CHECKOUT / "minser" / "__init__.py"
+
+
+def test_wheel_metadata_takes_its_version_from_the_package(wheel: zipfile.ZipFile) -> None:
+    import minser
+
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    assert f"Version: {minser.__version__}" in wheel.read(metadata).decode().splitlines()
+
+
+def test_sdist_carries_what_its_test_suite_reads(tmp_path: Path) -> None:
+    """Without MANIFEST.in setuptools took tests/test_*.py but not conftest.py, the example clips, bench/,
+    tools/ or docs/, so the unpacked sdist's tests failed (missing fixtures, no clips)."""
+    source = tmp_path / "src"
+    _copy(SOURCES + SDIST_EXTRAS, source)
+    code = "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], cwd=source, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tmp_path / "out" / done.stdout.split()[-1]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    expected = {f"{folder}/{name}" for folder in SDIST_EXTRAS[1:] for name in _files(CHECKOUT / folder)
+                if not name.endswith(".pyc")}
+    assert expected - names == set()
+    assert {"tests/conftest.py", "pyproject.toml", "kernels/__init__.py", "minser/assets/default.pt"} <= names
