@@ -6,6 +6,7 @@ be set before triton is first imported, hence here, at collection time.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +16,17 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Modules of the dev extra that test modules import outright (the front end's oracle, the property tests,
+# the confusion-matrix PNG); the optional ones (triton, onnx, scikit-learn) skip the tests that need them.
+DEV_MODULES = ("librosa", "hypothesis", "matplotlib")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = [name for name in DEV_MODULES if importlib.util.find_spec(name) is None]
+    if missing:  # else: a collection error per test module, or a test failing on a missing PNG
+        raise pytest.UsageError(f"the test suite needs the dev extra (missing: {', '.join(missing)}): "
+                                "pip install -e '.[dev]' (see the README's Set-up)")
 
 
 @pytest.fixture(autouse=True)

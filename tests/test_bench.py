@@ -281,6 +281,7 @@ def test_run_attention_rows():
     assert table[0][best["backend"]] == f"{best['median_ms']:.3g} (1.00x)"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
 @pytest.mark.skipif(
     not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
 )
@@ -508,8 +509,12 @@ def test_script_help_states_the_defaults(script: Path, shown: str) -> None:
     (["model_table.py", "--models", "cnn", "--batch", "0"], "model_table.py: error: --batch 0: give a positive number"),
     (["model_table.py", "--models", "cnn", "--frames", "10", "--repeats", "1", "--batch", "1"],
      "model_table.py: error: cnn got an utterance of 10 frames, fewer than its minimum"),
-    (["kernel_report.py", "--jobs", "0"], "kernel_report.py: error: --jobs 0: give a positive number of processes"),
-    (["kernel_report.py", "--only", "nothing"], "kernel_report.py: error: --only 'nothing': no kernel label contains it"),
+    *[pytest.param(argv, message, marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                                          reason="kernel_report.py needs triton (the gpu extra)"))
+      for argv, message in [
+          (["kernel_report.py", "--jobs", "0"], "kernel_report.py: error: --jobs 0: give a positive number of processes"),
+          (["kernel_report.py", "--only", "nothing"],
+           "kernel_report.py: error: --only 'nothing': no kernel label contains it")]],
 ])
 def test_tools_refuse_nonsense_options_without_a_traceback(argv, message):
     # kernel_report.py is refused before it compiles anything, so this runs in seconds.

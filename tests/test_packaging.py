@@ -104,3 +104,14 @@ def test_sdist_carries_what_its_test_suite_reads(tmp_path: Path) -> None:
                 if not name.endswith(".pyc")}
     assert expected - names == set()
     assert {"tests/conftest.py", "pyproject.toml", "kernels/__init__.py", "minser/assets/default.pt"} <= names
+
+
+def test_the_suite_without_the_dev_extra_says_what_to_install() -> None:
+    """Before, a plain install's pytest stopped at three collection errors (librosa, hypothesis) and a
+    missing confusion-matrix PNG failed a training test."""
+    code = ("import sys; sys.modules['librosa'] = sys.modules['matplotlib'] = None; import pytest; "
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--co', sys.argv[1]]))")
+    done = subprocess.run([sys.executable, "-c", code, str(CHECKOUT / "tests" / "test_metrics.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "the test suite needs the dev extra (missing: librosa, matplotlib): pip install -e '.[dev]'" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -856,6 +857,7 @@ def test_session_protocol_on_emodb_names_the_speaker_protocol(emodb_root: Path, 
         main(["--model", "cnn", "--protocol", "session", *quick(tmp_path / "run", cache)])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
 def test_triton_kernels_on_the_cpu_are_refused_before_any_data_is_read(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
