@@ -1239,7 +1239,8 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> list[Path]:
-    """``confusion.csv`` (rows true, columns predicted) and, when matplotlib imports, ``confusion.png``."""
+    """``confusion.csv`` (rows true, columns predicted) and, when matplotlib imports, ``confusion.png``
+    (else a warning names the extra to install)."""
     rows = ["true\\predicted," + ",".join(labels)]
     rows += [f"{label}," + ",".join(str(int(v)) for v in row) for label, row in zip(labels, confusion)]
     written = [checkpoint.atomic_write(out / "confusion.csv", lambda f: f.write("\n".join(rows) + "\n"), mode="w")]
@@ -1249,6 +1250,8 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        warnings.warn(f"{out / 'confusion.png'} not written: the confusion-matrix plot needs matplotlib, "
+                      "pip install 'minser[plot]'", UserWarning, stacklevel=2)
         return written
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
     axes.imshow(confusion, cmap="Blues")

@@ -911,3 +911,12 @@ def test_mixed_precision_with_length_aware_batches_trains(emodb_root: Path, cach
     assert results["folds"][0]["wa"] is not None
     weights = checkpoint.load(tmp_path / "run" / "fold-1" / "best.pt")["state_dict"]
     assert weights["cnn.blocks.0.norm.running_mean"].dtype == torch.float32
+
+
+def test_confusion_without_matplotlib_writes_the_csv_and_names_the_extra(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as when the plot extra is absent
+    with pytest.warns(UserWarning, match=r"confusion\.png not written: .* pip install 'minser\[plot\]'"):
+        written = train_module.write_confusion(tmp_path, np.array([[2, 1], [0, 3]]), ["a", "b"])
+    assert written == [tmp_path / "confusion.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["confusion.csv"]
+    assert (tmp_path / "confusion.csv").read_text() == "true\\predicted,a,b\na,2,1\nb,0,3\n"
