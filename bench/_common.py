@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minser.checkpoint import atomic_write
+from minser.files import atomic_write
 from minser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -51,7 +51,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from minser import checkpoint
+from minser import checkpoint, files
 from minser.errors import CheckpointError, ConfigError, MinserError, plain_warnings
 from minser.recognizer import (Recognizer, ServedNetwork, default_checkpoint, log_mean_softmax,
                                refuse_repeated_checkpoints, resolve_checkpoint)
@@ -178,7 +178,7 @@ def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float |
                           f"{difference:.2e} in the logits (more than {ONNX_TOLERANCE:.0e}) on random features, so "
                           f"{path} was not written; serve the .pt checkpoint and report the versions of torch, onnx "
                           "and onnxruntime")
-    return checkpoint.atomic_write(path, lambda file: file.write(data)), difference
+    return files.atomic_write(path, lambda file: file.write(data)), difference
 
 
 def quantize_checkpoint(saved: dict[str, Any], path: str | Path, source: str | Path | None = None) -> Path:

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minser import checkpoint
+from minser import checkpoint, files
 from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_MASK_SHARE, TIME_MASKS,
                             masked_with_mean, mixup_pairs, random_crops, spec_augment_masks)
 from minser.data.corpora import CORPUS_NAMES, check_classes_option
@@ -928,7 +928,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         clock.tick(seconds)
     metrics = fold_metrics(learner, fold, progress, len(run["labels"]))
     if dist.main:
-        checkpoint.write_json(folder / "metrics.json", metrics)
+        files.write_json(folder / "metrics.json", metrics)
     return metrics
 
 
@@ -1243,7 +1243,7 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
     (else a warning names the extra to install)."""
     rows = ["true\\predicted," + ",".join(labels)]
     rows += [f"{label}," + ",".join(str(int(v)) for v in row) for label, row in zip(labels, confusion)]
-    written = [checkpoint.atomic_write(out / "confusion.csv", lambda f: f.write("\n".join(rows) + "\n"), mode="w")]
+    written = [files.atomic_write(out / "confusion.csv", lambda f: f.write("\n".join(rows) + "\n"), mode="w")]
     try:
         import matplotlib
 
@@ -1264,7 +1264,7 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
             axes.text(j, i, int(value), ha="center", va="center",
                       color="white" if value > confusion.max() / 2 else "black")
     figure.tight_layout()
-    written.append(checkpoint.atomic_write(out / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=120)))
+    written.append(files.atomic_write(out / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=120)))
     plt.close(figure)
     return written
 
@@ -1340,7 +1340,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
     config_json = json.loads(json.dumps(dataclasses.asdict(config)))
     if dist.main:
-        checkpoint.write_json(out / "config.json", config_json)
+        files.write_json(out / "config.json", config_json)
     run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,
            "crop_frames": crop_frames}
 
@@ -1373,7 +1373,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
                                              "fusion_weights", "note") if k in f} for f in folds],
                "confusion": None if confusion is None else confusion.tolist()}
     if dist.main:
-        checkpoint.write_json(out / "results.json", results)
+        files.write_json(out / "results.json", results)
         if confusion is not None:
             write_confusion(out, confusion, corpus.labels)
         print(summary_table(results), flush=True)

@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from minser.checkpoint import atomic_write  # noqa: E402
+from minser.files import atomic_write  # noqa: E402
 from minser.kernels import attention_pool_triton, attention_triton  # noqa: E402
 from minser.kernels.configs import CompileSpec  # noqa: E402
 

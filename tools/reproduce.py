@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minser.checkpoint import atomic_write
+from minser.files import atomic_write
 from minser.errors import MinserError
 from minser.evaluate import evaluate
 from minser.train import HelpFormatter, TrainConfig, build_parser, parse_args, settings_difference

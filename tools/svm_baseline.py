@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minser import checkpoint
+from minser import files
 from minser.errors import MinserError
 from minser.train import HelpFormatter
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RBF-SVM{', speaker-normalised' if args.speaker_norm else ''}, {corpus.name}, {args.protocol}, {len(folds)} folds: WA {results['wa']:.2f} ± {results['wa_std']:.2f}, "
           f"UA {results['ua']:.2f} ± {results['ua_std']:.2f}")
     if args.out:
-        checkpoint.write_json(args.out, results)
+        files.write_json(args.out, results)
     return 0
 
 

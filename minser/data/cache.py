@@ -23,7 +23,7 @@ import numpy as np
 
 import minser
 from minser.audio import load
-from minser.checkpoint import atomic_write
+from minser.files import atomic_write
 from minser.data.corpora import Corpus, user_cache_dir
 from minser.errors import AudioError, ConfigError, DataError
 from minser.features import FrontEnd, extract

@@ -1,0 +1,57 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a half-written file.
+
+Light on purpose (no torch): the feature cache (``python -m minser.data``) and the bench and tools
+scripts write through it as well as training and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from minser.errors import ConfigError
+
+__all__ = ["FILE_MODE", "atomic_write", "write_json"]
+
+# The mode open() gives a new file (0o666 less the umask); mkstemp's temporary files are 0o600, which
+# would leave every result readable by its owner only. os.umask is the only portable way to read the
+# umask and it sets it too, so it is read once, at import, rather than racing other threads per write.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename.
+
+    Readers see the old file or the complete new one, never a half-written file, even if the
+    process dies mid-write. The file gets the permissions a plain ``open`` would give it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
+    try:
+        os.chmod(tmp, FILE_MODE)
+        with os.fdopen(fd, mode) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Atomically write ``value`` as indented JSON (keys in insertion order) to ``path``."""
+    text = json.dumps(value, indent=2) + "\n"
+    return atomic_write(path, lambda file: file.write(text), mode="w")

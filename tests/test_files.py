@@ -1,0 +1,52 @@
+"""Atomic writes: the old file or the whole new one, nothing left behind, a plain open's permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minser import files
+from minser.errors import ConfigError
+
+
+def test_writing_onto_a_folder_or_under_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match="folder is a folder; name a file"):
+        files.write_json(tmp_path / "folder", {})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot write .*afile/r\.json"):
+        files.write_json(tmp_path / "afile" / "r.json", {})
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = files.write_json(tmp_path / "r.json", {"wa": 1.0})
+
+    def explode(file) -> None:
+        file.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        files.atomic_write(path, explode, mode="w")
+    assert path.read_text() == '{\n  "wa": 1.0\n}\n'
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """mkstemp's temporaries are 0o600: a result written through one must still be as readable as open() makes it."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = files.write_json(tmp_path / "results.json", {"ua": 1.0})
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == files.FILE_MODE
+
+
+def test_the_data_command_does_not_import_torch() -> None:
+    """python -m minser.data (download, info) and the feature cache write through minser.files; reached
+    through minser.checkpoint, that cost a torch import (2 s of a 3 s start-up) they never use."""
+    code = "import sys, minser.files, minser.data; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
