@@ -147,7 +147,7 @@ class TritonAttentionPool(torch.autograd.Function):
         return pooled, weights
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # the backward kernel has no backward of its own
+    @configs.first_order_only
     def backward(ctx, dpooled, dweights):
         h, w32, lens, beta = ctx.saved_tensors
         B, T, D = h.shape

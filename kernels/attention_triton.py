@@ -285,7 +285,7 @@ class TritonAttention(torch.autograd.Function):
         return o
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # the backward kernels have no backward of their own
+    @configs.first_order_only
     def backward(ctx, do):
         q, k, v, o, lse, klen = ctx.saved_tensors
         dq, dk, dv = _backward(q, k, v, o, lse, klen, configs.triton_operand(do, reads="strided16"))

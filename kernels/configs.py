@@ -13,9 +13,13 @@ This module imports neither triton nor CUDA: the dispatcher asks it whether a sh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+from minser.errors import ConfigError
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 """Input dtypes the kernels accept; accumulation is always float32."""
@@ -190,3 +194,23 @@ def attention_covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
 def pool_covers(h: torch.Tensor) -> bool:
     """True when the fused pooling takes ``h (B, T, D)``: :func:`pool_supported` and int32 offsets."""
     return pool_supported(h.shape[-1], h.dtype) and int32_indexable(h)
+
+
+def first_order_only(backward: Callable) -> Callable:
+    """Decorate an autograd Function's ``backward`` whose kernels have no backward of their own.
+
+    Refuses, with ConfigError, a backward asked for a differentiable result (``create_graph=True``: a
+    gradient penalty, a double backward), the one case in which autograd runs it with grad mode on.
+    ``torch.autograd.function.once_differentiable`` raises only when the incoming gradient itself needs a
+    gradient, so for a loss linear in the kernel's output (``out.sum()``) the penalty saw the kernel as a
+    constant and got wrong gradients without a word.
+    """
+
+    @functools.wraps(backward)
+    def checked(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise ConfigError("the Triton kernels are differentiable once: create_graph=True (a gradient penalty, "
+                              "a second derivative) needs impl='torch'")
+        return backward(ctx, *grads)
+
+    return checked
