@@ -56,6 +56,8 @@ UNREADABLE_SUFFIXES = tuple(sorted(set(_SNDFILE_FORMATS).difference(AUDIO_SUFFIX
 __all__ = [
     "AUDIO_SUFFIXES",
     "MAX_PEAK",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
     "MIN_SECONDS",
     "SAMPLE_RATE",
     "SECONDS",
@@ -73,6 +75,11 @@ __all__ = [
     "resample",
 ]
 
+
+# Sample rates audio may have: from below telephone speech to studio audio (accepted, not equally well
+# labelled: the default model saw 16 kHz audio only; docs/MODEL_CARD.md "Limits"). Past them, resampling to
+# 16 kHz takes minutes and gigabytes (a header's 1 Hz upsamples 16000x).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 
 # Float samples past this are not [-1, 1] audio (a clipped recording stays near 1); 16-bit PCM cast to float
 # without scaling reaches thousands.
@@ -154,8 +161,11 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     libsndfile has them). Multi-channel audio is averaged to mono; a different sample rate is converted
     with a polyphase filter (``scipy.signal.resample_poly``). Raises :class:`AudioError` naming the file
     when it is missing, a directory or another non-regular file (a named pipe, a device), unreadable,
-    corrupt, truncated (a WAV, AIFF or Ogg file holding fewer bytes than its headers declare), empty,
-    non-finite, shorter than one 25 ms analysis window (counted at the file's rate), or of float samples
+    corrupt, truncated (a RIFF WAV, AIFF or Ogg file holding fewer bytes than its headers declare, and FLAC
+    or CAF files libsndfile finds cut; an RF64, W64, AU, NIST or MP3 file cut short reads as the shorter
+    audio it holds), empty,
+    at a sample rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`, non-finite, shorter than one
+    25 ms analysis window (counted at the file's rate), or of float samples
     reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling).
     """
     path = Path(path)
@@ -176,6 +186,9 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: cannot be read as audio ({exc}); {_unreadable_advice(path)}") from exc
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: has zero samples; the audio is empty")
+    if not MIN_SAMPLE_RATE <= file_sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: its header gives a sample rate of {file_sr} Hz, outside {MIN_SAMPLE_RATE} to "
+                         f"{MAX_SAMPLE_RATE} Hz; the header is damaged or wrong: fix the rate and save it again")
     # Checked at the file's own rate, so that a message counts the file's samples; resampling keeps it finite
     # float32, and one analysis window long (min_samples rounds up).
     mono = check_wave(samples.mean(axis=1, dtype=np.float32), str(path), sr=file_sr)

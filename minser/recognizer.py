@@ -65,7 +65,8 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.audio import check_peak, check_wave, first_repeated_file, load, min_samples, resample
+from minser.audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_peak, check_wave, first_repeated_file, load,
+                          min_samples, resample)
 from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd, extract
 from minser.speakers import speaker_statistics, standardise
@@ -84,9 +85,6 @@ MAX_CHANNELS = 8
 ENROL_RECORDINGS = 10
 # Windows scored per forward pass: bounds the memory of very long audio.
 WINDOWS_PER_PASS = 16
-# Sample rates an array may declare: from below telephone speech to studio audio (accepted, not equally well
-# labelled: the default model saw 16 kHz audio only; docs/MODEL_CARD.md "Limits").
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 

@@ -367,6 +367,18 @@ def test_white_noise_refuses_an_snr_that_buries_the_signal_past_float_range() ->
         add_white_noise(wave, -200.0, 0)
 
 
+@pytest.mark.parametrize("rate", [1, 999, 9_999_991])
+def test_a_file_whose_header_gives_an_absurd_sample_rate_is_refused_by_name(tmp_path: Path, rate: int) -> None:
+    """Before, a 256 kB file whose header said 1 Hz was resampled to 2 billion samples (7.6 GiB) and crashed."""
+    path = tmp_path / "odd.wav"
+    soundfile.write(path, np.full(4000, 0.1, dtype=np.float32), rate)
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: its header gives a sample rate of {rate} Hz, "
+                                         r"outside 1000 to 384000 Hz"):
+        load(path)
+    soundfile.write(path, np.full(4000, 0.1, dtype=np.float32), 1000)
+    assert load(path).shape == (64000,)  # the slowest rate accepted
+
+
 @pytest.mark.parametrize(("name", "problem"), [("a.wav/b.wav", "does not exist: a folder on its way is a file"),
                                                ("x" * 300 + ".wav", "cannot be examined (File name too long)")])
 def test_a_path_that_cannot_be_examined_says_why(tmp_path: Path, name: str, problem: str) -> None:
