@@ -56,6 +56,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot be loaded as a minser checkpoint (it is no zip archive, which is what "
                               "torch.save writes); the file is truncated, corrupt or not a checkpoint: pass a .pt file "
                               "written by minser.train")
+    damaged = _first_damaged_member(path)
+    if damaged is not None:  # torch.load does not check the archive's CRCs: flipped bits would load as weights
+        raise CheckpointError(f"{path}: is damaged: {damaged} of its archive fails its checksum (a disk or copy "
+                              "error); copy the checkpoint again or re-train")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, weights_only) for bad files
@@ -80,7 +84,25 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
             or len(labels) != n_classes:
         raise CheckpointError(f"{path}: its labels ({labels!r}) do not name the network's {n_classes} classes one "
                               "string each; the file was edited or is damaged: use the checkpoint minser.train wrote")
+    if len(set(labels)) != len(labels):  # scores keyed by label would drop classes
+        raise CheckpointError(f"{path}: its labels ({labels!r}) name a class twice; the file was edited or is "
+                              "damaged: use the checkpoint minser.train wrote")
+    state = checkpoint["state_dict"]
+    broken = next((name for name, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+                   and not torch.isfinite(t).all()), None) if isinstance(state, dict) else None
+    if broken is not None:  # training stops before saving such weights: they would score NaN for every input
+        raise CheckpointError(f"{path}: weight {broken} holds NaN or Inf; the file was edited or is damaged: use "
+                              "the checkpoint minser.train wrote")
     return checkpoint
+
+
+def _first_damaged_member(path: Path) -> str | None:
+    """The first member of the zip archive at ``path`` whose bytes fail their CRC, or None (all sound)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):  # cut or unreadable: torch.load reports it below
+        return None
 
 
 def _load_failure(exc: Exception) -> str:

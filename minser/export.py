@@ -173,7 +173,7 @@ def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float |
     onnxruntime). Raises ConfigError, writing nothing, when the difference exceeds :data:`ONNX_TOLERANCE`."""
     data = onnx_bytes(recognizer, onnx_metadata(recognizer))
     difference = check_onnx(data, recognizer)
-    if difference is not None and difference > ONNX_TOLERANCE:
+    if difference is not None and not difference <= ONNX_TOLERANCE:  # NaN too: a graph that outputs NaN
         raise ConfigError(f"{recognizer.source or 'the network'}: its ONNX graph disagrees with minser.Recognizer by "
                           f"{difference:.2e} in the logits (more than {ONNX_TOLERANCE:.0e}) on random features, so "
                           f"{path} was not written; serve the .pt checkpoint and report the versions of torch, onnx "

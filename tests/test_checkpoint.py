@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,30 @@ def test_labels_that_do_not_match_the_network_are_refused(tmp_path: Path) -> Non
                                state_dict=model.state_dict())
         with pytest.raises(CheckpointError, match=r"bad\.pt: its labels .* network's 3 classes"):
             checkpoint.load(path)
+    path = checkpoint.save(tmp_path / "twice.pt", spec=model.spec, labels=["x", "y", "x"], frontend={},
+                           state_dict=model.state_dict())
+    with pytest.raises(CheckpointError, match=r"twice\.pt: its labels \(\['x', 'y', 'x'\]\) name a class twice"):
+        checkpoint.load(path)
+
+
+def test_damaged_weights_are_refused_not_served(tmp_path: Path) -> None:
+    """Bit flips in a stored tensor loaded as changed weights (torch.load checks no CRC); NaN weights scored
+    NaN for every input, printed by minser.predict as valid JSON scores."""
+    model = _save(tmp_path / "sound.pt")
+    raw = bytearray((tmp_path / "sound.pt").read_bytes())
+    with zipfile.ZipFile(tmp_path / "sound.pt") as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 16)
+    # A stored member's bytes follow its local header: 30 bytes, the name and the extra field.
+    start = member.header_offset + 30 + len(member.filename.encode()) + int.from_bytes(
+        raw[member.header_offset + 28:member.header_offset + 30], "little")
+    raw[start + 5] ^= 0x40
+    (tmp_path / "flipped.pt").write_bytes(raw)
+    with pytest.raises(CheckpointError, match=rf"flipped\.pt: is damaged: {re.escape(member.filename)} of its "
+                                              "archive fails its checksum"):
+        checkpoint.load(tmp_path / "flipped.pt")
+    weights = model.state_dict()
+    weights["classifier.net.0.weight"][0, 0] = float("nan")
+    checkpoint.save(tmp_path / "nan.pt", spec=model.spec, labels=["a", "b", "c", "d"], frontend={},
+                    state_dict=weights)
+    with pytest.raises(CheckpointError, match=r"nan\.pt: weight classifier\.net\.0\.weight holds NaN or Inf"):
+        checkpoint.load(tmp_path / "nan.pt")

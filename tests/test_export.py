@@ -184,12 +184,15 @@ def test_cli_errors(tmp_path, capsys):
     assert "a.pt b.pt c.pt --format onnx --out ensemble.onnx" in capsys.readouterr().out  # examples in the help
 
 
-def test_an_onnx_graph_that_disagrees_with_the_recognizer_is_not_written(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize(("difference", "shown"), [(0.25, "2.50e-01"), (float("nan"), "nan")])
+def test_an_onnx_graph_that_disagrees_with_the_recognizer_is_not_written(monkeypatch, tmp_path, capsys, difference,
+                                                                         shown):
+    """NaN too: compared with `>`, a graph whose logits were NaN passed the check."""
     ckpt = tiny_checkpoint(tmp_path / "cat.pt", "cat")
-    monkeypatch.setattr("minser.export.check_onnx", lambda data, recognizer: 0.25)
+    monkeypatch.setattr("minser.export.check_onnx", lambda data, recognizer: difference)
     assert main([str(ckpt), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
-    assert f"error: {ckpt}: its ONNX graph disagrees with minser.Recognizer by 2.50e-01" in err
+    assert f"error: {ckpt}: its ONNX graph disagrees with minser.Recognizer by {shown}" in err
     assert f"{tmp_path / 'cat.onnx'} was not written; serve the .pt checkpoint" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.pt"]
 
