@@ -108,7 +108,7 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
     """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and the indices into it of the fold's
     test split when it is the training corpus (in any class set), else None; ConfigError or DataError, before
     any features are computed, for options the checkpoint cannot be scored with."""
-    from minser.train import TrainConfig, corpus_spec, known_speakers, load_data
+    from minser.train import TrainConfig, corpus_print, corpus_spec, known_speakers, load_data
 
     trained = saved.get("data", {})
     if data is None and classes not in (None, trained.get("classes")):
@@ -120,6 +120,13 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
     else:
         corpus = training_corpus(saved, path, named=data is not None)
         test = _test_split(saved, corpus)
+        recorded = saved.get("train", {}).get("corpus")
+        if test.size and recorded is not None and recorded != corpus_print(corpus):
+            # The fold's indices would pick other utterances, some of them trained on.
+            raise DataError(f"{path}: the corpus read now ({corpus_print(corpus)['utterances']} utterances) is not "
+                            f"the one it was trained on ({recorded['utterances']}): its files, labels or speakers "
+                            "differ, so the fold's test split cannot be found in it; point --data (or MINSER_DATA) at "
+                            "the copy it was trained on, or pass --all to score every utterance")
         if classes not in (None, trained.get("classes")):
             # Another class set of the training corpus: every utterance of it outside the fold's test split
             # was trained on (or chose the epoch), so only the test split's are scored.

@@ -1168,6 +1168,24 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
 
 
+def corpus_print(corpus: Corpus) -> dict[str, Any]:
+    """``{"utterances", "fingerprint"}`` of the corpus a run trains on (:meth:`Corpus.fingerprint`), recorded in
+    ``config.json`` and in every checkpoint's ``train`` entry."""
+    return {"utterances": len(corpus), "fingerprint": corpus.fingerprint()}
+
+
+def _check_same_corpus(corpus: Corpus, out: Path) -> None:
+    """Refuse to resume the run in ``out`` on another corpus than it trained on (another copy of EmoDB, a
+    partial one, an edited manifest), by the print its ``config.json`` holds (runs of older versions: none)."""
+    saved = json.loads((out / "config.json").read_text()).get("corpus")
+    now = corpus_print(corpus)
+    if saved is not None and saved != now:
+        raise ConfigError(f"--resume: the corpus read now ({now['utterances']} utterances, fingerprint "
+                          f"{now['fingerprint']}) is not the one the run in {out} trained on ({saved['utterances']}, "
+                          f"{saved['fingerprint']}): its files, labels or speakers differ; point --data (or "
+                          "MINSER_DATA) at the copy the run used")
+
+
 def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) -> str | None:
     """The first of :data:`RESULT_FIELDS` (the settings that shape a run's results) in which ``config`` and a
     run's ``config.json`` (``saved``, the run called ``run``) differ, as ``"<name> is <value> but <run> used
@@ -1338,7 +1356,11 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     trained = trained_epochs(out) if config.resume else {}  # read once: the shrink check and the ETA use it
     _refuse_shrinking(config, out, trained, len(splits))
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
-    config_json = json.loads(json.dumps(dataclasses.asdict(config)))
+    if config.resume:
+        _check_same_corpus(corpus, out)
+    # With the print of the corpus read, which --resume and minser.evaluate compare: --data names a corpus, not
+    # its content.
+    config_json = {**json.loads(json.dumps(dataclasses.asdict(config))), "corpus": corpus_print(corpus)}
     if dist.main:
         files.write_json(out / "config.json", config_json)
     run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,

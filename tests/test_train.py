@@ -438,6 +438,35 @@ def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_pa
           *quick(tmp_path / "run", cache)])
 
 
+def test_resume_and_evaluate_refuse_another_corpus_under_the_same_name(emodb_root: Path, cache: Path,
+                                                                       tmp_path: Path) -> None:
+    """--data names a corpus, not its content: resumed on another copy (a partial EmoDB, an edited manifest) a
+    run went on without a word, its folds trained on different utterances; evaluate scored a fold's test
+    indices on the other copy, picking utterances it was trained on."""
+    from minser.evaluate import evaluate
+
+    wavs = sorted((emodb_root / "wav").glob("*.wav"))
+    picked = [p for p in wavs if p.stem[5] == "W"][:10] + [p for p in wavs if p.stem[5] == "N"][:10]
+    manifest = tmp_path / "corpus.csv"
+    write = lambda rows: manifest.write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    write([(p, "anger" if p.stem[5] == "W" else "neutral") for p in picked])
+    args = ["--model", "cnn", *TINY_CNN, "--data", str(manifest), "--folds", "1", "--batch-size", "8", "--threads",
+            "1", "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]
+    main([*args, "--epochs", "1"])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["corpus"]
+    assert saved["utterances"] == 20 and len(saved["fingerprint"]) == 16
+    relabelled = [(p, "neutral" if i == 0 else "anger" if p.stem[5] == "W" else "neutral") for i, p in enumerate(picked)]
+    write(relabelled)
+    with pytest.raises(ConfigError, match=r"--resume: the corpus read now \(20 utterances, fingerprint \w+\) is not the "
+                                          r"one the run in .* trained on \(20, \w+\): .* point --data"):
+        main([*args, "--epochs", "2", "--resume"])
+    with pytest.raises(DataError, match=r"best\.pt: the corpus read now \(20 utterances\) is not the one it was "
+                                        r"trained on \(20\).* or pass --all"):
+        evaluate([tmp_path / "run"], cache_dir=str(cache))
+    write([(p, "anger" if p.stem[5] == "W" else "neutral") for p in picked])  # the same corpus again
+    main([*args, "--epochs", "2", "--resume"])
+
+
 def test_resume_refuses_another_number_of_processes(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     """Each process normalises its own slice: a run of 2 torchrun processes resumed alone would go on as
     another run (it was accepted silently)."""

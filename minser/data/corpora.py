@@ -15,6 +15,8 @@ Corpora are looked up under :func:`data_dir` (``$MINSER_DATA``, else a per-user 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import re
 import warnings
@@ -106,6 +108,14 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self.utterances)
+
+    def fingerprint(self) -> str:
+        """Hex SHA-256 (16 digits) of the class order and every utterance's file, label, speaker and session, in
+        order; files by their path below the folder holding them all, so that a moved corpus keeps its print."""
+        paths = [os.path.abspath(u.path) for u in self.utterances]
+        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else ""
+        rows = [[os.path.relpath(p, root), u.label, u.speaker, u.session] for p, u in zip(paths, self.utterances)]
+        return hashlib.sha256(json.dumps([list(self.labels), rows]).encode()).hexdigest()[:16]
 
     def targets(self) -> np.ndarray:
         """Class indices ``(len(self),)`` int64, in ``labels`` order."""
