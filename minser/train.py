@@ -39,7 +39,6 @@ import functools
 import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
@@ -721,9 +720,10 @@ def _stream(on: Any, *keys: int) -> torch.Generator | None:
 
 
 def _rng_states(device: torch.device) -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    states = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), position, has_gauss, gauss],
-              "python": _to_lists(random.getstate())}
+    """torch's global random states, which dropout draws from. Not numpy's or Python's: minser draws from
+    neither (its other streams are seeded generators), and saving them, never seeded, made the checkpoints
+    of two identical runs differ."""
+    states = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
     return states
@@ -731,19 +731,8 @@ def _rng_states(device: torch.device) -> dict[str, Any]:
 
 def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(states["torch"])
-    numpy_state = states["numpy"]
-    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
-    random.setstate(_to_tuples(states["python"]))
     if "cuda" in states and device.type == "cuda":
         torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def _to_lists(value: Any) -> Any:
-    return [_to_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _to_tuples(value: Any) -> Any:
-    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 @dataclass
