@@ -6,15 +6,17 @@ scripts write through it as well as training and checkpoints.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
 from minser.errors import ConfigError
 
-__all__ = ["FILE_MODE", "atomic_write", "write_json"]
+__all__ = ["FILE_MODE", "atomic_write", "remove_temporaries", "write_json"]
 
 # The mode open() gives a new file (0o666 less the umask); mkstemp's temporary files are 0o600, which
 # would leave every result readable by its owner only. os.umask is the only portable way to read the
@@ -22,6 +24,7 @@ __all__ = ["FILE_MODE", "atomic_write", "write_json"]
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
+_SUFFIX = ".tmp"  # of the temporary files, ".<name>.<random>.tmp"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -35,7 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         raise ConfigError(f"{path} is a folder; name a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     try:
@@ -55,3 +58,14 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     """Atomically write ``value`` as indented JSON (keys in insertion order) to ``path``."""
     text = json.dumps(value, indent=2) + "\n"
     return atomic_write(path, lambda file: file.write(text), mode="w")
+
+
+def remove_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` for the files ``names``, and return
+    them: a process killed mid-write (SIGKILL, power loss) cannot remove its own. Only for a folder no
+    other process is writing into."""
+    folder = Path(folder)
+    left = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*{_SUFFIX}") if p.is_file()]
+    for path in left:
+        path.unlink(missing_ok=True)
+    return left

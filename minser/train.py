@@ -80,6 +80,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BUCKET_BATCHES = 8
 NO_TEST_NOTE = ("--protocol all trains on every utterance and keeps the last epoch: there is no test part, "
                 "so no WA/UA; estimate the recipe's accuracy with --protocol random")
+# What a run writes, atomically, into its folder and into each fold-<k>/.
+RUN_FILES = ("config.json", "results.json", "confusion.csv", "confusion.png")
+FOLD_FILES = ("best.pt", "last.pt", "metrics.json")
 # Config fields that determine the result: a resumed run must agree on all of them.
 RESULT_FIELDS = ("model", "options", "data", "classes", "subset", "protocol", "batch_size", "micro_batches", "lr",
                  "noise_snr", "pad_to", "seed", "precision", "spec_augment", "label_smoothing", "lr_schedule",
@@ -1142,6 +1145,14 @@ def _holds_progress(out: Path) -> bool:
     return any(out.glob("fold-*/last.pt"))
 
 
+def _remove_temporaries(out: Path) -> None:
+    """Delete what a run killed mid-write (SIGKILL) left of the files it writes atomically, each as large as
+    the file it was to replace, which would otherwise pile up with every kill."""
+    files.remove_temporaries(out, RUN_FILES)
+    for folder in out.glob("fold-*"):
+        files.remove_temporaries(folder, FOLD_FILES)
+
+
 def _check_resume(config: TrainConfig, out: Path) -> None:
     """A resumed run must have the settings that shaped the saved one; raise ConfigError naming the first that differs."""
     path = out / "config.json"
@@ -1330,6 +1341,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         _check_resume(config, out)
     elif _holds_progress(out):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    if dist.main and out.is_dir():
+        _remove_temporaries(out)
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 

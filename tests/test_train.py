@@ -150,6 +150,24 @@ def test_two_runs_of_one_command_write_the_same_checkpoints(emodb_root: Path, ca
         assert _differences(a, b) == []
 
 
+def test_resume_removes_what_a_killed_run_left_of_its_atomic_writes(emodb_root: Path, cache: Path,
+                                                                    tmp_path: Path) -> None:
+    """SIGKILL mid-write leaves `.last.pt.<random>.tmp` (as large as last.pt); they piled up with every kill."""
+    args = ["--model", "cnn", *TINY_CNN, *quick(tmp_path / "run", cache)]
+    main([*args, "--epochs", "1"])
+    run = tmp_path / "run"
+    left = [run / ".results.json.k3x9_a2b.tmp", run / "fold-1" / ".last.pt.q0wz81mn.tmp",
+            run / "fold-1" / ".metrics.json.abcdefgh.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    mine = run / "fold-1" / ".notes.txt.tmp"  # not one of the run's files: not the run's to delete
+    mine.write_text("kept")
+    main([*args, "--epochs", "2", "--resume"])
+    assert not any(path.exists() for path in left) and mine.read_text() == "kept"
+    assert sorted(p.name for p in (run / "fold-1").iterdir()) == [".notes.txt.tmp", "best.pt", "last.pt",
+                                                                   "metrics.json"]
+
+
 def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(emodb_root: Path, cache: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture) -> None:
