@@ -209,7 +209,10 @@ def _samples(item: object, name: str) -> np.ndarray:
 def _check_batch_shape(array: np.ndarray, sr: int) -> None:
     """Refuse a 2-D array taken as a ``(batch, samples)`` batch whose waves are shorter than one analysis
     window: most likely ``(samples, channels)`` with more than :data:`MAX_CHANNELS` channels, which would
-    otherwise fail once per row as too short."""
+    otherwise fail once per row as too short. An empty batch ``(0, samples)`` is refused as an empty list is."""
+    if array.shape[0] == 0:
+        raise AudioError(f"array: got shape {array.shape}, a batch of no waves; pass a file, an array or a "
+                         "non-empty batch of them")
     if array.shape[1] < min_samples(sr):
         raise AudioError(
             f"array: got shape {array.shape}: read as a batch of {array.shape[0]} waves of {array.shape[1]} "

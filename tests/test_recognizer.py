@@ -176,6 +176,9 @@ def test_batch_reports_the_bad_item(rec, tmp_path):
         rec.predict([tmp_path / "missing.wav"])
     with pytest.raises(AudioError, match="empty batch"):
         rec.predict([])
+    for empty in (np.zeros((0, 16000), dtype=np.float32), torch.zeros(0, 16000)):  # was numpy's "need at least one"
+        with pytest.raises(AudioError, match=r"^array: got shape \(0, 16000\), a batch of no waves"):
+            rec.predict(empty, sr=SR)
     # An item is one wave: a batch inside the list is not offered as a layout.
     with pytest.raises(AudioError, match=r"^item 0: expected one wave \(samples,\) or \(samples, channels\), "
                                          r"got shape \(2, 2, 100\)$"):
