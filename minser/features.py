@@ -72,7 +72,7 @@ def frequency_bins(n_fft: int) -> int:
 
 def _check_settings(
     sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, norm: str | None,
-    hop_length: int = 1, win_length: int = 1,
+    hop_length: int = 1, win_length: int = 1, htk: bool = False,
 ) -> None:
     """Raise ConfigError naming the first invalid front-end option."""
     integers = {"sample_rate": sr, "n_fft": n_fft, "n_mels": n_mels, "hop_length": hop_length, "win_length": win_length}
@@ -93,6 +93,13 @@ def _check_settings(
         raise ConfigError(f"front end: fmin={fmin} Hz must be in [0, sample_rate / 2 = {sr / 2})")
     if norm not in ("slaney", None):
         raise ConfigError(f"front end: norm={norm!r} must be 'slaney' (area-normalised bands) or None")
+    if not isinstance(htk, bool):  # htk="no" is truthy: it would pick the HTK scale
+        raise ConfigError(f"front end: htk={htk!r} must be True (HTK Mel scale) or False (Slaney's)")
+
+
+def _check_amin(amin: float) -> None:
+    if not _is_number(amin) or not 0 < amin < np.inf:  # NaN fails both; inf floors every feature at inf
+        raise ConfigError(f"front end: amin={amin!r} must be a positive finite number (it is the floor under log10)")
 
 
 def mel_filterbank(
@@ -114,7 +121,7 @@ def _filterbank(
     sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool, norm: str | None,
 ) -> np.ndarray:
     """Cached, read-only :func:`mel_filterbank` (computed in float64, stored as float32)."""
-    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm)
+    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, htk=htk)
     fmax = sr / 2 if fmax is None else fmax
     bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)  # k * sr / n_fft: for an odd n_fft the last bin is below sr / 2
     points_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
@@ -194,7 +201,7 @@ def _mel_power_rows(
     Converting to dB row by row (``amin``) writes the large output once instead of twice.
     A wave loud enough for its power to overflow float32 raises AudioError naming it (``name.format(index)``).
     """
-    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, hop_length, win_length)
+    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, hop_length, win_length, htk)
     bank = _sparse_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm)
     window = _window(n_fft, win_length)
     silence = 0.0 if amin is None else power_to_db(np.zeros(1, dtype=np.float32), amin)[0]
@@ -223,6 +230,7 @@ def mel_power(
     Equals ``librosa.feature.melspectrogram(y=wave, sr=sr, n_fft=n_fft, hop_length=hop_length,
     win_length=win_length, window="hann", center=True, pad_mode="constant", power=2.0, ...)``.
     """
+    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, hop_length, win_length, htk)  # before hop_length divides
     waves = check_wave(wave, sr=sr, min_length=win_length)
     batch = waves if waves.ndim == 2 else waves[None]
     frames = 1 + (batch.shape[-1] + 2 * (n_fft // 2) - n_fft) // hop_length
@@ -239,8 +247,7 @@ def power_to_db(power: np.ndarray, amin: float = 1e-10) -> np.ndarray:
     Equals ``librosa.power_to_db(power, ref=1.0, amin=amin, top_db=None)``: no reference scaling and no
     dynamic-range clipping, so digital silence maps to ``10 * log10(amin)`` (-100 dB by default).
     """
-    if amin <= 0:
-        raise ConfigError(f"front end: amin={amin!r} must be positive (it is the floor under log10)")
+    _check_amin(amin)
     db = np.maximum(power, np.float32(amin), dtype=np.float32)
     np.log10(db, out=db)
     db *= np.float32(10.0)
@@ -288,14 +295,11 @@ class FrontEnd:
     def __post_init__(self) -> None:
         _check_settings(
             self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, self.norm,
-            self.hop_length, self.win_length,
+            self.hop_length, self.win_length, self.htk,
         )
-        if not isinstance(self.htk, bool):
-            raise ConfigError(f"front end: htk={self.htk!r} must be True (HTK Mel scale) or False (Slaney's)")
-        if not _is_number(self.seconds) or self.n_samples < self.win_length:
-            raise ConfigError(f"front end: seconds={self.seconds!r} must give at least one window of samples")
-        if not _is_number(self.amin) or not self.amin > 0:
-            raise ConfigError(f"front end: amin={self.amin!r} must be positive (it is the floor under log10)")
+        if not _is_number(self.seconds) or not np.isfinite(self.seconds) or self.n_samples < self.win_length:
+            raise ConfigError(f"front end: seconds={self.seconds!r} must be a finite duration of at least one window")
+        _check_amin(self.amin)
 
     @property
     def n_samples(self) -> int:

@@ -183,10 +183,20 @@ def test_frontend_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ConfigError, match="must be a dict"):
         FrontEnd.from_dict([("n_mels", 40)])  # type: ignore[arg-type]
     bad = [{"n_fft": "400"}, {"win_length": 512}, {"n_mels": 202}, {"hop_length": 0}, {"fmax": 9000.0},
-           {"norm": "l2"}, {"htk": 1}, {"seconds": 0.01}, {"amin": 0.0}]
+           {"norm": "l2"}, {"htk": 1}, {"seconds": 0.01}, {"amin": 0.0},
+           # were a ValueError / OverflowError from n_samples, and features all inf
+           {"seconds": float("nan")}, {"seconds": float("inf")}, {"amin": float("inf")}]
     for options in bad:
         with pytest.raises(ConfigError, match="front end: " + next(iter(options))):
             FrontEnd(**options)
+
+
+@pytest.mark.parametrize("options", [{"hop_length": 0}, {"amin": float("nan")}, {"htk": "no"}],
+                         ids=["hop-0", "amin-nan", "htk-str"])
+def test_log_mel_checks_its_settings_as_the_front_end_does(options: dict) -> None:
+    """Before: a ZeroDivisionError, features all NaN, and htk="no" taken as True."""
+    with pytest.raises(ConfigError, match="front end: " + next(iter(options))):
+        log_mel(np.zeros(1000, dtype=np.float32), **options)
 
 
 def test_extract_matches_log_mel_less_the_last_frame(emodb_waves: list[np.ndarray]) -> None:
