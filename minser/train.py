@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.cache/minser), a CSV manifest (path,label[,speaker[,session]]) or a folder of label folders; "
                    "a path is recorded absolute, so minser.evaluate finds the corpus from any folder")
     # No default here: given with a manifest or folder (whose labels are the classes) it is refused.
-    p.add_argument("--classes", type=int, help=f"EmoDB: 4 (anger, happiness, sadness, neutral) or 7 (default: "
+    p.add_argument("--classes", type=int, choices=(4, 7), help=f"EmoDB: 4 (anger, happiness, sadness, neutral) or 7 (default: "
                    f"{d.classes}); a manifest or folder takes its classes from its labels")
     p.add_argument("--subset", type=int, help="use only this many utterances per class (seeded pick; all of a class "
                                                   "that has fewer; quick runs)")

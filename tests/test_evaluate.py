@@ -256,6 +256,18 @@ def test_an_ensemble_of_different_splits_or_fold_counts_is_refused(run: tuple[Pa
         evaluate_checkpoint([fold, Path(f"{out}/./fold-1/best.pt")], cache_dir=str(cache))
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_classes_other_than_4_or_7_are_refused_by_the_parser(command: str, capsys: pytest.CaptureFixture) -> None:
+    """evaluate --classes 5 advised `--data emodb --classes 5`, which failed in turn."""
+    from minser import train as train_module
+
+    run = main if command == "evaluate" else train_module.cli
+    with pytest.raises(SystemExit) as exit_:
+        run(["minser/assets/default.pt", "--classes", "5"] if command == "evaluate" else ["--classes", "5"])
+    assert exit_.value.code == 2
+    assert "argument --classes: invalid choice: 5 (choose from 4, 7)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cli", ["train", "evaluate"])
 def test_help_states_each_default_once(cli: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
