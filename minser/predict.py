@@ -7,7 +7,8 @@
 Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}`` (probabilities
 rounded to 6 decimals). A file that
 cannot be read or scored is reported on stderr as one JSON line ``{"file": ..., "error": ...}``,
-and the others are still labelled; the exit status is then 1 (2 when the model cannot be loaded).
+and the others are still labelled; the exit status is then 1 (2 when there is no usable model: it
+cannot be loaded, or a --speaker-norm one was not enrolled).
 Audio longer than 7.5 s is scored over sliding windows (see :mod:`minser.recognizer`).
 
 A model trained with ``--speaker-norm`` needs the speaker enrolled: ``--enrol FILE`` (repeated, 10 or
