@@ -161,9 +161,9 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     libsndfile has them). Multi-channel audio is averaged to mono; a different sample rate is converted
     with a polyphase filter (``scipy.signal.resample_poly``). Raises :class:`AudioError` naming the file
     when it is missing, a directory or another non-regular file (a named pipe, a device), unreadable,
-    corrupt, truncated (a RIFF WAV, AIFF or Ogg file holding fewer bytes than its headers declare, and FLAC
-    or CAF files libsndfile finds cut; an RF64, W64, AU, NIST or MP3 file cut short reads as the shorter
-    audio it holds), empty,
+    corrupt, truncated (a WAV, RF64, AIFF or Ogg file holding fewer bytes than its headers declare, and FLAC
+    or CAF files libsndfile finds cut; a W64, AU, NIST or MP3 file cut short reads as the shorter audio
+    it holds), empty,
     at a sample rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`, non-finite, shorter than one
     25 ms analysis window (counted at the file's rate), or of float samples
     reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling).
@@ -286,7 +286,7 @@ class _HeadersOnly(Exception):
 
 
 def _shortfall(path: Path) -> str | None:
-    """How a WAV, AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg, ends before
+    """How a WAV (RIFF or RF64), AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg, ends before
     its last page), or None when it holds them all or is another format, whose decoder reports damage itself.
 
     libsndfile clamps the declared length to the bytes present and reads on silently (a truncated file
@@ -301,6 +301,19 @@ def _shortfall(path: Path) -> str | None:
             return _iff_shortfall(file, size, *_CONTAINERS[magic])
         if magic == b"OggS":
             return _ogg_shortfall(file, size)
+        if magic == b"RF64":
+            return _rf64_shortfall(file, size)
+    return None
+
+
+def _rf64_shortfall(file: BinaryIO, size: int) -> str | None:
+    """:func:`_shortfall` of an RF64 file (a WAV past 4 GiB), whose 64-bit sizes sit in its ds64 chunk."""
+    head = file.read(36)  # RF64, a 32-bit size of 0xFFFFFFFF, WAVE, the ds64 id and size, then its RIFF size
+    if len(head) < 36 or head[12:16] != b"ds64":
+        return None
+    declared_total = int.from_bytes(head[20:28], "little") + 8
+    if declared_total > size:
+        return f"it ends after {size} bytes, but its ds64 chunk declares a file of {declared_total} bytes"
     return None
 
 

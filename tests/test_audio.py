@@ -131,6 +131,17 @@ def test_load_truncated_file_says_truncated(tmp_path: Path, fmt: str) -> None:
         load(_cut(path, full - 32000))  # cut right after the header: soundfile reads zero samples
 
 
+def test_load_truncated_rf64_says_truncated(tmp_path: Path) -> None:
+    """RF64, the WAV of long recordings, keeps its sizes in a ds64 chunk: cut, it read as shorter audio."""
+    path = tmp_path / "long.wav"
+    soundfile.write(path, _tone(440, 16000, seconds=1.0), 16000, format="RF64", subtype="PCM_16")
+    full = path.stat().st_size
+    assert load(path).shape == (16000,)
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is truncated: it ends after {full // 2} bytes, "
+                                         rf"but its ds64 chunk declares a file of {full} bytes"):
+        load(_cut(path, full // 2))
+
+
 def test_load_wav_cut_inside_its_header_says_truncated(tmp_path: Path) -> None:
     path = tmp_path / "header.wav"
     soundfile.write(path, _tone(440, 16000), 16000)
