@@ -276,3 +276,18 @@ def test_help_states_each_default_once(cli: str, capsys: pytest.CaptureFixture) 
     assert not re.search(r"\(default[^)]*\) \(default", text), "an option's default is stated twice"
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "(default: cpu)" in text if cli == "evaluate" else "(default: 0)" in text  # 0 is a default to show
+
+
+def test_targets_follow_the_checkpoints_class_order_not_the_corpus() -> None:
+    """A checkpoint's output i is its labels[i], whatever order the scored corpus lists its classes in; the
+    rescoring tests' one-class predictions could not tell the orders apart."""
+    from minser.data import Corpus, Utterance
+    from minser.evaluate import _scored_items
+
+    corpus = Corpus("c", ("anger", "happiness", "neutral"),
+                    [Utterance(Path(f"{i}.wav"), label, "s") for i, label in
+                     enumerate(["neutral", "anger", "happiness", "anger", "neutral"])])
+    index, targets = _scored_items({"labels": ["neutral", "happiness", "anger"]}, corpus, None, False)
+    assert index.tolist() == [0, 1, 2, 3, 4] and targets.tolist() == [0, 2, 1, 2, 0]
+    index, targets = _scored_items({"labels": ["neutral", "happiness", "anger"]}, corpus, np.array([4, 1]), False)
+    assert index.tolist() == [4, 1] and targets.tolist() == [0, 2]

@@ -993,3 +993,19 @@ def test_confusion_without_matplotlib_writes_the_csv_and_names_the_extra(tmp_pat
         written = train_module.write_confusion(tmp_path, np.array([[2, 1], [0, 3]]), ["a", "b"])
     assert written == [tmp_path / "confusion.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["confusion.csv"]
     assert (tmp_path / "confusion.csv").read_text() == "true\\predicted,a,b\na,2,1\nb,0,3\n"
+
+
+@pytest.mark.parametrize("pad_to", ["full", "batch"])
+def test_class_logits_come_back_in_the_utterances_order(pad_to: str) -> None:
+    """--pad-to batch scores batches sorted by length; the logits must still line up with the utterances
+    (before this test only a speaker-normalisation test noticed rows put back out of order)."""
+    from minser.models import build
+
+    torch.manual_seed(0)
+    model = build("cnn", 3, d_model=8, channels=[2, 2, 2])
+    lengths = torch.tensor([80, 20, 60, 30, 75, 40, 50])
+    data = Tensors(torch.randn(7, 40, 80), lengths, torch.zeros(7, dtype=torch.long))
+    logits = train_module.class_logits(model, data, batch_size=3, pad_to=pad_to)
+    one_by_one = torch.cat([train_module.class_logits(model, data.take([i]), pad_to=pad_to) for i in range(7)])
+    torch.testing.assert_close(logits, one_by_one, rtol=1e-5, atol=1e-6)
+    assert len({tuple(row.tolist()) for row in logits}) == 7  # rows differ, so an order mix-up shows
