@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import re
@@ -791,6 +792,24 @@ class _Recorder(torch.nn.Module):
         self.seen = (x, lengths)
         valid = (torch.arange(x.shape[-1]) < lengths[:, None]).float()
         return self.linear((x * valid[:, None]).sum(-1) / lengths[:, None])
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2, 3])
+def test_a_step_in_micro_batches_takes_the_gradient_of_the_batch_mean_loss(micro_batches: int) -> None:
+    """Slices of 2, 2 and 1 utterances weigh each utterance alike: the accumulated gradient is that of the
+    batch's mean cross-entropy (Adam hides a uniform scale, not uneven slices)."""
+    torch.manual_seed(0)
+    data = Tensors(torch.randn(6, 4, 9), torch.tensor([9, 5, 7, 9, 3, 8]), torch.tensor([0, 1, 2, 0, 1, 2]))
+    index = torch.tensor([5, 0, 3, 1, 2])
+    model = _Recorder(4, 3)
+    reference = copy.deepcopy(model)
+    config = TrainConfig(pad_to="batch", micro_batches=micro_batches)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_step(Learner(model, optimizer, torch.amp.GradScaler("cpu", enabled=False), config), data, index)
+    loss = torch.nn.functional.cross_entropy(reference(data.x[index], data.lengths[index]), data.y[index])
+    loss.backward()
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("micro_batches", [1, 2])
