@@ -15,6 +15,7 @@ from minser.models.blocks import (
     CNN,
     AttentionPool,
     BiLSTM,
+    Fusion,
     PositionalEncoding,
     TransformerEncoderLayer,
     masked_batch_norm,
@@ -246,6 +247,19 @@ def test_ilt_fusion_weights() -> None:
     assert small("ilt", fusion="plus", alpha=0.65).fusion_weights() == pytest.approx({"lstm": 0.65, "transformer": 0.35})
     with pytest.raises(ConfigError, match="concat"):
         small("ilt", fusion="concat").fusion_weights()
+
+
+def test_attention_fusion_weighs_each_branch_by_its_own_score() -> None:
+    """a_L = softmax(s)[0] weighs the LSTM vector and names it "lstm": swapping the pair passed every test."""
+    fusion = Fusion("attention", alpha=0.5)
+    with torch.no_grad():
+        fusion.scores.copy_(torch.tensor([1.0, -1.0]))  # the LSTM's score first
+    a_lstm = float(torch.sigmoid(torch.tensor(2.0)))  # softmax of (1, -1)
+    lstm, transformer = torch.ones(1, 3), torch.zeros(1, 3)
+    torch.testing.assert_close(fusion(lstm, transformer), torch.full((1, 3), a_lstm))
+    assert float(fusion.weights()[0].detach()) == pytest.approx(a_lstm)
+    plus = Fusion("plus", alpha=0.65)
+    torch.testing.assert_close(plus(lstm, transformer), torch.full((1, 3), 0.65))
 
 
 def test_cnn_output_lengths_match_its_tensors() -> None:
