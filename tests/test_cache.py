@@ -89,6 +89,21 @@ def test_rebuilt_when_a_file_or_a_setting_changes(tmp_path: Path) -> None:
     assert mels.shape == (2, 32, 50)
 
 
+def test_rebuilt_when_a_file_is_rewritten_at_the_same_size(tmp_path: Path) -> None:
+    """Only the modification time tells a re-recorded (or re-encoded) file of the same length from the old one."""
+    corpus = make_corpus(tmp_path, n=2)
+    old, _ = cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    path = corpus.utterances[0].path
+    size, stat = path.stat().st_size, path.stat()
+    samples = soundfile.read(path, dtype="float32")[0]
+    soundfile.write(path, -samples[::-1].copy(), 16000, subtype="FLOAT")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert path.stat().st_size == size
+    new, _ = cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert not np.array_equal(new[0], old[0])
+    np.testing.assert_array_equal(new[0], reference(corpus, SHORT)[0][0])
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape", "npy"])
 def test_corrupt_cache_file_is_rebuilt(tmp_path: Path, damage: str, capsys: pytest.CaptureFixture) -> None:
     corpus = make_corpus(tmp_path, n=2)
