@@ -244,3 +244,16 @@ def test_no_checkpoint_exports_the_shipped_default_to_out(tmp_path, capsys):
         shipped = checkpoint.load(default)
     exported = graph_metadata(tmp_path / "default.onnx")
     assert exported["minser.labels"] == shipped["labels"] and exported["minser.frontend"] == shipped["frontend"]
+
+
+def test_the_onnx_check_measures_the_graph_against_the_recognizer(tmp_path):
+    """check_onnx returning 0.0 passed every test: it must see a graph of other weights."""
+    from minser.export import ONNX_TOLERANCE, check_onnx, onnx_metadata
+
+    rec = Recognizer.load(tiny_checkpoint(tmp_path / "ilt.pt", "ilt"))
+    data = onnx_bytes(rec, onnx_metadata(rec))
+    assert check_onnx(data, rec) <= ONNX_TOLERANCE
+    other = Recognizer.load(tmp_path / "ilt.pt")
+    with torch.no_grad():
+        other.model.classifier.net[-1].bias.add_(torch.tensor([0.5, -0.5, 0.0]))
+    assert check_onnx(data, other) == pytest.approx(0.5, abs=0.01)
