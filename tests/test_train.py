@@ -247,6 +247,11 @@ def test_spec_augment_masks_stay_inside_the_valid_frames() -> None:
     # With few Mel bands the masks shrink with them: 8 bands each blanked 542 of 2000 utterances whole.
     few = spec_augment_masks(torch.full((2000,), 100), 8, 100, torch.Generator().manual_seed(0))
     assert not few.all(2).all(1).any() and few.all(2).sum(1).max() <= 2 * round(FREQ_MASK_SHARE * 8)
+    # The widest masks are drawn too (upper bounds alone let masks one band or frame narrower pass):
+    # over 2000 utterances both masks of one reach full width, apart, in bands and in frames.
+    many = spec_augment_masks(torch.full((2000,), 100), 40, 100, torch.Generator().manual_seed(0))
+    assert int(many.all(2).sum(1).max()) == FREQ_MASKS * round(FREQ_MASK_SHARE * 40)
+    assert int(many.all(1).sum(1).max()) == TIME_MASKS * round(TIME_MASK_SHARE * 100)
 
 
 def test_masked_inputs_take_the_utterance_mean() -> None:
@@ -768,6 +773,10 @@ def test_random_crops_are_windows_of_the_valid_frames() -> None:
             assert 0 <= start <= length - 50 and torch.equal(windows[b], x[b, :, start:start + 50])
             starts.add((b, start))
     assert len(starts) > 10  # the windows move
+    # Every start is drawn, the last one too: 52 frames hold windows of 50 at 0, 1 and 2.
+    last = {int(random_crops(x[:1], torch.tensor([52]), 50, torch.Generator().manual_seed(seed))[0][0, 0, 0])
+            for seed in range(40)}
+    assert last == {0, 1, 2}
 
 
 def test_mixup_pairs_are_seeded_permutations_with_beta_weights() -> None:
