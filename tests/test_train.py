@@ -1037,3 +1037,14 @@ def test_class_logits_come_back_in_the_utterances_order(pad_to: str) -> None:
     one_by_one = torch.cat([train_module.class_logits(model, data.take([i]), pad_to=pad_to) for i in range(7)])
     torch.testing.assert_close(logits, one_by_one, rtol=1e-5, atol=1e-6)
     assert len({tuple(row.tolist()) for row in logits}) == 7  # rows differ, so an order mix-up shows
+
+
+def test_the_subset_pick_follows_its_seed() -> None:
+    """Per class, `per_class` utterances (all of a smaller class), in corpus order, the same for one seed and
+    another for another (a pick that ignored its seed passed every test)."""
+    targets = np.array([0, 1, 0, 0, 1, 2, 0, 0, 1, 1, 0, 2])
+    picks = {seed: train_module.subset_indices(targets, 3, seed) for seed in range(6)}
+    for pick in picks.values():
+        assert np.all(np.diff(pick) > 0) and np.bincount(targets[pick]).tolist() == [3, 3, 2]
+    assert np.array_equal(train_module.subset_indices(targets, 3, 4), picks[4])
+    assert len({tuple(pick) for pick in picks.values()}) > 3
