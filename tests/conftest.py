@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +46,15 @@ def _shared_data() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def emodb_root() -> Path:
-    """The real EmoDB folder (``$MINSER_DATA/emodb``). CI must have it; elsewhere the test skips."""
+def emodb_root() -> Iterator[Path]:
+    """The real EmoDB folder (``$MINSER_DATA/emodb``, else ``../shared/data/emodb``). CI must have it; elsewhere
+    the test skips. Found beside the checkout, it is also what ``--data emodb`` reads, through MINSER_DATA
+    (the tests of the command lines name the corpus, not the folder)."""
     root = _shared_data()
     if root is None or not (root / "emodb" / "wav").is_dir():
         if os.environ.get("CI"):
             pytest.fail("EmoDB not found: set MINSER_DATA to the shared data folder (holding emodb/wav)")
         pytest.skip("EmoDB not found: set MINSER_DATA to the shared data folder")
-    return root / "emodb"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINSER_DATA", str(root))
+        yield root / "emodb"

@@ -1048,3 +1048,12 @@ def test_the_subset_pick_follows_its_seed() -> None:
         assert np.all(np.diff(pick) > 0) and np.bincount(targets[pick]).tolist() == [3, 3, 2]
     assert np.array_equal(train_module.subset_indices(targets, 3, 4), picks[4])
     assert len({tuple(pick) for pick in picks.values()}) > 3
+
+
+def test_a_tie_in_validation_wa_keeps_the_earlier_epoch(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's rule: of epochs with equal validation WA the first is selected (fewer epochs, no peeking)."""
+    monkeypatch.setattr(train_module, "predict", lambda model, data, **kwargs: torch.zeros(len(data.y), dtype=torch.long))
+    results = main(["--model", "cnn", *TINY_CNN, "--epochs", "3", *quick(tmp_path / "run", cache)])
+    assert results["folds"][0]["best_epoch"] == 1
+    assert checkpoint.load(tmp_path / "run/fold-1/best.pt")["epoch"] == 1
