@@ -1162,7 +1162,7 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
     difference = settings_difference(config, saved, f"the run in {out}")
     if difference is not None:
         raise ConfigError(f"--resume: {difference}; repeat the original settings "
-                          "(only --epochs, --folds, --device, --threads may change)")
+                          "(only --epochs, --folds, --device, --threads, --impl may change)")
     if config.lr_schedule == "cosine" and saved.get("epochs") != config.epochs:
         raise ConfigError(f"--resume: --epochs {config.epochs} but the run in {out} used {saved.get('epochs')}; "
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
@@ -1190,7 +1190,7 @@ def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) ->
     """The first of :data:`RESULT_FIELDS` (the settings that shape a run's results) in which ``config`` and a
     run's ``config.json`` (``saved``, the run called ``run``) differ, as ``"<name> is <value> but <run> used
     <value>"``, or None. Compared as they act: model options with their defaults filled in, the splits' seed
-    as ``--split-seed`` or else ``--seed``."""
+    as ``--split-seed`` or else ``--seed``, the model options less ``impl``."""
     from minser.models import resolve_options
     from minser.models.config import options_to_json
 
@@ -1204,7 +1204,9 @@ def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) ->
         if name == "split_seed":
             return values["seed"] if values["split_seed"] is None else values["split_seed"]
         if name == "options" and values["model"] == current["model"]:
-            return options_to_json(resolve_options(values["model"], **values["options"]))
+            # Less the kernel path: like --device, it changes how the network computes, not what it is.
+            resolved = options_to_json(resolve_options(values["model"], **values["options"]))
+            return {key: value for key, value in resolved.items() if key != "impl"}
         return values[name]
 
     name = next((n for n in RESULT_FIELDS if acting(saved, n) != acting(current, n)), None)

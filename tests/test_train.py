@@ -483,9 +483,11 @@ def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_pa
         main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--lr", "0.01", "--resume", *quick(tmp_path / "run", cache)])
     with pytest.raises(ConfigError, match="already holds a run"):
         main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
-    # Settings that act alike are alike: a model option at its default, --split-seed equal to --seed.
+    # Settings that act alike are alike: a model option at its default, --split-seed equal to --seed; and the
+    # kernel path may change, as the device may.
     main(["--model", "cnn", *TINY_CNN, "--model-opt", "pool=mean", "--split-seed", "0", "--epochs", "2", "--resume",
           *quick(tmp_path / "run", cache)])
+    main(["--model", "cnn", *TINY_CNN, "--impl", "torch", "--epochs", "3", "--resume", *quick(tmp_path / "run", cache)])
 
 
 def test_resume_and_evaluate_refuse_another_corpus_under_the_same_name(emodb_root: Path, cache: Path,
