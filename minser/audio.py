@@ -163,9 +163,8 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     when it is missing, a directory or another non-regular file (a named pipe, a device), unreadable,
     corrupt, truncated (a WAV, RF64, AIFF or Ogg file holding fewer bytes than its headers declare, and FLAC
     or CAF files libsndfile finds cut; a W64, AU, NIST or MP3 file cut short reads as the shorter audio
-    it holds), empty,
-    at a sample rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`, non-finite, shorter than one
-    25 ms analysis window (counted at the file's rate), or of float samples
+    it holds), empty, at a sample rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`,
+    non-finite, shorter than one 25 ms analysis window (counted at the file's rate), or of float samples
     reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling).
     """
     path = Path(path)
@@ -286,8 +285,9 @@ class _HeadersOnly(Exception):
 
 
 def _shortfall(path: Path) -> str | None:
-    """How a WAV (RIFF or RF64), AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg, ends before
-    its last page), or None when it holds them all or is another format, whose decoder reports damage itself.
+    """How a WAV (RIFF or RF64), AIFF or Ogg file holds fewer bytes than its header declares (or, for Ogg,
+    ends before its last page), or None when it holds them all or is another format, whose decoder reports
+    damage itself.
 
     libsndfile clamps the declared length to the bytes present and reads on silently (a truncated file
     reads as shorter audio, or as none), so the headers are walked here. Raises ``_HeadersOnly`` for an Ogg

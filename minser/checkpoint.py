@@ -15,17 +15,18 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from minser.errors import CheckpointError, ConfigError
+from minser.errors import CheckpointError
 from minser.files import atomic_write
 
 FORMAT = "minser/1"
 REQUIRED = ("spec", "labels", "frontend", "state_dict")
 
 __all__ = ["FORMAT", "load", "load_model", "save"]
+
 
 def save(path: str | os.PathLike, *, spec: dict, labels: list[str] | tuple[str, ...], frontend: dict,
          state_dict: dict[str, torch.Tensor], **extra: Any) -> Path:

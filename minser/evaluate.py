@@ -241,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
                                   "(default: the checkpoint's training data, on its fold's test split); overrides "
                                   "the recorded corpus, e.g. when it has moved")
-    p.add_argument("--classes", type=int, choices=(4, 7), help="EmoDB classes, 4 or 7 (default: as trained; without --data only "
-                                               "those); a manifest or folder takes its classes from its labels")
+    p.add_argument("--classes", type=int, choices=(4, 7),
+                   help="EmoDB classes, 4 or 7 (default: as trained; without --data only those); a manifest or "
+                        "folder takes its classes from its labels")
     p.add_argument("--all", action="store_true",
                    help="score every utterance, not only the fold's test split (on the training corpus as trained, "
                         "every one the run drew: a --subset run's pick)")

@@ -9,8 +9,8 @@ frames. The paper's 750 frames are the first 750: :func:`extract` drops the last
 which is centred on the very last sample and sees half a window of padding.
 
 Everything is float32 and vectorised per utterance: strided framing (a view, no copy), one
-windowing pass, one batched real FFT over all frames (``scipy.fft.rfft`` on every CPU the process may use) and one
-sparse matrix product with the filterbank.
+windowing pass, one batched real FFT over all frames (``scipy.fft.rfft`` on every CPU the process
+may use) and one sparse matrix product with the filterbank.
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def make_iemocap(root: Path, dialogs: dict[tuple[int, str], list[tuple[str, str]
         for i, (utt, code) in enumerate(rows):
             lines += [
                 f"[{6.2901 + i:.4f} - {8.2357 + i:.4f}]\t{utt}\t{code}\t[2.5000, 2.5000, 2.5000]",
-                f"C-E2:\tNeutral;\t()",
+                "C-E2:\tNeutral;\t()",
                 "A-E3:\tval 3; act 2; dom  2;\t()",
                 "",
             ]
