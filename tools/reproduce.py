@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=HelpFormatter)
     p.add_argument("--rows", help=f"comma-separated row ids (default: all): {', '.join(r.id for r in ROWS)}")
     p.add_argument("--data", default="emodb", help="corpus: emodb, iemocap, a CSV manifest or a folder")
-    p.add_argument("--classes", type=int, help="EmoDB classes: 4 or 7 (default: 4; a manifest or folder takes its "
-                                               "classes from its labels)")
+    p.add_argument("--classes", type=int, choices=(4, 7),
+                   help="EmoDB classes: 4 or 7 (default: 4; a manifest or folder takes its classes from its labels)")
     p.add_argument("--protocol", default="random", help="random, speaker or session (see minser.train)")
     p.add_argument("--epochs", type=int, default=100, help="epochs per fold")
     p.add_argument("--folds", type=int, help="run only the first N folds")

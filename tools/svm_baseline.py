@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/svm_baseline.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("--data", default="emodb", help="corpus, as python -m minser.train --data")
-    p.add_argument("--classes", type=int, default=4, help="EmoDB: 4 or 7")
+    p.add_argument("--classes", type=int, choices=(4, 7), default=4, help="EmoDB: 4 or 7")
     p.add_argument("--protocol", default="random", choices=("random", "speaker", "session"), help="splits")
     p.add_argument("--seed", type=int, default=0, help="seed of the random splits")
     p.add_argument("--folds", type=int, help="only the first N folds, as python -m minser.train --folds")
