@@ -49,12 +49,15 @@ def attention(
         ``(B, H, Lq, D)`` in the dtype of ``q``; softmax(q k^T / sqrt(D)) v.
     """
     scale = q.shape[-1] ** -0.5
-    scores = torch.matmul(_accumulated(q), _accumulated(k).transpose(-1, -2)) * scale
     if key_lengths is None:
+        scores = torch.matmul(_accumulated(q), _accumulated(k).transpose(-1, -2)) * scale
         return torch.matmul(torch.softmax(scores, dim=-1), _accumulated(v)).to(q.dtype)
-    valid = key_mask(key_lengths.to(k.device), k.shape[2])
-    probs = _masked_softmax(scores, valid[:, None, None, :])
-    return torch.matmul(probs, _valid_only(_accumulated(v), valid[:, None, :, None])).to(q.dtype)
+    valid = key_mask(key_lengths.to(k.device), k.shape[2])[:, None, :, None]
+    # Padded keys are left out of the scores too: masked_fill hides them from the forward pass, but dq is
+    # dscores @ k, where a zero gradient times a padded NaN is NaN.
+    scores = torch.matmul(_accumulated(q), _valid_only(_accumulated(k), valid).transpose(-1, -2)) * scale
+    probs = _masked_softmax(scores, valid[..., 0][:, :, None, :])
+    return torch.matmul(probs, _valid_only(_accumulated(v), valid)).to(q.dtype)
 
 
 def attention_pool(
@@ -72,9 +75,9 @@ def attention_pool(
     Returns:
         ``(pooled (B, D), weights (B, T))`` in the dtype of ``h``.
     """
-    hf = _accumulated(h)
-    scores = torch.matmul(hf, w.to(hf.dtype))
     mask = None if lengths is None else key_mask(lengths.to(h.device), h.shape[1])
-    weights = _masked_softmax(scores, mask)
-    pooled = torch.einsum("bt,btd->bd", weights, hf if mask is None else _valid_only(hf, mask[:, :, None]))
+    # The valid steps only, in the scores as in the sum: dw sums dscores * h, NaN on a padded NaN step.
+    hf = _accumulated(h) if mask is None else _valid_only(_accumulated(h), mask[:, :, None])
+    weights = _masked_softmax(torch.matmul(hf, w.to(hf.dtype)), mask)
+    pooled = torch.einsum("bt,btd->bd", weights, hf)
     return pooled.to(h.dtype), weights.to(h.dtype)

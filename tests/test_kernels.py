@@ -9,6 +9,7 @@ import torch
 
 from minser.errors import ConfigError
 from minser.kernels import attention, attention_pool, configs
+from minser.kernels.reference import key_mask
 
 
 def _attention_inputs(dtype=torch.float64, B=2, H=2, Lq=5, Lk=7, D=4):
@@ -45,14 +46,26 @@ def test_attention_ignores_padded_keys_and_zeroes_empty_sequences():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_padding_does_not_reach_the_result(bad):
-    """0 * NaN is NaN: padded values and steps must be left out of the weighted sums, not weighted by 0."""
+    """0 * NaN is NaN: padded values and steps must be left out of the weighted sums and of the scores, not
+    weighted by 0, in the forward pass and in the gradients (dq = dscores @ k and dw = sum dscores * h were
+    NaN with the padding in the scores, where the Triton kernels gave finite ones)."""
     q, k, v = (t.detach() for t in _attention_inputs(torch.float32))
     h, w, lengths = torch.randn(2, 7, 4), torch.randn(4), torch.tensor([0, 4])
-    clean = attention(q, k, v, key_lengths=lengths, impl="torch"), attention_pool(h, w, lengths=lengths, impl="torch")
+
+    def run(k: torch.Tensor, v: torch.Tensor, h: torch.Tensor) -> list[torch.Tensor]:
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v, h, w)]
+        out = attention(*leaves[:3], key_lengths=lengths, impl="torch")
+        pooled, weights = attention_pool(leaves[3], leaves[4], lengths=lengths, impl="torch")
+        (out.sum() + pooled.sum() + weights.square().sum()).backward()
+        valid = key_mask(lengths, 7)
+        return [out, pooled, weights, leaves[0].grad, leaves[4].grad, leaves[1].grad * valid[:, None, :, None],
+                leaves[2].grad * valid[:, None, :, None], leaves[3].grad * valid[:, :, None]]
+
+    clean = run(k, v, h)
     k, v, h = k.clone(), v.clone(), h.clone()
     k[:, :, 4:], v[:, :, 4:], h[:, 4:] = bad, bad, bad
-    torch.testing.assert_close(attention(q, k, v, key_lengths=lengths, impl="torch"), clean[0], rtol=0, atol=0)
-    torch.testing.assert_close(attention_pool(h, w, lengths=lengths, impl="torch"), clean[1], rtol=0, atol=0)
+    for name, got, expected in zip(("out", "pooled", "weights", "dq", "dw", "dk", "dv", "dh"), run(k, v, h), clean):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
 
 
 def test_lengths_on_another_device_are_moved_to_the_inputs():

@@ -358,3 +358,17 @@ def test_input_norm_standardises_each_band_over_valid_frames() -> None:
     torch.testing.assert_close(valid.std(1, unbiased=False), torch.ones(16), rtol=0, atol=1e-3)
     assert "input_norm.running_mean" in model.state_dict()
     assert not any(k.startswith("input_norm") for k in small("cnn").state_dict())  # off: keys unchanged
+
+
+def test_masked_batch_norm_trains_in_float64_and_passes_gradcheck() -> None:
+    """Its statistics were float32 whatever the input: a float64 network failed its first training step
+    with lengths (a float32 mean lerped into float64 buffers), so gradcheck could not reach it either."""
+    norm = nn.BatchNorm1d(3).double().train()
+    x, lengths = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True), torch.tensor([6, 4])
+    assert masked_batch_norm(norm, x, lengths).dtype == torch.float64
+    assert norm.running_mean.dtype == torch.float64
+    norm.momentum = 0.0  # the running statistics then stay put while gradcheck calls it again and again
+    assert torch.autograd.gradcheck(lambda t: masked_batch_norm(norm, t, lengths), (x,))
+    model = small("cnn").double().train()
+    x, lengths = padded_batch([100, 60])
+    model(x.double(), lengths).sum().backward()

@@ -66,12 +66,12 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
     statistics) skip the steps at ``time >= lengths[b]``, as PyTorch's BatchNorm would on the
     unpadded utterances; otherwise this is ``norm(x)``. Same parameters and buffers as ``norm``. The
     statistics are float32 whatever the dtype of ``x`` (bfloat16 or float16 under autocast, whose output
-    keeps that dtype), as PyTorch's BatchNorm keeps them.
+    keeps that dtype), as PyTorch's BatchNorm keeps them, and float64 for float64 (a float64 network, gradcheck).
     """
     if lengths is None or not norm.training:
         return norm(x)
     steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))
-    xf = x.float()
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
     mask = key_mask(lengths, steps).to(xf.dtype).view(x.shape[0], *[1] * (x.dim() - 2), steps)
     dims = [0, *range(2, x.dim())]
     count = mask.sum() * (x[0, 0].numel() // steps)
