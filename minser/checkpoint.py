@@ -11,6 +11,7 @@ only tensors, dicts, lists, tuples, str, int, float, bool and None may be stored
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import zipfile
@@ -33,7 +34,11 @@ def save(path: str | os.PathLike, *, spec: dict, labels: list[str] | tuple[str, 
     """Atomically save a checkpoint to ``path``; ``extra`` entries must be tensors or JSON-able values."""
     checkpoint = {"format": FORMAT, "spec": spec, "labels": list(labels), "frontend": dict(frontend),
                   "state_dict": {name: tensor.detach().cpu() for name, tensor in state_dict.items()}, **extra}
-    return atomic_write(path, lambda file: torch.save(checkpoint, file))
+    # Serialised in memory first: torch.save writing to a full disk raises a RuntimeError that names neither
+    # the file nor the cause; atomic_write reports a failed write as it is.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return atomic_write(path, lambda file: file.write(buffer.getbuffer()))
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename.
 
     Readers see the old file or the complete new one, never a half-written file, even if the
-    process dies mid-write. The file gets the permissions a plain ``open`` would give it.
+    process dies mid-write. The file gets the permissions a plain ``open`` would give it. A folder that
+    cannot be written, or a write that fails (a full disk), raises ConfigError naming ``path``.
     """
     path = Path(path)
     if path.is_dir():
@@ -48,8 +49,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk (ENOSPC), a file size limit (EFBIG), a quota
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; the old file, if any, is kept: free "
+                              "space on its disk or choose another folder") from exc
         raise
     return path
 

@@ -50,3 +50,21 @@ def test_the_data_command_does_not_import_torch() -> None:
     code = "import sys, minser.files, minser.data; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_write_that_fails_midway_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> None:
+    """A full disk or a file size limit: before, a bare OSError (or torch.save's RuntimeError, naming neither file
+    nor cause) reached every command as a traceback."""
+    path = files.write_json(tmp_path / "r.json", {"wa": 1.0})
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+            "from minser import checkpoint, files; from minser.errors import ConfigError\n"
+            "for write in (lambda: files.atomic_write(sys.argv[1], lambda f: f.write(b'x' * 100000)),\n"
+            "              lambda: checkpoint.save(sys.argv[1], spec={}, labels=[], frontend={},\n"
+            "                                      state_dict={'w': __import__('torch').zeros(100000)})):\n"
+            "    try: write()\n"
+            "    except ConfigError as exc: print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"cannot write {path}: File too large; the old file") for line in lines), \
+        done.stdout + done.stderr
+    assert path.read_text() == '{\n  "wa": 1.0\n}\n' and os.listdir(tmp_path) == ["r.json"]
