@@ -732,6 +732,22 @@ def _rng_states(device: torch.device) -> dict[str, Any]:
     return states
 
 
+def _rank_rng_states(learner: Learner) -> list[dict[str, Any]]:
+    """:func:`_rng_states` of every rank, in rank order (gathered under torchrun). Each rank draws its own
+    dropout masks, and slices of unequal size leave the ranks' streams apart: resuming every rank from
+    rank 0's made the run differ from an uninterrupted one."""
+    mine, world = _rng_states(learner.device), learner.dist.world
+    if world == 1:
+        return [mine]
+    home = learner.device if learner.device.type == "cuda" else torch.device("cpu")  # NCCL gathers CUDA tensors
+    gathered: dict[str, list[torch.Tensor]] = {}
+    for key, state in mine.items():
+        parts = [torch.empty_like(state, device=home) for _ in range(world)]
+        torch.distributed.all_gather(parts, state.to(home))
+        gathered[key] = [part.cpu() for part in parts]
+    return [{key: parts[rank] for key, parts in gathered.items()} for rank in range(world)]
+
+
 def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and device.type == "cuda":
@@ -860,7 +876,8 @@ def resume_from(learner: Learner, path: Path) -> FoldProgress:
     learner.model.load_state_dict(last["state_dict"])
     learner.optimizer.load_state_dict(last["optimizer"])
     learner.scaler.load_state_dict(last["scaler"])
-    _set_rng_states(last["rng"], learner.device)
+    states = last["rng"]  # one dict per rank; a dict alone in runs of older versions
+    _set_rng_states(states[learner.dist.rank] if isinstance(states, list) else states, learner.device)
     if learner.ema is not None:
         learner.ema.load_state_dict(last["ema"])
     return FoldProgress(last["history"], last["best"], last["epoch"])
@@ -914,8 +931,9 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         if val["wa"] is None or val["wa"] > progress.best["val_wa"]:
             progress.best = {"val_wa": -1.0 if val["wa"] is None else val["wa"], "epoch": epoch + 1,
                              "state_dict": {k: v.detach().cpu().clone() for k, v in learner.kept.state_dict().items()}}
+        rng = _rank_rng_states(learner)  # a collective under torchrun: every rank takes part
         if dist.main:
-            save_epoch(learner, progress, folder, saved, val["wa"])
+            save_epoch(learner, progress, folder, saved, val["wa"], rng)
             print(clock.line(fold, epoch + 1, progress.history[-1]), flush=True)
         clock.tick(seconds)
     metrics = fold_metrics(learner, fold, progress, len(run["labels"]))
@@ -957,16 +975,17 @@ def train_epoch(learner: Learner, fold: Fold, epoch: int, crop_frames: int | Non
 
 
 def save_epoch(learner: Learner, progress: FoldProgress, folder: Path, saved: dict[str, Any],
-               val_wa: float | None) -> None:
-    """Write the fold's ``last.pt`` (everything ``--resume`` needs) and, when this epoch is the best so far,
-    ``best.pt``; ``saved`` is what both checkpoints carry besides the weights (spec, labels, front end, ...)."""
+               val_wa: float | None, rng: list[dict[str, Any]]) -> None:
+    """Write the fold's ``last.pt`` (everything ``--resume`` needs, ``rng`` every rank's random states) and,
+    when this epoch is the best so far, ``best.pt``; ``saved`` is what both checkpoints carry besides the
+    weights (spec, labels, front end, ...)."""
     epoch, best = progress.epochs, progress.best
     # Without a validation part best.pt is the last epoch: written once, at the end (last.pt resumes).
     if best["epoch"] == epoch and (val_wa is not None or epoch == learner.config.epochs):
         checkpoint.save(folder / "best.pt", state_dict=best["state_dict"], epoch=epoch, val_wa=val_wa, **saved)
     checkpoint.save(folder / "last.pt", state_dict=learner.model.state_dict(), epoch=epoch,
                     optimizer=learner.optimizer.state_dict(), scaler=learner.scaler.state_dict(),
-                    rng=_rng_states(learner.device), history=progress.history, best=best, world=learner.dist.world,
+                    rng=rng, history=progress.history, best=best, world=learner.dist.world,
                     **({} if learner.ema is None else {"ema": learner.ema.state_dict()}), **saved)
 
 
