@@ -45,7 +45,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -1331,6 +1331,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+def _rank_0_first(dist: Dist, work: Callable[[], Any]) -> Any:
+    """``work()`` on rank 0, then on the other ranks (under torchrun), for work that fills something on disk
+    they then find there: a download, the feature cache. One process: just ``work()``."""
+    if dist.world == 1:
+        return work()
+    if dist.main:
+        result = work()
+        torch.distributed.barrier()
+        return result
+    torch.distributed.barrier()  # a rank 0 that fails ends the job: torchrun stops the ranks waiting here
+    return work()
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`train`; its message says which folder holds the run and how to continue it."""
 
@@ -1367,7 +1380,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     if dist.world > 1:
         torch.distributed.barrier()  # every rank has checked --out before rank 0 writes into it
 
-    corpus = load_data(config, offer_download=True)
+    corpus = _rank_0_first(dist, lambda: load_data(config, offer_download=True))  # --download: once
     if dist.main:
         _warn_whole_classes(corpus, config.subset)
     network = build(config.model, len(corpus.labels), **config.options)
@@ -1389,7 +1402,9 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,
            "crop_frames": crop_frames}
 
-    clean_x, clean_lengths = cached_features(corpus, frontend, config.cache_dir, progress=dist.main)
+    # Rank 0 fills the feature cache, the others then read it: each computed and wrote the whole corpus.
+    clean_x, clean_lengths = _rank_0_first(
+        dist, lambda: cached_features(corpus, frontend, config.cache_dir, progress=dist.main))
     targets = torch.as_tensor(corpus.targets())
     clean = Tensors(torch.from_numpy(clean_x), torch.from_numpy(clean_lengths), targets)
     noisy = None

@@ -1059,3 +1059,16 @@ def test_a_tie_in_validation_wa_keeps_the_earlier_epoch(emodb_root: Path, cache:
     results = main(["--model", "cnn", *TINY_CNN, "--epochs", "3", *quick(tmp_path / "run", cache)])
     assert results["folds"][0]["best_epoch"] == 1
     assert checkpoint.load(tmp_path / "run/fold-1/best.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("rank, order", [(0, ["work", "barrier"]), (1, ["barrier", "work"])])
+def test_under_torchrun_rank_0_fills_the_cache_before_the_others_read_it(rank: int, order: list[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank computed and wrote the whole feature cache (and --download fetched EmoDB once per rank)."""
+    calls: list[str] = []
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: calls.append("barrier"))
+    result = train_module._rank_0_first(train_module.Dist(rank, 2), lambda: calls.append("work") or 7)
+    assert result == 7 and calls == order
+    calls.clear()
+    assert train_module._rank_0_first(train_module.Dist(), lambda: calls.append("work") or 8) == 8
+    assert calls == ["work"]
