@@ -1465,13 +1465,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 @plain_warnings()
 def cli(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: a bad input prints ``error: ...`` and exits with status 2; Ctrl-C prints how to
+    """Console entry point: a bad input prints ``error: ...`` (``rank N: error: ...`` on the other ranks under
+    torchrun) and exits with status 2; Ctrl-C prints how to
     continue the run (on rank 0 alone under torchrun) and exits with status 130 (128 + SIGINT, as a shell
     reports it)."""
     try:
         main(argv)
     except MinserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One write per line: ranks writing the text and the newline apart ran their lines together. The
+        # other ranks name themselves (an error of theirs alone, a file only their machine lacks, must show).
+        dist = torchrun_dist()
+        sys.stderr.write(f"{'' if dist.main else f'rank {dist.rank}: '}error: {exc}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt as exc:
         # torchrun passes Ctrl-C to every rank, and they all share one run folder: one line says it for all.

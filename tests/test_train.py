@@ -198,6 +198,20 @@ def test_under_torchrun_only_rank_0_prints_the_interrupt_line(rank: str, printed
     assert capsys.readouterr().err == (line if printed else "")
 
 
+@pytest.mark.parametrize("rank, prefix", [("0", ""), ("1", "rank 1: ")])
+def test_under_torchrun_an_error_is_one_line_naming_its_rank(rank: str, prefix: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Ranks wrote the message and its newline apart, so two ranks' lines ran together."""
+    writes: list[str] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(sys.stderr, "write", writes.append)
+    assert cli(["--model", "nosuch", "--out", str(tmp_path / "run")]) == 2
+    assert len(writes) == 1 and writes[0].startswith(f"{prefix}error: ") and writes[0].endswith("\n")
+    assert writes[0].count("\n") == 1 and "nosuch" in writes[0]
+
+
 def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
         emodb_root: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
