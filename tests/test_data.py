@@ -615,3 +615,29 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_dir() == tmp_path / "home" / ".cache" / "minser"
+
+
+def test_a_home_folder_that_cannot_be_found_is_named_and_a_manifest_needs_none(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """MINSER_DATA='~nosuchuser/...' or a container user without HOME or passwd entry: every command, even
+    one reading a manifest, ended in Python's RuntimeError('Could not determine home directory.')."""
+    from minser.data.corpora import load_corpus, shown_data_dir, user_cache_dir
+
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.full(1600, 0.1, dtype=np.float32), 16000)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{wav},anger\n")
+    monkeypatch.setenv("MINSER_DATA", "~no_such_user_of_minser/data")
+    assert len(load_corpus(manifest)) == 1
+    with pytest.raises(ConfigError, match=r"^MINSER_DATA='~no_such_user_of_minser/data': cannot find the home "
+                                          r"folder it names .*; set MINSER_DATA to an absolute path"):
+        load_corpus("emodb")
+    assert shown_data_dir().startswith("unknown: MINSER_DATA=")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(ConfigError, match=r"^cannot find the home folder .* set MINSER_DATA .* XDG_CACHE_HOME"):
+        user_cache_dir()

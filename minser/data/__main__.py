@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from minser.data.corpora import check_classes_option, data_dir, load_corpus
+from minser.data.corpora import check_classes_option, load_corpus, shown_data_dir
 from minser.data.download import DEFAULT_URL, download_emodb
 from minser.errors import MinserError, plain_warnings
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("corpus", choices=["emodb"], help="corpus to download")
     download.add_argument(
         "--dest", default=None,
-        help=f"destination folder (default: $MINSER_DATA, else ~/.cache/minser; now {data_dir()})",
+        help=f"destination folder (default: $MINSER_DATA, else ~/.cache/minser; now {shown_data_dir()})",
     )
     download.add_argument("--url", default=DEFAULT_URL, help=f"archive address (default: {DEFAULT_URL})")
     info = commands.add_parser(

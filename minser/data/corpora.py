@@ -154,19 +154,44 @@ def data_dir() -> Path:
     (default ``~/.cache/minser``). It is not created here."""
     configured = os.environ.get("MINSER_DATA")
     if configured:
-        return Path(configured).expanduser()
+        return _expanded(configured, "MINSER_DATA")
     return user_cache_dir()
+
+
+def _expanded(path: str, variable: str) -> Path:
+    """``path`` (the value of environment variable ``variable``) with ``~`` expanded; ConfigError when the home
+    folder it names cannot be found (``~nosuchuser``; no HOME and no passwd entry, as in a container)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:
+        raise ConfigError(f"{variable}={path!r}: cannot find the home folder it names ({exc}); set {variable} to "
+                          "an absolute path") from exc
 
 
 def _base_dir(folder: str | Path | None) -> Path:
     return Path(folder) if folder is not None else data_dir()
 
 
+def shown_data_dir(folder: str | Path | None = None) -> str:
+    """``folder``, else :func:`data_dir`, for a message or a help text: what keeps it from being known instead
+    of raising (a help text or another error must not fail on it)."""
+    try:
+        return str(_base_dir(folder))
+    except ConfigError as exc:
+        return f"unknown: {exc}"
+
+
 def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/minser``, or ``~/.cache/minser`` when XDG_CACHE_HOME is unset."""
     cache_home = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache_home).expanduser() if cache_home else Path.home() / ".cache"
-    return base / "minser"
+    if cache_home:
+        return _expanded(cache_home, "XDG_CACHE_HOME") / "minser"
+    try:
+        return Path.home() / ".cache" / "minser"
+    except RuntimeError as exc:  # no HOME and no passwd entry for this user (a container's --user)
+        raise ConfigError(f"cannot find the home folder ({exc}), where minser keeps corpora and features by "
+                          "default; set MINSER_DATA (corpora) and XDG_CACHE_HOME (or --cache-dir) to absolute "
+                          "paths") from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -571,8 +596,9 @@ def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None 
     ``data_dir`` defaults to :func:`data_dir`. ``classes`` chooses EmoDB's 4- or 7-class set;
     IEMOCAP has 4 classes only; manifests and folders take their classes from the data.
     """
-    base = _base_dir(data_dir)
     name = str(spec).lower()
+    if name in CORPUS_NAMES:  # only named corpora live in the data folder: a manifest needs none
+        base = _base_dir(data_dir)
     if name == "emodb":
         return load_emodb(base / "emodb", classes)
     if name == "iemocap":
@@ -591,6 +617,6 @@ def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None 
         raise DataError(f"corpus {str(spec)!r} {file_problem(path)}; give a CSV manifest (path,label[,speaker]) or a "
                         "folder with one sub-folder per label")
     raise DataError(
-        f"corpus {str(spec)!r} not found: give 'emodb', 'iemocap' (looked up in {base}), "
+        f"corpus {str(spec)!r} not found: give 'emodb', 'iemocap' (looked up in {shown_data_dir(data_dir)}), "
         "a CSV manifest (path,label[,speaker]) or a folder with one sub-folder per label"
     )
