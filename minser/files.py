@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
@@ -64,12 +65,14 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     return atomic_write(path, lambda file: file.write(text), mode="w")
 
 
-def remove_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+def remove_temporaries(folder: str | os.PathLike, names: Iterable[str], older_than: float | None = None) -> list[Path]:
     """Delete the temporary files :func:`atomic_write` left in ``folder`` for the files ``names``, and return
     them: a process killed mid-write (SIGKILL, power loss) cannot remove its own. Only for a folder no
-    other process is writing into."""
-    folder = Path(folder)
-    left = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*{_SUFFIX}") if p.is_file()]
+    other process is writing into, or with ``older_than`` (seconds since the file last changed), which
+    spares the writes in progress."""
+    folder, now = Path(folder), time.time()
+    left = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*{_SUFFIX}") if p.is_file()
+            and (older_than is None or now - p.stat().st_mtime > older_than)]
     for path in left:
         path.unlink(missing_ok=True)
     return left

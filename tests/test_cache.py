@@ -189,3 +189,18 @@ def test_real_emodb_subset(emodb_root: Path, tmp_path: Path) -> None:
     durations = np.array([soundfile.info(u.path).frames for u in part.utterances])
     np.testing.assert_array_equal(lengths, np.minimum(750, 1 + durations // 160))
     assert np.isfinite(features).all()
+
+
+def test_writing_the_cache_deletes_what_killed_writes_of_it_left(tmp_path: Path) -> None:
+    """Each SIGKILL mid-write left a temporary as large as the cache (40 MB for EmoDB), kept for ever; one
+    written a moment ago may be another process's write in progress, and is left alone."""
+    corpus = make_corpus(tmp_path, n=2)
+    path = cache.cache_path(corpus, SHORT, tmp_path / "cache")
+    path.parent.mkdir()
+    stale, live = path.parent / f".{path.name}.k1ll3d00.tmp", path.parent / f".{path.name}.wr1t1ng0.tmp"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    old = stale.stat().st_mtime - cache.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, live.name])

@@ -23,7 +23,7 @@ import numpy as np
 
 import minser
 from minser.audio import load
-from minser.files import atomic_write
+from minser.files import atomic_write, remove_temporaries
 from minser.data.corpora import Corpus, user_cache_dir
 from minser.errors import AudioError, ConfigError, DataError
 from minser.features import FrontEnd, extract
@@ -32,6 +32,8 @@ from minser.features import FrontEnd, extract
 CACHE_FORMAT = 1
 # Utterances read and featurised together: bounds memory to a few MB of raw audio per batch.
 BATCH = 32
+# A temporary cache file untouched this long is what a killed write left (a live write touches it often).
+STALE_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
@@ -90,7 +92,11 @@ def _read(path: Path, n: int, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarra
 
 
 def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None:
-    """Write ``path`` so that it is either absent or complete, even if the process dies mid-write."""
+    """Write ``path`` so that it is either absent or complete, even if the process dies mid-write; first delete
+    what writes of it killed mid-way left (as large as the cache: 40 MB for EmoDB, per kill), when older than
+    :data:`STALE_SECONDS`: a younger one may be another process's write in progress."""
+    if path.parent.is_dir():
+        remove_temporaries(path.parent, [path.name], older_than=STALE_SECONDS)
     atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
