@@ -665,11 +665,28 @@ def torchrun_dist() -> Dist:
     return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def end_with_parent() -> None:
+    """Have Linux end this process (SIGTERM) when its parent dies. torchrun starts its workers in sessions
+    of their own, so a torchrun killed with SIGKILL left them training, and writing into the run folder that
+    a --resume of the user would write into too. A no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the call: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_distributed(config: TrainConfig) -> Dist:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); no-op when run alone."""
     dist = torchrun_dist()
     if dist.world == 1:
         return dist
+    end_with_parent()
     if config.batch_size < dist.world * config.micro_batches:
         raise ConfigError(f"--batch-size {config.batch_size} is smaller than {dist.world} ranks x "
                           f"{config.micro_batches} micro-batches; give at least one utterance per slice")

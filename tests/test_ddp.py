@@ -78,3 +78,34 @@ def test_a_resumed_torchrun_run_equals_an_uninterrupted_one_with_dropout_and_une
     for name, value in a["state_dict"].items():
         assert torch.equal(b["state_dict"][name], value), name
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """torchrun killed with SIGKILL left its workers (sessions of their own) training on, alone."""
+    import signal
+    import time
+
+    worker = ("from minser.train import end_with_parent; import time; end_with_parent(); print('ready', flush=True); "
+              "time.sleep(120)")
+    parent = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+              "start_new_session=True, stdout=subprocess.PIPE, text=True); child.stdout.readline(); "
+              "print(child.pid, flush=True); time.sleep(120)")
+    launcher = subprocess.Popen([sys.executable, "-c", parent, worker], stdout=subprocess.PIPE, text=True)
+    child = int(launcher.stdout.readline())
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait(timeout=30)
+
+    def running() -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{child}/status").read_text().lower()
+        except FileNotFoundError:  # gone, reaped
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = running()
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive
