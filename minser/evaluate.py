@@ -103,11 +103,12 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
                         "on every utterance, not on the fold's test split)") from exc
 
 
-def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
-                   classes: int | None) -> tuple[Corpus, np.ndarray | None]:
+def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None, classes: int | None,
+                   everything: bool) -> tuple[Corpus, np.ndarray | None]:
     """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and the indices into it of the fold's
-    test split when it is the training corpus (in any class set), else None; ConfigError or DataError, before
-    any features are computed, for options the checkpoint cannot be scored with."""
+    test split when it is the training corpus (in any class set; none with ``everything``), else None;
+    ConfigError or DataError, before any features are computed, for options the checkpoint cannot be scored
+    with."""
     from minser.train import TrainConfig, corpus_print, corpus_spec, known_speakers, load_data
 
     trained = saved.get("data", {})
@@ -119,11 +120,12 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None,
         corpus, test = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes)), None
     else:
         corpus = training_corpus(saved, path, named=data is not None)
-        test = _test_split(saved, corpus)
-        recorded = saved.get("train", {}).get("corpus")
-        if test.size and recorded is not None and recorded != corpus_print(corpus):
+        # --all scores every utterance: the fold's split is not looked for, so a corpus that changed is no bar.
+        test = np.empty(0, dtype=np.int64) if everything else _test_split(saved, corpus)
+        recorded, now = saved.get("train", {}).get("corpus"), corpus_print(corpus)
+        if test.size and recorded is not None and recorded != now:
             # The fold's indices would pick other utterances, some of them trained on.
-            raise DataError(f"{path}: the corpus read now ({corpus_print(corpus)['utterances']} utterances) is not "
+            raise DataError(f"{path}: the corpus read now ({now['utterances']} utterances) is not "
                             f"the one it was trained on ({recorded['utterances']}): its files, labels or speakers "
                             "differ, so the fold's test split cannot be found in it; point --data (or MINSER_DATA) at "
                             "the copy it was trained on, or pass --all to score every utterance")
@@ -147,7 +149,7 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.train import Tensors, class_logits
 
     saved = checkpoint.load(path)
-    corpus, test = _scored_corpus(saved, path, data, classes)
+    corpus, test = _scored_corpus(saved, path, data, classes, everything)
     index, targets = _scored_items(saved, corpus, test, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
     if saved.get("speaker_norm"):

@@ -529,6 +529,7 @@ def test_resume_and_evaluate_refuse_another_corpus_under_the_same_name(emodb_roo
     with pytest.raises(DataError, match=r"best\.pt: the corpus read now \(20 utterances\) is not the one it was "
                                         r"trained on \(20\).* or pass --all"):
         evaluate([tmp_path / "run"], cache_dir=str(cache))
+    assert evaluate([tmp_path / "run"], everything=True, cache_dir=str(cache))["folds"][0]["n"] == 20  # as advised
     write([(p, "anger" if p.stem[5] == "W" else "neutral") for p in picked])  # the same corpus again
     main([*args, "--epochs", "2", "--resume"])
 
