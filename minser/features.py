@@ -200,8 +200,8 @@ def _mel_power_rows(
     padding to 7.5 s: ~60% of EmoDB's frames) have exactly zero power and are not transformed.
     Converting to dB row by row (``amin``) writes the large output once instead of twice.
     A wave loud enough for its power to overflow float32 raises AudioError naming it (``name.format(index)``).
+    The settings are checked by the callers: :func:`mel_power`, and :class:`FrontEnd` for :func:`extract`.
     """
-    _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, hop_length, win_length, htk)
     bank = _sparse_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm)
     window = _window(n_fft, win_length)
     silence = 0.0 if amin is None else power_to_db(np.zeros(1, dtype=np.float32), amin)[0]

@@ -1189,8 +1189,9 @@ def _remove_temporaries(out: Path) -> None:
         files.remove_temporaries(folder, FOLD_FILES)
 
 
-def _check_resume(config: TrainConfig, out: Path) -> None:
-    """A resumed run must have the settings that shaped the saved one; raise ConfigError naming the first that differs."""
+def _check_resume(config: TrainConfig, out: Path) -> dict[str, Any]:
+    """A resumed run must have the settings that shaped the saved one; raise ConfigError naming the first that
+    differs, else return the run's ``config.json``."""
     path = out / "config.json"
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found; give --out the folder of the run to continue")
@@ -1202,6 +1203,7 @@ def _check_resume(config: TrainConfig, out: Path) -> None:
     if config.lr_schedule == "cosine" and saved.get("epochs") != config.epochs:
         raise ConfigError(f"--resume: --epochs {config.epochs} but the run in {out} used {saved.get('epochs')}; "
                           "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
+    return saved
 
 
 def corpus_print(corpus: Corpus) -> dict[str, Any]:
@@ -1210,11 +1212,10 @@ def corpus_print(corpus: Corpus) -> dict[str, Any]:
     return {"utterances": len(corpus), "fingerprint": corpus.fingerprint()}
 
 
-def _check_same_corpus(corpus: Corpus, out: Path) -> None:
+def _check_same_corpus(now: dict[str, Any], saved: dict[str, Any] | None, out: Path) -> None:
     """Refuse to resume the run in ``out`` on another corpus than it trained on (another copy of EmoDB, a
-    partial one, an edited manifest), by the print its ``config.json`` holds (runs of older versions: none)."""
-    saved = json.loads((out / "config.json").read_text()).get("corpus")
-    now = corpus_print(corpus)
+    partial one, an edited manifest): ``now`` is :func:`corpus_print` of the corpus read, ``saved`` the print
+    its ``config.json`` holds (None in runs of older versions)."""
     if saved is not None and saved != now:
         raise ConfigError(f"--resume: the corpus read now ({now['utterances']} utterances, fingerprint "
                           f"{now['fingerprint']}) is not the one the run in {out} trained on ({saved['utterances']}, "
@@ -1388,9 +1389,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     if dist.world > 1 and not config.out:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
-    if config.resume:
-        _check_resume(config, out)
-    elif _holds_progress(out):
+    resumed = _check_resume(config, out) if config.resume else None  # the run's config.json
+    if resumed is None and _holds_progress(out):
         raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
     if dist.main and out.is_dir():
         _remove_temporaries(out)
@@ -1409,11 +1409,12 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     trained = trained_epochs(out) if config.resume else {}  # read once: the shrink check and the ETA use it
     _refuse_shrinking(config, out, trained, len(splits))
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None
-    if config.resume:
-        _check_same_corpus(corpus, out)
     # With the print of the corpus read, which --resume and minser.evaluate compare: --data names a corpus, not
     # its content.
-    config_json = {**json.loads(json.dumps(dataclasses.asdict(config))), "corpus": corpus_print(corpus)}
+    printed = corpus_print(corpus)
+    if resumed is not None:
+        _check_same_corpus(printed, resumed.get("corpus"), out)
+    config_json = {**json.loads(json.dumps(dataclasses.asdict(config))), "corpus": printed}
     if dist.main:
         files.write_json(out / "config.json", config_json)
     run = {"out": str(out), "labels": list(corpus.labels), "frontend": frontend.to_dict(), "config": config_json,

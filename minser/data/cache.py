@@ -95,8 +95,7 @@ def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None
     """Write ``path`` so that it is either absent or complete, even if the process dies mid-write; first delete
     what writes of it killed mid-way left (as large as the cache: 40 MB for EmoDB, per kill), when older than
     :data:`STALE_SECONDS`: a younger one may be another process's write in progress."""
-    if path.parent.is_dir():
-        remove_temporaries(path.parent, [path.name], older_than=STALE_SECONDS)
+    remove_temporaries(path.parent, [path.name], older_than=STALE_SECONDS)
     atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
