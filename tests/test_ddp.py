@@ -30,15 +30,17 @@ def _args(out: Path, cache: Path) -> list[str]:
             "--pad-to", "batch", "--threads", "1", "--device", "cpu", "--out", str(out), "--cache-dir", str(cache)]
 
 
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "minser.train", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
 @pytest.mark.parametrize("micro_batches", [1, 2], ids=["one-slice-per-rank", "two-slices-per-rank"])
 def test_two_gloo_ranks_match_one_process(emodb_root: Path, tmp_path: Path, micro_batches: int) -> None:
     cache = tmp_path / "cache"
     single = main([*_args(tmp_path / "single", cache), "--micro-batches", str(2 * micro_batches)])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "minser.train", *_args(tmp_path / "ddp", cache),
-                           "--micro-batches", str(micro_batches)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = _torchrun([*_args(tmp_path / "ddp", cache), "--micro-batches", str(micro_batches)])
     errors = [line for line in done.stderr.splitlines() if "error: " in line]
     assert done.returncode == 0, "\n".join(errors) or done.stderr[-3000:]
     assert "2 process(es)" in done.stdout and done.stdout.count("fold 1/1 epoch") == 2  # rank 0 prints alone
@@ -54,12 +56,6 @@ def test_two_gloo_ranks_match_one_process(emodb_root: Path, tmp_path: Path, micr
     assert ddp["folds"][0]["val_wa"] == single["folds"][0]["val_wa"] and ddp["ua"] == single["ua"]
     for mine, theirs in zip(a["history"], b["history"]):
         assert theirs["loss"] == pytest.approx(mine["loss"], rel=1e-5)
-
-
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "minser.train", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_a_resumed_torchrun_run_equals_an_uninterrupted_one_with_dropout_and_unequal_slices(
