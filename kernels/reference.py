@@ -52,12 +52,13 @@ def attention(
     if key_lengths is None:
         scores = torch.matmul(_accumulated(q), _accumulated(k).transpose(-1, -2)) * scale
         return torch.matmul(torch.softmax(scores, dim=-1), _accumulated(v)).to(q.dtype)
-    valid = key_mask(key_lengths.to(k.device), k.shape[2])[:, None, :, None]
+    valid = key_mask(key_lengths.to(k.device), k.shape[2])
+    rows = valid[:, None, :, None]  # the valid key rows of k and v
     # Padded keys are left out of the scores too: masked_fill hides them from the forward pass, but dq is
     # dscores @ k, where a zero gradient times a padded NaN is NaN.
-    scores = torch.matmul(_accumulated(q), _valid_only(_accumulated(k), valid).transpose(-1, -2)) * scale
-    probs = _masked_softmax(scores, valid[..., 0][:, :, None, :])
-    return torch.matmul(probs, _valid_only(_accumulated(v), valid)).to(q.dtype)
+    scores = torch.matmul(_accumulated(q), _valid_only(_accumulated(k), rows).transpose(-1, -2)) * scale
+    probs = _masked_softmax(scores, valid[:, None, None, :])
+    return torch.matmul(probs, _valid_only(_accumulated(v), rows)).to(q.dtype)
 
 
 def attention_pool(
