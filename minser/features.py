@@ -27,10 +27,14 @@ import scipy.sparse
 from minser.audio import check_wave
 from minser.errors import AudioError, ConfigError
 
-__all__ = ["FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz",
+__all__ = ["MAX_SECONDS", "FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz",
            "power_to_db"]
 
 # Threads for the FFT: the CPUs this process may run on (taskset, container CPU sets), not the host's.
+# Longest utterance a front end pads or cuts to, 80 times the paper's 7.5 s: beyond it a damaged or edited
+# setting (a checkpoint's seconds=1e9) would allocate gigabytes per utterance before anything could fail.
+MAX_SECONDS = 600.0
+
 _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 # Slaney's Mel scale (Auditory Toolbox; librosa's default): linear below 1 kHz, logarithmic above.
@@ -276,7 +280,7 @@ class FrontEnd:
     """Front-end settings; the defaults are the paper's (40 x 750 log-Mel of 7.5 s at 16 kHz).
 
     Times: ``win_length`` and ``n_fft`` 400 samples (25 ms), ``hop_length`` 160 samples (10 ms),
-    ``seconds`` 7.5 s per utterance; ``fmin``/``fmax`` in Hz (``fmax=None`` is ``sample_rate / 2``);
+    ``seconds`` 7.5 s per utterance (at most :data:`MAX_SECONDS`); ``fmin``/``fmax`` in Hz (``fmax=None`` is ``sample_rate / 2``);
     ``amin`` is the power floor of the dB step.
     """
 
@@ -297,8 +301,11 @@ class FrontEnd:
             self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, self.norm,
             self.hop_length, self.win_length, self.htk,
         )
-        if not _is_number(self.seconds) or not np.isfinite(self.seconds) or self.n_samples < self.win_length:
-            raise ConfigError(f"front end: seconds={self.seconds!r} must be a finite duration of at least one window")
+        if (not _is_number(self.seconds) or not np.isfinite(self.seconds) or self.seconds > MAX_SECONDS
+                or self.n_samples < self.win_length):
+            raise ConfigError(f"front end: seconds={self.seconds!r} must be a duration of at least one window and "
+                              f"at most {MAX_SECONDS:g} s (minser.features.MAX_SECONDS); Recognizer scores longer "
+                              "recordings in windows of this length")
         _check_amin(self.amin)
 
     @property

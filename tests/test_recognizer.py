@@ -99,6 +99,7 @@ def test_array_without_sample_rate_is_an_error_that_says_to_pass_sr(rec):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"frontend": "16k"}, "front end: settings must be a dict"),
+    ({"frontend": {"seconds": 1e9}}, "at most 600 s"),  # loaded, then predict ran out of memory
     ({"spec": {"name": "transformer_xl", "n_classes": 3, "options": {}}}, "unknown model 'transformer_xl'"),
     ({"state_dict": [1, 2]}, "weights do not fit the network"),  # a TypeError traceback before
 ])
