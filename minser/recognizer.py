@@ -147,7 +147,7 @@ def refuse_repeated_checkpoints(named: Sequence[object], files: Sequence[Path]) 
     A file that cannot be stat'ed is passed over: loading it reports it."""
     pair = first_repeated_file(files)
     if pair is not None:
-        raise ConfigError(f"{named[pair[1]]} and {named[pair[0]]} name the same checkpoint; name each checkpoint once")
+        raise ConfigError(f"{named[pair[0]]} and {named[pair[1]]} name the same checkpoint; name each checkpoint once")
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -223,7 +223,7 @@ def test_a_checkpoint_named_twice_is_refused_and_a_quantized_one_is_named(tmp_pa
     ckpt = tiny_checkpoint(tmp_path / "run" / "fold-1" / "best.pt", "cnn")
     run = tmp_path / "run"
     assert main([str(run), str(ckpt), "--format", "onnx", "--out", str(tmp_path / "e.onnx")]) == 2
-    assert f"error: {ckpt} and {run} name the same checkpoint; name each checkpoint once" in capsys.readouterr().err
+    assert f"error: {run} and {ckpt} name the same checkpoint; name each checkpoint once" in capsys.readouterr().err
     assert not (tmp_path / "e.onnx").exists()
     assert main([str(ckpt), "--quantize", "int8"]) == 0
     assert main([str(run / "fold-1" / "best.int8.pt"), "--quantize", "int8"]) == 2
