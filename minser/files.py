@@ -6,18 +6,24 @@ scripts write through it as well as training and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 from minser.errors import ConfigError
 
-__all__ = ["FILE_MODE", "atomic_write", "remove_temporaries", "write_json"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; folders are then not guarded against a second writer
+    fcntl = None
+
+__all__ = ["FILE_MODE", "LOCK_NAME", "atomic_write", "only_writer", "remove_temporaries", "write_json"]
 
 # The mode open() gives a new file (0o666 less the umask); mkstemp's temporary files are 0o600, which
 # would leave every result readable by its owner only. os.umask is the only portable way to read the
@@ -26,6 +32,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 _SUFFIX = ".tmp"  # of the temporary files, ".<name>.<random>.tmp"
+LOCK_NAME = ".minser.lock"  # the file :func:`only_writer` locks in a folder
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -76,3 +83,40 @@ def remove_temporaries(folder: str | os.PathLike, names: Iterable[str], older_th
     for path in left:
         path.unlink(missing_ok=True)
     return left
+
+
+@contextlib.contextmanager
+def only_writer(folder: str | os.PathLike, advice: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs, or raise ConfigError
+    ending in ``advice`` at once when another process holds it: two writers of one folder would overwrite
+    each other's files and delete each other's writes in progress as stale temporaries.
+
+    The lock is ``fcntl.flock`` on ``folder/.minser.lock``: the system releases it when its holder dies,
+    however it dies, so a killed run never leaves the folder locked. A folder this call created is
+    removed again if the block leaves nothing in it but the lock file. Yields ``folder`` as a Path.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+")
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {folder}: {exc.strerror or exc}; choose a folder you can write to") from exc
+    with handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ConfigError(f"{folder} is in use by {holder}; {advice}") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")  # named to the one refused
+            handle.flush()
+        try:
+            yield folder
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+                os.unlink(folder / LOCK_NAME)  # still holding the lock: nobody can be using the folder
+                folder.rmdir()

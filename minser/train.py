@@ -1338,10 +1338,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_config(config)
     config = dataclasses.replace(config, data=corpus_spec(config.data))
     out = _run_folder(config)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
+    # One writer per run folder: a second run (or --resume) in it would overwrite the first one's checkpoints
+    # and delete its writes in progress as stale. Under torchrun the job's rank 0 holds it for all its ranks.
+    guard = (files.only_writer(out, "wait for that run to end or give another --out") if torchrun_dist().main
+             else contextlib.nullcontext())
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(config, out)
+        with guard:
+            return _train(config, out)
     except KeyboardInterrupt as exc:
         raise RunInterrupted(out) from exc
     finally:
@@ -1385,8 +1392,6 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     check_impl(config.options.get("impl", "auto"), device)  # else the kernels refuse once training has started
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
     if dist.world > 1 and not config.out:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
     resumed = _check_resume(config, out) if config.resume else None  # the run's config.json

@@ -68,3 +68,41 @@ def test_a_write_that_fails_midway_names_the_file_and_keeps_the_old_one(tmp_path
     assert len(lines) == 2 and all(line.startswith(f"cannot write {path}: File too large; the old file") for line in lines), \
         done.stdout + done.stderr
     assert path.read_text() == '{\n  "wa": 1.0\n}\n' and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_only_writer_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    with files.only_writer(tmp_path / "run", "give another --out"):
+        (tmp_path / "run" / "config.json").write_text("{}")
+        with pytest.raises(ConfigError, match=rf"run is in use by process {os.getpid()}; give another --out$"):
+            with files.only_writer(tmp_path / "run", "give another --out"):
+                pass
+    with files.only_writer(tmp_path / "run", "x"):  # released with the block
+        pass
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".minser.lock", "config.json"]
+
+
+def test_only_writer_removes_a_folder_it_created_if_left_empty(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with files.only_writer(tmp_path / "a" / "run", "x"):
+            raise RuntimeError("failed before writing anything")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and not any((tmp_path / "a").iterdir())
+    (tmp_path / "kept").mkdir()
+    with files.only_writer(tmp_path / "kept", "x"):
+        pass
+    assert (tmp_path / "kept").is_dir()  # it existed before
+
+
+def test_a_killed_holder_leaves_the_folder_free(tmp_path: Path) -> None:
+    code = ("import sys, time; from minser import files\n"
+            "with files.only_writer(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=f"in use by process {holder.pid};"):
+            with files.only_writer(tmp_path, "x"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.only_writer(tmp_path, "x"):
+        pass

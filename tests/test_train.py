@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from minser import checkpoint
+from minser import checkpoint, files
 from minser.data import Corpus, Utterance
 from minser.errors import ConfigError, DataError
 from minser import train as train_module
@@ -685,6 +685,18 @@ def test_out_naming_a_file_is_refused(tmp_path: Path) -> None:
 def test_missing_manifest_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nowhere.csv"):
         main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()  # the run folder it made to lock is gone with nothing in it
+
+
+def test_a_run_folder_in_use_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """Two runs in one --out both passed the 'already holds a run' check until one had trained an epoch,
+    then overwrote each other's checkpoints; a --resume of a running run deleted its writes in progress."""
+    for extra in ([], ["--resume"]):
+        with files.only_writer(tmp_path / "run", "x"):
+            with pytest.raises(ConfigError, match=r"run is in use by process \d+; wait for that run to end or give "
+                                                  "another --out"):
+                main(["--model", "cnn", "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "run"),
+                      *extra])
 
 
 def _tool(name: str):
