@@ -49,6 +49,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():  # mkdir says only "File exists"
+            raise ConfigError(f"cannot write {path}: {blocker} is a file, not a folder; choose another "
+                              "folder") from exc
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     try:
         os.chmod(tmp, FILE_MODE)

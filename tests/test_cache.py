@@ -145,7 +145,19 @@ def test_unwritable_cache_warns_and_returns_features(tmp_path: Path, capsys: pyt
     features, _ = cached_features(corpus, SHORT, blocker / "cache", progress=False)
     np.testing.assert_array_equal(features, reference(corpus, SHORT)[0])
     err = capsys.readouterr().err
-    assert "cannot write the feature cache" in err and "give a writable cache folder (--cache-dir" in err
+    # Before: "give a writable cache folder" whatever the cause, and mkdir's bare "File exists".
+    assert f"the features are not cached, and the next run computes them again: cannot write {blocker}/cache/" in err
+    assert f"{blocker} is a file, not a folder; choose another folder (--cache-dir" in err
+
+
+def test_a_corpus_name_too_long_for_a_file_name_is_cut_in_the_cache_name(tmp_path: Path) -> None:
+    """The whole name went into the file name: 'File name too long' on every cache write, whatever the folder."""
+    corpus = make_corpus(tmp_path, n=2)
+    corpus = Corpus("é" * 200, corpus.labels, corpus.utterances)  # 400 bytes in UTF-8
+    path = cache.cache_path(corpus, SHORT, tmp_path / "cache")
+    assert path.name.startswith("é" * 60 + "-") and len(path.name.encode()) < 200
+    cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
+    assert path.is_file()
 
 
 def test_bad_audio_and_missing_files(tmp_path: Path) -> None:

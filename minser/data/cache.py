@@ -34,6 +34,9 @@ CACHE_FORMAT = 1
 BATCH = 32
 # A temporary cache file untouched this long is what a killed write left (a live write touches it often).
 STALE_SECONDS = 3600
+# Bytes of the corpus name kept in a cache file's name: with the key and atomic_write's temporary-file
+# affixes it stays under the 255 bytes a file name may have.
+NAME_BYTES = 120
 
 
 def default_cache_dir() -> Path:
@@ -68,7 +71,10 @@ def cache_key(corpus: Corpus, frontend: FrontEnd) -> str:
 def cache_path(corpus: Corpus, frontend: FrontEnd, cache_dir: str | Path | None = None) -> Path:
     """The cache file of ``corpus`` under ``frontend``: ``<cache_dir>/<corpus name>-<key[:20]>.npz``."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return folder / f"{corpus.name}-{cache_key(corpus, frontend)[:20]}.npz"
+    # The key tells files apart; the name is for people, cut so that the file name stays within the 255
+    # bytes file systems allow (a manifest named at length made every cache write fail).
+    name = corpus.name.encode()[:NAME_BYTES].decode(errors="ignore")
+    return folder / f"{name}-{cache_key(corpus, frontend)[:20]}.npz"
 
 
 def _read(path: Path, n: int, frontend: FrontEnd) -> tuple[np.ndarray, np.ndarray] | None:
@@ -161,6 +167,7 @@ def cached_features(
         _write_atomic(path, features, lengths)
     except (OSError, ConfigError) as exc:  # ConfigError: atomic_write found no writable folder there
         # The features are good; only reuse is lost, so warn instead of failing the run.
-        print(f"minser: cannot write the feature cache {path} ({exc}); give a writable cache folder (--cache-dir, "
-              "or cache_dir= in Python)", file=sys.stderr)
+        # The error names the cause and its remedy (a full disk, a file in the way); only reuse is lost.
+        print(f"minser: the features are not cached, and the next run computes them again: {exc} "
+              "(--cache-dir, or cache_dir= in Python, moves the cache)", file=sys.stderr)
     return features, lengths
