@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import socket
 import threading
 import zipfile
@@ -305,7 +306,26 @@ def test_a_failed_extraction_is_a_data_error_and_leaves_nothing(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(download.shutil, "copyfileobj", disk_full)
-    with pytest.raises(DataError, match=r"cannot extract the archive from .* \(No space left on device\); free space"):
+    # It named the staging folder inside tmp_path, deleted by the time the message was read.
+    with pytest.raises(DataError, match=rf"cannot extract the archive from .* into {re.escape(str(tmp_path))} "
+                                        r"\(No space left on device\); free space"):
+        download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_downloading_is_not_called_a_failed_download(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said 'cannot download EmoDB from URL (No space left on device)' and advised fetching it by hand."""
+    server.files["/download.zip"] = make_zip(WAVS)
+
+    class FullDisk(io.BytesIO):
+        def write(self, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "open", lambda self, mode="r", *a, **k: FullDisk() if "w" in mode else open(self, mode))
+    with pytest.raises(DataError, match=rf"^cannot save the download in {re.escape(str(tmp_path))} \(No space left "
+                                        r"on device\); free space there or choose another destination"):
         download_emodb(tmp_path, f"{server.url}/download.zip", sums=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -23,6 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from minser.audio import file_problem
 from minser.data.corpora import data_dir
@@ -65,7 +66,7 @@ def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
             total = int(response.headers.get("Content-Length") or 0)
             done, reported = 0, 0
             while chunk := response.read(_CHUNK):
-                handle.write(chunk)
+                _save(handle, chunk, target.parent)
                 done += len(chunk)
                 if progress and (done - reported >= max(total // 10, 4 << 20)):
                     reported = done
@@ -87,8 +88,19 @@ def _fetch(url: str, out: Path, progress: bool, target: Path) -> None:
                         "address of the archive") from exc
 
 
-def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
-    """Extract the archive's ``wav/*.wav`` members flat into ``wav_dir`` (names only: no path escapes)."""
+def _save(handle: BinaryIO, chunk: bytes, dest: Path) -> None:
+    """Write a downloaded chunk; a failure is this machine's (a full disk), named as such and not as a
+    failed download, whose advice (fetch the archive by hand) would hit the same disk."""
+    try:
+        handle.write(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot save the download in {dest} ({exc.strerror or exc}); free space there or "
+                        "choose another destination (--dest or MINSER_DATA)") from exc
+
+
+def _extract_wavs(archive: Path, wav_dir: Path, url: str, dest: Path) -> None:
+    """Extract the archive's ``wav/*.wav`` members flat into ``wav_dir`` (names only: no path escapes), a
+    staging folder inside ``dest``, which errors name (the staging folder is gone when they are read)."""
     try:
         with zipfile.ZipFile(archive) as zipped:
             members = [(m, _WAV_MEMBER.search(m.filename)) for m in zipped.infolist() if not m.is_dir()]
@@ -110,7 +122,7 @@ def _extract_wavs(archive: Path, wav_dir: Path, url: str) -> None:
             "the download is corrupt or the URL is wrong"
         ) from exc
     except OSError as exc:
-        raise DataError(f"cannot extract the archive from {url} into {wav_dir} ({exc.strerror or exc}); free space "
+        raise DataError(f"cannot extract the archive from {url} into {dest} ({exc.strerror or exc}); free space "
                         "there or choose another destination (--dest or MINSER_DATA)") from exc
 
 
@@ -226,7 +238,7 @@ def _download_into(dest: Path, url: str, sums: Mapping[str, str], progress: bool
             print(f"minser: downloading EmoDB from {url}", file=sys.stderr)
         archive = staging / "download.zip"
         _fetch(url, archive, progress, target)
-        _extract_wavs(archive, staging / "emodb" / "wav", url)
+        _extract_wavs(archive, staging / "emodb" / "wav", url, dest)
         problems = _verification_problems(staging / "emodb" / "wav", sums)
         if problems:  # named by the URL: the staging folder is removed below
             raise DataError(f"the EmoDB files of the archive from {url} fail verification: {problems}; "
