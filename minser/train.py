@@ -900,12 +900,17 @@ def resume_from(learner: Learner, path: Path) -> FoldProgress:
     return FoldProgress(last["history"], last["best"], last["epoch"])
 
 
-def _check_last_batch(fold: Fold, config: TrainConfig, dist: Dist) -> None:
-    """Every slice of the last, smaller batch must hold an utterance: raise ConfigError where one would not."""
-    slices, tail = dist.world * config.micro_batches, len(fold.train.y) % config.batch_size
-    if 0 < tail < slices:
-        raise ConfigError(f"fold {fold.name}: the last batch holds {tail} utterances, fewer than the {slices} slices "
-                          f"({dist.world} ranks x {config.micro_batches} micro-batches); change --batch-size")
+def check_last_batches(splits: Sequence[Split], config: TrainConfig, dist: Dist) -> None:
+    """Every slice of each fold's last, smaller batch must hold an utterance: raise ConfigError naming the
+    first fold where one would not. Checked before features are computed, not when that fold is reached."""
+    slices = dist.world * config.micro_batches
+    copies = 1 if config.noise_snr is None else 2  # every training utterance and its noise copy
+    for split in splits:
+        tail = len(split.train) * copies % config.batch_size
+        if 0 < tail < slices:
+            raise ConfigError(f"fold {split.name}: the last batch holds {tail} utterances, fewer than the {slices} "
+                              f"slices ({dist.world} ranks x {config.micro_batches} micro-batches); change "
+                              "--batch-size")
 
 
 def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist, device: torch.device,
@@ -917,7 +922,6 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
     (``--protocol all``) keeps its last epoch and, having no test utterances, has no WA/UA (None).
     """
     folder = Path(run["out"]) / f"fold-{fold.index + 1}"
-    _check_last_batch(fold, config, dist)
     torch.manual_seed(_seed_of(config.seed, fold.index))
     learner = make_learner(config, len(run["labels"]), fold.train.y, dist, device)
     progress = FoldProgress()
@@ -1411,6 +1415,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     crop_frames = _crop_frames(config, network, frontend)
     splits = make_splits(corpus, config)
+    check_last_batches(splits, config, dist)
     trained = trained_epochs(out) if config.resume else {}  # read once: the shrink check and the ETA use it
     _refuse_shrinking(config, out, trained, len(splits))
     speakers = known_speakers(corpus, "--speaker-norm", "drop --speaker-norm") if config.speaker_norm else None

@@ -581,6 +581,18 @@ def test_batches_cover_every_utterance_once(pad_to: str) -> None:
         assert BUCKET_BATCHES > 1
 
 
+def test_a_last_batch_too_small_to_slice_is_refused_before_features(tmp_path: Path, emodb_root: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """It was checked when the fold was reached: after the features, and under --folds 5 perhaps at fold 5."""
+    # 12 training utterances per fold and their noise copies: batches of 11, 11 and 2, cut into 3 slices.
+    args = ["--model", "cnn", *quick(tmp_path / "run", tmp_path / "cache"), "--batch-size", "11",
+            "--micro-batches", "3", "--epochs", "1"]
+    assert cli(args) == 2
+    assert ("error: fold random-0: the last batch holds 2 utterances, fewer than the 3 slices (1 ranks x 3 "
+            "micro-batches); change --batch-size") in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
 def test_run_restores_torch_settings(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     torch.set_num_threads(2)
     main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])  # --threads 1
