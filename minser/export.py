@@ -181,13 +181,18 @@ def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float |
     return files.atomic_write(path, lambda file: file.write(data)), difference
 
 
+# What a last.pt keeps for --resume alone: an int8 checkpoint serves the weights it names, and best/ema are
+# two more copies of the network (the file tripled).
+TRAINING_STATE = ("optimizer", "scaler", "rng", "best", "ema", "history", "world")
+
+
 def quantize_checkpoint(saved: dict[str, Any], path: str | Path, source: str | Path | None = None) -> Path:
     """Write ``saved`` (read from ``source``, named in errors) with ``"quantize": "int8"`` to ``path``
     atomically (see the module docstring)."""
     if saved.get("quantize") is not None:
         raise CheckpointError(f"{source or 'the checkpoint'} is already quantized ({saved['quantize']}); "
                               "quantize the float checkpoint it was made from")
-    content = {key: value for key, value in saved.items() if key not in ("format", "optimizer", "scaler", "rng")}
+    content = {key: value for key, value in saved.items() if key != "format" and key not in TRAINING_STATE}
     return checkpoint.save(path, **content, quantize="int8")
 
 

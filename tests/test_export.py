@@ -163,6 +163,19 @@ def test_int8_checkpoint_cli(tmp_path, capsys):
         quantize_checkpoint(saved, tmp_path / "twice.pt")
 
 
+def test_int8_of_a_last_checkpoint_drops_what_only_resume_reads(tmp_path):
+    """best and ema, two more copies of the weights, and the history went into the int8 file."""
+    ckpt = tiny_checkpoint(tmp_path / "ilt.pt", "ilt")
+    saved = checkpoint.load(ckpt)
+    weights = saved["state_dict"]
+    last = checkpoint.save(tmp_path / "last.pt", **{k: v for k, v in saved.items() if k != "format"},
+                           optimizer={}, rng=[{}], history=[{"loss": 1.0}], world=1,
+                           best={"state_dict": weights, "epoch": 1}, ema={"weights": weights})
+    int8 = checkpoint.load(quantize_checkpoint(checkpoint.load(last), tmp_path / "last.int8.pt"))
+    assert set(int8) == set(saved) | {"quantize"}
+    assert int8["state_dict"].keys() == weights.keys()
+
+
 def test_int8_quantizes_several_checkpoints_one_by_one(tmp_path, capsys):
     a, b = tiny_checkpoint(tmp_path / "a.pt", "cnn"), tiny_checkpoint(tmp_path / "b.pt", "ilt")
     assert main([str(a), str(b), "--quantize", "int8", "--out", str(tmp_path / "both.pt")]) == 2
