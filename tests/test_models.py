@@ -244,7 +244,8 @@ def test_ilt_fusion_weights() -> None:
     optimizer.step()
     weights = model.fusion_weights()
     assert weights["lstm"] != pytest.approx(0.5) and sum(weights.values()) == pytest.approx(1.0)
-    assert small("ilt", fusion="plus", alpha=0.65).fusion_weights() == pytest.approx({"lstm": 0.65, "transformer": 0.35})
+    # Exactly: results.json recorded float32's 0.6499999761581421 and 0.3499999940395355.
+    assert small("ilt", fusion="plus", alpha=0.65).fusion_weights() == {"lstm": 0.65, "transformer": 0.35}
     with pytest.raises(ConfigError, match="concat"):
         small("ilt", fusion="concat").fusion_weights()
 

@@ -420,12 +420,13 @@ class Fusion(nn.Module):
         """Width of the fused vector for inputs of width ``dim``."""
         return 2 * dim if self.kind == "concat" else dim
 
-    def weights(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(weight of L, weight of T)``, or ``None`` for ``"concat"``."""
+    def weights(self) -> tuple[torch.Tensor | float, torch.Tensor | float] | None:
+        """``(weight of L, weight of T)``: floats for ``"plus"`` (``alpha`` as given, not its float32
+        rounding), 0-dim tensors for ``"attention"``; ``None`` for ``"concat"``."""
         if self.kind == "concat":
             return None
         if self.scores is None:
-            return torch.tensor(self.alpha), torch.tensor(1.0 - self.alpha)
+            return self.alpha, 1.0 - self.alpha
         a_lstm, a_transformer = torch.softmax(self.scores, dim=0)
         return a_lstm, a_transformer
 

@@ -100,6 +100,11 @@ class Network(nn.Module):
             raise DataError(f"lengths must be ({x.shape[0]},) values <= {x.shape[2]} frames, got {lengths.tolist()}")
 
 
+def _number(weight: torch.Tensor | float) -> float:
+    """A fusion weight as a Python float (a trained one is a tensor that requires grad)."""
+    return float(weight.detach()) if isinstance(weight, torch.Tensor) else weight
+
+
 def _cnn(o: config.CNNOptions) -> CNN:
     return CNN(o.n_mels, o.channels, o.strides, o.pools, o.kernel_size, o.d_model, o.dropout)
 
@@ -237,7 +242,7 @@ class ILT(Network):
         weights = self.fusion.weights()
         if weights is None:
             raise ConfigError("fusion='concat' has no fusion weights; use fusion='plus' or 'attention'")
-        return {"lstm": weights[0].item(), "transformer": weights[1].item()}
+        return {"lstm": _number(weights[0]), "transformer": _number(weights[1])}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.prepare(x, lengths)
