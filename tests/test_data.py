@@ -346,6 +346,10 @@ def test_manifest_without_speaker_column(tmp_path: Path) -> None:
         ("path,label\na.wav,sad\x00\n", None, "line 2: a cell holds a NUL character; the file is damaged"),
         ("path,label,speaker\na.wav,sad,unknown\n", None,
          "line 2: speaker 'unknown' is how minser marks a speaker that is not known; give the speaker an id"),
+        ("path,label,speaker\na.wav,sad,Unknown\n", None, "line 2: speaker 'Unknown' is how minser marks"),  # was read
+        # were "header is []"
+        ("\n\npath,label\na.wav,sad\n", None, r"m\.csv line 1 is blank; the first line must be the header"),
+        ("", None, r"m\.csv is empty; give a header path,label"),
     ],
 )
 def test_manifest_errors(tmp_path: Path, text: str, labels: tuple[str, ...] | None, message: str) -> None:
@@ -398,6 +402,17 @@ def test_manifest_label_spelled_two_ways_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,label\na.wav,anger\nb.wav, sad \nc.wav,Anger\n")
     with pytest.raises(DataError, match=r"m\.csv: labels 'anger' \(line 2\) and 'Anger' \(line 4\) differ only in "
                                         r"case; spell each label one way"):
+        load_manifest(tmp_path / "m.csv")
+
+
+@pytest.mark.parametrize("column", ["speaker", "session"])
+def test_manifest_speaker_or_session_spelled_two_ways_is_refused(tmp_path: Path, column: str) -> None:
+    """'anna' and 'Anna' were two speakers: leave-one-speaker-out tested on a voice it had trained on."""
+    for name in "abc":
+        write_wav(tmp_path / f"{name}.wav")
+    (tmp_path / "m.csv").write_text(f"path,label,{column}\na.wav,anger,anna\nb.wav,sad,bo\nc.wav,sad,Anna\n")
+    with pytest.raises(DataError, match=rf"m\.csv: {column}s 'anna' \(line 2\) and 'Anna' \(line 4\) differ only "
+                                        rf"in case; spell each {column} one way"):
         load_manifest(tmp_path / "m.csv")
 
 

@@ -369,7 +369,13 @@ def _manifest_rows(csv_path: Path) -> list[tuple[dict[str, str], int]]:
     """The rows of a CSV manifest as ``({column: cell}, line number)``, column names lower-cased, cells stripped."""
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
         reader = csv.DictReader(handle)
-        header = [c.strip() for c in reader.fieldnames or []]
+        if reader.fieldnames is None:
+            raise DataError(f"manifest {csv_path} is empty; give a header path,label[,speaker[,session]] and a row "
+                            "per utterance")
+        header = [c.strip() for c in reader.fieldnames]
+        if not any(header):  # csv reads a blank first line as the header: "header is []" hid the real one below
+            raise DataError(f"manifest {csv_path} line 1 is blank; the first line must be the header "
+                            "path,label[,speaker[,session]]: delete the blank lines above it")
         columns = [_column(c) for c in header]
         if "path" not in columns or "label" not in columns:
             separator = next((name for sep, name in (("\t", "tabs"), (";", "semicolons"))
@@ -420,8 +426,8 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
     session) cell raises DataError naming its line. A file listed twice (under any name:
     ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``,
-    ``anger``) raises DataError naming the lines, as do cells past the header's columns (an unquoted
-    comma), a NUL character, and the speaker ``"unknown"`` (minser's mark of a missing speaker). Other
+    ``anger``), and so a speaker or session, raises DataError naming the lines, as do cells past the header's columns (an unquoted
+    comma), a NUL character, and the speaker ``"unknown"`` in any case (minser's mark of a missing speaker). Other
     named columns are not read, with a warning; columns without a name (trailing commas) are ignored.
     """
     csv_path = Path(csv_path)
@@ -437,7 +443,8 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     # File id -> line and path cell listing it first: a file listed twice could land in both the training and the
     # test part.
     listed: dict[tuple[int, int], tuple[int, str]] = {}
-    first_lines: dict[str, int] = {}  # label -> line of its first row
+    # Column -> {cell -> line of its first row}: a value spelled two ways is refused for each of them.
+    first_lines: dict[str, dict[str, int]] = {column: {} for column in ("label", *MANIFEST_COLUMNS[2:])}
     for row, line_number in rows:
         where = f"manifest {csv_path} line {line_number}"
         if not row["path"] or not row["label"]:
@@ -452,23 +459,28 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
         if first != line_number:  # the cells as written: "a.wav" and "./a.wav" are one path to pathlib
             raise DataError(f"manifest {csv_path} lines {first} and {line_number} both list one file, as "
                             f"{first_cell!r} and {row['path']!r}; list each file once")
-        first_lines.setdefault(row["label"], line_number)
+        for column, lines in first_lines.items():
+            if row.get(column):
+                lines.setdefault(row[column], line_number)
         for column in MANIFEST_COLUMNS[2:]:
             # One "unknown" group of unrelated people would pass for a speaker under leave-one-speaker-out.
             if column in row and not row[column]:
                 raise DataError(f"{where}: empty {column} cell; fill in every {column}, or drop the {column} column "
                                 "if it is not known")
-        if row.get("speaker") == UNKNOWN_SPEAKER:
-            raise DataError(f"{where}: speaker {UNKNOWN_SPEAKER!r} is how minser marks a speaker that is not known; "
+        if row.get("speaker", "").casefold() == UNKNOWN_SPEAKER:
+            raise DataError(f"{where}: speaker {row['speaker']!r} is how minser marks a speaker that is not known; "
                             "give the speaker an id, or drop the speaker column if the speakers are not known")
         utterances.append(Utterance(path, row["label"], row.get("speaker") or UNKNOWN_SPEAKER, row.get("session")))
     if not utterances:
         raise DataError(f"manifest {csv_path} lists no utterances; add rows path,label[,speaker]")
-    clash = _spelled_twice(first_lines)
-    if clash is not None:
-        a, b = clash
-        raise DataError(f"manifest {csv_path}: labels {a!r} (line {first_lines[a]}) and {b!r} (line {first_lines[b]}) "
-                        "differ only in case; spell each label one way")
+    for column, lines in first_lines.items():
+        # Two spellings of one label change the classes; of one speaker or session, they make two groups of one
+        # person, and leaving one out would test on a voice it trained on.
+        clash = _spelled_twice(lines)
+        if clash is not None:
+            a, b = clash
+            raise DataError(f"manifest {csv_path}: {column}s {a!r} (line {lines[a]}) and {b!r} (line {lines[b]}) "
+                            f"differ only in case; spell each {column} one way")
     order = tuple(labels) if labels is not None else tuple(sorted({u.label for u in utterances}))
     return Corpus(csv_path.stem, order, utterances)
 
