@@ -448,12 +448,30 @@ def _groups(corpus: Corpus, protocol: str) -> np.ndarray:
         groups = known_speakers(corpus, "--protocol speaker", "use --protocol random")
     else:
         groups = corpus.sessions()
+        _refuse_speakers_in_two_sessions(corpus, groups)
     names = np.unique(groups)
     if names.size == 1:
         raise DataError(f"{corpus.name}: the corpus has only one {protocol}, {str(names[0])!r}; --protocol {protocol} "
                         f"(leave-one-{protocol}-out) needs at least two, one to test on and others to train on; "
                         "use --protocol random")
     return groups
+
+
+def _refuse_speakers_in_two_sessions(corpus: Corpus, sessions: np.ndarray) -> None:
+    """DataError naming a speaker recorded in two sessions (a manifest's columns; IEMOCAP's loader refuses
+    it): leave-one-session-out would test on a speaker it trained on. Unknown speakers are not compared."""
+    from minser.data.corpora import UNKNOWN_SPEAKER
+
+    first: dict[str, int] = {}
+    for index, speaker in enumerate(corpus.speakers()):
+        if speaker == UNKNOWN_SPEAKER:
+            continue
+        seen = first.setdefault(speaker, index)
+        if sessions[seen] != sessions[index]:
+            raise DataError(f"{corpus.name}: speaker {str(speaker)!r} is in sessions {str(sessions[seen])!r} "
+                            f"({corpus.utterances[seen].path}) and {str(sessions[index])!r} "
+                            f"({corpus.utterances[index].path}), so leave-one-session-out would test on a voice it "
+                            "trained on; use --protocol speaker, or fix the session column")
 
 
 def known_speakers(corpus: Corpus, option: str, instead: str) -> np.ndarray:

@@ -380,6 +380,17 @@ def test_leave_one_group_out_needs_every_group(speakers: list[str], sessions: li
         train_module.make_splits(_corpus(speakers, sessions), TrainConfig(protocol=protocol))
 
 
+def test_leave_one_session_out_refuses_a_speaker_in_two_sessions() -> None:
+    """A manifest's session column was taken as it was: session S1 was tested on the speaker it trained on in S2."""
+    corpus = _corpus(["a", "b", "a", "b"] * 3, ["s1", "s2", "s2", "s2"] * 3)
+    with pytest.raises(DataError, match=r"^toy: speaker 'a' is in sessions 's1' \(0\.wav\) and 's2' \(2\.wav\), so "
+                                        "leave-one-session-out would test on a voice it trained on; use --protocol"):
+        train_module.make_splits(corpus, TrainConfig(protocol="session"))
+    train_module.make_splits(corpus, TrainConfig(protocol="speaker"))  # speakers are whole groups there
+    unknown = _corpus(["unknown"] * 12, ["s1", "s2", "s3"] * 4)  # sessions without speakers: nothing to compare
+    train_module.make_splits(unknown, TrainConfig(protocol="session"))
+
+
 @pytest.mark.parametrize("protocol", ["speaker", "session"])
 def test_a_fold_without_validation_utterances_is_refused(protocol: str) -> None:
     """Before, such a fold trained without selecting an epoch and scored no test part, and the run's summary
