@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile
 
-from minser.errors import AudioError
+from minser.errors import AudioError, ConfigError
 
 SAMPLE_RATE = 16000
 SECONDS = 7.5
@@ -404,8 +404,12 @@ def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator | 
     The noise is scaled so that ``10 * log10(mean(wave**2) / mean(noise**2)) == snr_db`` holds for
     the noise actually drawn (not just in expectation), per utterance for a ``(batch, samples)`` batch.
     ``rng`` is a ``numpy.random.Generator`` or a seed. Silent audio has no defined SNR and raises
-    :class:`AudioError`, as does noise so loud that samples reach past :data:`MAX_PEAK`.
+    :class:`AudioError`, as does noise so loud that samples reach past :data:`MAX_PEAK`; an SNR that is not
+    a finite number raises :class:`ConfigError`.
     """
+    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float, np.number)) or not np.isfinite(snr_db):
+        # inf returned the clean wave as its "noisy copy"; NaN and -inf were said to overflow the samples
+        raise ConfigError(f"snr_db={snr_db!r}: give a finite signal-to-noise ratio in dB (training uses 30)")
     wave = check_wave(wave)
     rng = np.random.default_rng(rng)
     signal_power = np.mean(np.square(wave, dtype=np.float64), axis=-1, keepdims=True)

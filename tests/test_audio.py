@@ -13,7 +13,7 @@ import soundfile
 from scipy.signal import resample_poly
 
 from minser.audio import AUDIO_SUFFIXES, add_white_noise, check_wave, fit_length, load, min_samples, resample
-from minser.errors import AudioError
+from minser.errors import AudioError, ConfigError
 
 
 def _tone(freq: float, sr: int, seconds: float = 0.5) -> np.ndarray:
@@ -376,6 +376,13 @@ def test_white_noise_refuses_an_snr_that_buries_the_signal_past_float_range() ->
     assert np.abs(add_white_noise(wave, -20.0, 0)).max() < 16  # loud noise, still audio
     with pytest.raises(AudioError, match=r"^white noise at -200 dB SNR takes the samples to .*give a higher SNR"):
         add_white_noise(wave, -200.0, 0)
+
+
+@pytest.mark.parametrize("snr_db", [float("inf"), float("nan"), float("-inf"), "30", None])
+def test_white_noise_needs_a_finite_snr(snr_db: object) -> None:
+    """inf returned the clean wave as the noisy copy; NaN and -inf were blamed on samples past float range."""
+    with pytest.raises(ConfigError, match=r"^snr_db=.*: give a finite signal-to-noise ratio in dB"):
+        add_white_noise(_tone(440, 16000), snr_db, 0)
 
 
 @pytest.mark.parametrize("rate", [1, 999, 9_999_991])
