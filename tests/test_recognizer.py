@@ -349,7 +349,7 @@ def test_an_ensemble_naming_one_checkpoint_twice_is_refused(tmp_path, tiny):
     os.link(tiny, run / "fold-1" / "best.pt")
     other = save_tiny(tmp_path / "other.pt", seed=1)
     for twice in ([tiny, other, tiny], [tiny, run]):
-        with pytest.raises(ConfigError, match=rf"^{re.escape(str(twice[-1]))} and {re.escape(str(tiny))} name the "
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(tiny))} and {re.escape(str(twice[-1]))} name the "
                                               "same checkpoint; name each checkpoint once$"):
             Recognizer.load(twice)
     with pytest.raises(ConfigError, match=r"^None \(the shipped default\) and None \(the shipped default\) name"):
