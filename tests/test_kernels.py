@@ -81,6 +81,35 @@ def test_attention_without_lengths_is_softmax_attention():
     torch.testing.assert_close(attention(q, k, v, impl="torch"), expected)
 
 
+def test_the_reference_keeps_float32_accumulation_under_autocast():
+    """Autocast recast the float32 operands of matmul and einsum to bfloat16: float32 inputs came back as
+    float32 with bfloat16's error (5e-3 instead of 3e-7), and the Triton kernels, float32 inside, disagreed."""
+    torch.manual_seed(0)
+    q, k, v = (t.detach() for t in _attention_inputs(torch.float32, Lq=37, Lk=45, D=16))
+    h, w = torch.randn(3, 40, 16), torch.randn(16)
+    lengths = torch.tensor([45, 20])
+    with torch.no_grad():
+        plain = attention(q, k, v, key_lengths=lengths, impl="torch"), attention_pool(h, w, impl="torch")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.matmul(q, k.transpose(-1, -2)).dtype == torch.bfloat16  # autocast is on
+            cast = attention(q, k, v, key_lengths=lengths, impl="torch"), attention_pool(h, w, impl="torch")
+    torch.testing.assert_close(cast[0], plain[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(cast[1], plain[1], rtol=0, atol=1e-6)
+
+
+def test_the_reference_promotes_mixed_dtypes_to_the_widest():
+    """float64 queries with float32 keys raised 'expected scalar type Float but found Double'."""
+    q, k, v = _attention_inputs(torch.float64)
+    lengths = torch.tensor([7, 3])
+    out = attention(q, k.float(), v.float(), key_lengths=lengths, impl="torch")
+    assert out.dtype == torch.float64
+    expected = attention(q, k.float().double(), v.float().double(), key_lengths=lengths, impl="torch")
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    h, w = torch.randn(2, 5, 4), torch.randn(4, dtype=torch.float64)
+    pooled, _ = attention_pool(h, w, impl="torch")
+    torch.testing.assert_close(pooled, attention_pool(h.double(), w, impl="torch")[0].float(), rtol=0, atol=0)
+
+
 def test_attention_pool_weights_sum_to_one_on_valid_steps():
     h, w = torch.randn(3, 6, 4), torch.randn(4)
     pooled, weights = attention_pool(h, w, lengths=torch.tensor([6, 0, 3]), impl="auto")
