@@ -179,9 +179,10 @@ def int32_indexable(*tensors: torch.Tensor) -> bool:
 
 
 def int32_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
-    """``lengths`` as the kernels read them, int32 on ``device``; clipped to ``size`` first, as a length past
-    the sequence means all of it and a cast alone would wrap 2**31 to a negative length."""
-    return lengths.to(device=device, dtype=torch.int64).clamp(max=size).to(torch.int32)
+    """``lengths`` as the kernels read them, int32 on ``device``; clipped to ``[0, size]`` first, as a length
+    past the sequence means all of it, one below 0 none of it, and a cast alone would wrap 2**31 to a
+    negative length and -2**31 - 1 to a positive one."""
+    return lengths.to(device=device, dtype=torch.int64).clamp(min=0, max=size).to(torch.int32)
 
 
 def attention_covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:

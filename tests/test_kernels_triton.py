@@ -78,13 +78,17 @@ def test_attention_empty_and_overlong_lengths_give_reference_and_zeros(dtype, he
 
 
 def test_lengths_beyond_int32_mean_every_key_and_step():
-    """The kernels take int32 lengths; 2**31 and 2**32 + 4 must not wrap to negative or to 4."""
-    q, k, v = _randn(2, 1, 5, 16, dtype=torch.float32), _randn(2, 1, 9, 16, dtype=torch.float32), _randn(
-        2, 1, 9, 16, dtype=torch.float32)
-    huge = torch.tensor([2**31, 2**32 + 4], device=DEVICE)
-    torch.testing.assert_close(attention(q, k, v, key_lengths=huge, impl="triton"), attention(q, k, v, impl="torch"))
-    h, w = _randn(2, 9, 16, dtype=torch.float32), torch.randn(16, device=DEVICE)
-    torch.testing.assert_close(attention_pool(h, w, lengths=huge, impl="triton"), attention_pool(h, w, impl="torch"))
+    """The kernels take int32 lengths; 2**31 and 2**32 + 4 must not wrap to negative or to 4, nor
+    -2**31 - 1 to 2**31 - 1 (every key instead of none)."""
+    q, k, v = _randn(3, 1, 5, 16, dtype=torch.float32), _randn(3, 1, 9, 16, dtype=torch.float32), _randn(
+        3, 1, 9, 16, dtype=torch.float32)
+    huge = torch.tensor([2**31, 2**32 + 4, -(2**31) - 1], device=DEVICE)
+    sane = torch.tensor([9, 9, 0], device=DEVICE)
+    torch.testing.assert_close(attention(q, k, v, key_lengths=huge, impl="triton"),
+                               attention(q, k, v, key_lengths=sane, impl="torch"))
+    h, w = _randn(3, 9, 16, dtype=torch.float32), torch.randn(16, device=DEVICE)
+    torch.testing.assert_close(attention_pool(h, w, lengths=huge, impl="triton"),
+                               attention_pool(h, w, lengths=sane, impl="torch"))
 
 
 def test_non_finite_padding_gives_what_the_reference_gives():
@@ -159,6 +163,29 @@ def test_attention_reads_strided_inputs_and_gradients():
         grads[impl] = (out, x.grad.clone())
     for name, a, b in zip(("out", "dx"), grads["triton"], grads["torch"]):
         _close(a, b, torch.float16, name)
+
+
+def test_output_gradients_and_inputs_strided_along_their_last_axis_are_read_right():
+    """The wrappers copy a `do` or an `h` whose last axis is strided; nothing tested it (dropping the copy
+    gave errors of 2 to 3 while every test passed): transposed views make that axis strided."""
+    B, H, L, D = 2, 2, 24, 16
+    q, k, v = (_randn(B, H, L, D, dtype=torch.float32) for _ in range(3))
+    grad = _randn(B, H, D, L, dtype=torch.float32).transpose(2, 3)
+    assert grad.stride(-1) != 1
+    triton_out, torch_out = _run(attention, (q, k, v), (grad,), key_lengths=torch.tensor([24, 9], device=DEVICE))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), triton_out, torch_out):
+        _close(a, b, torch.float32, name)
+    x, w = _randn(B, D, L, dtype=torch.float32), torch.randn(D, device=DEVICE)  # h = x.transpose(1, 2)
+    results = {}
+    for impl in ("triton", "torch"):
+        leaf = x.clone().requires_grad_(True)
+        h = leaf.transpose(1, 2)
+        assert h.stride(-1) != 1
+        pooled, weights = attention_pool(h, w, lengths=torch.tensor([24, 7], device=DEVICE), impl=impl)
+        (pooled.pow(2).sum() + weights.sum()).backward()
+        results[impl] = (pooled, weights, leaf.grad)
+    for name, a, b in zip(("pooled", "weights", "dx"), results["triton"], results["torch"]):
+        _close(a, b, torch.float32, name)
 
 
 def test_misaligned_inputs_give_the_same_result():
