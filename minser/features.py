@@ -27,8 +27,8 @@ import scipy.sparse
 from minser.audio import check_wave
 from minser.errors import AudioError, ConfigError
 
-__all__ = ["MAX_SECONDS", "FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank", "mel_power", "mel_to_hz",
-           "power_to_db"]
+__all__ = ["MAX_SECONDS", "FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank",
+           "mel_power", "mel_to_hz", "power_to_db"]
 
 # Threads for the FFT: the CPUs this process may run on (taskset, container CPU sets), not the host's.
 # Longest utterance a front end pads or cuts to, 80 times the paper's 7.5 s: beyond it a damaged or edited
@@ -280,8 +280,8 @@ class FrontEnd:
     """Front-end settings; the defaults are the paper's (40 x 750 log-Mel of 7.5 s at 16 kHz).
 
     Times: ``win_length`` and ``n_fft`` 400 samples (25 ms), ``hop_length`` 160 samples (10 ms),
-    ``seconds`` 7.5 s per utterance (at most :data:`MAX_SECONDS`); ``fmin``/``fmax`` in Hz (``fmax=None`` is ``sample_rate / 2``);
-    ``amin`` is the power floor of the dB step.
+    ``seconds`` 7.5 s per utterance (at most :data:`MAX_SECONDS`); ``fmin``/``fmax`` in Hz (``fmax=None``
+    is ``sample_rate / 2``); ``amin`` is the power floor of the dB step.
     """
 
     sample_rate: int = 16000

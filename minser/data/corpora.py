@@ -425,9 +425,10 @@ def load_manifest(csv_path: str | Path, labels: Sequence[str] | None = None) -> 
     found. Column names are read in any case (``Speaker`` is the speaker column). A missing
     speaker column makes every speaker ``"unknown"``; where the column is given, an empty speaker (or
     session) cell raises DataError naming its line. A file listed twice (under any name:
-    ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label spelled two ways (``Anger``,
-    ``anger``), and so a speaker or session, raises DataError naming the lines, as do cells past the header's columns (an unquoted
-    comma), a NUL character, and the speaker ``"unknown"`` in any case (minser's mark of a missing speaker). Other
+    ``a.wav``, ``./a.wav``, a symlink or hard link to it) or a label, speaker or session spelled two ways
+    (``Anger``, ``anger``) raises DataError naming the lines, as do cells past the header's columns (an
+    unquoted comma), a NUL character, and the speaker ``"unknown"`` in any case (minser's mark of a
+    missing speaker). Other
     named columns are not read, with a warning; columns without a name (trailing commas) are ignored.
     """
     csv_path = Path(csv_path)
