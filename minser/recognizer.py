@@ -23,7 +23,7 @@ Input handling (needs only torch, numpy, scipy and soundfile):
 - Audio of at most the network's 7.5 s is scored in one pass: zero-padded, with the valid frame
   count passed as ``lengths`` when the checkpoint was trained that way (``pad_to="batch"``).
   Audio shorter than the network's minimum (``model.min_frames``: 15 frames, 0.14 s, for the
-  default CNN) is scored as if it were padded with silence up to that minimum.
+  shipped default ILT, whose CNN sets it) is scored as if it were padded with silence up to that minimum.
 - Longer audio is scored over sliding windows of 7.5 s with a 50% hop (3.75 s); the last window is
   aligned with the end of the audio so every sample is seen. The label probabilities are the
   mean of the windows' probabilities (softmax of each window's logits).
