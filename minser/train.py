@@ -286,7 +286,9 @@ def check_config(config: TrainConfig) -> None:
 
     if config.model not in MODELS:
         raise ConfigError(f"--model {config.model!r} is unknown; valid models: {', '.join(sorted(MODELS))}")
-    for name, minimum in (("epochs", 1), ("batch_size", 1), ("micro_batches", 1), ("threads", 1), ("folds", 1), ("subset", 1)):
+    # Seeds >= 0: NumPy's SeedSequence refuses negative ones, which ended the run in a traceback at the splits.
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("micro_batches", 1), ("threads", 1), ("folds", 1),
+                          ("subset", 1), ("seed", 0), ("split_seed", 0)):
         value = getattr(config, name)
         if value is not None and value < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} {value}: give an integer >= {minimum}")

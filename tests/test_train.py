@@ -300,7 +300,10 @@ def test_learning_rate_schedules() -> None:
                                            (["--weight-decay", "inf"], "--weight-decay inf: give a finite"),
                                            # one slice left empty: a traceback under --pad-to batch before
                                            (["--batch-size", "8", "--micro-batches", "9"],
-                                            "--micro-batches 9 is more than --batch-size 8; give at least one")])
+                                            "--micro-batches 9 is more than --batch-size 8; give at least one"),
+                                           # a ValueError traceback from NumPy at the splits before
+                                           (["--seed", "-1"], "--seed -1: give an integer >= 0"),
+                                           (["--split-seed", "-1"], "--split-seed -1: give an integer >= 0")])
 def test_bad_training_options_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
@@ -917,6 +920,14 @@ def test_balanced_class_weights_make_every_class_count_alike() -> None:
 def test_crop_needs_length_aware_batches() -> None:
     with pytest.raises(ConfigError, match="--crop needs --pad-to batch"):
         parse_args(["--model", "cnn", "--crop", "2"])
+
+
+def test_reproduce_refuses_protocol_all_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--protocol all trained the row, then the table crashed on its WA of None (TypeError)."""
+    with pytest.raises(SystemExit) as exit_info:
+        _tool("reproduce").main(["--protocol", "all", "--out", str(tmp_path / "rep")])
+    assert exit_info.value.code == 2 and "invalid choice: 'all'" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
 
 
 def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cache: Path, tmp_path: Path,

@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="emodb", help="corpus: emodb, iemocap, a CSV manifest or a folder")
     p.add_argument("--classes", type=int, choices=(4, 7),
                    help="EmoDB classes: 4 or 7 (default: 4; a manifest or folder takes its classes from its labels)")
-    p.add_argument("--protocol", default="random", help="random, speaker or session (see minser.train)")
+    # Not "all": it has no test part, so no WA/UA for the table (the row trained, then the table crashed).
+    p.add_argument("--protocol", default="random", choices=("random", "speaker", "session"),
+                   help="random, speaker or session (see minser.train)")
     p.add_argument("--epochs", type=int, default=100, help="epochs per fold")
     p.add_argument("--folds", type=int, help="run only the first N folds")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (of the first member with --members)")
