@@ -24,7 +24,8 @@ def _outside_autocast(op: _F) -> _F:
     @functools.wraps(op)
     def run(first: torch.Tensor, *args, **kwargs):
         device = first.device.type
-        if not torch.amp.is_autocast_available(device):  # "meta" (shape tracing) has no autocast to turn off
+        # Entered only when autocast is on: "meta" (shape tracing) has none, and the plain path pays nothing.
+        if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
             return op(first, *args, **kwargs)
         with torch.autocast(device, enabled=False):
             return op(first, *args, **kwargs)
