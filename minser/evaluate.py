@@ -7,7 +7,9 @@
 A checkpoint carries its model spec, class names, front-end settings and the data and test
 split it was trained with, so no other input is needed. Without ``--data`` (or with the
 training corpus, in any of its class sets) each checkpoint is scored on its own fold's test
-utterances, which reproduces ``results.json``; with another corpus (or ``--all``) on every
+utterances under the run's ``--precision``, which reproduces ``results.json`` on the device type it
+was trained on (``auto`` is bf16 autocast on CUDA but float32 on the CPU, so a GPU run rescored on the
+CPU can move an utterance or two); with another corpus (or ``--all``) on every
 utterance whose label the model knows. WA and UA are in percent. Several runs or files are scored
 as an ensemble: fold by fold, the class of highest mean softmax probability over the members.
 """
@@ -163,9 +165,13 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     # As in training: an utterance shorter than the network takes is read on into its padding.
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick],
                     torch.from_numpy(targets)).at_least(model.min_frames)
-    pad_to = saved.get("train", {}).get("pad_to", "full")
+    trained = saved.get("train", {})
     files = [corpus.utterances[i].path for i in index]
-    return saved, files, targets, class_logits(model, items, batch_size=batch_size, pad_to=pad_to, device=device)
+    # Scored as training scored its validation and test splits: under the run's autocast (bf16 by default
+    # on CUDA), which can move an argmax that float32 would not.
+    return saved, files, targets, class_logits(model, items, batch_size=batch_size,
+                                               pad_to=trained.get("pad_to", "full"), device=device,
+                                               precision=trained.get("precision", "fp32"))
 
 
 def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | None = None, classes: int | None = None,

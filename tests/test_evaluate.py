@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from minser.errors import CheckpointError, ConfigError
-from minser.evaluate import checkpoints_of, evaluate, evaluate_checkpoint, main
+from minser.evaluate import _member_logits, checkpoints_of, evaluate, evaluate_checkpoint, main
 from minser.train import main as train
 from minser.train import parse_args, score
 
@@ -291,3 +291,17 @@ def test_targets_follow_the_checkpoints_class_order_not_the_corpus() -> None:
     assert index.tolist() == [0, 1, 2, 3, 4] and targets.tolist() == [0, 2, 1, 2, 0]
     index, targets = _scored_items({"labels": ["neutral", "happiness", "anger"]}, corpus, np.array([4, 1]), False)
     assert index.tolist() == [4, 1] and targets.tolist() == [0, 2]
+
+
+def test_rescoring_uses_the_runs_precision(emodb_root: Path, tmp_path: Path) -> None:
+    # Training scores validation and test under the run's autocast; float32 rescoring moved argmaxes.
+    out = tmp_path / "bf16"
+    train([*TINY_RUN, "--precision", "bf16", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    results = json.loads((out / "results.json").read_text())
+    scored = evaluate(out, cache_dir=str(tmp_path / "cache"))
+    assert [f["confusion"] for f in scored["folds"]] == [f["confusion"] for f in results["folds"]]
+    # The logits come out of the classifier's bf16 matmul, as they did in training (float32 ones are not bf16
+    # numbers: the confusion above agrees by luck on so few utterances).
+    *_, logits = _member_logits(out / "fold-1" / "best.pt", None, None, everything=False, device="cpu",
+                                batch_size=64, cache_dir=str(tmp_path / "cache"))
+    assert torch.equal(logits, logits.bfloat16().float())
