@@ -69,7 +69,7 @@ from minser.audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_peak, check_wa
                           min_samples, resample)
 from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd, extract
-from minser.speakers import speaker_statistics, standardise
+from minser.speakers import checked_speaker_stats, speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
            "default_checkpoint", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints",
@@ -321,10 +321,7 @@ class Recognizer:
         cut into non-overlapping windows of 7.5 s (a piece shorter than one analysis window is
         dropped); the returned copy shares the network and standardises its inputs with them.
         """
-        if not self.speaker_norm:
-            raise CheckpointError(f"{self.source or 'checkpoint'}: was trained without --speaker-norm, so it takes "
-                                  "no speaker statistics; label without enrolling (predict, or minser.predict "
-                                  "without --enrol)")
+        self._refuse_unless_speaker_norm()
         if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
         if not isinstance(recordings, (Sequence, np.ndarray)):
@@ -349,12 +346,24 @@ class Recognizer:
         stats = speaker_statistics(features, lengths, np.array(["enrolled"] * len(pieces)))["enrolled"]
         return self.with_speaker_stats(stats)
 
-    def with_speaker_stats(self, stats: list[list[float]]) -> Recognizer:
+    def with_speaker_stats(self, stats: Sequence[Sequence[float]]) -> Recognizer:
         """A copy, sharing the network, that standardises its inputs with ``stats`` (``[mean, std]`` per
-        Mel band, as :meth:`for_speaker` computes them)."""
+        Mel band, as :meth:`for_speaker` computes them: ``(2, n_mels)`` finite numbers, std > 0).
+
+        Raises:
+            CheckpointError: the network was trained without ``--speaker-norm``.
+            ConfigError: ``stats`` of another shape, or not finite, or a std <= 0.
+        """
+        self._refuse_unless_speaker_norm()
         enrolled = copy.copy(self)
-        enrolled.speaker_stats = stats
+        enrolled.speaker_stats = checked_speaker_stats(stats, self.frontend.n_mels)
         return enrolled
+
+    def _refuse_unless_speaker_norm(self) -> None:
+        if not self.speaker_norm:
+            raise CheckpointError(f"{self.source or 'checkpoint'}: was trained without --speaker-norm, so it takes "
+                                  "no speaker statistics; label without enrolling (predict, or minser.predict "
+                                  "without --enrol)")
 
     def check_enrolled(self) -> None:
         """Raise CheckpointError, saying how to enrol, when a ``--speaker-norm`` network has no speaker yet."""
@@ -413,12 +422,31 @@ class Recognizer:
     @torch.no_grad()
     def logits(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``
-        (standardised with the enrolled speaker's statistics first for a ``--speaker-norm`` network)."""
+        (standardised with the enrolled speaker's statistics first for a ``--speaker-norm`` network).
+
+        ``features`` may be any float array or tensor (computed in float32); ConfigError for other shapes
+        or lengths outside ``1..frames``."""
+        features, lengths = self._checked_features(features, lengths)
         if self.speaker_norm:
             self.check_enrolled()
             features = standardise(features, self.speaker_stats)
         network = ServedNetwork(self.model, self.pass_lengths, self.min_frames)
         return network(torch.from_numpy(self.cut(features, lengths)), torch.as_tensor(lengths)).float().numpy()
+
+    def _checked_features(self, features: object, lengths: object) -> tuple[np.ndarray, np.ndarray]:
+        """``features`` as float32 ``(batch, n_mels, frames)`` and ``lengths`` as int64 ``(batch,)``, checked."""
+        x, n = np.asarray(_numpy(features)), np.asarray(_numpy(lengths))
+        bands = self.frontend.n_mels
+        if x.ndim != 3 or x.shape[1] != bands or not np.issubdtype(x.dtype, np.floating):
+            raise ConfigError(f"logits: features of shape {x.shape} and dtype {x.dtype}; expected floats "
+                              f"(batch, {bands}, frames), e.g. from minser.features.extract (one utterance: "
+                              "features[None])")
+        if n.shape != x.shape[:1] or not np.issubdtype(n.dtype, np.integer):
+            raise ConfigError(f"logits: lengths of shape {n.shape} and dtype {n.dtype}; expected {x.shape[0]} "
+                              "integers, the valid frames of each utterance")
+        if n.size and not ((n >= 1) & (n <= x.shape[2])).all():
+            raise ConfigError(f"logits: lengths {n.tolist()} outside 1 to {x.shape[2]} (the frames given)")
+        return x.astype(np.float32, copy=False), n.astype(np.int64, copy=False)
 
     def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``features (batch, n_mels, frames)`` cut to the frames the network reads: up to the longest of

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from minser.errors import CheckpointError, DataError
+from minser.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from minser.splits import Split
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 # dB: a band that is (nearly) constant for a speaker, e.g. silence at the floor, is not blown up.
 STD_FLOOR = 1.0
 
-__all__ = ["STD_FLOOR", "normalise_by_speaker", "refuse_single_recordings", "speaker_statistics", "split_statistics",
-           "standardise", "statistics_for"]
+__all__ = ["STD_FLOOR", "checked_speaker_stats", "normalise_by_speaker", "refuse_single_recordings",
+           "speaker_statistics", "split_statistics", "standardise", "statistics_for"]
 
 SpeakerStats = Mapping[str, Sequence[Sequence[float]]]
 
@@ -50,6 +50,27 @@ def speaker_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray)
         std = np.maximum(frames.std(axis=1), STD_FLOOR)
         stats[str(speaker)] = [frames.mean(axis=1).tolist(), std.tolist()]
     return stats
+
+
+def checked_speaker_stats(stats: Sequence[Sequence[float]], n_mels: int) -> list[list[float]]:
+    """``stats`` (one speaker's ``[mean, std]``, each ``(n_mels,)``) as lists of floats; ConfigError for
+    another shape, a value that is not finite, or a std <= 0 (each would turn every score into NaN or inf)."""
+    try:
+        array = np.asarray(stats, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"speaker statistics: cannot be read as numbers ({exc}); pass [mean, std], each "
+                          f"{n_mels} numbers (one per Mel band), as Recognizer.for_speaker computes them") from exc
+    if array.shape != (2, n_mels):
+        raise ConfigError(f"speaker statistics: shape {array.shape}, expected (2, {n_mels}): [mean, std] with one "
+                          f"number per Mel band, as Recognizer.for_speaker computes them")
+    if not np.isfinite(array).all():
+        raise ConfigError("speaker statistics: hold values that are not finite (NaN or inf); enrol the speaker "
+                          "again from recordings of their speech (Recognizer.for_speaker)")
+    if not (array[1] > 0).all():
+        band = int(np.argmin(array[1]))
+        raise ConfigError(f"speaker statistics: std of Mel band {band} is {array[1, band]:g}; every std must be > 0 "
+                          f"(minser floors it at STD_FLOOR = {STD_FLOOR} dB)")
+    return array.tolist()
 
 
 def standardise(x: np.ndarray, stats: Sequence[Sequence[float]]) -> np.ndarray:

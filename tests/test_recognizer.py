@@ -296,6 +296,40 @@ def test_cut_keeps_the_frames_the_network_reads(tmp_path):
     np.testing.assert_allclose(cut.logits(features, lengths), uncut, atol=1e-5)
 
 
+def test_logits_read_any_float_array_or_tensor_and_name_bad_shapes(rec):
+    features = np.random.default_rng(0).normal(-40.0, 10.0, (2, 40, 300)).astype(np.float32)
+    lengths = np.array([300, 120])
+    want = rec.logits(features, lengths)
+    for x, n in ((features.astype(np.float64), lengths), (torch.from_numpy(features), torch.from_numpy(lengths)),
+                 (features, lengths.astype(np.int32))):
+        np.testing.assert_allclose(rec.logits(x, n), want, atol=1e-6)
+    for x, n, message in ((features[0], lengths[:1], r"features of shape \(40, 300\) .* features\[None\]"),
+                          (features[:, :20], lengths, r"features of shape \(2, 20, 300\) and dtype float32; "
+                                                      r"expected floats \(batch, 40, frames\)"),
+                          (features.astype(np.int16), lengths, r"features of shape \(2, 40, 300\) and dtype int16"),
+                          (features, lengths[:1], r"lengths of shape \(1,\) .* expected 2 integers"),
+                          (features, lengths.astype(float), r"lengths of shape \(2,\) and dtype float64"),
+                          (features, np.array([301, 0]), r"lengths \[301, 0\] outside 1 to 300")):
+        with pytest.raises(ConfigError, match=f"^logits: {message}"):
+            rec.logits(x, n)
+
+
+def test_speaker_stats_are_checked_before_they_turn_scores_into_nan(tmp_path, rec):
+    normed = Recognizer.load(save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]}))
+    mean, std = [-40.0] * 40, [10.0] * 40
+    prediction = normed.with_speaker_stats((np.array(mean), std)).predict(wave(1.0), sr=SR)
+    assert np.isfinite(scores_of(prediction)).all()
+    for stats, message in (([mean], r"shape \(1, 40\), expected \(2, 40\)"),
+                           ([mean[:39], std[:39]], r"shape \(2, 39\)"),
+                           ([mean, ["a"] * 40], "cannot be read as numbers"),
+                           ([[float("nan")] * 40, std], "hold values that are not finite"),
+                           ([mean, [10.0] * 39 + [0.0]], "std of Mel band 39 is 0; every std must be > 0")):
+        with pytest.raises(ConfigError, match=f"^speaker statistics: {message}"):
+            normed.with_speaker_stats(stats)
+    with pytest.raises(CheckpointError, match="trained without --speaker-norm, so it takes no speaker statistics"):
+        rec.with_speaker_stats([mean, std])
+
+
 def test_int8_flag_quantizes_at_load(tiny, tmp_path, rec):
     saved = checkpoint.load(tiny)
     path = checkpoint.save(tmp_path / "int8.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int8")
