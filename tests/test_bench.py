@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -521,3 +522,41 @@ def test_tools_refuse_nonsense_options_without_a_traceback(argv, message):
     proc = subprocess.run([sys.executable, str(TOOLS / argv[0]), *argv[1:]], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+# A reproduce.py run whose training is minser.train's main stood in for: t1-ilt-concat finishes, then the
+# next row is interrupted as Ctrl-C interrupts minser.train (RunInterrupted) or anything else (KeyboardInterrupt).
+_INTERRUPTED_REPRODUCE = """
+import importlib.util, sys
+from pathlib import Path
+from minser.train import RunInterrupted
+
+spec = importlib.util.spec_from_file_location("reproduce", {script!r})
+reproduce = importlib.util.module_from_spec(spec)
+sys.modules["reproduce"] = reproduce  # dataclasses look their module up there
+spec.loader.exec_module(reproduce)
+
+def train(argv):
+    out = Path(argv[argv.index("--out") + 1])
+    if out.name == "t1-ilt-concat":
+        return {{"wa": 50.0, "wa_std": 0.0, "ua": 40.0, "ua_std": 0.0, "folds": [{{}}]}}
+    raise {interrupt}
+
+reproduce.train = train
+sys.exit(reproduce.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("interrupt", ["RunInterrupted(out)", "KeyboardInterrupt()"])
+def test_reproduce_ctrl_c_says_to_rerun_the_same_command(tmp_path: Path, interrupt: str) -> None:
+    """Ctrl-C printed a traceback ending in RunInterrupted's advice, `python -m minser.train --resume`, for
+    the row's one run; rerunning reproduce.py is what continues it and the rows after it."""
+    argv = ["--rows", "t1-ilt-concat,t1-ilt-attention", "--epochs", "1", "--out", str(tmp_path / "rep dir")]
+    child = _INTERRUPTED_REPRODUCE.format(script=str(TOOLS / "reproduce.py"), interrupt=interrupt)
+    proc = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=120)
+    err = proc.stderr
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" not in err, err[-3000:]
+    assert err.splitlines() == [f"interrupted in row t1-ilt-attention; to continue, rerun the same command: "
+                                f"python tools/reproduce.py {shlex.join(argv)} (the runs finished earlier are "
+                                "reused, the interrupted one resumes from its last completed epoch)"]
+    assert "| t1-ilt-concat |" in (tmp_path / "rep dir" / "results.md").read_text()  # the finished row's kept

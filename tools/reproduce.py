@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ from minser.errors import MinserError
 from minser.evaluate import evaluate
 from minser.train import HelpFormatter, TrainConfig, build_parser, parse_args, settings_difference
 from minser.train import main as train
+
+# minser.train's exit status for Ctrl-C: 128 + SIGINT, as a shell reports it.
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,15 @@ def run_row(row: Row, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {**evaluate(folders, cache_dir=cache_dir), "member_ua": member_ua}
 
 
+def interrupted(row: Row, prog: str, argv: list[str]) -> str:
+    """The line Ctrl-C in ``row`` prints. minser.train's own (RunInterrupted's) advises ``python -m minser.train
+    --resume`` for the one run it was in; rerunning this command is what continues it and every row after it."""
+    return (f"interrupted in row {row.id}; to continue, rerun the same command: {prog} {shlex.join(argv)} "
+            "(the runs finished earlier are reused, the interrupted one resumes from its last completed epoch)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--rows", help=f"comma-separated row ids (default: all): {', '.join(r.id for r in ROWS)}")
@@ -163,21 +175,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     done: list[tuple[Row, dict[str, Any]]] = []
-    for row in (by_id[name] for name in wanted):
-        twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
-        if twin is not None:
-            # The same network in both tables (CNN-Transformer): one run serves both rows.
-            print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
-            results = twin[1]
-        else:
-            try:
-                results = run_row(row, out, args)
-            except MinserError as exc:
-                print(f"error: {row.id}: {exc}", file=sys.stderr)
-                return 2
-        done.append((row, results))
-        text = table(done, args)
-        atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
+    row = by_id[wanted[0]]  # the row a Ctrl-C names
+    try:
+        for row in (by_id[name] for name in wanted):
+            twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
+            if twin is not None:
+                # The same network in both tables (CNN-Transformer): one run serves both rows.
+                print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
+                results = twin[1]
+            else:
+                try:
+                    results = run_row(row, out, args)
+                except MinserError as exc:
+                    print(f"error: {row.id}: {exc}", file=sys.stderr)
+                    return 2
+            done.append((row, results))
+            text = table(done, args)
+            atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
+    except KeyboardInterrupt:  # RunInterrupted too: Ctrl-C in a row's training, its scoring or the table
+        print(interrupted(row, p.prog, argv), file=sys.stderr)
+        return INTERRUPTED
     print(table(done, args))
     return 0
 
