@@ -42,8 +42,8 @@ import _common as common  # noqa: E402
 
 from minser import checkpoint  # noqa: E402
 from minser.audio import load  # noqa: E402
-from minser.export import (ONNX_TOLERANCE, check_onnx, onnx_bytes, onnx_logits, onnx_metadata,  # noqa: E402
-                           state_bytes)
+from minser.export import (ONNX_TOLERANCE, check_onnx, float_recognizer, onnx_bytes, onnx_logits,  # noqa: E402
+                           onnx_metadata, state_bytes)
 from minser.features import extract  # noqa: E402
 from minser.errors import ConfigError, MinserError  # noqa: E402
 from minser.recognizer import (  # noqa: E402
@@ -166,7 +166,7 @@ def accuracy_rows(run: Path, batch: int = 64) -> list[dict]:
         test = np.asarray(saved["fold"]["test"], dtype=np.int64)
         targets = corpus.targets()[test]
         order = test[np.argsort(lengths[test], kind="stable")]  # similar lengths per batch: less padding
-        recognizers = _variants(saved, str(path))
+        recognizers = _variants(saved, path)
         session = onnx_session(_onnx(recognizers["float"]), 1)
         predicted = {variant: {} for variant in VARIANTS}
         for start in range(0, len(order), batch):
@@ -197,11 +197,12 @@ def mean_accuracy(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _variants(saved: dict, source: str) -> dict[str, Recognizer]:
-    float_recognizer = Recognizer.from_checkpoint(saved, source=source)
-    int8 = Recognizer(quantize_int8(float_recognizer.model), float_recognizer.labels, float_recognizer.frontend,
-                      pass_lengths=float_recognizer.pass_lengths, source=source)
-    return {"float": float_recognizer, "int8": int8}
+def _variants(saved: dict, source: Path) -> dict[str, Recognizer]:
+    # An int8 checkpoint's float row is the float weights it keeps, not the network quantized at load.
+    plain = float_recognizer(saved, source)
+    int8 = Recognizer(quantize_int8(plain.model), plain.labels, plain.frontend, pass_lengths=plain.pass_lengths,
+                      source=str(source))
+    return {"float": plain, "int8": int8}
 
 
 def _onnx(recognizer: Recognizer) -> bytes | None:
@@ -280,7 +281,7 @@ def _run(args: argparse.Namespace, source: Path) -> int:
     """Time and size the checkpoint file ``source`` (and score ``--accuracy``) as ``args`` ask; print and save."""
     threads, warmup, repeat = timing_counts(args)
     saved = checkpoint.load(source)
-    recognizers = _variants(saved, str(source))
+    recognizers = _variants(saved, source)
     onnx_model = _onnx(recognizers["float"])
     if onnx_model is not None:
         difference = check_onnx(onnx_model, recognizers["float"])
@@ -292,7 +293,7 @@ def _run(args: argparse.Namespace, source: Path) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "utterance.wav"
         soundfile.write(path, speech_like_signal(), common.SAMPLE_RATE, subtype="PCM_16")
-        baseline = Recognizer.load(args.baseline) if args.baseline else None
+        baseline = float_recognizer(checkpoint.load(args.baseline), args.baseline) if args.baseline else None
         latency = latency_rows(recognizers, onnx_model, path, threads, warmup, repeat, args.clock, baseline)
     sizes = size_rows(source, recognizers, onnx_model)
     def table(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -57,8 +57,9 @@ from minser.recognizer import (Recognizer, ServedNetwork, default_checkpoint, lo
                                refuse_repeated_checkpoints, resolve_checkpoint)
 from minser.speakers import refuse_single_recordings
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx", "main",
-           "onnx_bytes", "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served", "state_bytes"]
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "MeanProbability", "ServedNetwork", "check_onnx", "export_onnx",
+           "float_recognizer", "main", "onnx_bytes", "onnx_logits", "onnx_metadata", "quantize_checkpoint", "served",
+           "state_bytes"]
 
 ONNX_OPSET = 17
 # Largest |onnxruntime - Recognizer| logit difference an export may show; float32 graphs of every network
@@ -220,13 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _float_recognizer(saved: dict[str, Any], source: Path) -> Recognizer:
-    """The float network of a loaded checkpoint (an int8 one holds float weights) as a recognizer."""
+def float_recognizer(saved: dict[str, Any], source: str | Path) -> Recognizer:
+    """The float network of checkpoint ``saved`` (loaded from ``source``) as a recognizer: an int8 one
+    (``--quantize int8``) holds the float weights and a flag that quantizes them at load, which is dropped.
+    CheckpointError for a ``--speaker-norm`` checkpoint, which needs a speaker's statistics first."""
     refuse_single_recordings(saved, str(source))
+    return Recognizer.from_checkpoint({**saved, "quantize": None}, source=str(source))
+
+
+def _onnx_recognizer(source: Path) -> Recognizer:
+    saved = checkpoint.load(source)
     if saved.get("quantize") is not None:
         print(f"note: {source} is an {saved['quantize']} checkpoint, which holds float weights; "
               "the ONNX model is the float network", file=sys.stderr)
-    return Recognizer.from_checkpoint({**saved, "quantize": None}, source=str(source))
+    return float_recognizer(saved, source)
 
 
 def _sources(named: Sequence[str]) -> list[Path]:
@@ -259,7 +267,7 @@ def _export_onnx(sources: list[Path], out: str | None) -> None:
     if out is None and len(sources) > 1:
         raise ConfigError(f"--format onnx with {len(sources)} checkpoints writes one ensemble: name it with --out")
     path = sources[0].with_suffix(".onnx") if out is None else _output(out, sources, ".pt", "ONNX model")
-    recognizer = Recognizer.ensemble([_float_recognizer(checkpoint.load(s), s) for s in sources])
+    recognizer = Recognizer.ensemble([_onnx_recognizer(s) for s in sources])
     written, difference = export_onnx(recognizer, path)
     check = ("not checked (onnxruntime is not installed)" if difference is None
              else f"max |onnxruntime - Recognizer| = {difference:.2e} on random features")

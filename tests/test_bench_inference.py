@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from minser import checkpoint
+from minser.export import quantize_checkpoint
 from minser.features import FrontEnd
 from minser.models import build
 from minser.recognizer import DEFAULT_MODEL
@@ -71,6 +72,22 @@ def test_baseline_is_timed_in_the_same_rounds_and_every_row_gets_its_ratio(model
     assert rows[bench.BASELINE]["vs_baseline"] == 1
     for row in rows.values():
         assert row["vs_baseline"] == pytest.approx(row["median_ms"] / rows[bench.BASELINE]["median_ms"])
+
+
+def test_an_int8_checkpoint_is_benched_from_the_float_weights_it_keeps(model, tmp_path, monkeypatch, capsys):
+    """minser.export --quantize int8 keeps the float weights plus a flag that quantizes them on load: the float
+    rows (--model's and --baseline's) and the ONNX export must be of those weights, not of the int8 network."""
+    int8 = quantize_checkpoint(checkpoint.load(model), tmp_path / "small.int8.pt", source=model)
+    timed = bench.latency_rows
+    baselines = []
+    monkeypatch.setattr(bench, "latency_rows", lambda *args: baselines.append(args[-1]) or timed(*args))
+    out = tmp_path / "inference.json"
+    assert bench.main(["--quick", "--threads", "1", "--model", str(int8), "--baseline", str(int8),
+                       "--json", str(out)]) == 0
+    sizes = {row["what"]: row["kB"] for row in json.loads(out.read_text())["sizes"]}
+    assert sizes["int8 weights (linear + LSTM packed int8)"] < sizes["float weights"]
+    assert bench.state_bytes(baselines[0].model) / 1e3 == sizes["float weights"]
+    assert "onnx export skipped" not in capsys.readouterr().err
 
 
 def test_signal_is_deterministic_and_7_5_seconds():
