@@ -334,9 +334,9 @@ def check_config(config: TrainConfig) -> None:
 
 def _check_model_options(config: TrainConfig) -> None:
     """Refuse model options that the run would ignore, that the front end cannot compute, or that the
-    network refuses (``minser.models.resolve_options``), before any data is looked for."""
+    network refuses (``minser.models.build``), before any data is looked for."""
     from minser.features import FrontEnd, frequency_bins
-    from minser.models import MODELS, resolve_options
+    from minser.models import MODELS, build
 
     defaults = {f.name: f.default for f in dataclasses.fields(MODELS[config.model].Options)}
     if "alpha" in config.options and "fusion" in defaults:
@@ -352,7 +352,17 @@ def _check_model_options(config: TrainConfig) -> None:
         raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {frequency_bins(n_fft)} "
                           f"frequency bins, too few for {n_mels} Mel bands; give --n-mels {frequency_bins(n_fft)} "
                           "or fewer (the paper: 40)")
-    resolve_options(config.model, **config.options)  # the network's own checks, before any data is looked for
+    # The network's own checks, before any data is looked for; its class count does not change them, and
+    # building it leaves the caller's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        network = build(config.model, 2, **config.options)
+    frontend = FrontEnd(n_mels=network.options.n_mels)
+    if network.min_frames > frontend.n_frames:
+        hop = frontend.hop_length / frontend.sample_rate
+        raise ConfigError(f"--model {config.model} with these options shortens time by more than the front end's "
+                          f"{frontend.n_frames} frames ({frontend.seconds:g} s): it needs at least "
+                          f"{network.min_frames} ({network.min_frames * hop:g} s); take smaller time strides or "
+                          "pools (--model-opt time_pools=..., time_strides=..., lstm_stride=...)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -338,6 +338,10 @@ def test_a_subset_too_small_for_the_random_protocol_names_subset() -> None:
     # the network's own checks, before the data is looked for (the options were checked after it)
     (["--data", "emodb", "--model-opt", "kernel_size=4"], "option kernel_size=4 is invalid: give an odd size"),
     (["--data", "emodb", "--model-opt", "heads=2"], "model 'cnn' has no option heads; valid options: n_mels, "),
+    # was refused only after the features, by the first batch (every utterance shorter than the network reads)
+    (["--data", "emodb", "--model-opt", "time_pools=[16,16,16]"],
+     r"^--model cnn with these options shortens time by more than the front end's 750 frames \(7.5 s\): it needs "
+     r"at least 8191 \(81.91 s\); take smaller time strides or pools"),
 ])
 def test_options_the_run_would_ignore_or_cannot_compute_are_refused(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -1133,3 +1137,12 @@ def test_under_torchrun_rank_0_fills_the_cache_before_the_others_read_it(rank: i
     calls.clear()
     assert train_module._rank_0_first(train_module.Dist(), lambda: calls.append("work") or 8) == 8
     assert calls == ["work"]
+
+
+def test_checking_the_options_leaves_the_callers_random_stream_alone() -> None:
+    # The check builds the network, whose weight initialisation draws from torch's global generator.
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    parse_args(["--model", "ilt"])
+    assert torch.equal(torch.rand(3), want)
