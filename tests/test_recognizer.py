@@ -19,7 +19,7 @@ from minser import checkpoint
 from minser.errors import AudioError, CheckpointError, ConfigError
 from minser.features import FrontEnd
 from minser.models import build
-from minser.recognizer import Ensemble, Prediction, Recognizer, resolve_checkpoint, window_starts
+from minser.recognizer import Ensemble, Prediction, Recognizer, default_checkpoint, resolve_checkpoint, window_starts
 
 SR = 16000
 LABELS = ("anger", "boredom", "neutral")
@@ -330,14 +330,18 @@ def test_speaker_stats_are_checked_before_they_turn_scores_into_nan(tmp_path, re
         rec.with_speaker_stats([mean, std])
 
 
-def test_int8_flag_quantizes_at_load(tiny, tmp_path, rec):
-    saved = checkpoint.load(tiny)
+def test_int8_flag_quantizes_at_load(tmp_path):
+    """The shipped default quantized at load scores the example clips within 5e-3 of the float network
+    (7.5e-4 measured; the clips' scores differ from each other by up to 0.98)."""
+    with default_checkpoint() as default:
+        saved = checkpoint.load(default)
     path = checkpoint.save(tmp_path / "int8.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int8")
-    quantized = Recognizer.load(path)
+    quantized, plain = Recognizer.load(path), Recognizer.from_checkpoint(saved)
     kinds = {type(m).__module__ for m in quantized.model.modules()}
     assert any("quantized" in kind for kind in kinds)
-    x = wave(3.0, seed=13)
-    np.testing.assert_allclose(scores_of(quantized.predict(x, sr=SR)), scores_of(rec.predict(x, sr=SR)), atol=0.05)
+    clips = sorted(CLIPS.glob("*.wav"))
+    np.testing.assert_allclose([list(p.scores.values()) for p in quantized.predict(clips)],
+                               [list(p.scores.values()) for p in plain.predict(clips)], atol=5e-3)
     bad = checkpoint.save(tmp_path / "int4.pt", **{k: v for k, v in saved.items() if k != "format"}, quantize="int4")
     with pytest.raises(CheckpointError, match="int4"):
         Recognizer.load(bad)
