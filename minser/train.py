@@ -939,7 +939,8 @@ def check_last_batches(splits: Sequence[Split], config: TrainConfig, dist: Dist)
         tail = len(split.train) * copies % config.batch_size
         if 0 < tail < slices:
             raise ConfigError(f"fold {split.name}: the last batch holds {tail} utterances, fewer than the {slices} "
-                              f"slices ({dist.world} ranks x {config.micro_batches} micro-batches); change "
+                              f"slices ({dist.world} {'rank' if dist.world == 1 else 'ranks'} x "
+                              f"{config.micro_batches} micro-batch{'' if config.micro_batches == 1 else 'es'}); change "
                               "--batch-size")
 
 

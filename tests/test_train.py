@@ -606,7 +606,7 @@ def test_a_last_batch_too_small_to_slice_is_refused_before_features(tmp_path: Pa
     args = ["--model", "cnn", *quick(tmp_path / "run", tmp_path / "cache"), "--batch-size", "11",
             "--micro-batches", "3", "--epochs", "1"]
     assert cli(args) == 2
-    assert ("error: fold random-0: the last batch holds 2 utterances, fewer than the 3 slices (1 ranks x 3 "
+    assert ("error: fold random-0: the last batch holds 2 utterances, fewer than the 3 slices (1 rank x 3 "
             "micro-batches); change --batch-size") in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
 
