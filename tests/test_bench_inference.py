@@ -90,6 +90,16 @@ def test_an_int8_checkpoint_is_benched_from_the_float_weights_it_keeps(model, tm
     assert "onnx export skipped" not in capsys.readouterr().err
 
 
+def test_a_speaker_norm_checkpoint_is_refused_before_any_timing(model, tmp_path, capsys):
+    saved = checkpoint.load(model)
+    normed = checkpoint.save(tmp_path / "normed.pt", **{k: v for k, v in saved.items() if k != "format"},
+                             speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    assert bench.main(["--quick", "--threads", "1", "--model", str(normed)]) == 2
+    captured = capsys.readouterr()
+    # Refused as export refuses it, before the environment header of a run that would fail partway.
+    assert f"error: {normed}: trained with --speaker-norm" in captured.err and captured.out == ""
+
+
 def test_signal_is_deterministic_and_7_5_seconds():
     a, b = bench.speech_like_signal(), bench.speech_like_signal()
     assert a.shape == (120000,) and (a == b).all() and abs(a).max() < 1
