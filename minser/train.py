@@ -75,6 +75,8 @@ LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
 CLASS_WEIGHTS = ("none", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Exit status of a command ended by Ctrl-C: 128 + SIGINT, as a shell reports it.
+INTERRUPTED_STATUS = 130
 # Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
 # large enough to group lengths well, small enough to keep the batch order random.
 BUCKET_BATCHES = 8
@@ -1541,7 +1543,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         # torchrun passes Ctrl-C to every rank, and they all share one run folder: one line says it for all.
         if torchrun_dist().main:
             print(str(exc) or "interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_STATUS
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -36,11 +36,9 @@ from typing import Any
 from minser.files import atomic_write
 from minser.errors import MinserError
 from minser.evaluate import evaluate
-from minser.train import HelpFormatter, TrainConfig, build_parser, parse_args, settings_difference
+from minser.train import (INTERRUPTED_STATUS, HelpFormatter, TrainConfig, build_parser, parse_args,
+                          settings_difference)
 from minser.train import main as train
-
-# minser.train's exit status for Ctrl-C: 128 + SIGINT, as a shell reports it.
-INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
     except KeyboardInterrupt:  # RunInterrupted too: Ctrl-C in a row's training, its scoring or the table
         print(interrupted(row, p.prog, argv), file=sys.stderr)
-        return INTERRUPTED
+        return INTERRUPTED_STATUS
     print(table(done, args))
     return 0
 
