@@ -354,9 +354,10 @@ def _check_model_options(config: TrainConfig) -> None:
         raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {frequency_bins(n_fft)} "
                           f"frequency bins, too few for {n_mels} Mel bands; give --n-mels {frequency_bins(n_fft)} "
                           "or fewer (the paper: 40)")
-    # The network's own checks, before any data is looked for; its class count does not change them, and
-    # building it leaves the caller's random stream as it was.
-    with torch.random.fork_rng(devices=[]):
+    # The network's own checks, before any data is looked for; its class count does not change them. On the
+    # meta device building allocates no weights (whatever --model-opt d_model=... asks) and draws no random
+    # numbers, so the caller's random stream stays as it was.
+    with torch.device("meta"):
         network = build(config.model, 2, **config.options)
     frontend = FrontEnd(n_mels=network.options.n_mels)
     if network.min_frames > frontend.n_frames:

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -346,6 +347,20 @@ def test_a_subset_too_small_for_the_random_protocol_names_subset() -> None:
 def test_options_the_run_would_ignore_or_cannot_compute_are_refused(args: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_args(["--model", "cnn", *args])
+
+
+def test_checking_the_model_options_allocates_no_weights_and_draws_no_random_numbers() -> None:
+    """The option check builds the network on the meta device: an ILT of width 4096 (about 1 GB of
+    float32 weights) costs no memory there, and a seeded caller's random stream is where it was."""
+    script = ("import resource, sys, torch; from minser.train import parse_args; "
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; torch.manual_seed(0); "
+              "parse_args(['--model', 'ilt', '--model-opt', 'd_model=4096']); "
+              "print(torch.equal(torch.rand(3), torch.manual_seed(0) and torch.rand(3)), "
+              "(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    same_stream, grown_mib = run.stdout.split()
+    assert same_stream == "True" and int(grown_mib) < 200, run.stdout
 
 
 def test_options_the_run_uses_are_accepted() -> None:
