@@ -142,6 +142,17 @@ def interrupted(row: Row, prog: str, argv: list[str]) -> str:
             "(the runs finished earlier are reused, the interrupted one resumes from its last completed epoch)")
 
 
+def row_results(row: Row, done: list[tuple[Row, dict[str, Any]]], out: Path, args: argparse.Namespace
+                ) -> dict[str, Any]:
+    """The results of ``row``: those of a row in ``done`` with the same network (CNN-Transformer is in both
+    tables: one run serves both rows), else :func:`run_row`'s."""
+    twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
+    if twin is None:
+        return run_row(row, out, args)
+    print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
+    return twin[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python tools/reproduce.py", description=__doc__.split("\n\n")[0],
@@ -173,23 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     done: list[tuple[Row, dict[str, Any]]] = []
-    row = by_id[wanted[0]]  # the row a Ctrl-C names
+    row = by_id[wanted[0]]  # the row an error or a Ctrl-C names
     try:
         for row in (by_id[name] for name in wanted):
-            twin = next(((r, res) for r, res in done if r.model == row.model and r.options == row.options), None)
-            if twin is not None:
-                # The same network in both tables (CNN-Transformer): one run serves both rows.
-                print(f"== {row.id}: the same network as {twin[0].id}, whose results it shares", flush=True)
-                results = twin[1]
-            else:
-                try:
-                    results = run_row(row, out, args)
-                except MinserError as exc:
-                    print(f"error: {row.id}: {exc}", file=sys.stderr)
-                    return 2
-            done.append((row, results))
+            done.append((row, row_results(row, done, out, args)))
             text = table(done, args)
             atomic_write(out / "results.md", lambda f: f.write(text), mode="w")
+    except MinserError as exc:
+        print(f"error: {row.id}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # RunInterrupted too: Ctrl-C in a row's training, its scoring or the table
         print(interrupted(row, p.prog, argv), file=sys.stderr)
         return INTERRUPTED_STATUS
