@@ -307,6 +307,13 @@ class FrontEnd:
                               f"at most {MAX_SECONDS:g} s (minser.features.MAX_SECONDS); Recognizer scores longer "
                               "recordings in windows of this length")
         _check_amin(self.amin)
+        # Checked numpy scalars (np.int64(40)) become Python numbers: to_dict() goes to json.dumps (cache keys,
+        # checkpoints), which rejects numpy types.
+        for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("fmin", "fmax", "seconds", "amin"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else float(value))
 
     @property
     def n_samples(self) -> int:

@@ -177,6 +177,17 @@ def test_frontend_dict_round_trip_through_json() -> None:
     assert FrontEnd.from_dict({}) == FrontEnd()
 
 
+def test_a_frontend_of_numpy_numbers_is_the_one_of_python_numbers() -> None:
+    """Its numpy scalars reached to_dict(), and cached_features' json.dumps raised "int64 is not JSON serializable"."""
+    numpy_made = FrontEnd(sample_rate=np.int32(16000), n_mels=np.int64(40), fmax=np.float64(7600.0),
+                          seconds=np.float32(1.5))
+    plain = FrontEnd(n_mels=40, fmax=7600.0, seconds=1.5)
+    assert numpy_made == plain and hash(numpy_made) == hash(plain)
+    assert numpy_made.to_dict() == plain.to_dict()
+    assert json.dumps(numpy_made.to_dict()) == json.dumps(plain.to_dict())
+    assert all(type(value) in (int, float, bool, str, type(None)) for value in numpy_made.to_dict().values())
+
+
 def test_frontend_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ConfigError, match="unknown settings.*'nmels'"):
         FrontEnd.from_dict({"nmels": 40})
