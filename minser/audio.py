@@ -92,6 +92,17 @@ def min_samples(sr: int = SAMPLE_RATE) -> int:
     return math.ceil(MIN_SECONDS * sr - 1e-9)  # 1e-9: 0.025 * 16000 is 400.00000000000006 in floats
 
 
+def _check_rate(rate: object, name: str) -> int:
+    """``rate`` as an int, or ConfigError naming ``name`` (e.g. ``"resample: sr"``) unless it is a whole number
+    of Hz in :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE` (0 and negatives reached scipy's "up and down
+    must be >= 1"; 22050.5 was truncated)."""
+    whole = isinstance(rate, (int, np.integer)) and not isinstance(rate, bool)
+    if not whole or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ConfigError(f"{name}={rate!r} is not a sample rate: give a whole number of Hz from {MIN_SAMPLE_RATE} "
+                          f"to {MAX_SAMPLE_RATE}, e.g. {SAMPLE_RATE}")
+    return int(rate)
+
+
 def check_peak(wave: np.ndarray, name: str, fix: str) -> None:
     """Raise AudioError naming ``name`` when float samples reach past :data:`MAX_PEAK`, with ``fix``."""
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
@@ -165,8 +176,10 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     or CAF files libsndfile finds cut; a W64, AU, NIST or MP3 file cut short reads as the shorter audio
     it holds), empty, at a sample rate outside :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE`,
     non-finite, shorter than one 25 ms analysis window (counted at the file's rate), or of float samples
-    reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling).
+    reaching past :data:`MAX_PEAK` (integer PCM saved as float without scaling). An ``sr`` that is not a whole
+    number of Hz in that range raises :class:`ConfigError`.
     """
+    sr = _check_rate(sr, "load: sr")
     path = Path(path)
     _check_regular_file(path)
     try:
@@ -371,14 +384,18 @@ def resample(wave: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarra
     """``wave`` ``(samples,)`` or ``(batch, samples)`` from ``orig_sr`` to ``sr`` Hz, float32.
 
     A polyphase filter (``scipy.signal.resample_poly`` with the reduced ratio ``sr / orig_sr``);
-    the same rate returns ``wave`` unchanged.
+    the same rate returns the checked wave (``wave`` itself when it is float32). ``wave`` gets
+    :func:`check_wave` at ``orig_sr`` (AudioError); a rate that is not a whole number of Hz in
+    :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE` raises :class:`ConfigError`.
     """
+    orig_sr, sr = _check_rate(orig_sr, "resample: orig_sr"), _check_rate(sr, "resample: sr")
+    wave = check_wave(wave, sr=orig_sr)  # integer PCM came back as float32 of unscaled values
     if orig_sr == sr:
         return wave
     # Imported here: scipy.signal takes about 0.6 s to import (stats, optimize, ...), and 16 kHz audio never needs it.
     from scipy.signal import resample_poly
 
-    divisor = gcd(int(orig_sr), int(sr))
+    divisor = gcd(orig_sr, sr)
     return resample_poly(wave, sr // divisor, orig_sr // divisor, axis=-1).astype(np.float32)
 
 
@@ -387,6 +404,7 @@ def fit_length(wave: np.ndarray, seconds: float = SECONDS, sr: int = SAMPLE_RATE
 
     ``wave`` is ``(samples,)`` or ``(batch, samples)``; the result has the same leading shape, float32.
     """
+    sr = _check_rate(sr, "fit_length: sr")  # sr=0 was blamed on seconds; NaN was a raw ValueError
     wave = check_wave(wave, sr=sr)
     target = round(seconds * sr)
     if target <= 0:

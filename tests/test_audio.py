@@ -81,6 +81,30 @@ def test_resample_rows_and_identity() -> None:
     assert resample(batch, 16000, 16000) is batch
 
 
+@pytest.mark.parametrize("rate", [0, -8000, 22050.5, 16000.0, True, 999, 384001, None])
+def test_a_rate_that_is_no_sample_rate_is_refused_by_name(tmp_path: Path, rate: object) -> None:
+    """0 and -8000 were scipy's "up and down must be >= 1"; 22050.5 was truncated to 22050 silently."""
+    tone = _tone(440, 16000)
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, tone, 16000)
+    advice = (rf"={re.escape(repr(rate))} is not a sample rate: give a whole number of Hz from 1000 to 384000, "
+              r"e\.g\. 16000$")
+    calls = {"load: sr": lambda: load(path, sr=rate), "resample: sr": lambda: resample(tone, 16000, rate),
+             "resample: orig_sr": lambda: resample(tone, rate), "fit_length: sr": lambda: fit_length(tone, sr=rate)}
+    for name, call in calls.items():
+        with pytest.raises(ConfigError, match=f"^{name}{advice}"):
+            call()
+    assert resample(tone, np.int64(16000), np.int32(8000)).shape == (4000,)  # numpy integers are rates
+
+
+def test_resample_checks_the_wave() -> None:
+    """int16 PCM came back as float32 of unscaled values (thousands), with no error."""
+    with pytest.raises(AudioError, match=r"^array: samples have dtype int16, .*samples / 32768"):
+        resample((_tone(440, 16000) * 32767).astype(np.int16), 16000, 8000)
+    with pytest.raises(AudioError, match=r"^array: .*NaN or Inf"):
+        resample(np.full(1000, np.nan, dtype=np.float32), 16000, 16000)
+
+
 def test_load_missing_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nope.wav"
     with pytest.raises(AudioError, match=r"nope\.wav: does not exist; check the path$"):
