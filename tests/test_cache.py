@@ -191,6 +191,21 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert cache.default_cache_dir() == tmp_path / "minser" / "features"
 
 
+def test_a_tilde_in_the_cache_dir_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cache_dir="~/c" (and --cache-dir=~/c, which bash leaves as it is) made a folder named ~ in the current one."""
+    (tmp_path / "audio").mkdir()
+    corpus = make_corpus(tmp_path / "audio", n=2)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    cached_features(corpus, SHORT, "~/c", progress=False)
+    assert [p.parent for p in home.rglob("*.npz")] == [home / "c"]
+    assert cache.cache_path(corpus, SHORT, "~/c").parent == home / "c"
+    assert list(work.iterdir()) == []
+
+
 def test_real_emodb_subset(emodb_root: Path, tmp_path: Path) -> None:
     """Four real files (two with the extra PAD chunk) through the paper's 40 x 750 front end."""
     corpus = load_emodb(emodb_root, classes=7)

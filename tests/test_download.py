@@ -125,6 +125,21 @@ def test_a_partial_wav_folder_is_not_called_present(tmp_path: Path, present: lis
         download_emodb(tmp_path, "http://127.0.0.1:9/never-contacted", sums=SUMS)
 
 
+def test_a_complete_folder_of_upper_case_wav_names_is_present(
+    emodb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A folder of 03a01Fa.WAV ... (which load_emodb reads) was called 0 of 535, with advice to delete it."""
+    wav_dir = tmp_path / "emodb" / "wav"
+    wav_dir.mkdir(parents=True)
+    for name in emodb_sums():
+        (wav_dir / f"{Path(name).stem}.WAV").symlink_to(emodb_root / "wav" / name)
+    assert main(["download", "emodb", "--dest", str(tmp_path), "--url", "http://127.0.0.1:9/never-contacted"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "emodb")
+    assert f"EmoDB already present at {tmp_path / 'emodb'}" in captured.err
+    assert len(load_emodb(tmp_path / "emodb", classes=7)) == 535
+
+
 def test_macos_resource_forks_in_the_archive_are_skipped(server: Server, tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -263,6 +278,27 @@ def test_cli(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
         main(["download", "--help"])
     assert exited.value.code == 0
     assert "--dest" in capsys.readouterr().out
+
+
+def test_cli_dest_with_a_tilde_lands_in_the_home_folder(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """bash leaves ~ as it is in --dest=~/data; it made a folder named ~ in the current one."""
+    server.files["/download.zip"] = make_zip(WAVS)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(download, "emodb_sums", lambda: SUMS)
+    assert main(["download", "emodb", "--dest=~/data", "--url", f"{server.url}/download.zip"]) == 0
+    assert capsys.readouterr().out.strip() == str(home / "data" / "emodb")
+    assert sorted(p.name for p in (home / "data" / "emodb" / "wav").iterdir()) == sorted(WAVS)
+    assert list(work.iterdir()) == []
+    assert main(["download", "emodb", "--dest", "~nosuchuser-minser/data", "--url", "http://127.0.0.1:9/never"]) == 2
+    assert ("error: --dest='~nosuchuser-minser/data': cannot find the home folder it names"
+            in capsys.readouterr().err)
+    assert list(work.iterdir()) == []
 
 
 def test_shipped_sums_match_real_emodb(emodb_root: Path) -> None:

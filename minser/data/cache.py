@@ -24,7 +24,7 @@ import numpy as np
 import minser
 from minser.audio import load
 from minser.files import atomic_write, remove_temporaries
-from minser.data.corpora import Corpus, user_cache_dir
+from minser.data.corpora import Corpus, _expanded, user_cache_dir
 from minser.errors import AudioError, ConfigError, DataError
 from minser.features import FrontEnd, extract
 
@@ -69,8 +69,9 @@ def cache_key(corpus: Corpus, frontend: FrontEnd) -> str:
 
 
 def cache_path(corpus: Corpus, frontend: FrontEnd, cache_dir: str | Path | None = None) -> Path:
-    """The cache file of ``corpus`` under ``frontend``: ``<cache_dir>/<corpus name>-<key[:20]>.npz``."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    """The cache file of ``corpus`` under ``frontend``: ``<cache_dir>/<corpus name>-<key[:20]>.npz`` (``~`` in
+    ``cache_dir`` expanded, as the shell does not in ``--cache-dir=~/c``)."""
+    folder = _expanded(str(cache_dir), "--cache-dir") if cache_dir is not None else default_cache_dir()
     # The key tells files apart; the name is for people, cut so that the file name stays within the 255
     # bytes file systems allow (a manifest named at length made every cache write fail).
     name = corpus.name.encode()[:NAME_BYTES].decode(errors="ignore")

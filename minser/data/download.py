@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minser.audio import file_problem
-from minser.data.corpora import data_dir
+from minser.data.corpora import _expanded, _wav_files, data_dir
 from minser.errors import DataError
 
 DEFAULT_URL = "http://emodb.bilderbar.info/download/download.zip"
@@ -179,14 +179,16 @@ def download_emodb(
 ) -> Path:
     """Download, verify and extract EmoDB to ``<dest>/emodb/wav/``; return ``<dest>/emodb``.
 
-    ``dest`` defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file names to
-    SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
-    holds every file of ``sums`` (by name) nothing is downloaded; one that misses some is a DataError.
+    ``dest`` (``~`` is expanded) defaults to :func:`~minser.data.corpora.data_dir`. ``sums`` maps wav file
+    names to SHA-256 hex digests (default: the sums shipped with minser). If ``<dest>/emodb/wav`` already
+    holds every file of ``sums`` (by name, ``.WAV`` too) nothing is downloaded; one that misses some is a
+    DataError.
     Raises DataError (saying how to get the files by hand) when the
     download, the archive or the verification fails; the destination is then left untouched, and the
     folders the call created for it (``dest`` and its missing parents) are removed again.
     """
-    dest = Path(dest) if dest is not None else data_dir()
+    # "--dest ~/x" reaches here unexpanded when the shell does not expand it (--dest=~/x in bash).
+    dest = _expanded(str(dest), "--dest") if dest is not None else data_dir()
     target = dest / "emodb"
     expected = emodb_sums() if sums is None else sums
     if (target / "wav").is_dir():
@@ -213,8 +215,9 @@ def download_emodb(
 
 def _check_present(wav_dir: Path, sums: Mapping[str, str]) -> None:
     """Raise DataError when ``wav_dir`` misses some of the files of ``sums`` (by name: the digests of a
-    folder in use are not recomputed): "already present" would send the user round in a loop."""
-    missing = sorted(set(sums) - {p.name for p in wav_dir.glob("*.wav")})
+    folder in use are not recomputed): "already present" would send the user round in a loop. Names are
+    compared as :func:`~minser.data.load_emodb` reads them: ``03a01Fa.WAV`` is ``03a01Fa.wav``."""
+    missing = sorted(set(sums) - {f"{p.stem}.wav" for p in _wav_files(wav_dir)})
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise DataError(f"{wav_dir} holds {len(sums) - len(missing)} of EmoDB's {len(sums)} files ({len(missing)} "
