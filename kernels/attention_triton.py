@@ -29,6 +29,12 @@ from minser.kernels import configs
 
 LOG2E = 1.4426950408889634
 
+UNSPECIALIZED = ("H",)
+"""Arguments Triton is told not to specialize on. The head count only splits the program id, so a
+count of 1 (which Triton would compile as a constant: a kernel apart, compiled at its first launch,
+which spills registers in the fp32 forward at head size 128 on sm_80) or one divisible by 16 gains
+nothing; every head count then launches the kernels compiled ahead of time."""
+
 
 @triton.jit
 def _dot(a, b, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
@@ -52,7 +58,7 @@ def _store_rows(base, rows, stride, offs_d, value, valid):
     tl.store(base + rows[:, None] * stride + offs_d[None, :], value.to(base.dtype.element_ty), mask=valid[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _attn_fwd(
     Q, K, V, O, LSE, KLEN,
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
@@ -98,7 +104,7 @@ def _attn_fwd(
     _store_rows(O + b * sob + h * soh, offs_m, som, offs_d, acc, row)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _attn_bwd_delta(
     O, DO, DELTA,
     sob, soh, som, sdb, sdh, sdm,
@@ -118,7 +124,7 @@ def _attn_bwd_delta(
     tl.store(DELTA + pid_bh * Lq + offs_m, delta, mask=row)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _attn_bwd_dkdv(
     Q, K, V, DO, LSE, DELTA, KLEN, DK, DV,
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sgb, sgh, sgn,
@@ -163,7 +169,7 @@ def _attn_bwd_dkdv(
     _store_rows(DV + b * sgb + h * sgh, offs_n, sgn, offs_d, dv, out)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _attn_bwd_dq(
     Q, K, V, DO, LSE, DELTA, KLEN, DQ,
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sgb, sgh, sgm,
@@ -345,4 +351,5 @@ def compile_specs() -> Iterator[configs.CompileSpec]:
                 strides = tuple(a for a in fn.arg_names if a not in ptrs and a not in floats and a not in const
                                 and a not in ("H", "Lq", "Lk"))
                 label = f"{name}[D={d},{configs.TYPE_NAMES[dtype]}]"
-                yield configs.compile_spec(label, fn, ptrs, floats, strides, const, launch, hints=("all", "strides"))
+                yield configs.compile_spec(label, fn, ptrs, floats, strides, const, launch, hints=("all", "strides"),
+                                           unspecialized=UNSPECIALIZED)

@@ -123,10 +123,11 @@ class CompileSpec:
 
 
 def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, constexprs: dict,
-                 launch: Launch, hints: tuple = HINTS) -> CompileSpec:
+                 launch: Launch, hints: tuple = HINTS, unspecialized: tuple = ()) -> CompileSpec:
     """Builds the signature of ``fn`` in argument order: ``pointers`` maps names to ``"*fp16"``-style
     types, ``floats`` are fp32 scalars, ``constexprs`` compile-time values, every other argument i32
-    (``strides``, and the rest are sizes)."""
+    (``strides``, and the rest are sizes). ``unspecialized`` names the i32 arguments of ``fn``'s
+    ``do_not_specialize``: no hint marks them divisible by 16, as no launch does."""
 
     def kind(arg: str) -> str:
         if arg in pointers:
@@ -136,7 +137,7 @@ def compile_spec(label: str, fn, pointers: dict, floats: tuple, strides: tuple, 
         return "fp32" if arg in floats else "i32"
 
     signature = {arg: kind(arg) for arg in fn.arg_names}
-    sizes = tuple(a for a, k in signature.items() if k == "i32" and a not in strides)
+    sizes = tuple(a for a, k in signature.items() if k == "i32" and a not in strides and a not in unspecialized)
     return CompileSpec(label, fn, signature, constexprs, tuple(pointers), tuple(strides), sizes, hints, launch)
 
 

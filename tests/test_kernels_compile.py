@@ -142,6 +142,40 @@ def test_wrappers_launch_only_compiled_specializations(monkeypatch):
         assert [a for a in required if not _divisible(value[a])] == [], (name, spec.hints)
 
 
+def _launch_specialization(spec: configs.CompileSpec, args: tuple) -> tuple[set, list]:
+    """What Triton's launcher makes of ``args`` (its own function): the arguments it specializes as
+    divisible by 16, and those it compiles as constants (integers equal to 1), given ``do_not_specialize``."""
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+
+    names = [a for a in spec.fn.arg_names if spec.signature[a] != "constexpr"]
+    unspecialized = set(attention_triton.UNSPECIALIZED) if spec.fn in attention_triton.KERNELS.values() else set()
+    kinds = {name: native_specialize_impl(BaseBackend, value, False, name not in unspecialized, True)
+             for name, value in zip(names, args)}
+    return {n for n, k in kinds.items() if k[1] == "D"}, [n for n, k in kinds.items() if k[0] == "constexpr"]
+
+
+@pytest.mark.parametrize("heads", [1, 4, 16])
+@pytest.mark.parametrize("steps", [(64, 64), (46, 187)])
+def test_attention_launches_are_compiled_specializations_for_any_head_count(monkeypatch, heads, steps):
+    """Triton compiles an integer argument equal to 1 as a constant and specializes on which are
+    divisible by 16; the head count is neither (UNSPECIALIZED), so one head, four or sixteen launch
+    exactly a specialization compiled ahead of time: all arguments at 64 steps, pointers and strides at
+    46 queries over 187 keys."""
+    launches: list = []
+    _launched_signatures(monkeypatch, launches)
+    lq, lk = steps
+    q, k, v = (torch.zeros(2, heads, n, 32, requires_grad=True) for n in (lq, lk, lk))
+    attention_triton.triton_attention(q, k, v, torch.tensor([lk, 3])).sum().backward()
+    specs = _specs()
+    assert len(launches) == 4
+    for name, args, *config in launches:
+        spec = next(s for s in specs if s.label == _matching_spec(specs, name, args, *config))
+        divisible, constants = _launch_specialization(spec, args)
+        assert constants == [], name
+        assert any(divisible == set(spec.divisible(hint)) for hint in spec.hints), (name, sorted(divisible))
+
+
 def test_wrappers_launch_only_compiled_configurations(monkeypatch):
     launches: list = []
     _launched_signatures(monkeypatch, launches)
