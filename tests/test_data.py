@@ -471,9 +471,81 @@ def test_folder_audio_it_would_skip_is_refused(tmp_path: Path, stray: str, messa
 def test_an_emodb_folder_given_as_a_folder_corpus_says_to_name_emodb(tmp_path: Path) -> None:
     """It loaded as one label, 'wav', and training then refused a corpus of one emotion."""
     write_wav(tmp_path / "emodb" / "wav" / "03a01Fa.wav")
-    with pytest.raises(DataError, match=rf"laid out as EmoDB .*load it as the corpus 'emodb' \(--data emodb\) with "
-                                        rf"MINSER_DATA={re.escape(str(tmp_path))}$"):
+    # The advice named --data, which `python -m minser.data info` lacks: the corpus name serves every caller.
+    data = re.escape(str(tmp_path))
+    with pytest.raises(DataError, match=rf"^corpus folder {data}/emodb is laid out as EmoDB \(wav/03a01Fa\.wav, "
+                                        r"\.\.\.\), not as one folder per label; give the corpus name 'emodb' instead "
+                                        rf"of its path, with MINSER_DATA={data}$"):
         load_corpus(tmp_path / "emodb", data_dir=tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:EmoDB folder .* of the corpus' 535 files")
+@pytest.mark.parametrize("name", ["EmoDB", "emodb_copy"])
+def test_an_emodb_folder_named_otherwise_says_to_rename_or_link_it(tmp_path: Path, name: str) -> None:
+    """The advice was MINSER_DATA=<parent>, but the corpus 'emodb' is read from <MINSER_DATA>/emodb only."""
+    write_wav(tmp_path / name / "wav" / "03a01Fa.wav")
+    with pytest.raises(DataError, match=rf"not as one folder per label; rename it, or link it, as "
+                                        rf"{re.escape(str(tmp_path / 'emodb'))}, then give the corpus name 'emodb' "
+                                        rf"instead of its path, with MINSER_DATA={re.escape(str(tmp_path))}$"):
+        load_folder(tmp_path / name)
+    (tmp_path / "emodb").symlink_to(tmp_path / name)  # as advised, it then loads
+    assert len(load_corpus("emodb", data_dir=tmp_path)) == 1
+
+
+@pytest.mark.filterwarnings("ignore:EmoDB folder .* of the corpus' 535 files")
+@pytest.mark.parametrize(("folder", "advice"), [
+    ("emodb/wav", "give the corpus name 'emodb' instead of its path, with MINSER_DATA={tmp}"),
+    ("emodb", "give the corpus name 'emodb' instead of its path, with MINSER_DATA={tmp}"),
+    ("EmoDB/wav", "rename it, or link it, as {tmp}/emodb, then give the corpus name 'emodb' instead of its path, "
+                  "with MINSER_DATA={tmp}"),
+    ("emodb_wavs", "rename it, or link it, as {tmp}/emodb, then give the corpus name 'emodb' instead of its path, "
+                   "with MINSER_DATA={tmp}"),
+], ids=["wav", "emodb", "renamed-wav", "renamed"])
+def test_a_flat_folder_of_emodb_files_says_to_load_emodb(tmp_path: Path, emodb_root: Path, folder: str,
+                                                          advice: str) -> None:
+    """EmoDB's wav/ folder given as a folder corpus was said to hold no audio, one sub-folder per label expected."""
+    (tmp_path / folder).mkdir(parents=True)
+    for name in ("03a01Fa.wav", "03a01Nc.wav", "03a01Wa.wav", "03a02Fc.wav"):
+        (tmp_path / folder / name).symlink_to(emodb_root / "wav" / name)
+    advice = advice.format(tmp=tmp_path)
+    with pytest.raises(DataError, match=rf"^corpus folder {re.escape(str(tmp_path / folder))} holds audio files at its "
+                                        r"top \(03a01Fa\.wav, 03a01Nc\.wav, 03a01Wa\.wav, \.\.\.\), none in label "
+                                        rf"sub-folders; the names are EmoDB's: {re.escape(advice)}$"):
+        load_folder(tmp_path / folder)
+    if not advice.startswith("rename"):  # the advice, followed, loads it
+        assert len(load_corpus("emodb", classes=7, data_dir=tmp_path)) == 4
+
+
+def test_the_data_folder_given_as_a_folder_corpus_says_to_name_its_corpora(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`info $MINSER_DATA` said label folder emodb holds audio in a sub-folder: "move the files up into the label
+    folder", which would break the EmoDB copy; IEMOCAP's release was told the same of its Session1 folder."""
+    write_wav(tmp_path / "emodb" / "wav" / "03a01Fa.wav")
+    (tmp_path / "emodb" / "SHA256SUMS").write_text("")
+    assert main(["info", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: corpus folder {tmp_path}: label folder {tmp_path / 'emodb'} is laid out as EmoDB (wav/03a01Fa.wav, "
+        f"...), not as the audio of one label; give the corpus name 'emodb' instead of its path, with "
+        f"MINSER_DATA={tmp_path}\n")
+    shutil.rmtree(tmp_path / "emodb")
+    release, data = make_iemocap(tmp_path), re.escape(str(tmp_path))
+    with pytest.raises(DataError, match=rf"^corpus folder {data}: label folder "
+                                        rf"{re.escape(str(release))} is laid out as IEMOCAP \(Session1 \.\.\. "
+                                        r"Session5\), not as the audio of one label; give the corpus name 'iemocap' "
+                                        rf"instead of its path, with MINSER_DATA={data}$"):
+        load_folder(tmp_path)
+    with pytest.raises(DataError, match=rf"^corpus folder {re.escape(str(release))} is laid out as IEMOCAP "
+                                        r"\(Session1 \.\.\. Session5\), not as one folder per label; give the "
+                                        rf"corpus name 'iemocap' instead of its path, with MINSER_DATA={data}$"):
+        load_folder(release)
+    release.rename(tmp_path / "IEMOCAP")
+    with pytest.raises(DataError, match=rf"rename it, or link it, as {re.escape(str(release))}, then give the corpus "
+                                        "name 'iemocap'"):
+        load_folder(tmp_path / "IEMOCAP")
+    release.symlink_to(tmp_path / "IEMOCAP")  # as advised, it then loads
+    with pytest.warns(UserWarning, match="holds 2 of the corpus' 5 sessions"):
+        assert len(load_corpus("iemocap", data_dir=tmp_path)) == 6
 
 
 def test_folder(tmp_path: Path) -> None:
@@ -539,8 +611,13 @@ def test_folder_with_audio_soundfile_cannot_read_is_refused(tmp_path: Path) -> N
 def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"absent does not exist; give a folder with one sub-folder"):
         load_folder(tmp_path / "absent")
-    write_wav(tmp_path / "a.wav")  # audio, but not in a label folder
     with pytest.raises(DataError, match="holds no audio: expected one sub-folder per label"):
+        load_folder(tmp_path)
+    write_wav(tmp_path / "a.wav")  # audio, but not in a label folder: it was said to hold none
+    with pytest.raises(DataError, match=r"holds audio files at its top \(a\.wav\), none in label sub-folders; a folder "
+                                        r"corpus takes each file's label from its sub-folder \(root/anger/a\.wav, "
+                                        r"root/neutral/b\.wav, \.\.\.\): move each file into its label's folder, or "
+                                        r"list the files in a CSV manifest \(path,label\[,speaker\]\)$"):
         load_folder(tmp_path)
 
 
@@ -610,6 +687,15 @@ def test_corpus_methods(tmp_path: Path) -> None:
     assert corpus.speakers().tolist() == ["s0", "s1", "s0", "s1", "s0"]
     part = corpus.subset(np.array([4, 0]))
     assert (part.name, part.labels, part.utterances) == ("toy", ("c", "b", "a"), [utterances[4], utterances[0]])
+    assert corpus.subset(corpus.targets() == 2).utterances == [utterances[0], utterances[3]]  # a boolean mask
+    assert corpus.subset([]).utterances == []
+    # A mask was read as indices 0 and 1, and floats were truncated: both picked the wrong utterances.
+    with pytest.raises(ConfigError, match=r"^corpus 'toy': subset got a boolean mask of shape \(2,\); give a mask of "
+                                          r"shape \(5,\), one value per utterance, or integer indices$"):
+        corpus.subset([True, False])
+    with pytest.raises(ConfigError, match=r"^corpus 'toy': subset got float64 indices \(first: 1\.7\); give integer "
+                                          r"indices or a boolean mask of shape \(5,\)$"):
+        corpus.subset([1.7, 2.2])
     with pytest.raises(DataError, match="has no session"):
         corpus.sessions()
     with pytest.raises(DataError, match="label 'z', which is not one of"):

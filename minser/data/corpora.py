@@ -65,6 +65,10 @@ UNKNOWN_SPEAKER = "unknown"
 MANIFEST_COLUMNS = ("path", "label", "speaker", "session")
 # Corpus specs that name a corpus in the data folder, not a path (see load_corpus).
 CORPUS_NAMES = ("emodb", "iemocap")
+# How messages describe EmoDB's own layout, which a folder corpus is not.
+_EMODB_LAYOUT = "EmoDB (wav/03a01Fa.wav, ...)"
+# The folders of the data folder load_corpus reads each named corpus from, the first found.
+_CORPUS_FOLDERS = {"emodb": ("emodb",), "iemocap": ("IEMOCAP_full_release", "iemocap")}
 DOWNLOAD_HINT = "run `python -m minser.data download emodb` or set MINSER_DATA to the folder that holds emodb/wav/"
 
 
@@ -140,8 +144,23 @@ class Corpus:
         return np.array([u.session for u in self.utterances], dtype=str)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Corpus:
-        """The utterances at ``indices`` (in that order), same name and labels."""
-        return Corpus(self.name, self.labels, [self.utterances[int(i)] for i in np.asarray(indices).reshape(-1)])
+        """The utterances at ``indices`` (integers, in that order), or where ``indices`` is True (a boolean mask
+        ``(len(self),)``, as ``corpus.targets() == 0``); same name and labels.
+
+        Raises ConfigError for a mask of another shape and for indices that are not integers (``1.7``), which
+        would otherwise pick utterances 0 and 1 or truncate to others.
+        """
+        picks = np.asarray(indices)
+        if picks.dtype == bool:
+            if picks.shape != (len(self),):
+                raise ConfigError(f"corpus {self.name!r}: subset got a boolean mask of shape {picks.shape}; give a "
+                                  f"mask of shape ({len(self)},), one value per utterance, or integer indices")
+            picks = np.flatnonzero(picks)
+        elif picks.size and not np.issubdtype(picks.dtype, np.integer):
+            raise ConfigError(f"corpus {self.name!r}: subset got {picks.dtype} indices (first: "
+                              f"{picks.reshape(-1).tolist()[0]!r}); give integer indices or a boolean mask of shape "
+                              f"({len(self)},)")
+        return Corpus(self.name, self.labels, [self.utterances[i] for i in picks.reshape(-1).tolist()])
 
     def label_counts(self) -> dict[str, int]:
         """Number of utterances per label, in ``labels`` order."""
@@ -159,8 +178,8 @@ def data_dir() -> Path:
 
 
 def _expanded(path: str, variable: str) -> Path:
-    """``path`` (the value of environment variable ``variable``) with ``~`` expanded; ConfigError when the home
-    folder it names cannot be found (``~nosuchuser``; no HOME and no passwd entry, as in a container)."""
+    """``path`` (the value of environment variable or option ``variable``) with ``~`` expanded; ConfigError when
+    the home folder it names cannot be found (``~nosuchuser``; no HOME and no passwd entry, as in a container)."""
     try:
         return Path(path).expanduser()
     except RuntimeError as exc:
@@ -277,10 +296,15 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
 # IEMOCAP
 
 
+def _find_iemocap_release(root: Path) -> Path | None:
+    """The folder holding IEMOCAP's Session1 ... Session5 folders: ``root`` or ``root/IEMOCAP_full_release``."""
+    return next((c for c in (root, root / "IEMOCAP_full_release") if any(c.glob("Session[1-5]"))), None)
+
+
 def _iemocap_release_dir(root: Path) -> Path:
-    for candidate in (root, root / "IEMOCAP_full_release"):
-        if any(candidate.glob("Session[1-5]")):
-            return candidate
+    release = _find_iemocap_release(root)
+    if release is not None:
+        return release
     raise DataError(
         f"IEMOCAP not found: {root} holds no Session1 ... Session5 folders (expected the official "
         "IEMOCAP_full_release layout: SessionN/dialog/EmoEvaluation/*.txt and SessionN/sentences/wav/); "
@@ -571,25 +595,77 @@ def load_folder(root: str | Path) -> Corpus:
 
 
 def _refuse_unsearched(root: Path, label_entries: dict[Path, list[Path]]) -> None:
-    """Raise DataError for audio a folder corpus would skip without notice: files at its top, next to the label
-    folders, and files in sub-folders of a label folder; and for EmoDB's own layout (``emodb/wav/``), which
-    would load as one label named ``wav``."""
-    if [p.name for p in label_entries] == ["wav"] and _EMODB_NAME.match(
-            next((p.name for p in label_entries[root / "wav"]), "")):
-        raise DataError(f"corpus folder {root} is laid out as EmoDB (wav/03a01Fa.wav, ...), not as one folder per "
-                        f"label; load it as the corpus 'emodb' (--data emodb) with MINSER_DATA={root.parent}")
+    """Raise DataError for audio a folder corpus would skip without notice: files at its top, beside label folders
+    or instead of them, and files in sub-folders of a label folder; and for EmoDB's own layout (``emodb/wav/``),
+    which would load as one label named ``wav``. Where the folder, or a label folder, holds EmoDB or IEMOCAP in
+    its own layout, the message says how to load it by the corpus name instead."""
+    if _holds_emodb(root):
+        raise DataError(f"corpus folder {root} is laid out as {_EMODB_LAYOUT}, not as one folder per label; "
+                        f"{_by_name(root, 'emodb')}")
     loose = [p.name for p in sorted(root.iterdir())
              if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")]
+    shown = f"{', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}"
     if loose and label_entries:
-        raise DataError(f"corpus folder {root} holds audio next to its label folders ({', '.join(loose[:3])}"
-                        f"{', ...' if len(loose) > 3 else ''}), which has no label; move each file into its label's "
-                        "folder or out of the corpus")
+        raise DataError(f"corpus folder {root} holds audio next to its label folders ({shown}), which has no label; "
+                        "move each file into its label's folder or out of the corpus")
+    if loose:
+        if _has_emodb_names(root):  # EmoDB's wav/ folder: its copy is the folder above it (load_emodb's root)
+            folder = Path(os.path.abspath(root))
+            advice = f"the names are EmoDB's: {_by_name(folder.parent if folder.name == 'wav' else folder, 'emodb')}"
+        else:
+            advice = ("a folder corpus takes each file's label from its sub-folder (root/anger/a.wav, "
+                      "root/neutral/b.wav, ...): move each file into its label's folder, or list the files in a CSV "
+                      "manifest (path,label[,speaker])")
+        raise DataError(f"corpus folder {root} holds audio files at its top ({shown}), none in label sub-folders; "
+                        f"{advice}")
     for label_dir, entries in label_entries.items():
         nested = next((f for d in entries if d.is_dir() for f in sorted(d.rglob("*"))
                        if f.suffix.lower() in AUDIO_SUFFIXES and not f.name.startswith(".")), None)
-        if nested is not None:
-            raise DataError(f"corpus folder {root}: label folder {label_dir} holds audio in a sub-folder ({nested}), "
-                            "and sub-folders of a label are not searched; move the files up into the label folder")
+        if nested is None:
+            continue
+        # A corpus one level down (MINSER_DATA given as a folder corpus), or IEMOCAP's release given as one.
+        if (named := _named_corpus(label_dir)) is not None:
+            raise DataError(f"corpus folder {root}: label folder {label_dir} is laid out as {named[0]}, not as the "
+                            f"audio of one label; {named[1]}")
+        if (named := _named_corpus(root)) is not None:
+            raise DataError(f"corpus folder {root} is laid out as {named[0]}, not as one folder per label; {named[1]}")
+        raise DataError(f"corpus folder {root}: label folder {label_dir} holds audio in a sub-folder ({nested}), "
+                        "and sub-folders of a label are not searched; move the files up into the label folder")
+
+
+def _has_emodb_names(folder: Path) -> bool:
+    """Whether the first wav file of ``folder`` (by name) has an EmoDB name (03a01Fa.wav)."""
+    return _EMODB_NAME.match(next((p.name for p in _wav_files(folder)), "")) is not None
+
+
+def _holds_emodb(folder: Path) -> bool:
+    """Whether ``folder`` is laid out as EmoDB: its one sub-folder is ``wav/``, holding EmoDB file names."""
+    folders = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return folders == ["wav"] and _has_emodb_names(folder / "wav")
+
+
+def _named_corpus(folder: Path) -> tuple[str, str] | None:
+    """For a message: the layout of the named corpus ``folder`` holds and how to load it by name; None when it
+    holds neither EmoDB nor IEMOCAP in their own layout."""
+    if _holds_emodb(folder):
+        return _EMODB_LAYOUT, _by_name(folder, "emodb")
+    if _find_iemocap_release(folder) is not None:
+        return "IEMOCAP (Session1 ... Session5)", _by_name(folder, "iemocap")
+    return None
+
+
+def _by_name(folder: Path, name: str) -> str:
+    """How to load ``folder``, a copy of the corpus ``name`` ('emodb' or 'iemocap'), by that name.
+
+    load_corpus looks for it only in the data folder, under one of ``_CORPUS_FOLDERS[name]`` spelled exactly (a
+    file system may tell case): a copy under another name must be renamed or linked. The advice names no option,
+    as train's and evaluate's --data and ``minser.data info`` all take the name.
+    """
+    folder = Path(os.path.abspath(folder))  # "." names its folder
+    steps = f"give the corpus name '{name}' instead of its path, with MINSER_DATA={folder.parent}"
+    if folder.name not in _CORPUS_FOLDERS[name]:
+        return f"rename it, or link it, as {folder.parent / _CORPUS_FOLDERS[name][0]}, then {steps}"
+    return steps
 
 
 def check_classes_option(classes: int | None, data: str | os.PathLike, given_as: str = "--data ") -> None:
@@ -613,14 +689,14 @@ def load_corpus(spec: str | Path, classes: int = 4, data_dir: str | Path | None 
     if name in CORPUS_NAMES:  # only named corpora live in the data folder: a manifest needs none
         base = _base_dir(data_dir)
     if name == "emodb":
-        return load_emodb(base / "emodb", classes)
+        return load_emodb(base / _CORPUS_FOLDERS["emodb"][0], classes)
     if name == "iemocap":
         if classes != 4:
             raise ConfigError(f"IEMOCAP classes={classes!r}: only the paper's 4 classes are supported")
-        for folder in ("IEMOCAP_full_release", "iemocap"):
+        for folder in _CORPUS_FOLDERS["iemocap"]:
             if (base / folder).is_dir():
                 return load_iemocap(base / folder)
-        return load_iemocap(base / "IEMOCAP_full_release")
+        return load_iemocap(base / _CORPUS_FOLDERS["iemocap"][0])
     path = Path(spec)
     if path.is_file():
         return load_manifest(path)
