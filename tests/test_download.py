@@ -128,7 +128,8 @@ def test_a_partial_wav_folder_is_not_called_present(tmp_path: Path, present: lis
 def test_a_complete_folder_of_upper_case_wav_names_is_present(
     emodb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """A folder of 03a01Fa.WAV ... (which load_emodb reads) was called 0 of 535, with advice to delete it."""
+    """A folder of 03a01Fa.WAV ... (which load_emodb reads) was called 0 of 535, with advice to delete it, and
+    failed verify_wavs as 535 missing files."""
     wav_dir = tmp_path / "emodb" / "wav"
     wav_dir.mkdir(parents=True)
     for name in emodb_sums():
@@ -138,6 +139,7 @@ def test_a_complete_folder_of_upper_case_wav_names_is_present(
     assert captured.out.strip() == str(tmp_path / "emodb")
     assert f"EmoDB already present at {tmp_path / 'emodb'}" in captured.err
     assert len(load_emodb(tmp_path / "emodb", classes=7)) == 535
+    verify_wavs(wav_dir, emodb_sums())
 
 
 def test_macos_resource_forks_in_the_archive_are_skipped(server: Server, tmp_path: Path) -> None:

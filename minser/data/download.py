@@ -157,12 +157,18 @@ def verify_wavs(wav_dir: str | Path, sums: Mapping[str, str]) -> None:
         raise DataError(f"EmoDB files in {wav_dir} fail verification: {problems}")
 
 
+def _emodb_files(wav_dir: Path) -> dict[str, Path]:
+    """The wav files of ``wav_dir`` by the names :func:`~minser.data.load_emodb` reads them as (``03a01Fa.WAV``
+    is ``03a01Fa.wav``, the name in the sums)."""
+    return {f"{p.stem}.wav": p for p in _wav_files(wav_dir)}
+
+
 def _verification_problems(wav_dir: Path, sums: Mapping[str, str]) -> str:
     """The missing, unexpected and mismatching files of ``wav_dir`` against ``sums``, as a phrase ('' if none)."""
-    present = {p.name for p in wav_dir.glob("*.wav")}
-    missing = sorted(set(sums) - present)
-    extra = sorted(present - set(sums))
-    wrong = sorted(name for name in set(sums) & present if _sha256(wav_dir / name) != sums[name].lower())
+    present = _emodb_files(wav_dir)
+    missing = sorted(set(sums) - set(present))
+    extra = sorted(set(present) - set(sums))
+    wrong = sorted(name for name in set(sums) & set(present) if _sha256(present[name]) != sums[name].lower())
     problems = [
         f"{label} {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
         for label, names in (("missing", missing), ("unexpected", extra), ("checksum mismatch in", wrong))
@@ -217,7 +223,7 @@ def _check_present(wav_dir: Path, sums: Mapping[str, str]) -> None:
     """Raise DataError when ``wav_dir`` misses some of the files of ``sums`` (by name: the digests of a
     folder in use are not recomputed): "already present" would send the user round in a loop. Names are
     compared as :func:`~minser.data.load_emodb` reads them: ``03a01Fa.WAV`` is ``03a01Fa.wav``."""
-    missing = sorted(set(sums) - {f"{p.stem}.wav" for p in _wav_files(wav_dir)})
+    missing = sorted(set(sums) - set(_emodb_files(wav_dir)))
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise DataError(f"{wav_dir} holds {len(sums) - len(missing)} of EmoDB's {len(sums)} files ({len(missing)} "
