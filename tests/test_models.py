@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,6 +119,38 @@ def test_a_training_step_under_autocast_keeps_float32_statistics(name: str) -> N
             torch.testing.assert_close(b, a, rtol=0.05, atol=0.05, msg=key)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_half_precision_network_trains_with_lengths(name: str, dtype: torch.dtype) -> None:
+    """A network cast to bfloat16 / float16 (no autocast) has half running buffers: lerping the masked BatchNorm's
+    float32 statistics into them raised "expected dtype ... for `end` but got dtype float"."""
+    models = [small(name, dropout=0.0).train() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    models[1].to(dtype)
+    x, lengths = padded_batch([60, 44, 31])
+    logits = models[1](x.to(dtype), lengths)
+    logits.float().sum().backward()
+    assert logits.dtype == dtype and torch.isfinite(logits.float()).all()
+    models[0](x, lengths)
+    for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        if key.endswith(("running_mean", "running_var")):
+            assert b.dtype == dtype, key
+            torch.testing.assert_close(b.float(), a, rtol=0.05, atol=0.05, msg=key)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_an_empty_batch_gives_empty_logits(name: str, train: bool) -> None:
+    """The attention models failed to reshape 0 elements to (0, steps, -1); BatchNorm must not learn from nothing."""
+    model = small(name, n_classes=5, input_norm=True).train(train)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for lengths in (None, torch.zeros(0, dtype=torch.long)):
+        logits = model(torch.randn(0, 16, 40), lengths)
+        assert logits.shape == (0, 5)
+    for key, value in before.items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.parametrize("shape", [(3, 4, 5, 20), (3, 4, 20)])
 def test_masked_batch_norm_is_batch_norm_on_valid_steps(shape: tuple[int, ...]) -> None:
     norm = nn.BatchNorm2d(4) if len(shape) == 4 else nn.BatchNorm1d(4)
@@ -225,14 +258,72 @@ def test_short_or_misshaped_input_is_refused() -> None:
     assert model.min_frames == 15  # ceil(15 / 2) = 8 -> 4 -> 2 -> 1 CNN step
     with pytest.raises(DataError, match="minimum of 15"):
         model(torch.randn(1, 16, 14))
-    with pytest.raises(DataError, match="minimum of 15"):
-        model(torch.randn(2, 16, 40), torch.tensor([40, 10]))
     with pytest.raises(DataError, match=r"\(batch, 16, frames\)"):
         model(torch.randn(2, 40, 40))
-    with pytest.raises(DataError, match="integer"):
-        model(torch.randn(2, 16, 40), torch.tensor([40.0, 30.0]))
-    with pytest.raises(DataError, match="<= 40 frames"):
+    with pytest.raises(DataError, match=r"values in \[0, 40\] frames, got \[41, 30\]"):
         model(torch.randn(2, 16, 40), torch.tensor([41, 30]))
+
+
+def test_a_short_length_is_told_to_grow_not_the_features() -> None:
+    """With lengths, the advice was to pad features that were long enough already; a negative length got it too."""
+    model = small("cat")
+    start = "cat got an utterance of 10 frames, fewer than its minimum of 15 (each branch must keep one step); "
+    with pytest.raises(DataError) as error:
+        model(torch.randn(2, 16, 40), torch.tensor([40, 10]))
+    assert str(error.value) == start + "raise those lengths to at least 15 (lengths.clamp(min=15), as Recognizer does)"
+    with pytest.raises(DataError) as error:
+        model(torch.randn(2, 16, 10), torch.tensor([10, 10]))
+    assert str(error.value) == start + ("raise those lengths to at least 15 (lengths.clamp(min=15), as Recognizer "
+                                        "does) and pad the features to at least 15 frames")
+    with pytest.raises(DataError) as error:
+        model(torch.randn(2, 16, 10))
+    assert str(error.value) == start + "pad the features to at least that many frames"
+    with pytest.raises(DataError) as error:
+        model(torch.randn(2, 16, 40), torch.tensor([40, -1]))
+    assert str(error.value) == "lengths must be (2,) values in [0, 40] frames, got [40, -1]"
+
+
+@pytest.mark.parametrize(("lengths", "got"), [
+    ([40, 30], "list"),
+    (np.array([40, 30]), "ndarray"),
+    (torch.tensor([], dtype=torch.long), "(0,) torch.int64"),
+    (torch.tensor([40, 30], dtype=torch.complex64), "(2,) torch.complex64"),
+    (torch.tensor([40.0, 30.0]), "(2,) torch.float32"),
+    (torch.tensor([True, True]), "(2,) torch.bool"),
+    (torch.tensor([40, 30, 10]), "(3,) torch.int64"),  # its 10 used to be reported as too short
+])
+def test_lengths_that_are_not_an_integer_tensor_of_the_batch_are_refused_first(lengths, got: str) -> None:
+    """A list, an array, an empty or complex tensor reached lengths.dtype or lengths.min() and raised raw errors."""
+    with pytest.raises(ConfigError) as error:
+        small("cat")(torch.randn(2, 16, 40), lengths)
+    assert str(error.value) == f"lengths must be an integer tensor of shape (2,), got {got}"
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("ilt", {"heads": 8}, "option heads=8 is invalid: impl='triton' runs attention through the fused kernels, which "
+     "take head sizes (d_model / heads) 16, 32, 64, 128, and d_model=64 / heads=8 is 8; give heads=1 or 2 or 4, "
+     "or impl='auto' or 'torch'"),
+    ("cat", {"d_model": 40, "heads": 2}, "option heads=2 is invalid: impl='triton' runs attention through the fused "
+     "kernels, which take head sizes (d_model / heads) 16, 32, 64, 128, and d_model=40 / heads=2 is 20; give d_model "
+     "a multiple of one of them, or impl='auto' or 'torch'"),
+    ("cnn", {"d_model": 2048, "pool": "attention"}, "option d_model=2048 is invalid: impl='triton' runs "
+     "pool='attention' through the fused kernel, which takes feature sizes up to 1024; give d_model <= 1024, "
+     "or impl='auto' or 'torch'"),
+    ("cnn_plus_lstm", {"d_model": 2048}, "option d_model=2048 is invalid: impl='triton' runs the LSTM branch's "
+     "attention pooling through the fused kernel, which takes feature sizes up to 1024; give d_model <= 1024, "
+     "or impl='auto' or 'torch'"),
+])
+def test_triton_refuses_sizes_its_kernels_lack_at_build_and_set_impl(name: str, options: dict, message: str) -> None:
+    """These were accepted, and failed at the first forward, once the data was loaded."""
+    with pytest.raises(ConfigError) as error:
+        build(name, 4, impl="triton", **options)
+    assert str(error.value) == message
+    model = build(name, 4, **options)  # "auto" takes the PyTorch path for them
+    with pytest.raises(ConfigError) as error:
+        model.set_impl("triton")
+    assert str(error.value) == message
+    assert model.options.impl == "auto" and all(m.impl == "auto" for m in model.modules() if hasattr(m, "impl"))
+    assert build(name, 4, impl="triton").options.impl == "triton"  # the defaults fit
 
 
 def test_ilt_fusion_weights() -> None:

@@ -66,9 +66,11 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
     statistics) skip the steps at ``time >= lengths[b]``, as PyTorch's BatchNorm would on the
     unpadded utterances; otherwise this is ``norm(x)``. Same parameters and buffers as ``norm``. The
     statistics are float32 whatever the dtype of ``x`` (bfloat16 or float16 under autocast, whose output
-    keeps that dtype), as PyTorch's BatchNorm keeps them, and float64 for float64 (a float64 network, gradcheck).
+    keeps that dtype), as PyTorch's BatchNorm keeps them, and float64 for float64 (a float64 network, gradcheck);
+    the running buffers take them in their own dtype (bfloat16 or float16 in a network cast to it). An empty
+    batch is ``norm(x)`` too: it leaves the running statistics alone, as PyTorch's BatchNorm does.
     """
-    if lengths is None or not norm.training:
+    if lengths is None or not norm.training or x.shape[0] == 0:
         return norm(x)
     steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
@@ -85,8 +87,8 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
         norm.num_batches_tracked += 1
         if momentum is None:  # cumulative moving average, as nn.BatchNorm
             momentum = 1.0 / float(norm.num_batches_tracked)
-        norm.running_mean.lerp_(mean.detach(), momentum)
-        norm.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
+        norm.running_mean.lerp_(mean.detach().to(norm.running_mean.dtype), momentum)
+        norm.running_var.lerp_((var.detach() * count / (count - 1).clamp(min=1)).to(norm.running_var.dtype), momentum)
     scale = norm.weight * torch.rsqrt(var + norm.eps)
     return (xf * scale.view(channel) + (norm.bias - mean * scale).view(channel)).to(x.dtype)
 
@@ -292,8 +294,8 @@ class MultiHeadAttention(nn.Module):
         out = kernels.attention(
             self._split(self.query(x)), self._split(key), self._split(value), key_lengths=memory_lengths, impl=self.impl
         )
-        batch, _, steps, _ = out.shape
-        return self.out(out.transpose(1, 2).reshape(batch, steps, -1))
+        batch, heads, steps, head_dim = out.shape  # explicit sizes: -1 is ambiguous for an empty batch
+        return self.out(out.transpose(1, 2).reshape(batch, steps, heads * head_dim))
 
 
 class TransformerEncoderLayer(nn.Module):

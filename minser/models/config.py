@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from minser.errors import ConfigError
 from minser.kernels import IMPLS
+from minser.kernels.configs import ATTENTION_HEAD_DIMS, POOL_MAX_DIM
 from minser.models.blocks import cnn_bands
 
 POOLS = ("mean", "attention")
@@ -73,7 +74,10 @@ class BaseOptions:
             transformer), and of the classifier's hidden layer.
         dropout: dropout probability (CNN blocks, transformer, classifier).
         impl: kernel path for attention and attention pooling: ``"auto"``, ``"torch"`` or
-            ``"triton"`` (see :mod:`minser.kernels`); does not change the weights.
+            ``"triton"`` (see :mod:`minser.kernels`); does not change the weights. ``"triton"`` refuses here the
+            sizes the kernels lack: a head size ``d_model / heads`` not in ``ATTENTION_HEAD_DIMS``, attention
+            pooling of ``d_model`` above ``POOL_MAX_DIM`` (:mod:`minser.kernels.configs`); dtypes are checked
+            at the first forward.
         input_norm: standardise each Mel band of the input with BatchNorm statistics (over the
             valid frames of the training batches; running statistics at inference), before any
             branch. Off by default: the paper feeds the log-Mels (dB) as they are.
@@ -193,10 +197,19 @@ class PoolOptions(BaseOptions):
     """
 
     pool: str = "mean"
+    lstm_attention_pool: ClassVar[bool] = False
+    """True where an LSTM branch ends in attention pooling whatever ``pool`` is (ILT, CNN+LSTM)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("pool", self.pool, POOLS)
+        # Here, not at the first forward after the data is loaded; sizes only, as the dtype is not known yet.
+        attention_pooled = self.pool == "attention" or self.lstm_attention_pool
+        if self.impl == "triton" and attention_pooled and self.d_model > POOL_MAX_DIM:
+            pooling = "pool='attention'" if self.pool == "attention" else "the LSTM branch's attention pooling"
+            _fail("d_model", self.d_model, f"impl='triton' runs {pooling} through the fused kernel, which takes "
+                                           f"feature sizes up to {POOL_MAX_DIM}; give d_model <= {POOL_MAX_DIM}, "
+                                           "or impl='auto' or 'torch'")
 
 
 @dataclass
@@ -222,6 +235,14 @@ class TransformerOptions(PoolOptions):
         _check_int("ff_dim", self.ff_dim)
         if self.d_model % self.heads:
             _fail("heads", self.heads, f"d_model={self.d_model} must be a multiple of heads")
+        head_dim = self.d_model // self.heads
+        if self.impl == "triton" and head_dim not in ATTENTION_HEAD_DIMS:
+            fitting = [str(self.d_model // d) for d in reversed(ATTENTION_HEAD_DIMS) if self.d_model % d == 0]
+            fix = f"give heads={' or '.join(fitting)}" if fitting else "give d_model a multiple of one of them"
+            _fail("heads", self.heads, f"impl='triton' runs attention through the fused kernels, which take head sizes "
+                                       f"(d_model / heads) {', '.join(map(str, ATTENTION_HEAD_DIMS))}, and "
+                                       f"d_model={self.d_model} / heads={self.heads} is {head_dim}; {fix}, "
+                                       "or impl='auto' or 'torch'")
         if not isinstance(self.pe, bool):
             _fail("pe", self.pe, "give True or False")
 
@@ -253,6 +274,7 @@ class ILTOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
 
     fusion: str = "attention"
     alpha: float = 0.5
+    lstm_attention_pool: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,6 +304,8 @@ class CATOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
 @dataclass
 class CNNPlusLSTMOptions(CNNOptions, LogMelLSTMOptions, PoolOptions):
     """``cnn_plus_lstm``: the CNN's pooled vector plus the BiLSTM's attention-pooled vector."""
+
+    lstm_attention_pool: ClassVar[bool] = True
 
 
 @dataclass

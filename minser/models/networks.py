@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from minser.errors import ConfigError, DataError
+from minser.kernels import _check_lengths
 from minser.kernels.reference import key_mask
 from minser.models import config
 from minser.models.blocks import (
@@ -68,7 +69,8 @@ class Network(nn.Module):
         return frames
 
     def set_impl(self, impl: str) -> None:
-        """Route every attention / attention-pooling call through kernel path ``impl``."""
+        """Route every attention / attention-pooling call through kernel path ``impl``; raises ConfigError,
+        leaving the network as it was, for an ``impl`` its options refuse (see :class:`config.BaseOptions`)."""
         self.options = type(self.options)(**{**vars(self.options), "impl": impl})
         for module in self.modules():
             if hasattr(module, "impl"):
@@ -83,21 +85,31 @@ class Network(nn.Module):
         return x if self.input_norm is None else masked_batch_norm(self.input_norm, x, lengths)
 
     def check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
-        """Raise DataError for a wrong shape or an utterance shorter than ``min_frames``."""
+        """Raise DataError for features of a wrong shape, lengths out of range or an utterance shorter than
+        ``min_frames``, and ConfigError (as :mod:`minser.kernels` does) for lengths that are not an integer
+        tensor ``(batch,)``."""
         if x.dim() != 3 or x.shape[1] != self.options.n_mels:
             raise DataError(
                 f"{self.name} wants features (batch, {self.options.n_mels}, frames), got {tuple(x.shape)}"
             )
-        if lengths is not None and (lengths.dtype.is_floating_point or lengths.dtype == torch.bool):
-            raise DataError(f"lengths must hold integer frame counts, got dtype {lengths.dtype}")
-        shortest = x.shape[2] if lengths is None else int(lengths.min())
+        _check_lengths(lengths, x.shape[0], "lengths")
+        if lengths is not None and len(lengths) and (int(lengths.min()) < 0 or int(lengths.max()) > x.shape[2]):
+            raise DataError(
+                f"lengths must be ({x.shape[0]},) values in [0, {x.shape[2]}] frames, got {lengths.tolist()}"
+            )
+        shortest = x.shape[2] if lengths is None or not len(lengths) else int(lengths.min())
         if shortest < self.min_frames:
+            if lengths is None:
+                fix = "pad the features to at least that many frames"
+            else:  # the features may be long enough: it is the length that must grow, into the padding
+                fix = (f"raise those lengths to at least {self.min_frames} "
+                       f"(lengths.clamp(min={self.min_frames}), as Recognizer does)")
+                if x.shape[2] < self.min_frames:
+                    fix += f" and pad the features to at least {self.min_frames} frames"
             raise DataError(
                 f"{self.name} got an utterance of {shortest} frames, fewer than its minimum of {self.min_frames} "
-                "(each branch must keep one step); pad the features to at least that many frames"
+                f"(each branch must keep one step); {fix}"
             )
-        if lengths is not None and (lengths.shape != (x.shape[0],) or int(lengths.max()) > x.shape[2]):
-            raise DataError(f"lengths must be ({x.shape[0]},) values <= {x.shape[2]} frames, got {lengths.tolist()}")
 
 
 def _number(weight: torch.Tensor | float) -> float:
