@@ -116,7 +116,9 @@ def onnx_bytes(recognizer: Recognizer, metadata: dict[str, str] | None = None) -
         import onnx
     except ImportError as exc:
         raise ConfigError(f"ONNX export of {name!r} needs the onnx package: pip install 'minser[onnx]'") from exc
-    example = (torch.randn(_TRACE_BATCH, recognizer.frontend.n_mels, _TRACE_FRAMES),
+    # A generator of its own: drawing from the global stream would change the caller's seeded random numbers.
+    generator = torch.Generator().manual_seed(0)
+    example = (torch.randn(_TRACE_BATCH, recognizer.frontend.n_mels, _TRACE_FRAMES, generator=generator),
                torch.tensor([_TRACE_FRAMES, _TRACE_FRAMES * 2 // 3], dtype=torch.int64))
     buffer = io.BytesIO()
     try:
@@ -294,7 +296,7 @@ def _quantize(source: Path, out: str | None) -> None:
 
 @plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; bad input prints ``error: ...`` and returns 2."""
+    """Run the CLI; bad input prints ``error: ...`` and returns 2; Ctrl-C prints one line and returns 130."""
     args = build_parser().parse_args(argv)
     try:
         named = contextlib.nullcontext(_sources(args.checkpoints)) if args.checkpoints else _shipped(args.out)
@@ -303,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        from minser.train import INTERRUPTED_STATUS  # only when interrupted: no export pays for importing it
+
+        # Files are written atomically (minser.files.atomic_write): a stopped write leaves the old file, if any.
+        print("interrupted; no file is left half-written", file=sys.stderr)
+        return INTERRUPTED_STATUS
     return 0
 
 

@@ -8,7 +8,8 @@ Each line is ``{"file": ..., "label": ..., "scores": {label: probability, ...}}`
 rounded to 6 decimals). A file that
 cannot be read or scored is reported on stderr as one JSON line ``{"file": ..., "error": ...}``,
 and the others are still labelled; the exit status is then 1 (2 when there is no usable model: it
-cannot be loaded, or a --speaker-norm one was not enrolled).
+cannot be loaded, or a --speaker-norm one was not enrolled). Ctrl-C stops the run with one line on
+stderr, ``interrupted after N of M files`` (the N lines printed stand), and exit status 130.
 Audio longer than 7.5 s is scored over sliding windows (see :mod:`minser.recognizer`).
 
 A model trained with ``--speaker-norm`` needs the speaker enrolled: ``--enrol FILE`` (repeated, 10 or
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model, 141 when
-    the reader of the output stopped early, as a shell reports a SIGPIPE)."""
+    """Run the CLI; returns the exit status (0 all labelled, 1 some files failed, 2 no usable model, 130 on
+    Ctrl-C and 141 when the reader of the output stopped early, as a shell reports SIGINT and SIGPIPE)."""
     args = build_parser().parse_args(argv)
     import torch
 
@@ -74,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(0, len(args.files))
     try:
         return _label_files(recognizer, args.files)
     except BrokenPipeError:
@@ -84,18 +87,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _label_files(recognizer: Recognizer, files: Sequence[str]) -> int:
-    """Print each file's JSON line (stdout) or error line (stderr); 1 when any failed, else 0."""
+    """Print each file's JSON line (stdout) or error line (stderr); 1 when any failed, else 0; on Ctrl-C
+    :func:`_interrupted`'s status."""
     failed = 0
-    for file in files:
+    for done, file in enumerate(files):
         try:
             prediction = recognizer.predict(file)
         except MinserError as exc:
             failed += 1
             print(json.dumps({"file": file, "error": str(exc)}), file=sys.stderr, flush=True)
             continue
+        except KeyboardInterrupt:
+            return _interrupted(done, len(files))
         scores = {label: round(value, SCORE_DECIMALS) for label, value in prediction.scores.items()}
         print(json.dumps({"file": file, "label": prediction.label, "scores": scores}), flush=True)
     return 1 if failed else 0
+
+
+def _interrupted(done: int, total: int) -> int:
+    """Say on stderr how far a run stopped by Ctrl-C got (the lines printed stand) and return 130, the status
+    a shell gives a command ended by SIGINT, instead of a traceback through torch."""
+    from minser.train import INTERRUPTED_STATUS  # only when interrupted: no run pays for importing minser.train
+
+    print(f"interrupted after {done} of {total} files", file=sys.stderr)
+    return INTERRUPTED_STATUS
 
 
 if __name__ == "__main__":

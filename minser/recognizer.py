@@ -267,9 +267,7 @@ class Recognizer:
     def from_checkpoint(cls, saved: dict[str, Any], source: str | None = None) -> Recognizer:
         """A recognizer from a checkpoint dict already loaded by :func:`minser.checkpoint.load`."""
         name = source or "checkpoint"
-        quantize = saved.get("quantize")
-        if quantize not in (None, "int8"):
-            raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only 'int8'")
+        quantize = checkpoint.quantization(saved, name)
         try:
             frontend = FrontEnd.from_dict(saved["frontend"])
             model = checkpoint.load_model(saved)
@@ -322,7 +320,8 @@ class Recognizer:
         dropped); the returned copy shares the network and standardises its inputs with them.
         """
         self._refuse_unless_speaker_norm()
-        if isinstance(recordings, (str, os.PathLike)) or (isinstance(recordings, np.ndarray) and recordings.ndim == 1):
+        one_wave = isinstance(recordings, np.ndarray) and (recordings.ndim == 1 or _is_channels(recordings))
+        if isinstance(recordings, (str, os.PathLike)) or one_wave:
             raise AudioError("for_speaker: pass a list of recordings of the speaker (several), not one")
         if not isinstance(recordings, (Sequence, np.ndarray)):
             raise AudioError(f"for_speaker: {_shown(recordings)} is not a list of recordings; pass several file "
@@ -424,12 +423,16 @@ class Recognizer:
         """Logits ``(batch, n_classes)`` of features ``(batch, n_mels, frames)`` with valid frames ``(batch,)``
         (standardised with the enrolled speaker's statistics first for a ``--speaker-norm`` network).
 
-        ``features`` may be any float array or tensor (computed in float32); ConfigError for other shapes
-        or lengths outside ``1..frames``."""
+        ``features`` may be any float array or tensor (computed in float32); ConfigError for other shapes,
+        lengths outside ``1..frames``, fewer frames than ``min_frames``, or, for a network trained on full
+        inputs (``pass_lengths`` False), other than the front end's ``n_frames``. An empty batch gives
+        ``(0, n_classes)``."""
         features, lengths = self._checked_features(features, lengths)
         if self.speaker_norm:
             self.check_enrolled()
             features = standardise(features, self.speaker_stats)
+        if not len(features):  # nothing to run; cut() would take the max of no lengths
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
         network = ServedNetwork(self.model, self.pass_lengths, self.min_frames)
         return network(torch.from_numpy(self.cut(features, lengths)), torch.as_tensor(lengths)).float().numpy()
 
@@ -446,6 +449,17 @@ class Recognizer:
                               "integers, the valid frames of each utterance")
         if n.size and not ((n >= 1) & (n <= x.shape[2])).all():
             raise ConfigError(f"logits: lengths {n.tolist()} outside 1 to {x.shape[2]} (the frames given)")
+        frames, full = x.shape[2], self.frontend.n_frames
+        if not self.pass_lengths and frames != full:
+            # It was trained on every utterance padded to 7.5 s: other frame counts give other logits.
+            raise ConfigError(f"logits: features of {frames} frames, but the network was trained on full inputs "
+                              f"(--pad-to full) and takes all {full}; pass them uncut, as minser.features.extract "
+                              "gives them")
+        if frames < self.min_frames:
+            raise ConfigError(f"logits: features of {frames} frames, fewer than the network's min_frames "
+                              f"({self.min_frames}); pad them to at least {self.min_frames} frames with silence "
+                              f"({10 * math.log10(self.frontend.amin):g} dB, as minser.features.extract pads), "
+                              f"or pass extract's {full} frames uncut")
         return x.astype(np.float32, copy=False), n.astype(np.int64, copy=False)
 
     def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -149,6 +149,31 @@ def test_export_failure_is_a_config_error_naming_the_network(monkeypatch, tmp_pa
         onnx_bytes(recognizer)
 
 
+def test_export_leaves_the_callers_random_stream_alone(tmp_path):
+    """The traced example was drawn from the global stream: a seeded application saw other random numbers
+    after an export."""
+    recognizer = Recognizer.load(tiny_checkpoint(tmp_path / "cnn.pt", "cnn"))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    export_onnx(recognizer, tmp_path / "cnn.onnx")
+    onnx_bytes(recognizer)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("minser.export.export_onnx", interrupted)
+    try:
+        status = main([str(tiny_checkpoint(tmp_path / "cnn.pt", "cnn")), "--format", "onnx"])
+    except KeyboardInterrupt:  # uncaught, it would end the pytest session rather than fail
+        pytest.fail("Ctrl-C escaped main")
+    assert status == 130
+    assert capsys.readouterr().err == "interrupted; no file is left half-written\n"
+
+
 def test_int8_checkpoint_cli(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "ilt.pt", "ilt")
     assert main([str(ckpt), "--quantize", "int8"]) == 0

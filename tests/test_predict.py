@@ -114,6 +114,31 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(model, clip, monkeypatch
     assert capsys.readouterr().err == ""
 
 
+def test_ctrl_c_keeps_the_lines_printed_and_exits_130(model, clip, monkeypatch, capsys):
+    """Ctrl-C printed a KeyboardInterrupt traceback through torch and died by SIGINT."""
+    from minser.recognizer import Recognizer
+
+    label = Recognizer.predict
+    calls = []
+
+    def interrupted_at_the_second_file(self, x, sr=None):
+        calls.append(x)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return label(self, x, sr)
+
+    monkeypatch.setattr(Recognizer, "predict", interrupted_at_the_second_file)
+    try:
+        status = main([str(clip), str(clip), str(clip), "--model", str(model)])
+    except KeyboardInterrupt:  # uncaught, it would end the pytest session rather than fail
+        pytest.fail("Ctrl-C escaped main")
+    assert status == 130
+    captured = capsys.readouterr()
+    assert [o["file"] for o in lines(captured.out)] == [str(clip)]
+    assert captured.err == "interrupted after 1 of 3 files\n"
+    assert len(calls) == 2
+
+
 def test_help_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "minser.predict", "--help"], capture_output=True, text=True)
     assert result.returncode == 0

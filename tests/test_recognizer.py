@@ -218,6 +218,10 @@ def test_for_speaker_names_what_is_not_a_list_of_recordings(tmp_path, tiny):
         normed.for_speaker(None)
     with pytest.raises(AudioError, match=r"^item 0: 3 \(int\) is not audio"):
         normed.for_speaker([3])
+    # One stereo recording (samples, channels) was read as 48000 recordings of 2 samples each.
+    with pytest.raises(AudioError, match=r"^for_speaker: pass a list of recordings of the speaker \(several\), "
+                                         r"not one$"):
+        normed.for_speaker(np.stack([wave(3.0), wave(3.0, seed=1)], axis=1), sr=SR)
 
 
 def test_for_speaker_warns_below_ten_recordings_and_refuses_silence(tmp_path):
@@ -312,6 +316,30 @@ def test_logits_read_any_float_array_or_tensor_and_name_bad_shapes(rec):
                           (features, np.array([301, 0]), r"lengths \[301, 0\] outside 1 to 300")):
         with pytest.raises(ConfigError, match=f"^logits: {message}"):
             rec.logits(x, n)
+
+
+def test_logits_refuse_frames_the_network_cannot_read_and_take_an_empty_batch(tmp_path, rec):
+    """Fewer frames than min_frames failed inside the network over a length never passed; a --pad-to full
+    network gave other logits for any frame count but 750; an empty batch crashed in cut()."""
+    full = Recognizer.load(save_tiny(tmp_path / "full.pt", pad_to="full"))
+    features = np.full((2, 40, 750), -60.0, dtype=np.float32)
+    short = rec.min_frames - 1
+    with pytest.raises(ConfigError, match=rf"^logits: features of {short} frames, fewer than the network's "
+                                          rf"min_frames \({rec.min_frames}\); pad them to at least {rec.min_frames} "
+                                          r"frames with silence \(-100 dB, as minser.features.extract pads\), or "
+                                          r"pass extract's 750 frames uncut$"):
+        rec.logits(features[:1, :, :short], np.array([short]))
+    assert rec.logits(features[:1, :, :rec.min_frames], np.array([short])).shape == (1, len(LABELS))
+    for frames in (300, 751):
+        with pytest.raises(ConfigError, match=rf"^logits: features of {frames} frames, but the network was trained "
+                                              r"on full inputs \(--pad-to full\) and takes all 750; pass them "
+                                              r"uncut, as minser.features.extract gives them$"):
+            full.logits(np.full((1, 40, frames), -60.0, dtype=np.float32), np.array([frames]))
+    with pytest.raises(ConfigError, match=r"^logits: features of 300 frames, but the network was trained on full"):
+        Ensemble([rec, full]).logits(features[:, :, :300], np.array([300, 120]))
+    for recognizer in (rec, full, Ensemble([rec, full])):
+        empty = recognizer.logits(features[:0], np.zeros(0, dtype=np.int64))
+        assert empty.shape == (0, len(LABELS)) and empty.dtype == np.float32
 
 
 def test_speaker_stats_are_checked_before_they_turn_scores_into_nan(tmp_path, rec):
