@@ -125,6 +125,21 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0] if text else 'no message'}"
 
 
+QUANTIZATIONS = ("int8",)
+"""Values of a checkpoint's ``"quantize"`` entry (``python -m minser.export --quantize int8``: float weights, quantized
+when loaded)."""
+
+
+def quantization(checkpoint: dict[str, Any], name: str) -> str | None:
+    """The checkpoint's ``"quantize"`` entry (None: a float checkpoint); CheckpointError naming ``name`` (its file)
+    for a value minser does not write."""
+    quantize = checkpoint.get("quantize")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only "
+                              f"{' or '.join(map(repr, QUANTIZATIONS))}")
+    return quantize
+
+
 def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the model of a loaded checkpoint (``from_spec``) with its weights, in eval mode."""
     from minser.models import from_spec

@@ -9,7 +9,8 @@ split it was trained with, so no other input is needed. Without ``--data`` (or w
 training corpus, in any of its class sets) each checkpoint is scored on its own fold's test
 utterances under the run's ``--precision``, which reproduces ``results.json`` on the device type it
 was trained on (``auto`` is bf16 autocast on CUDA but float32 on the CPU, so a GPU run rescored on the
-CPU can move an utterance or two); with another corpus (or ``--all``) on every
+CPU can move an utterance or two; an ``--impl triton`` network is scored there through the PyTorch path, an int8
+checkpoint quantized, on the CPU, as ``Recognizer`` serves it); with another corpus (or ``--all``) on every
 utterance whose label the model knows. WA and UA are in percent. Several runs or files are scored
 as an ensemble: fold by fold, the class of highest mean softmax probability over the members.
 """
@@ -161,7 +162,7 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
         known = saved["speaker_norm"] if test is not None else {}
         features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
-    model = checkpoint.load_model(saved).to(device)
+    model = _scoring_model(saved, path, device)
     # As in training: an utterance shorter than the network takes is read on into its padding.
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick],
                     torch.from_numpy(targets)).at_least(model.min_frames)
@@ -169,9 +170,32 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     files = [corpus.utterances[i].path for i in index]
     # Scored as training scored its validation and test splits: under the run's autocast (bf16 by default
     # on CUDA), which can move an argmax that float32 would not.
+    # An int8 network runs in float32, as Recognizer serves it.
+    precision = "fp32" if saved.get("quantize") else trained.get("precision", "fp32")
     return saved, files, targets, class_logits(model, items, batch_size=batch_size,
                                                pad_to=trained.get("pad_to", "full"), device=device,
-                                               precision=trained.get("precision", "fp32"))
+                                               precision=precision)
+
+
+def _scoring_model(saved: dict[str, Any], path: str | Path, device: str) -> torch.nn.Module:
+    """The network of checkpoint ``saved`` (file ``path``) as it is scored on ``device``: an int8 checkpoint
+    quantized as :class:`~minser.Recognizer` serves it (on the CPU only), and a ``--impl triton`` network on the
+    kernel path ``auto`` where the Triton kernels cannot run (a GPU run re-scored on the CPU)."""
+    from minser.kernels import check_impl
+    from minser.recognizer import quantize_int8
+
+    quantize = checkpoint.quantization(saved, str(path))
+    model = checkpoint.load_model(saved)
+    try:
+        check_impl(model.options.impl, device)
+    except ConfigError:  # the kernel path does not change the weights; "auto" takes the one the device has
+        model.set_impl("auto")
+    if quantize == "int8":
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"{path}: an int8 checkpoint (python -m minser.export --quantize int8) runs on the "
+                              f"CPU only (dynamic quantization); drop --device {device}")
+        model = quantize_int8(model)
+    return model.to(device)
 
 
 def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | None = None, classes: int | None = None,

@@ -305,3 +305,62 @@ def test_rescoring_uses_the_runs_precision(emodb_root: Path, tmp_path: Path) -> 
     *_, logits = _member_logits(out / "fold-1" / "best.pt", None, None, everything=False, device="cpu",
                                 batch_size=64, cache_dir=str(tmp_path / "cache"))
     assert torch.equal(logits, logits.bfloat16().float())
+
+
+def test_an_int8_checkpoint_is_scored_as_recognizer_serves_it(run: tuple[Path, Path], tmp_path: Path) -> None:
+    """evaluate scored the float weights an int8 checkpoint keeps, as if it were the float network."""
+    from minser.data import cached_features
+    from minser.evaluate import training_corpus
+    from minser.export import main as export
+    from minser.features import FrontEnd
+    from minser.recognizer import Recognizer
+
+    out, cache = run
+    best, int8 = out / "fold-1" / "best.pt", tmp_path / "best.int8.pt"
+    assert export([str(best), "--quantize", "int8", "--out", str(int8)]) == 0
+    saved, files, _, logits = _member_logits(int8, None, None, True, "cpu", 64, str(cache))
+    *_, float_logits = _member_logits(best, None, None, True, "cpu", 64, str(cache))
+    corpus = training_corpus(saved, int8)
+    assert files == [u.path for u in corpus.utterances]  # --all: every utterance, in corpus order
+    features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), str(cache), progress=False)
+    np.testing.assert_allclose(logits.numpy(), Recognizer.load(int8).logits(features, lengths), atol=1e-6)
+    assert (logits - float_logits).abs().max() > 1e-4  # the quantized network, not the float one
+    with pytest.raises(ConfigError, match=r"best.int8.pt: an int8 checkpoint .* runs on the CPU only .*; drop "
+                                          r"--device cuda$"):
+        _member_logits(int8, None, None, True, "cuda", 64, str(cache))
+
+
+def test_a_triton_run_is_rescored_where_the_kernels_cannot_run(emodb_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint recording impl='triton' (trained with --impl triton on a GPU) failed on the CPU ("the
+    Triton kernels need a CUDA device"): the kernel path does not change the weights."""
+    from minser import checkpoint
+    from minser.data.corpora import FOUR_CLASS_LABELS
+    from minser.features import FrontEnd
+    from minser.models import build
+
+    model = build("cnn_transformer", 4, d_model=32, heads=2, channels=[2, 2, 2], impl="triton")
+    paths = {}
+    for impl in ("triton", "torch"):
+        model.set_impl(impl)
+        paths[impl] = checkpoint.save(tmp_path / f"{impl}.pt", spec=model.spec, labels=FOUR_CLASS_LABELS,
+                                      frontend=FrontEnd().to_dict(), state_dict=model.state_dict(),
+                                      data={"spec": "emodb", "classes": 4, "subset": None}, train={"seed": 0},
+                                      fold={"index": 0, "name": "random-0", "test": [0, 1, 2]})
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the CPU as it is, without Triton's interpreter
+    logits, expected = (_member_logits(paths[impl], None, None, False, "cpu", 64, str(tmp_path / "cache"))[3]
+                        for impl in ("triton", "torch"))
+    assert logits.shape == (3, 4) and torch.equal(logits, expected)
+
+
+def test_an_unknown_quantization_is_refused_naming_the_file(tmp_path: Path) -> None:
+    from minser import checkpoint
+    from minser.recognizer import Recognizer
+
+    path = untrained_checkpoint(tmp_path / "int4.pt")
+    checkpoint.save(path, **{**checkpoint.load(path), "quantize": "int4"})
+    message = rf"^{re.escape(str(path))}: quantize='int4' is unknown; minser writes only 'int8'$"
+    with pytest.raises(CheckpointError, match=message):
+        _member_logits(path, None, None, False, "cpu", 64, str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError, match=message):
+        Recognizer.load(path)
