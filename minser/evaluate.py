@@ -6,7 +6,8 @@
 
 A checkpoint carries its model spec, class names, front-end settings and the data and test
 split it was trained with, so no other input is needed. Without ``--data`` (or with the
-training corpus, in any of its class sets) each checkpoint is scored on its own fold's test
+training corpus, in any of its class sets, or a copy of it elsewhere: the same files, labels and
+speakers, as a moved corpus has) each checkpoint is scored on its own fold's test
 utterances under the run's ``--precision``, which reproduces ``results.json`` on the device type it
 was trained on (``auto`` is bf16 autocast on CUDA but float32 on the CPU, so a GPU run rescored on the
 CPU can move an utterance or two; an ``--impl triton`` network is scored there through the PyTorch path, an int8
@@ -28,22 +29,24 @@ import torch
 
 from minser import checkpoint
 from minser.errors import CheckpointError, ConfigError, DataError, MinserError, plain_warnings
-from minser.recognizer import log_mean_softmax, refuse_repeated_checkpoints
+from minser.recognizer import fold_checkpoints, log_mean_softmax, refuse_repeated_checkpoints
 
 if TYPE_CHECKING:
     from minser.data import Corpus
+    from minser.train import TrainConfig
 
 __all__ = ["checkpoints_of", "evaluate", "evaluate_checkpoint", "main", "training_corpus"]
 
 
 def checkpoints_of(path: str | Path) -> list[Path]:
-    """The checkpoints ``path`` names: itself if a file, else every ``fold-*/best.pt`` of a run folder."""
+    """The checkpoints ``path`` names: itself if a file, else every ``fold-<k>/best.pt`` of a run folder, in fold
+    order (:func:`~minser.recognizer.fold_checkpoints`)."""
     path = Path(path)
     if path.is_file():
         return [path]
-    found = sorted(path.glob("fold-*/best.pt"), key=lambda p: int(p.parent.name.split("-")[1])) if path.is_dir() else []
+    found = fold_checkpoints(path) if path.is_dir() else []
     if not found:
-        raise CheckpointError(f"{path}: neither a checkpoint file nor a run folder holding fold-*/best.pt; "
+        raise CheckpointError(f"{path}: neither a checkpoint file nor a run folder holding fold-<k>/best.pt; "
                               "give the --out folder of a python -m minser.train run or one of its .pt files")
     return found
 
@@ -89,29 +92,54 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
 
     ``named``: the user named this corpus (evaluate's ``--data``), so a corpus that cannot be loaded is
     reported as it is, not as the recorded corpus with advice to pass ``--data``."""
-    from minser.train import TrainConfig, load_data
+    from minser.train import load_data
 
     trained = saved.get("data", {})
     if "spec" not in trained:
         raise CheckpointError(f"{name}: records no training data; pass --data to score it on a corpus")
     try:
-        return load_data(TrainConfig(data=trained["spec"], classes=trained["classes"], subset=trained.get("subset"),
-                                     seed=saved["train"]["seed"], split_seed=saved["train"].get("split_seed")))
+        return load_data(_as_trained(saved, trained["spec"]))
     except DataError as exc:
         if named:
             raise
-        # The fix is the inner error's (get the corpus); --data is the way out only for scoring on another corpus.
-        raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. To "
-                        "score on another corpus instead, pass --data (a corpus other than the recorded one is scored "
-                        "on every utterance, not on the fold's test split)") from exc
+        # The fix is the inner error's (get the corpus); --data is the way out for a copy elsewhere or another corpus.
+        raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. If it "
+                        "has moved, pass --data with its new place (scored on the fold's test split); to score on "
+                        "another corpus instead, pass --data with that (scored on every utterance)") from exc
+
+
+def _as_trained(saved: dict[str, Any], data: str) -> TrainConfig:
+    """The settings that read corpus ``data`` as checkpoint ``saved`` read its training corpus: the recorded
+    classes and ``--subset`` pick (of ``--split-seed``, else ``--seed``)."""
+    from minser.train import TrainConfig
+
+    trained, train = saved["data"], saved["train"]
+    return TrainConfig(data=data, classes=trained["classes"], subset=trained.get("subset"), seed=train["seed"],
+                       split_seed=train.get("split_seed"))
+
+
+def _copy_of_training_corpus(saved: dict[str, Any], data: str) -> Corpus | None:
+    """Corpus ``data`` (``--data``, a path other than the recorded one) as checkpoint ``saved`` was trained on
+    it when it is its training corpus in another place (moved, copied: the :func:`~minser.train.corpus_print` the
+    checkpoint records, which a moved corpus keeps), else None: another corpus."""
+    from minser.train import corpus_print, load_data
+
+    recorded = saved.get("train", {}).get("corpus")
+    if recorded is None or "classes" not in saved.get("data", {}):  # older checkpoints: no print to compare
+        return None
+    try:
+        corpus = load_data(_as_trained(saved, data))
+    except MinserError:  # not readable with the training classes or pick: reading it as asked reports it if need be
+        return None
+    return corpus if corpus_print(corpus) == recorded else None
 
 
 def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None, classes: int | None,
                    everything: bool) -> tuple[Corpus, np.ndarray | None]:
     """The corpus checkpoint ``path`` (loaded as ``saved``) is scored on, and the indices into it of the fold's
-    test split when it is the training corpus (in any class set; none with ``everything``), else None;
-    ConfigError or DataError, before any features are computed, for options the checkpoint cannot be scored
-    with."""
+    test split when it is the training corpus (in any class set, at its recorded path or, by its print, at
+    ``data``; none with ``everything``), else None; ConfigError or DataError, before any features are computed,
+    for options the checkpoint cannot be scored with."""
     from minser.train import TrainConfig, corpus_print, corpus_spec, known_speakers, load_data
 
     trained = saved.get("data", {})
@@ -120,9 +148,14 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None, cl
                           f"the classes it was trained on ({', '.join(saved['labels'])}); to score it on EmoDB's "
                           f"{classes} classes pass --data emodb --classes {classes}")
     if data is not None and ("spec" not in trained or corpus_spec(str(data)) != corpus_spec(trained["spec"])):
-        corpus, test = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes)), None
+        # Another path may hold the training corpus (moved, copied): its utterances outside the fold's test
+        # split were trained on, so it is scored as the training corpus.
+        corpus = _copy_of_training_corpus(saved, str(data))
     else:
         corpus = training_corpus(saved, path, named=data is not None)
+    if corpus is None:
+        corpus, test = load_data(TrainConfig(data=str(data), classes=4 if classes is None else classes)), None
+    else:
         # --all scores every utterance: the fold's split is not looked for, so a corpus that changed is no bar.
         test = np.empty(0, dtype=np.int64) if everything else _test_split(saved, corpus)
         recorded, now = saved.get("train", {}).get("corpus"), corpus_print(corpus)
@@ -267,12 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("paths", nargs="+", metavar="RUN_OR_CHECKPOINT",
-                   help="a run folder (scores fold-*/best.pt) or a .pt file; several are scored as an ensemble "
+                   help="a run folder (scores fold-<k>/best.pt) or a .pt file; several are scored as an ensemble "
                         "(mean softmax probability; the k-th checkpoints of every run form fold k's ensemble, "
                         "so train the runs with the same --split-seed)")
     p.add_argument("--data", help="corpus to score on: 'emodb', 'iemocap', a CSV manifest or a folder "
-                                  "(default: the checkpoint's training data, on its fold's test split); overrides "
-                                  "the recorded corpus, e.g. when it has moved")
+                                  "(default: the checkpoint's training data, on its fold's test split); the "
+                                  "training corpus in another place (moved, copied: the same files, labels and "
+                                  "speakers) is scored on the fold's test split too, another corpus on every "
+                                  "utterance")
     p.add_argument("--classes", type=int, choices=(4, 7),
                    help="EmoDB classes, 4 or 7 (default: as trained; without --data only those); a manifest or "
                         "folder takes its classes from its labels")

@@ -53,6 +53,7 @@ import contextlib
 import copy
 import math
 import os
+import re
 import reprlib
 import warnings
 from collections.abc import Iterator, Sequence
@@ -72,7 +73,7 @@ from minser.features import FrontEnd, extract
 from minser.speakers import checked_speaker_stats, speaker_statistics, standardise
 
 __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Prediction", "Recognizer", "ServedNetwork",
-           "default_checkpoint", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints",
+           "default_checkpoint", "fold_checkpoints", "log_mean_softmax", "quantize_int8", "refuse_repeated_checkpoints",
            "resolve_checkpoint", "window_starts"]
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
@@ -122,20 +123,29 @@ def default_checkpoint() -> Iterator[Path]:
         yield path
 
 
+def fold_checkpoints(run: Path) -> list[Path]:
+    """The ``fold-<k>/best.pt`` files of the run folder ``run`` (``python -m minser.train --out``), in fold order
+    (``fold-10`` after ``fold-9``). Only ``fold-<digits>`` folders are folds, as ``--resume`` counts them: a copy
+    beside them (``fold-2.bak``, ``fold-2-old``) is not scored as one."""
+    numbered = ((re.fullmatch(r"fold-(\d+)", best.parent.name), best) for best in run.glob("fold-*/best.pt"))
+    return [best for _, best in sorted((int(match[1]), best) for match, best in numbered if match)]
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint file ``path`` names: itself if a file; in a run folder of ``python -m minser.train``
-    its only ``fold-*/best.pt`` (a run with several folds must name one, e.g. ``RUN/fold-1/best.pt``)."""
+    its only ``fold-<k>/best.pt`` (:func:`fold_checkpoints`; a run with several folds must name one, e.g.
+    ``RUN/fold-1/best.pt``)."""
     path = Path(path)
     if path.is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder; pass a .pt file written by "
                               "minser.train or minser.export, or a run folder")
-    found = sorted(path.glob("fold-*/best.pt"))
+    found = fold_checkpoints(path)
     if len(found) == 1:
         return found[0]
     if not found:
-        raise CheckpointError(f"{path}: the folder holds no fold-*/best.pt; give the --out folder of a "
+        raise CheckpointError(f"{path}: the folder holds no fold-<k>/best.pt; give the --out folder of a "
                               "python -m minser.train run or one of its .pt files")
     raise CheckpointError(f"{path}: the run has {len(found)} folds ({', '.join(str(p) for p in found)}); "
                           "pass the checkpoint of one of them")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_cli_scores_a_checkpoint_on_another_corpus(run: tuple[Path, Path], emodb
 
 
 def test_bad_paths_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(CheckpointError, match="fold-\\*/best.pt"):
+    with pytest.raises(CheckpointError, match="a run folder holding fold-<k>/best.pt"):
         checkpoints_of(tmp_path)
     assert main([str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
@@ -109,7 +110,7 @@ def test_missing_emodb_says_how_to_get_it_without_offering_trains_download(tmp_p
                f"...); {DOWNLOAD_HINT}")
     assert main([str(best)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
-                                              f"loaded here: {missing}. To score on another corpus instead, pass --data ")
+                                              f"loaded here: {missing}. If it has moved, pass --data with its ")
     # Named by the user, the corpus is reported as it is: advice to pass --data would be no help.
     for named in (["--data", "emodb"], ["--data", "emodb", "--classes", "7"]):
         assert main([str(best), *named]) == 2
@@ -185,6 +186,54 @@ def test_a_speaker_norm_checkpoint_on_a_corpus_without_speakers_is_refused(tmp_p
         "corpus names none: a CSV manifest needs a speaker column")
 
 
+def test_copies_beside_a_runs_fold_folders_are_not_scored_as_folds(run: tuple[Path, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Only fold-<digits> folders are folds, as --resume counts them: a copy fold-2.bak crashed evaluate with a
+    ValueError, and fold-2-old was scored as a third fold of the mean."""
+    out, cache = run
+    results = json.loads((out / "results.json").read_text())
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    shutil.copytree(copy / "fold-2", copy / "fold-2-old")
+    assert checkpoints_of(copy) == [copy / "fold-1" / "best.pt", copy / "fold-2" / "best.pt"]
+    shutil.copytree(copy / "fold-2", copy / "fold-2.bak")
+    scored = evaluate(copy, cache_dir=str(cache))
+    assert [f["checkpoint"] for f in scored["folds"]] == [str(copy / "fold-1/best.pt"), str(copy / "fold-2/best.pt")]
+    assert [f["confusion"] for f in scored["folds"]] == [f["confusion"] for f in results["folds"]]
+    assert scored["wa"] == pytest.approx(results["wa"])
+    assert main([str(copy), "--cache-dir", str(cache)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3  # two folds and the mean
+
+
+def test_the_training_corpus_moved_elsewhere_is_scored_on_the_folds_test_split(emodb_root: Path,
+                                                                               tmp_path: Path) -> None:
+    """--data with the training corpus in another place (a manifest moved with its audio) scored every
+    utterance, the trained-on ones included; its print, which a moved corpus keeps, tells it is the training
+    corpus, with the run's --subset pick. An edited copy is another corpus."""
+    from minser import checkpoint
+
+    corpus, cache = tmp_path / "corpus", str(tmp_path / "cache")
+    corpus.mkdir()
+    files = sorted((emodb_root / "wav").glob("*[WN]a.wav"))[:40]  # 25 anger, 15 neutral
+    for file in files:
+        shutil.copy(file, corpus / file.name)
+    anger_neutral_manifest(corpus / "m.csv", [Path(file.name) for file in files])  # relative: moves with the audio
+    out = tmp_path / "run"
+    # The last --data and --subset win: 15 utterances per class, 30 in all.
+    train([*TINY_RUN, "--data", str(corpus / "m.csv"), "--subset", "15", "--out", str(out), "--cache-dir", cache])
+    results = json.loads((out / "results.json").read_text())
+    moved = corpus.rename(tmp_path / "moved") / "m.csv"
+    scored = evaluate(out, data=str(moved), cache_dir=cache)
+    tests = [len(checkpoint.load(out / f"fold-{k}/best.pt")["fold"]["test"]) for k in (1, 2)]
+    assert [f["n"] for f in scored["folds"]] == tests and sum(tests) < 30
+    for mine, theirs in zip(scored["folds"], results["folds"]):
+        assert (mine["wa"], mine["ua"], mine["confusion"]) == (theirs["wa"], theirs["ua"], theirs["confusion"])
+    assert [f["n"] for f in evaluate(out, data=str(moved), everything=True, cache_dir=cache)["folds"]] == [30, 30]
+    lines = moved.read_text().splitlines()
+    moved.write_text("\n".join([*lines[:-1], lines[-1].replace("anger", "neutral")]) + "\n")  # one label edited
+    assert [f["n"] for f in evaluate(out, data=str(moved), cache_dir=cache)["folds"]] == [40, 40]
+
+
 def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path, Path], tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     from minser import checkpoint
@@ -197,7 +246,8 @@ def test_a_training_corpus_not_found_says_that_data_overrides_it(run: tuple[Path
     err = capsys.readouterr().err
     assert err.startswith(f"error: {moved} was trained on --data {tmp_path / 'gone.csv'}, which cannot be loaded here: ")
     assert f"corpus '{tmp_path / 'gone.csv'}' not found" in err
-    assert "To score on another corpus instead, pass --data (a corpus other than the recorded" in err
+    assert err.endswith(". If it has moved, pass --data with its new place (scored on the fold's test split); to "
+                        "score on another corpus instead, pass --data with that (scored on every utterance)\n")
 
 
 def test_split_seed_shares_the_test_folds_and_the_runs_ensemble(

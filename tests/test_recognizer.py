@@ -470,6 +470,27 @@ def test_run_folders_and_bad_checkpoints(tiny, tmp_path):
         Recognizer.load(broken)
 
 
+def test_copies_beside_a_runs_fold_folders_are_not_folds(tmp_path):
+    """Only fold-<digits> folders are folds, as --resume counts them: a copy fold-1.bak or fold-1-old made the
+    one-fold run "a run of 3 folds", and a run of copies only lacked fold-<k>/best.pt without saying so."""
+    run = tmp_path / "run"
+    for fold in ("fold-1", "fold-1.bak", "fold-1-old", "fold-x"):
+        save_tiny(run / fold / "best.pt")
+    assert resolve_checkpoint(run) == run / "fold-1" / "best.pt"
+    assert Recognizer.load(run).labels == LABELS
+    for fold in ("fold-10", "fold-2"):
+        save_tiny(run / fold / "best.pt")
+    from minser.recognizer import fold_checkpoints
+
+    assert fold_checkpoints(run) == [run / f"fold-{k}" / "best.pt" for k in (1, 2, 10)]  # in fold order
+    with pytest.raises(CheckpointError, match=rf"the run has 3 folds \({re.escape(str(run / 'fold-1' / 'best.pt'))}, "):
+        Recognizer.load(run)
+    copies = tmp_path / "copies"
+    save_tiny(copies / "fold-2.bak" / "best.pt")
+    with pytest.raises(CheckpointError, match=r"the folder holds no fold-<k>/best.pt; give the --out folder"):
+        Recognizer.load(copies)
+
+
 def test_import_minser_stays_light():
     import subprocess
 
