@@ -19,7 +19,7 @@ run is far steadier than times compared across runs.
 
 The test signal is a synthetic 7.5 s, 16 kHz WAV (a harmonic tone with a moving pitch and noise):
 the cost does not depend on what is said. Sizes: the checkpoint file, the serialized float and
-int8 weights, and the ONNX file. With ``--accuracy RUN`` every ``fold-*/best.pt`` of a
+int8 weights, and the ONNX file. With ``--accuracy RUN`` every ``fold-<k>/best.pt`` of a
 ``python -m minser.train`` run on EmoDB is scored on its own test split by all three variants
 (WA/UA in percent), which shows what int8 and ONNX change.
 """
@@ -50,6 +50,7 @@ from minser.recognizer import (  # noqa: E402
     DEFAULT_MODEL,
     Recognizer,
     default_checkpoint,
+    fold_checkpoints,
     quantize_int8,
     resolve_checkpoint,
 )
@@ -159,7 +160,7 @@ def accuracy_rows(run: Path, batch: int = 64) -> list[dict]:
     from minser.metrics import unweighted_accuracy, weighted_accuracy
 
     rows = []
-    for path in sorted(run.glob("fold-*/best.pt")):
+    for path in fold_checkpoints(run):  # in fold order: fold-10 after fold-9
         saved = checkpoint.load(path)
         corpus = training_corpus(saved, path)
         features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), progress=False)
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path,
                         help=f"checkpoint (default: the pretrained minser.assets/{DEFAULT_MODEL} that minser ships)")
     parser.add_argument("--accuracy", type=Path, metavar="RUN",
-                        help="also score every fold-*/best.pt of this minser.train run on its test split")
+                        help="also score every fold-<k>/best.pt of this minser.train run on its test split")
     parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",
                         help="also time this checkpoint's float pipeline in the same rounds; report ratios to it")
     parser.add_argument("--repeat", type=int, help="timed rounds, one call per variant each (default: 50; --quick: 3)")
@@ -262,8 +263,8 @@ def _checked(args: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
                           "leave --device out or give cpu")
     common.check_counts({"threads": args.threads, "repeat": args.repeat})
-    if args.accuracy is not None and not sorted(args.accuracy.glob("fold-*/best.pt")):
-        raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-*/best.pt; give the --out folder of a "
+    if args.accuracy is not None and not fold_checkpoints(args.accuracy):
+        raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-<k>/best.pt; give the --out folder of a "
                           "python -m minser.train run")
     baseline = None if args.baseline is None else resolve_checkpoint(args.baseline)
     return argparse.Namespace(**{**vars(args), "baseline": baseline})

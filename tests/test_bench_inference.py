@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_a_run_folder_names_its_checkpoint(model, tmp_path):
     (["--model", "{dir}/missing.pt"], "error: {dir}/missing.pt: no such checkpoint file or run folder"),
     (["--baseline", "{dir}/missing.pt"], "error: {dir}/missing.pt: no such checkpoint file or run folder"),
     (["--model", "{dir}/corrupt.pt"], "error: {dir}/corrupt.pt: cannot be loaded as a minser checkpoint"),
-    (["--accuracy", "{dir}"], "error: --accuracy {dir}: holds no fold-*/best.pt; give the --out folder"),
+    (["--accuracy", "{dir}"], "error: --accuracy {dir}: holds no fold-<k>/best.pt; give the --out folder"),
     (["--repeat", "0"], "error: --repeat 0: give a positive number"),
     (["--threads", "0"], "error: --threads 0: give a positive number"),
     (["--device", "cuda"], "error: --device cuda: this benchmark runs on the CPU only"),
@@ -161,6 +162,14 @@ def test_bad_input_is_an_error_before_any_timing(options, message, model, tmp_pa
     captured = capsys.readouterr()
     assert message.format(dir=tmp_path) in captured.err and "rtf" not in captured.out
     assert not (tmp_path / "out.json").exists()
+
+
+def test_accuracy_of_a_folder_of_fold_copies_only_is_refused(model, tmp_path, capsys):
+    """A copy beside a run's folds (fold-1.bak) is no fold: scored as one, it was also sorted as text."""
+    (tmp_path / "run" / "fold-1.bak").mkdir(parents=True)
+    shutil.copy(model, tmp_path / "run" / "fold-1.bak" / "best.pt")
+    assert bench.main(["--model", str(model), "--accuracy", str(tmp_path / "run")]) == 2
+    assert f"error: --accuracy {tmp_path / 'run'}: holds no fold-<k>/best.pt" in capsys.readouterr().err
 
 
 def test_accuracy_scores_each_fold_on_its_own_test_split(emodb_root, tmp_path):
