@@ -49,7 +49,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():  # the command lines and Recognizer.load take a run folder; this function takes its files
-        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass one of its fold-*/best.pt (or give the "
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; pass one of its fold-<k>/best.pt (or give the "
                               "folder to minser.Recognizer.load or python -m minser.evaluate, which find them)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass a .pt file written by minser.train "
