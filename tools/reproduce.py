@@ -110,12 +110,55 @@ def table(rows: list[tuple[Row, dict[str, Any]]], args: argparse.Namespace) -> s
     return "\n".join(lines) + "\n"
 
 
+def run_arguments(row: Row, folder: Path, seed: int, split_seed: int | None, args: argparse.Namespace) -> list[str]:
+    """The minser.train arguments this tool gives one run of ``row`` (``--train-arg``'s come after them; an
+    interrupted run also gets ``--resume``)."""
+    return [*row.arguments(), "--data", args.data, *(["--classes", str(args.classes)] if args.classes else []),
+            "--protocol", args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
+            *(["--split-seed", str(split_seed)] if split_seed is not None else []),
+            *(["--folds", str(args.folds)] if args.folds else [])]
+
+
+def train_settings(argv: list[str]) -> list[tuple[str, str]]:
+    """The minser.train settings ``argv`` gives, as ``(name, flag)``: an option's dest and flag (``("epochs",
+    "--epochs")``), and for each ``--model-opt KEY=VALUE`` its KEY (``("fusion", "--model-opt fusion")``), which is
+    also the dest of the model flag of that name (``--fusion``). Read by minser.train's own parser, so
+    ``--opt value``, ``--opt=value`` and abbreviations (``--epoch``) count as they do in the run."""
+    parser = build_parser()
+    blank = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), None))  # None: not given
+    settings = []
+    for dest, value in vars(parser.parse_known_args(argv, namespace=blank)[0]).items():
+        if dest == "model_opt":
+            keys = (item.partition("=")[0].strip() for item in value or [])
+            settings += [(key, f"--model-opt {key}") for key in keys]
+        elif value is not None:
+            settings.append((dest, f"--{dest.replace('_', '-')}"))
+    return settings
+
+
+# What to give instead of a setting this tool gives the runs, where it is not its own option of that name.
+ROW_SETTING = "each row sets its network and its options: pick rows with --rows"
+INSTEAD = {"model": ROW_SETTING, "split_seed": "give --seed and --members instead (the members share the splits "
+           "of --seed)", "resume": "leave it out: rerunning this command resumes an interrupted row"}
+
+
+def overridden_setting(args: argparse.Namespace) -> str | None:
+    """Why ``args.train_arg`` is refused, None when it is not: it gives a setting this tool gives every run
+    itself, which it would silently override (results.md would state the tool's)."""
+    # Every row's run with the optional settings given, so that theirs count too; run_once adds --resume.
+    probe = argparse.Namespace(**{**vars(args), "classes": 4, "folds": 1})
+    own = {name for row in ROWS for name, _ in
+           train_settings([*run_arguments(row, Path(args.out), args.seed, args.seed, probe), "--resume"])}
+    for name, option in train_settings(args.train_arg):
+        if name in own:
+            advice = INSTEAD.get(name) or (f"give this tool's --{name} instead" if name in vars(args) else ROW_SETTING)
+            return f"--train-arg gives minser.train's {option}, which this tool sets itself for every run; {advice}"
+    return None
+
+
 def run_once(row: Row, folder: Path, seed: int, split_seed: int | None, args: argparse.Namespace) -> dict[str, Any]:
     """The results of one run of ``row``: read when finished, else trained (resumed when interrupted)."""
-    common = [*row.arguments(), "--data", args.data, *(["--classes", str(args.classes)] if args.classes else []),
-              "--protocol", args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
-              *(["--split-seed", str(split_seed)] if split_seed is not None else []),
-              *(["--folds", str(args.folds)] if args.folds else []), *args.train_arg]
+    common = [*run_arguments(row, folder, seed, split_seed, args), *args.train_arg]
     if (results := finished(folder, parse_args(common))) is not None:
         print(f"== {folder.name}: finished earlier, skipped", flush=True)
         return results
@@ -171,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs per row, seeds --seed, --seed+1, ... on the splits of --seed, scored as an ensemble")
     p.add_argument("--out", default="runs/reproduce", help="folder of the row runs and results.md")
     p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for every minser.train run (repeatable), e.g. --train-arg=--pad-to=batch")
+                   help="extra argument for every minser.train run (repeatable), e.g. --train-arg=--pad-to=batch; "
+                        "not one of the settings this tool gives the runs itself (refused)")
     args = p.parse_args(argv)
     by_id = {row.id: row for row in ROWS}
     wanted = args.rows.split(",") if args.rows else list(by_id)
@@ -181,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.members < 1:
         print(f"error: --members {args.members}: give 1 (no ensemble) or more runs per row", file=sys.stderr)
+        return 2
+    if (refused := overridden_setting(args)) is not None:
+        print(f"error: {refused}", file=sys.stderr)
         return 2
     out = Path(args.out)
     done: list[tuple[Row, dict[str, Any]]] = []
