@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -391,10 +393,6 @@ def load_data(config: TrainConfig, *, offer_download: bool = False) -> Corpus:
             raise DataError(f"{exc}; or pass --download to fetch EmoDB into the data folder") from exc
         download_emodb()
         corpus = load_corpus(config.data, classes=config.classes)
-    if len(corpus.labels) < 2:
-        found = ", ".join(repr(label) for label in corpus.labels) or "none"
-        raise DataError(f"{config.data}: the utterances carry {len(corpus.labels)} emotion label ({found}); a "
-                        "classifier needs utterances of two emotions or more")
     if config.subset is not None:
         corpus = corpus.subset(subset_indices(corpus.targets(), config.subset, split_seed(config)))
     return corpus
@@ -432,10 +430,16 @@ def subset_indices(targets: np.ndarray, per_class: int, seed: int) -> np.ndarray
 def make_splits(corpus: Corpus, config: TrainConfig) -> list[Split]:
     """The folds of ``config.protocol`` over ``corpus``, limited to ``config.folds``.
 
-    ``all`` is one fold training on every utterance, with empty validation and test parts.
+    ``all`` is one fold training on every utterance, with empty validation and test parts. A corpus of
+    fewer than two labels is refused (DataError) here, not in :func:`load_data`: it cannot train a classifier,
+    but minser.evaluate scores a model on it.
     """
     from minser.splits import Split, leave_one_group_out, random_splits
 
+    if len(corpus.labels) < 2:
+        found = ", ".join(repr(label) for label in corpus.labels) or "none"
+        raise DataError(f"{config.data}: the utterances carry {len(corpus.labels)} emotion label ({found}); a "
+                        "classifier needs utterances of two emotions or more")
     targets, seed = corpus.targets(), split_seed(config)
     if config.protocol == "all":
         none = np.empty(0, dtype=np.int64)
@@ -1334,11 +1338,16 @@ def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> list[Path]:
-    """``confusion.csv`` (rows true, columns predicted) and, when matplotlib imports, ``confusion.png``
+    """``confusion.csv`` (UTF-8; rows true, columns predicted) and, when matplotlib imports, ``confusion.png``
     (else a warning names the extra to install)."""
-    rows = ["true\\predicted," + ",".join(labels)]
-    rows += [f"{label}," + ",".join(str(int(v)) for v in row) for label, row in zip(labels, confusion)]
-    written = [files.atomic_write(out / "confusion.csv", lambda f: f.write("\n".join(rows) + "\n"), mode="w")]
+    # Quoted, and UTF-8 whatever the locale: a manifest label may hold a comma, a quote or any letter.
+    # atomic_write takes no encoding, hence bytes.
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(["true\\predicted", *labels])
+    table.writerows([label, *(int(v) for v in row)] for label, row in zip(labels, confusion))
+    encoded = text.getvalue().encode("utf-8")
+    written = [files.atomic_write(out / "confusion.csv", lambda f: f.write(encoded))]
     try:
         import matplotlib
 
@@ -1443,12 +1452,12 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     corpus = _rank_0_first(dist, lambda: load_data(config, offer_download=True))  # --download: once
     if dist.main:
         _warn_whole_classes(corpus, config.subset)
+    splits = make_splits(corpus, config)  # before build, which refuses a corpus of one label as n_classes=1
     network = build(config.model, len(corpus.labels), **config.options)
     spec = network.spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.
     frontend = FrontEnd(n_mels=spec["options"]["n_mels"])
     crop_frames = _crop_frames(config, network, frontend)
-    splits = make_splits(corpus, config)
     check_last_batches(splits, config, dist)
     trained = trained_epochs(out) if config.resume else {}  # read once: the shrink check and the ETA use it
     _refuse_shrinking(config, out, trained, len(splits))

@@ -698,11 +698,23 @@ def test_a_relative_data_path_is_recorded_absolute(emodb_root: Path, cache: Path
     assert scored["folds"][0]["confusion"] == results["folds"][0]["confusion"]
 
 
-def test_a_corpus_of_one_emotion_is_a_data_error(emodb_root: Path, tmp_path: Path) -> None:
-    manifest = tmp_path / "angry.csv"
-    manifest.write_text("path,label\n" + "".join(f"{p},anger\n" for p in sorted((emodb_root / "wav").glob("*.wav"))[:3]))
-    with pytest.raises(DataError, match=r"angry\.csv: the utterances carry 1 emotion label \('anger'\); .*two emotions"):
-        main(["--model", "cnn", "--data", str(manifest), "--out", str(tmp_path / "run")])
+def test_a_corpus_of_one_emotion_is_a_data_error_for_training_only(emodb_root: Path, ilt_run: Path, cache: Path,
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """Training refuses it before any features are computed; minser.evaluate scores a model on it (it refused
+    it too, for training's reason, though the README promises it scores any corpus with the model's labels)."""
+    from minser.evaluate import main as evaluate_main
+
+    manifest = tmp_path / "neutral.csv"
+    files = sorted((emodb_root / "wav").glob("*N?.wav"))[:3]  # EmoDB's 6th letter N: neutral
+    manifest.write_text("path,label\n" + "".join(f"{p},neutral\n" for p in files))
+    with pytest.raises(DataError, match=r"neutral\.csv: the utterances carry 1 emotion label \('neutral'\); a "
+                                        "classifier needs utterances of two emotions or more$"):
+        main(["--model", "cnn", "--data", str(manifest), "--out", str(tmp_path / "run"),
+              "--cache-dir", str(tmp_path / "features")])
+    assert not (tmp_path / "features").exists()
+    assert evaluate_main([str(ilt_run), "--data", str(manifest), "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"{ilt_run / 'fold-1' / 'best.pt'}: 3 utterances  WA")
 
 
 def test_random_protocol_refuses_a_class_too_small_to_split(emodb_root: Path, tmp_path: Path) -> None:
@@ -769,6 +781,15 @@ def test_svm_band_statistics_ignore_the_padding() -> None:
     np.testing.assert_allclose(stats[0, 9:12], x[0, :, :4].max(1), rtol=1e-6)
     x[0, :, 4:] = -100.0  # padding is silence: it must not move the first utterance's statistics
     np.testing.assert_array_equal(tool.band_statistics(x, lengths)[0], stats[0])
+
+
+def test_svm_baseline_refuses_a_corpus_it_cannot_split_before_any_features(emodb_root: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    manifest = tmp_path / "neutral.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},neutral\n" for p in sorted((emodb_root / "wav").glob("*N?.wav"))[:6]))
+    assert _svm_baseline().main(["--data", str(manifest), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "carry 1 emotion label ('neutral'); a classifier needs utterances of two emotions" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("speaker_norm", [False, True], ids=["raw", "speaker-norm"])
@@ -949,6 +970,35 @@ def test_reproduce_refuses_protocol_all_before_training(tmp_path: Path, capsys: 
     assert not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("train_args, option, advice", [
+    (["--train-arg=--protocol=all"], "--protocol", "give this tool's --protocol instead"),
+    (["--train-arg=--epoch", "--train-arg=1"], "--epochs", "give this tool's --epochs instead"),  # abbreviated
+    (["--train-arg=--seed=3"], "--seed", "give this tool's --seed instead"),
+    (["--train-arg=--classes=7"], "--classes", "give this tool's --classes instead"),  # not given to the tool
+    (["--train-arg=--out={tmp}/elsewhere"], "--out", "give this tool's --out instead"),
+    (["--train-arg=--model=cnn"], "--model", "each row sets its network and its options: pick rows with --rows"),
+    (["--train-arg=--model-opt=fusion=plus"], "--model-opt fusion", "each row sets its network and its options"),
+    (["--train-arg=--no-pe"], "--pe", "each row sets its network and its options: pick rows with --rows"),
+    (["--train-arg=--split-seed=1"], "--split-seed", "give --seed and --members instead"),
+    (["--train-arg=--resume"], "--resume", "leave it out: rerunning this command resumes an interrupted row"),
+])
+def test_reproduce_refuses_train_args_that_override_its_own(train_args: list[str], option: str, advice: str,
+                                                             cache: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """--train-arg came last and won: --train-arg=--protocol=all got past the --protocol choices (then the table
+    crashed, on every rerun too), --train-arg=--epochs=1 ran 1 epoch under a table saying 100."""
+    # A tiny row, so that a tool that lets the override through trains for seconds, not hours.
+    tiny = ["--rows", "t1-cnn-transformer", "--epochs", "2", "--folds", "1",
+            *(f"--train-arg={a}" for a in ("--subset=5", "--batch-size=8", "--threads=1", f"--cache-dir={cache}",
+                                           "--model-opt=d_model=8", "--model-opt=channels=[2,2,2]",
+                                           "--model-opt=ff_dim=8", "--model-opt=layers=1", "--model-opt=heads=2"))]
+    argv = [*tiny, *(a.format(tmp=tmp_path) for a in train_args), "--out", str(tmp_path / "rep")]
+    assert _tool("reproduce").main(argv) == 2
+    assert re.fullmatch(f"error: --train-arg gives minser.train's {re.escape(option)}, which this tool sets itself "
+                        f"for every run; {advice}.*\n", capsys.readouterr().err)
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cache: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     reproduce = _tool("reproduce")
@@ -1103,6 +1153,19 @@ def test_confusion_without_matplotlib_writes_the_csv_and_names_the_extra(tmp_pat
         written = train_module.write_confusion(tmp_path, np.array([[2, 1], [0, 3]]), ["a", "b"])
     assert written == [tmp_path / "confusion.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["confusion.csv"]
     assert (tmp_path / "confusion.csv").read_text() == "true\\predicted,a,b\na,2,1\nb,0,3\n"
+
+
+def test_confusion_csv_quotes_labels_and_is_utf_8(tmp_path: Path) -> None:
+    """A manifest label may hold a comma or a quote (the manifest reader takes it quoted) and any letter: the
+    rows were joined unquoted, of uneven width, and written in the locale's encoding."""
+    import csv
+
+    labels = ["anger, hot", 'say "hi"', "Ärger"]
+    train_module.write_confusion(tmp_path, np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]]), labels)
+    with open(tmp_path / "confusion.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["true\\predicted", *labels], [labels[0], "1", "2", "3"], [labels[1], "4", "5", "6"],
+                    [labels[2], "7", "8", "9"]]
 
 
 @pytest.mark.parametrize("pad_to", ["full", "batch"])

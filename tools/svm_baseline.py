@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                          folds=args.folds, cache_dir=args.cache_dir)
     try:
         corpus = load_data(config)
+        splits = make_splits(corpus, config)  # before the features: a corpus that cannot be split costs nothing
         features, lengths = cached_features(corpus, FrontEnd(), config.cache_dir)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # Raw features have one set of statistics for every split; normalised ones depend on the split.
     raw = None if args.speaker_norm else band_statistics(features, lengths)
     folds = []
-    for split in make_splits(corpus, config):
+    for split in splits:
         stats = raw if raw is not None else band_statistics(
             normalise_by_speaker(features, speakers, split_statistics(features, lengths, speakers, split)), lengths)
         folds.append(fit_and_score(stats, targets, split, len(corpus.labels)))
