@@ -60,7 +60,7 @@ def test_a_reference_to_code_names_what_it_would_run(tmp_path: Path) -> None:
 
 
 def test_a_folder_a_newer_format_and_a_broken_spec_are_named_as_such(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r": a folder, not a checkpoint file; pass one of its fold-\*/best\.pt"):
+    with pytest.raises(CheckpointError, match=r": a folder, not a checkpoint file; pass one of its fold-<k>/best\.pt"):
         checkpoint.load(tmp_path)
     _save(tmp_path / "c.pt")
     saved = checkpoint.load(tmp_path / "c.pt")
