@@ -67,6 +67,17 @@ def test_report_help():
     assert run.returncode == 0 and "--check" in run.stdout and "sm_80" in run.stdout
 
 
+@pytest.mark.parametrize("args, status, shown", [(["--help"], 0, "sm_80"), ([], 2, "pip install 'minser[gpu]'")])
+def test_report_without_triton_shows_its_help_and_says_what_to_install(args, status, shown):
+    """Without the gpu extra (triton blocked here) --help was a ModuleNotFoundError traceback."""
+    script = (f"import runpy, sys; sys.modules['triton'] = None; sys.argv = [{str(REPORT)!r}, *{args!r}]; "
+              f"runpy.run_path({str(REPORT)!r}, run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", script], env=_compile_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == status and shown in run.stdout + run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+
+
 class _Recorder:
     """Stands in for a Triton kernel: records how the wrapper launches it (types and constexprs)."""
 

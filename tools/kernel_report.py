@@ -33,17 +33,21 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-
 from minser.files import atomic_write  # noqa: E402
-from minser.kernels import attention_pool_triton, attention_triton  # noqa: E402
 from minser.kernels.configs import CompileSpec  # noqa: E402
+
+try:  # the gpu (or dev) extra; without it --help still works and main() says what to install
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from minser.kernels import attention_pool_triton, attention_triton
+except ImportError:
+    triton = None
 
 SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 """Largest shared memory per block (opt-in) in bytes, per compute capability."""
 
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas-blackwell"
+PTXAS = None if triton is None else Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas-blackwell"
 
 
 def specs() -> list[CompileSpec]:
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="compile in this many processes (default: one per CPU)")
     parser.add_argument("--check", action="store_true", help="exit 1 on register spills or shared memory over the limit")
     args = parser.parse_args(argv)
+    if triton is None:
+        parser.exit(2, f"{parser.prog}: error: it compiles with triton, which is not installed: "
+                       "pip install 'minser[gpu]' (Linux x86_64), or the dev extra\n")
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give a positive number of processes")
     if not any(args.only in spec.label for spec in specs()):
