@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(c is not None and c < 1 for c in counts) or args.draws < 1:
         print("error: --counts and --draws must be positive", file=sys.stderr)
         return 2
+    if args.seed < 0:  # NumPy's SeedSequence refuses negative seeds, once the first checkpoint is loaded
+        print(f"error: --seed {args.seed}: give an integer >= 0", file=sys.stderr)
+        return 2
     try:
         curves = [fold_curve(path, counts, args.draws, args.seed) for path in checkpoints_of(args.run)]
     except MinserError as exc:

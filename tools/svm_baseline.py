@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/svm_baseline.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("--data", default="emodb", help="corpus, as python -m minser.train --data")
-    p.add_argument("--classes", type=int, choices=(4, 7), default=4, help="EmoDB: 4 or 7")
+    p.add_argument("--classes", type=int, choices=(4, 7), help="EmoDB: 4 or 7 (default: 4)")
     p.add_argument("--protocol", default="random", choices=("random", "speaker", "session"), help="splits")
     p.add_argument("--seed", type=int, default=0, help="seed of the random splits")
     p.add_argument("--folds", type=int, help="only the first N folds, as python -m minser.train --folds")
@@ -89,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
               "install it with `pip install scikit-learn`", file=sys.stderr)
         return 2
     from minser.data import cached_features
+    from minser.data.corpora import check_classes_option
     from minser.features import FrontEnd
     from minser.speakers import normalise_by_speaker, split_statistics
-    from minser.train import TrainConfig, load_data, make_splits, summarise
+    from minser.train import TrainConfig, check_config, load_data, make_splits, summarise
 
-    config = TrainConfig(data=args.data, classes=args.classes, protocol=args.protocol, seed=args.seed,
-                         folds=args.folds, cache_dir=args.cache_dir)
     try:
+        # minser.train's checks: --classes with a manifest or folder, --seed and --folds out of range.
+        check_classes_option(args.classes, args.data)
+        config = TrainConfig(data=args.data, classes=TrainConfig.classes if args.classes is None else args.classes,
+                             protocol=args.protocol, seed=args.seed, folds=args.folds, cache_dir=args.cache_dir)
+        check_config(config)
         corpus = load_data(config)
         splits = make_splits(corpus, config)  # before the features: a corpus that cannot be split costs nothing
         features, lengths = cached_features(corpus, FrontEnd(), config.cache_dir)
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = raw if raw is not None else band_statistics(
             normalise_by_speaker(features, speakers, split_statistics(features, lengths, speakers, split)), lengths)
         folds.append(fit_and_score(stats, targets, split, len(corpus.labels)))
-    results = {"reference": "RBF-SVM on per-band log-Mel statistics", "data": args.data, "classes": args.classes,
+    results = {"reference": "RBF-SVM on per-band log-Mel statistics", "data": args.data, "classes": config.classes,
                "protocol": args.protocol, "seed": args.seed, "speaker_norm": args.speaker_norm, **summarise(folds),
                "folds": folds}
     for fold in folds:
