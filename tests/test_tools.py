@@ -153,3 +153,28 @@ def test_enrolment_curve_refuses_a_negative_seed(tmp_path: Path, capsys: pytest.
     """A negative --seed was NumPy's traceback once the first checkpoint was loaded; now refused first."""
     assert _tool("enrolment_curve").main([str(tmp_path / "run"), "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "error: --seed -1: give an integer >= 0\n"
+
+
+def test_train_default_refuses_an_installed_minser_whose_commit_it_would_record(
+        emodb_root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """`python tools/train_default.py` imports an installed copy before the checkout's (its folder, tools/, is
+    first on sys.path); the shipped checkpoint then recorded the checkout's commit, marked clean."""
+    tool = _train_default(monkeypatch, cache, epochs=1)
+    monkeypatch.setattr(minser, "__file__", str(tmp_path / "site-packages" / "minser" / "__init__.py"))
+    assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(tmp_path / "default.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: minser is imported from {tmp_path / 'site-packages' / 'minser'}, not from this "
+                          "checkout's") and "pip install -e" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "default.pt").exists()
+
+
+def test_train_default_records_no_commit_outside_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without git (or in an unpacked sdist) the code entry said commit '' and no uncommitted change."""
+    tool = _tool("train_default")
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(tool.subprocess, "run", no_git)
+    assert tool.code_version()["commit"] is None and tool.code_version()["uncommitted"] is None

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from minser.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "minser" / "assets" / "default.pt"
 RECIPE = ["--model", "ilt", "--fusion", "attention", "--data", "emodb", "--classes", "7", "--epochs", "200", "--lr", "1e-3",
@@ -56,12 +58,27 @@ def ship(last: dict, path: Path, code: dict) -> Path:
 
 
 def code_version() -> dict:
-    """The git commit the training code came from, and whether minser/ or kernels/ had uncommitted changes."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+    """The git commit the training code came from, the uncommitted changes under minser/ or kernels/ and torch's
+    version; both git entries are None outside a git checkout (an unpacked sdist) or without git. ConfigError
+    when the minser imported is not this checkout's (an installed copy): its commit would be recorded for
+    other code."""
+    import minser
 
-    return {"commit": git("rev-parse", "HEAD"), "torch": str(torch.__version__),
-            "uncommitted": git("status", "--porcelain", "--", "minser", "kernels").splitlines()}
+    imported = Path(minser.__file__).resolve().parent
+    if imported != REPO / "minser":
+        raise ConfigError(f"minser is imported from {imported}, not from this checkout's {REPO / 'minser'}, so the "
+                          "shipped checkpoint would record this checkout's commit for other code; install the "
+                          f"checkout editable (pip install -e {REPO}) or run with PYTHONPATH={REPO}")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+
+    try:
+        commit, uncommitted = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "minser", "kernels")
+    except (OSError, subprocess.SubprocessError):  # was recorded as commit '' with no uncommitted change
+        return {"commit": None, "torch": str(torch.__version__), "uncommitted": None}
+    return {"commit": commit, "torch": str(torch.__version__), "uncommitted": uncommitted.splitlines()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     recipe = [*RECIPE, *(["--resume"] if args.resume else []), *(["--download"] if args.download else [])]
     if args.cv:
         return train.cli([*recipe, "--protocol", "random", "--out", str(args.out or REPO / "runs" / "default-cv")])
-    code, out = code_version(), args.out or REPO / "runs" / "default"
+    try:
+        code = code_version()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or REPO / "runs" / "default"
     status = train.cli([*recipe, "--protocol", "all", "--out", str(out)])
     if status:
         return status
