@@ -696,6 +696,10 @@ def test_corpus_methods(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^corpus 'toy': subset got float64 indices \(first: 1\.7\); give integer "
                                           r"indices or a boolean mask of shape \(5,\)$"):
         corpus.subset([1.7, 2.2])
+    for index in (-1, 5):
+        with pytest.raises(ConfigError, match=rf"^corpus 'toy': subset got index {index}, outside 0 to 4 \(its 5 "
+                                              r"utterances\)$"):
+            corpus.subset([0, index])
     with pytest.raises(DataError, match="has no session"):
         corpus.sessions()
     with pytest.raises(DataError, match="label 'z', which is not one of"):

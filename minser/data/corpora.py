@@ -147,8 +147,9 @@ class Corpus:
         """The utterances at ``indices`` (integers, in that order), or where ``indices`` is True (a boolean mask
         ``(len(self),)``, as ``corpus.targets() == 0``); same name and labels.
 
-        Raises ConfigError for a mask of another shape and for indices that are not integers (``1.7``), which
-        would otherwise pick utterances 0 and 1 or truncate to others.
+        Raises ConfigError for a mask of another shape, for indices that are not integers (``1.7``), which
+        would otherwise pick utterances 0 and 1 or truncate to others, and for indices outside
+        ``0 .. len(self) - 1`` (a negative one would count from the end).
         """
         picks = np.asarray(indices)
         if picks.dtype == bool:
@@ -160,6 +161,10 @@ class Corpus:
             raise ConfigError(f"corpus {self.name!r}: subset got {picks.dtype} indices (first: "
                               f"{picks.reshape(-1).tolist()[0]!r}); give integer indices or a boolean mask of shape "
                               f"({len(self)},)")
+        outside = picks[(picks < 0) | (picks >= len(self))]
+        if outside.size:  # a negative index counted from the end, past the end was a bare IndexError
+            raise ConfigError(f"corpus {self.name!r}: subset got index {outside.reshape(-1).tolist()[0]}, outside 0 to "
+                              f"{len(self) - 1} (its {len(self)} utterances)")
         return Corpus(self.name, self.labels, [self.utterances[i] for i in picks.reshape(-1).tolist()])
 
     def label_counts(self) -> dict[str, int]:
