@@ -24,17 +24,20 @@ def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generato
     Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_SHARE` of the Mel bands and
     :data:`TIME_MASKS` spans of up to :data:`TIME_MASK_FRAMES` frames (at most
     :data:`TIME_MASK_SHARE` of its ``lengths`` valid frames), placed uniformly inside the valid
-    frames. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
+    frames; neither kind reaches past them. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
     """
     batch = len(lengths)
     bands, steps = torch.arange(n_mels), torch.arange(frames)
+    # Frequency masks too stop at the valid frames: under --pad-to full the network sees the padding
+    # (silence), which bands filled with the utterance's mean turned into loud stripes no test input has.
+    valid = (steps < lengths[:, None])[:, None, :]
     mask = torch.zeros(batch, n_mels, frames, dtype=torch.bool)
     uniform = lambda: torch.rand(batch, generator=generator)
     widest = round(FREQ_MASK_SHARE * n_mels)
     for _ in range(FREQ_MASKS):
         width = (uniform() * (widest + 1)).long()
         start = (uniform() * (n_mels - width + 1)).long()
-        mask |= ((bands >= start[:, None]) & (bands < (start + width)[:, None]))[:, :, None]
+        mask |= ((bands >= start[:, None]) & (bands < (start + width)[:, None]))[:, :, None] & valid
     longest = torch.clamp((lengths.float() * TIME_MASK_SHARE).long(), max=TIME_MASK_FRAMES)
     for _ in range(TIME_MASKS):
         width = (uniform() * (longest + 1)).long()
