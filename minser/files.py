@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -39,15 +40,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename.
 
     Readers see the old file or the complete new one, never a half-written file, even if the
-    process dies mid-write. The file gets the permissions a plain ``open`` would give it. A folder that
-    cannot be written, or a write that fails (a full disk), raises ConfigError naming ``path``.
+    process dies mid-write. As with a plain ``open``, a symlink is written through (the file it points to
+    is replaced, the link stays) and an existing file keeps its permissions; a new one gets those ``open``
+    would give it (:data:`FILE_MODE`). A folder that cannot be written, or a write that fails (a full disk),
+    raises ConfigError naming ``path``.
     """
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; name a file to write")
+    # Renamed over, a symlink would become a regular file and the file it shares stay old.
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
+        file_mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:  # no such file yet (or a parent that is a file, refused below)
+        file_mode = FILE_MODE
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_SUFFIX, dir=target.parent)
     except OSError as exc:
         blocker = next((p for p in path.parents if p.exists()), None)
         if blocker is not None and not blocker.is_dir():  # mkdir says only "File exists"
@@ -55,12 +64,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
                               "folder") from exc
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose a folder you can write to") from exc
     try:
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, file_mode)
         with os.fdopen(fd, mode) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):  # a full disk (ENOSPC), a file size limit (EFBIG), a quota

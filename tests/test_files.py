@@ -44,6 +44,23 @@ def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> Non
     assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == files.FILE_MODE
 
 
+def test_an_existing_file_keeps_its_permissions_and_a_symlink_is_written_through(tmp_path: Path) -> None:
+    """As with a plain open: the rename made a private (0o600) file world-readable and replaced a symlink by
+    a regular file, leaving the file it pointed to old."""
+    private = tmp_path / "private.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    files.write_json(private, {"ua": 1.0})
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    shared, link = tmp_path / "shared" / "results.json", tmp_path / "results.json"
+    shared.parent.mkdir()
+    shared.write_text("old")
+    link.symlink_to(shared)
+    assert files.write_json(link, {"ua": 2.0}) == link
+    assert link.is_symlink() and shared.read_text() == '{\n  "ua": 2.0\n}\n'
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["results.json"]  # no temporary left
+
+
 def test_the_data_command_does_not_import_torch() -> None:
     """python -m minser.data (download, info) and the feature cache write through minser.files; reached
     through minser.checkpoint, that cost a torch import (2 s of a 3 s start-up) they never use."""
