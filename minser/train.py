@@ -256,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def given_options(argv: Sequence[str]) -> dict[str, Any]:
+    """The options ``argv`` gives, by dest (``{"pad_to": "batch"}``), read by :func:`build_parser` itself, so
+    that ``--opt value``, ``--opt=value`` and abbreviations (``--pad=batch``) count as they do in a run; for
+    scripts that run minser.train with arguments of their own and must not let a user's override them.
+    Arguments the parser does not know are left out, for the run to refuse."""
+    parser = build_parser()
+    blank = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), None))  # None: not given
+    return {dest: value for dest, value in vars(parser.parse_known_args(list(argv), namespace=blank)[0]).items()
+            if value is not None}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse the command line into a :class:`TrainConfig`; bad option values raise ConfigError."""
     args = build_parser().parse_args(argv)

@@ -36,7 +36,7 @@ from typing import Any
 from minser.files import atomic_write
 from minser.errors import MinserError
 from minser.evaluate import evaluate
-from minser.train import (INTERRUPTED_STATUS, HelpFormatter, TrainConfig, build_parser, parse_args,
+from minser.train import (INTERRUPTED_STATUS, HelpFormatter, TrainConfig, build_parser, given_options, parse_args,
                           settings_difference)
 from minser.train import main as train
 
@@ -124,14 +124,11 @@ def train_settings(argv: list[str]) -> list[tuple[str, str]]:
     "--epochs")``), and for each ``--model-opt KEY=VALUE`` its KEY (``("fusion", "--model-opt fusion")``), which is
     also the dest of the model flag of that name (``--fusion``). Read by minser.train's own parser, so
     ``--opt value``, ``--opt=value`` and abbreviations (``--epoch``) count as they do in the run."""
-    parser = build_parser()
-    blank = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), None))  # None: not given
     settings = []
-    for dest, value in vars(parser.parse_known_args(argv, namespace=blank)[0]).items():
+    for dest, value in given_options(argv).items():
         if dest == "model_opt":
-            keys = (item.partition("=")[0].strip() for item in value or [])
-            settings += [(key, f"--model-opt {key}") for key in keys]
-        elif value is not None:
+            settings += [(key, f"--model-opt {key}") for key in (item.partition("=")[0].strip() for item in value)]
+        else:
             settings.append((dest, f"--{dest.replace('_', '-')}"))
     return settings
 
