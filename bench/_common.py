@@ -217,6 +217,22 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n"), mode="w")
 
 
+def check_json(path: str | None) -> None:
+    """ConfigError naming ``--json path`` when :func:`write_json` could not write it: a folder, or a path under a
+    file or in a folder this process cannot write in (missing folders are fine: they are created). Every script
+    checks it with its other options, as the file is written only once the benchmark has run."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--json {path}: is a folder; name a file to write")
+    folder = next(p for p in target.absolute().parents if p.exists())  # the root always exists
+    if not folder.is_dir():
+        raise ConfigError(f"--json {path}: {folder} is a file, not a folder; choose another folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--json {path}: cannot write in {folder}; choose a folder you can write to")
+
+
 # How every script's --quick treats the options given with it (see given_or_default).
 QUICK_HELP = "it changes only the defaults: options given explicitly win"
 
@@ -302,13 +318,21 @@ def network_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def train_settings(argv: Sequence[str]) -> dict[str, str]:
+    """The minser.train settings ``argv`` gives, as dest and flag (``{"pad_to": "--pad-to"}``), as the run reads
+    them (:func:`minser.train.given_options`: abbreviations such as ``--pad=batch`` count)."""
+    from minser.train import given_options  # here, not at the top: only bench/train.py passes minser.train options
+
+    return {dest: f"--{dest.replace('_', '-')}" for dest in given_options(argv)}
+
+
 def apply_threads(threads: int | None) -> None:
     """Set torch's CPU thread count when asked to; ConfigError if not positive."""
     if threads is not None:
         torch.set_num_threads(check_count("--threads", threads))
 
 
-# EmoDB's real duration range and spread (see $MINSER_DATA/emodb): 1.23 s to 8.98 s, 2.78 s on average.
+# EmoDB's real duration range and spread (the corpus' 535 files): 1.23 s to 8.98 s, 2.78 s on average.
 SYNTHETIC_MEDIAN_S = 2.6
 SYNTHETIC_SIGMA = 0.38
 SYNTHETIC_RANGE_S = (1.23, 8.98)
@@ -319,26 +343,38 @@ def frames_of_samples(samples: np.ndarray) -> np.ndarray:
     return np.minimum(MAX_FRAMES, 1 + np.asarray(samples, dtype=np.int64) // HOP_LENGTH)
 
 
+def emodb_files() -> tuple[list[Path], str]:
+    """EmoDB's WAV files (all 535, sorted by name) and where they lie, found as ``--data emodb`` finds them
+    (:func:`minser.data.load_corpus`: under ``$MINSER_DATA``, else the per-user cache folder, ``.wav`` in any
+    case); without the corpus, no files and the library's reason (which says how to get it)."""
+    from minser.data import load_corpus  # here, not at the top: the timing helpers need no corpus code
+    from minser.errors import MinserError
+
+    try:
+        corpus = load_corpus("emodb", classes=7)
+    except MinserError as exc:
+        return [], str(exc)
+    paths = [utterance.path for utterance in corpus.utterances]
+    return paths, f"{len(paths)} files under {paths[0].parent}"
+
+
 def emodb_durations() -> tuple[np.ndarray, str]:
     """Utterance durations in seconds and where they came from.
 
-    Reads every EmoDB WAV header under ``$MINSER_DATA/emodb/wav`` (``soundfile.info``: no audio
+    Reads the WAV header of every EmoDB file :func:`emodb_files` finds (``soundfile.info``: no audio
     is decoded). Without the corpus, a synthetic stand-in: 535 durations from a log-normal with
     median 2.6 s and sigma 0.38, clipped to EmoDB's range 1.23-8.98 s (mean about 2.8 s, as
     EmoDB's 24.8 min over 535 files), drawn with a fixed seed.
     """
-    root = os.environ.get("MINSER_DATA")
-    wav_dir = Path(root) / "emodb" / "wav" if root else None
-    if wav_dir is not None and wav_dir.is_dir():
+    paths, where = emodb_files()
+    if paths:
         import soundfile
 
-        paths = sorted(wav_dir.glob("*.wav"))
-        if paths:
-            durations = np.array([soundfile.info(str(p)).duration for p in paths])
-            return durations, f"EmoDB wav headers ({len(paths)} files under {wav_dir})"
+        durations = np.array([soundfile.info(str(p)).duration for p in paths])
+        return durations, f"EmoDB wav headers ({where})"
     rng = np.random.default_rng(0)
     durations = np.clip(rng.lognormal(math.log(SYNTHETIC_MEDIAN_S), SYNTHETIC_SIGMA, 535), *SYNTHETIC_RANGE_S)
-    return durations, "synthetic log-normal EmoDB stand-in (MINSER_DATA/emodb/wav not found)"
+    return durations, f"synthetic log-normal EmoDB stand-in ({where})"
 
 
 def sample_frame_lengths(durations: np.ndarray, count: int, seed: int) -> np.ndarray:

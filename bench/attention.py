@@ -384,7 +384,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         dtypes = ("fp32",)
     v = common.given_or_default(args, defaults(args.quick, gpu))
     common.check_counts({option: v[option] for option in ("batch", "tokens", "hidden", "repeat")})
-    common.check_counts({"warmup": v["warmup"]}, minimum=0)
+    # Seeds >= 0: NumPy's generators refuse negative ones, which ended the run in a traceback at the lengths.
+    common.check_counts({"warmup": v["warmup"], "seed": args.seed}, minimum=0)
     if v["max_len"] < SWEEP_MIN and not args.no_sweep:
         raise ConfigError(f"--max-len {v['max_len']}: the sweep starts at {SWEEP_MIN} steps; give {SWEEP_MIN} or "
                           "more, or --no-sweep")
@@ -607,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with common.option_errors(parser):  # run() too: it checks --models before timing anything
+        common.check_json(args.json)
         common.apply_threads(args.threads)
         payload = run(resolve_settings(args))
     if args.json:

@@ -24,8 +24,11 @@ the Mel power against ``librosa.feature.melspectrogram`` as ``max |ours - ref| /
 utterance (worst over utterances); the element-wise figure is the smallest ``atol / max |ref|`` for
 which ``|ours - ref| <= 1e-5 |ref| + atol`` holds everywhere; and the log-Mel's largest difference in dB.
 
-Data: EmoDB from ``$MINSER_DATA/emodb/wav``; without it, synthetic noise bursts with EmoDB-like
-durations (the script says so).
+Data: EmoDB where ``--data emodb`` finds it (``$MINSER_DATA/emodb``, else the per-user cache folder's);
+without it, synthetic noise bursts with EmoDB-like durations (the script says so).
+
+librosa is not a dependency of minser: this benchmark needs it (``pip install librosa``; the ``dev``
+extra installs it).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
-import librosa  # noqa: E402
 import scipy  # noqa: E402
 import soundfile  # noqa: E402
 
@@ -56,10 +58,9 @@ RTOL = 1e-5
 
 def load_utterances(count: int | None, seed: int) -> tuple[list[np.ndarray], str]:
     """``count`` utterances (all when None), evenly spread over EmoDB's sorted files, or synthetic ones."""
-    root = os.environ.get("MINSER_DATA")
-    wav_dir = Path(root) / "emodb" / "wav" if root else None
-    paths = sorted(wav_dir.glob("*.wav")) if wav_dir is not None and wav_dir.is_dir() else []
+    paths, where = common.emodb_files()
     if paths:
+        wav_dir = paths[0].parent
         if count is not None and count < len(paths):
             paths = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
         return [load(path, FRONTEND.sample_rate) for path in paths], f"EmoDB, {len(paths)} files from {wav_dir}"
@@ -71,10 +72,12 @@ def load_utterances(count: int | None, seed: int) -> tuple[list[np.ndarray], str
         samples = round(seconds * FRONTEND.sample_rate)
         envelope = np.abs(np.sin(np.linspace(0, 3 * np.pi, samples)))  # syllable-like bursts
         waves.append((0.1 * envelope * rng.standard_normal(samples)).astype(np.float32))
-    return waves, f"SYNTHETIC noise bursts, {len(waves)} EmoDB-like durations (MINSER_DATA/emodb/wav not found)"
+    return waves, f"SYNTHETIC noise bursts, {len(waves)} EmoDB-like durations ({where})"
 
 
 def _librosa_mel(wave: np.ndarray) -> np.ndarray:
+    import librosa
+
     fe = FRONTEND
     return librosa.feature.melspectrogram(
         y=wave, sr=fe.sample_rate, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
@@ -84,6 +87,8 @@ def _librosa_mel(wave: np.ndarray) -> np.ndarray:
 
 
 def _librosa_log_mel(wave: np.ndarray) -> np.ndarray:
+    import librosa
+
     return librosa.power_to_db(_librosa_mel(wave), ref=1.0, amin=FRONTEND.amin, top_db=None)
 
 
@@ -109,6 +114,8 @@ def time_methods(methods: dict[str, Callable[[], object]], repeat: int) -> dict[
 
 def agreement(waves: Sequence[np.ndarray]) -> dict[str, float]:
     """Worst-case differences from librosa over ``waves`` (see the module docstring)."""
+    import librosa
+
     fe = FRONTEND
     bank = mel_filterbank(fe.sample_rate, fe.n_fft, fe.n_mels, fe.fmin, fe.fmax, fe.htk, fe.norm)
     bank_ref = librosa.filters.mel(
@@ -137,7 +144,8 @@ def agreement(waves: Sequence[np.ndarray]) -> dict[str, float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time minser's log-Mel front end against librosa per utterance and check their agreement.",
-        epilog="Reads EmoDB from $MINSER_DATA/emodb/wav (synthetic signals if missing).",
+        epilog="Reads EmoDB where --data emodb finds it ($MINSER_DATA/emodb, else the per-user cache folder's; "
+        "synthetic signals if missing). Needs librosa (pip install librosa, or the dev extra).",
     )
     parser.add_argument("--quick", action="store_true",
                         help=f"8 utterances, 2 rounds: runs in a few seconds; {common.QUICK_HELP}")
@@ -164,6 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     count, repeat = resolve_counts(args)
     with common.option_errors(parser):
         common.check_counts({"repeat": repeat, "utterances": count})
+        common.check_counts({"seed": args.seed}, minimum=0)
+        common.check_json(args.json)
+    try:
+        import librosa
+    except ImportError:
+        print("error: bench/frontend.py needs librosa (pip install librosa, or the dev extra)", file=sys.stderr)
+        return 2
 
     info = common.environment(torch.device("cpu"))
     info.update(librosa=librosa.__version__, scipy=scipy.__version__, soundfile=soundfile.__version__)

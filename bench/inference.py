@@ -258,11 +258,12 @@ def checkpoint_file(model: Path | None) -> Iterator[Path]:
 
 def _checked(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with ``--baseline`` resolved to a checkpoint file (a run folder names its only fold), checked
-    before any timing: the device, the counts, and that ``--accuracy`` is a run with folds."""
+    before any timing: the device, the counts, the --json path, and that ``--accuracy`` is a run with folds."""
     if args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
                           "leave --device out or give cpu")
     common.check_counts({"threads": args.threads, "repeat": args.repeat})
+    common.check_json(args.json)
     if args.accuracy is not None and not fold_checkpoints(args.accuracy):
         raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-<k>/best.pt; give the --out folder of a "
                           "python -m minser.train run")

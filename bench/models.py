@@ -12,8 +12,9 @@ present, on the CUDA device:
   step, as ``minser.train`` does), with ``--pad-to full`` (every utterance 750 frames, no
   lengths: the paper's setting) and ``--pad-to batch`` (``minser.train``'s length-bucketed
   batches, cut to the batch's longest utterance, with ``lengths``). The utterance lengths follow
-  EmoDB: read from the real WAV headers under ``$MINSER_DATA/emodb/wav`` when present, else a
-  documented synthetic distribution (see ``_common.emodb_durations``).
+  EmoDB: read from the real WAV headers where ``--data emodb`` finds the corpus (``$MINSER_DATA``,
+  else the per-user cache folder), else a documented synthetic distribution (see
+  ``_common.emodb_durations``).
 
 The machine these run on may be shared and noisy, so each table also gives ratios measured in the
 same run: latency relative to the plain ``cnn`` and the speed-up of ``--pad-to batch`` over
@@ -59,6 +60,11 @@ class Settings:
     seed: int
     markdown: bool = False
     clock: str = "wall"
+
+    @property
+    def latency_batches(self) -> tuple[int, ...]:
+        """The batch sizes whose inference latency is timed: 1 and ``batch`` (once, when ``--batch 1``)."""
+        return tuple(dict.fromkeys((1, self.batch)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,11 +200,11 @@ def bench_model(name: str, device: torch.device, batches: dict[str, list[torch.T
     torch.manual_seed(settings.seed)
     model = models.build(name, N_CLASSES).to(device).eval()
     row = {"model": name, "device": device.type, "params": count_parameters(model)}
-    for label, batch in (("b1", 1), (f"b{settings.batch}", settings.batch)):
+    for batch in settings.latency_batches:
         timing = latency(model, batch, device, settings)
-        row[f"{label}_ms"] = timing.median_ms
-        row[f"{label}_spread_pct"] = timing.spread_pct
-        row[f"{label}_rtf"] = real_time_factor(timing.median_ms, batch)
+        row[f"b{batch}_ms"] = timing.median_ms
+        row[f"b{batch}_spread_pct"] = timing.spread_pct
+        row[f"b{batch}_rtf"] = real_time_factor(timing.median_ms, batch)
     for pad_to in settings.pad_to:
         result = training_throughput(model, batches[pad_to], pad_to, device, settings)
         row[f"train_{pad_to}"] = result
@@ -235,8 +241,9 @@ def run(settings: Settings) -> dict:
     ]
     add_reference_ratios(rows, settings.batch)
     b = settings.batch
-    columns = ["model", "device", "params", "b1_ms", "b1_spread_pct", "b1_rtf", f"b{b}_ms", f"b{b}_spread_pct",
-               f"b{b}_rtf", f"b{b}_vs_cnn"] + [f"train_{p}_utt_s" for p in settings.pad_to]
+    columns = ["model", "device", "params"]
+    columns += [f"b{n}_{figure}" for n in settings.latency_batches for figure in ("ms", "spread_pct", "rtf")]
+    columns += [f"b{b}_vs_cnn"] + [f"train_{p}_utt_s" for p in settings.pad_to]
     columns += ["batch_vs_full"] if len(settings.pad_to) == 2 else []
     print(f"\n### latency in ms (median of {settings.repeat}, {settings.clock} clock on CPU), "
           "RTF = latency / audio duration, "
@@ -260,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with common.option_errors(parser):  # run() too: --batch is checked against the utterances it draws from
+        common.check_json(args.json)
         common.apply_threads(args.threads)
         payload = run(resolve_settings(args))
     if args.json:

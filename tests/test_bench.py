@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from minser import models
-from minser.errors import ConfigError
+from minser.errors import ConfigError, MinserError
 from minser.kernels import reference
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -423,15 +423,32 @@ def test_emodb_durations_real(emodb_root, monkeypatch):
     assert 1.2 < durations.min() < 1.3 and 8.9 < durations.max() < 9.0
 
 
-def test_emodb_durations_synthetic(monkeypatch):
-    monkeypatch.delenv("MINSER_DATA", raising=False)
+def test_emodb_durations_synthetic(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINSER_DATA", str(tmp_path))  # a data folder without EmoDB
     durations, source = common.emodb_durations()
     again, _ = common.emodb_durations()
     assert "synthetic" in source and len(durations) == 535 and np.array_equal(durations, again)
+    assert f"EmoDB not found: {tmp_path / 'emodb'}" in source and "python -m minser.data download emodb" in source
     assert durations.min() >= 1.23 and durations.max() <= 8.98 and 2.5 < durations.mean() < 3.1
     frames = common.sample_frame_lengths(durations, 40, seed=1)
     assert frames.shape == (40,) and frames.min() >= 124 and frames.max() <= 750
     assert np.array_equal(frames, common.sample_frame_lengths(durations, 40, seed=1))
+
+
+@pytest.mark.filterwarnings("ignore:EmoDB folder .* holds 3 of the corpus' 535 files")
+def test_emodb_is_found_where_the_library_looks(emodb_root, tmp_path, monkeypatch):
+    """With MINSER_DATA unset the library reads EmoDB from the per-user cache folder, and .WAV files too; the
+    benches looked under $MINSER_DATA only, for *.wav, and silently timed synthetic stand-ins instead."""
+    wav = tmp_path / "cache" / "minser" / "emodb" / "wav"
+    wav.mkdir(parents=True)
+    for name in ("03a01Fa", "03a01Nc", "03a01Wa"):
+        (wav / f"{name}.{'WAV' if name == '03a01Nc' else 'wav'}").symlink_to(emodb_root / "wav" / f"{name}.wav")
+    monkeypatch.delenv("MINSER_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    durations, source = common.emodb_durations()
+    assert source == f"EmoDB wav headers (3 files under {wav})" and len(durations) == 3
+    waves, source = _load("frontend").load_utterances(None, seed=0)
+    assert source == f"EmoDB, 3 files from {wav}" and len(waves) == 3
 
 
 def test_frames_of_samples_matches_front_end_contract():
@@ -461,6 +478,7 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("attention", ["--op", "pool", "--no-sweep", "--models", "cat", "--quick", "--device", "cpu"],
      "nothing to time: no pool case comes from the networks"),
     ("attention", ["--warmup", "-1", "--device", "cpu"], "--warmup -1: give 0 or more"),
+    ("attention", ["--seed", "-1", "--device", "cpu"], "--seed -1: give 0 or more"),  # a numpy traceback before
     ("attention", ["--models", "nope", "--no-sweep", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
     ("models", ["--models", "nope", "--device", "cpu"], "--models: unknown network(s) ['nope']"),
     ("attention", ["--models", "", "--no-sweep", "--device", "cpu"], "--models '': an empty network name"),
@@ -470,12 +488,10 @@ def test_attention_refuses_zero_counts_rather_than_taking_them_for_defaults(argv
     ("models", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
     ("frontend", ["--repeat", "0"], "--repeat 0: give a positive number"),
     ("frontend", ["--utterances", "0"], "--utterances 0: give a positive number"),
+    ("frontend", ["--seed", "-1"], "--seed -1: give 0 or more"),  # a numpy traceback on the synthetic fallback
     ("train", ["--device", "tpu"], "--device tpu: only 'cpu' and 'cuda' are supported"),
     ("train", ["--epochs", "1"], "--epochs 1: give 2 or more"),
     ("train", ["--threads", "0"], "--threads 0: give a positive number"),
-    # given again, the last --pad-to wins: both rows would run alike under their two labels
-    ("train", ["--train-arg=--pad-to=batch"], "--train-arg=--pad-to=batch: bench/train.py sets --pad-to itself"),
-    ("train", ["--train-arg=--epochs=3"], "--train-arg=--epochs=3: bench/train.py sets --epochs itself"),
 ])
 def test_bad_option_values_exit_2_with_usage(script, argv, message, capsys):
     # argparse's convention, as for an unknown option: the usage line, "PROG: error: ...", status 2.
@@ -491,6 +507,156 @@ def test_train_bench_reports_missing_data_without_a_traceback(tmp_path, monkeypa
     assert _load("train").main(["--quick", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: EmoDB not found") and "python -m minser.data download emodb" in err
+    assert "--download" not in err and len(err.splitlines()) == 1  # minser.train's flag, which this script lacks
+
+
+@pytest.mark.parametrize(("train_arg", "flag"), [
+    # given again, the last --pad-to wins: both rows would run alike under their two labels
+    (["--pad-to=batch"], "--pad-to"),
+    (["--epochs=3"], "--epochs"),
+    # read as minser.train reads them: abbreviations and a value in the next argument count
+    (["--pad=batch"], "--pad-to"),
+    (["--epoch=50"], "--epochs"),
+    (["--fold", "2"], "--folds"),
+])
+def test_train_bench_refuses_train_args_it_sets_itself(train_arg, flag, monkeypatch, capsys):
+    bench_train = _load("train")
+
+    def train(argv):
+        raise AssertionError(f"trained with --train-arg {train_arg}")
+
+    monkeypatch.setattr(bench_train, "train", train)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_train.main(["--device", "cpu", *(f"--train-arg={arg}" for arg in train_arg)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("usage: ")
+    assert (f"error: --train-arg gives minser.train's {flag}, which bench/train.py sets itself (it runs fold 1 of each "
+            "padding mode in a temporary folder, with its own --model, --epochs, --threads and --device); drop it"
+            in " ".join(err.split()))
+
+
+def test_train_bench_passes_other_train_args():
+    bench_train = _load("train")
+    bench_train._check_train_args(["--subset=20", "--protocol", "speaker", "--model-opt", "d_model=8"])
+    assert common.train_settings(["--pad", "batch", "--sub=3"]) == {"subset": "--subset", "pad_to": "--pad-to"}
+
+
+@pytest.mark.parametrize(("protocol", "folds"), [("random", 5), ("speaker", 10), ("all", 1)])
+def test_train_bench_extrapolates_to_the_protocols_folds(protocol, folds, emodb_root, tmp_path, monkeypatch, capsys):
+    """The extrapolation assumed 5 folds whatever --train-arg=--protocol picked."""
+    bench_train = _load("train")
+
+    def train(argv):  # minser.train stood in for: one second per epoch
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "fold-1").mkdir(parents=True)
+        history = [{"seconds": 1.0, "cpu_seconds": 1.0}] * int(argv[argv.index("--epochs") + 1])
+        (out / "fold-1" / "metrics.json").write_text(json.dumps({"history": history}))
+
+    monkeypatch.setattr(bench_train, "train", train)
+    path = tmp_path / "train.json"
+    assert bench_train.main(["--epochs", "2", "--device", "cpu", "--threads", str(torch.get_num_threads()),
+                             f"--train-arg=--protocol={protocol}", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{protocol} protocol ({folds} folds)" in out
+    assert f"EXTRAPOLATION (not a full run): {folds} folds x 100 epochs" in out
+    payload = json.loads(path.read_text())
+    assert payload["protocol_folds"] == folds
+    for run in payload["runs"]:
+        assert run["extrapolated_protocol_min"] == pytest.approx((run["setup_s"] + folds * 100 * 1.0) / 60)
+
+
+@pytest.mark.parametrize("interrupt", ["RunInterrupted", "KeyboardInterrupt"])
+def test_train_bench_ctrl_c_says_to_rerun_the_benchmark(interrupt, emodb_root, tmp_path, monkeypatch, capsys):
+    """Ctrl-C gave a traceback ending in RunInterrupted's advice: --resume (no option of this script) in a
+    temporary folder already deleted."""
+    from minser.train import INTERRUPTED_STATUS, RunInterrupted
+
+    bench_train = _load("train")
+
+    def train(argv):
+        out = Path(argv[argv.index("--out") + 1])
+        raise RunInterrupted(out) if interrupt == "RunInterrupted" else KeyboardInterrupt()
+
+    monkeypatch.setattr(bench_train, "train", train)
+    argv = ["--quick", "--device", "cpu", "--json", str(tmp_path / "a b.json")]
+    assert bench_train.main(argv) == INTERRUPTED_STATUS
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: the benchmark stopped before it finished and kept nothing; rerun it: "
+        f"{shlex.join(['python', 'bench/train.py', *argv])}"]
+
+
+def test_train_bench_reports_errors_of_the_training_in_one_line(emodb_root, monkeypatch, capsys):
+    bench_train = _load("train")
+
+    def train(argv):
+        raise MinserError("fold-1: a corrupt file")
+
+    monkeypatch.setattr(bench_train, "train", train)
+    assert bench_train.main(["--quick", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "error: fold-1: a corrupt file\n"
+
+
+@pytest.mark.parametrize("script", ["attention", "models", "frontend", "train"])
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_bad_json_path_is_refused_before_any_timing(script, where, tmp_path, monkeypatch, capsys):
+    """--json was written after the whole benchmark had run: a bad path lost its results."""
+    module = _load(script)
+
+    def timed(*args):
+        raise AssertionError("the benchmark started before --json was checked")
+
+    monkeypatch.setattr(module.common, "environment", timed)
+    (tmp_path / "file").write_text("")
+    path, message = {"folder": (tmp_path, f"--json {tmp_path}: is a folder; name a file to write"),
+                     "under a file": (tmp_path / "file" / "out.json", f"--json {tmp_path / 'file' / 'out.json'}: "
+                                      f"{tmp_path / 'file'} is a file, not a folder; choose another folder")}[where]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--json", str(path), *(["--device", "cpu"] if script != "frontend" else [])])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("usage: ") and f"error: {message}" in err
+
+
+def test_check_json_accepts_a_file_in_folders_to_create(tmp_path):
+    common.check_json(None)
+    common.check_json(str(tmp_path / "new" / "sub" / "out.json"))  # write_json creates the folders
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_check_json_refuses_a_folder_it_cannot_write_in(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match=f"^--json {re.escape(str(locked))}/out.json: cannot write in "):
+        common.check_json(str(locked / "out.json"))
+
+
+def test_frontend_without_librosa_says_what_to_install(monkeypatch, capsys):
+    """librosa was imported at the top: even --help ended in ModuleNotFoundError without the dev extra."""
+    monkeypatch.setitem(sys.modules, "librosa", None)  # import librosa raises ImportError
+    spec = importlib.util.spec_from_file_location("bench_frontend_without_librosa", BENCH / "frontend.py")
+    frontend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontend)
+    with pytest.raises(SystemExit) as exit_info:
+        frontend.main(["--help"])
+    assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
+    assert frontend.main(["--quick"]) == 2
+    assert capsys.readouterr().err == "error: bench/frontend.py needs librosa (pip install librosa, or the dev extra)\n"
+
+
+def test_models_batch_1_times_batch_1_once(monkeypatch, capsys):
+    """--batch 1 printed the b1_* columns twice and timed batch 1 twice, the second overwriting the first."""
+    timed = []
+    latency = bench_models.latency
+    monkeypatch.setattr(bench_models, "latency",
+                        lambda model, batch, *args: timed.append(batch) or latency(model, batch, *args))
+    settings = bench_models.resolve_settings(bench_models.build_parser().parse_args(
+        ["--device", "cpu", "--models", "cnn", "--batch", "1", "--train-steps", "1", "--warmup", "0", "--repeat", "1",
+         "--pad-to", "batch"]))
+    payload = bench_models.run(settings)
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("model"))
+    assert timed == [1] and header.split() == ["model", "device", "params", "b1_ms", "b1_spread_pct", "b1_rtf",
+                                               "b1_vs_cnn", "train_batch_utt_s"]
+    assert payload["results"][0]["b1_vs_cnn"] == 1.0
 
 
 TOOLS = BENCH.parent / "tools"

@@ -164,6 +164,18 @@ def test_bad_input_is_an_error_before_any_timing(options, message, model, tmp_pa
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize(("where", "message"), [
+    ("{dir}", "error: --json {dir}: is a folder; name a file to write"),
+    ("{dir}/file/out.json", "error: --json {dir}/file/out.json: {dir}/file is a file, not a folder"),
+])
+def test_a_bad_json_path_is_refused_before_any_timing(where, message, model, tmp_path, capsys):
+    """--json was written once every variant had been timed: a bad path lost the results."""
+    (tmp_path / "file").write_text("")
+    assert bench.main(["--quick", "--threads", "1", "--model", str(model), "--json", where.format(dir=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert message.format(dir=tmp_path) in captured.err and captured.out == ""
+
+
 def test_accuracy_of_a_folder_of_fold_copies_only_is_refused(model, tmp_path, capsys):
     """A copy beside a run's folds (fold-1.bak) is no fold: scored as one, it was also sorted as text."""
     (tmp_path / "run" / "fold-1.bak").mkdir(parents=True)
