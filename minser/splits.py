@@ -72,7 +72,10 @@ def _stratified_parts(
 
 
 def _fold_rngs(seed: int, n: int) -> list[np.random.Generator]:
-    """``n`` independent generators derived from ``seed`` (a fold's splits do not depend on ``n``)."""
+    """``n`` independent generators derived from ``seed`` (a fold's splits do not depend on ``n``); ConfigError
+    for a seed that is not an integer >= 0 (None drew fresh entropy: other splits on every call)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: give an integer >= 0 (the same seed gives the same splits)")
     return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
 
 

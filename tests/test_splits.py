@@ -102,6 +102,10 @@ def test_emodb_leave_one_speaker_out(emodb_root: Path) -> None:
         (lambda: leave_one_group_out(["a", "b"], [0, 1, 1]), "one group per utterance"),
         (lambda: leave_one_group_out(["a", "b"], [0, 1], val_fraction=1.0), "val_fraction=1.0"),
         (lambda: leave_one_group_out(["a", "a"], [0, 1]), r"at least 2 groups, got 1 \(\['a'\]\)"),
+        # None drew fresh entropy (other splits on every call); the others were raw numpy errors
+        (lambda: random_splits([0, 1], seed=None), r"^seed=None: give an integer >= 0 \(the same seed gives"),
+        (lambda: random_splits([0, 1], seed=-1), r"^seed=-1: give an integer >= 0"),
+        (lambda: leave_one_group_out(["a", "b"], [0, 1], seed=1.5), r"^seed=1.5: give an integer >= 0"),
     ],
 )
 def test_bad_inputs(call, message: str) -> None:
