@@ -556,6 +556,20 @@ def _check_validation_parts(corpus: Corpus, protocol: str, splits: Sequence[Spli
                         "--protocol random")
 
 
+def _warn_untrained_classes(corpus: Corpus, protocol: str, splits: Sequence[Split]) -> None:
+    """Warn of each leave-one-group-out fold whose training part holds no utterance of a label its test part
+    holds (in a corpus where only the left-out speaker or session has it): the network cannot predict that
+    label there, and the fold's UA counts it at 0 recall. The random protocol stratifies every class."""
+    targets = corpus.targets()
+    for split in splits:
+        missing = sorted(set(targets[split.test].tolist()) - set(targets[split.train].tolist()))
+        if missing:
+            names = ", ".join(corpus.labels[k] for k in missing)
+            warnings.warn(f"--protocol {protocol}: fold {split.name!r} trains on no utterance of {names}, which its "
+                          f"test part holds (only that {protocol} has them): the network cannot predict them there, "
+                          "and the fold's UA counts them at 0 recall", stacklevel=2)
+
+
 def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features of a white-noise copy of every utterance at ``snr_db`` dB: ``((N, n_mels, frames), (N,))``.
 
@@ -1464,6 +1478,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     if dist.main:
         _warn_whole_classes(corpus, config.subset)
     splits = make_splits(corpus, config)  # before build, which refuses a corpus of one label as n_classes=1
+    if dist.main and config.protocol in ("speaker", "session"):
+        _warn_untrained_classes(corpus, config.protocol, splits)
     network = build(config.model, len(corpus.labels), **config.options)
     spec = network.spec
     # The network's input size decides the front end's, so --n-mels (or --model-opt n_mels) sets both.

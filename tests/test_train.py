@@ -379,6 +379,20 @@ def _corpus(speakers: list[str], sessions: list[str | None] | None = None) -> Co
                                                 for i, (speaker, session) in enumerate(zip(speakers, sessions))])
 
 
+def test_a_fold_that_trains_on_no_utterance_of_a_test_label_is_warned_of() -> None:
+    """Only speaker a says 'happiness': its leave-one-speaker-out fold trained without the label and was scored
+    on it, silently."""
+    labels = ["anger", "neutral", "happiness"]
+    rows = [(f"{s}{i}.wav", labels[i % 2], s) for s in "abc" for i in range(8)] + [(f"a-h{i}.wav", "happiness", "a")
+                                                                              for i in range(4)]
+    corpus = Corpus("toy", tuple(labels), [Utterance(Path(p), label, speaker, None) for p, label, speaker in rows])
+    splits = train_module.make_splits(corpus, TrainConfig(protocol="speaker"))
+    with pytest.warns(UserWarning, match=r"^--protocol speaker: fold 'a' trains on no utterance of happiness, which "
+                                         r"its test part holds \(only that speaker has them\)") as caught:
+        train_module._warn_untrained_classes(corpus, "speaker", splits)
+    assert len(caught) == 1  # folds b and c train on a's happiness
+
+
 @pytest.mark.parametrize("protocol, folds, message", [
     ("random", 6, r"--folds 6: --protocol random has 5 fold\(s\) on toy \(its seeded splits\); give --folds 5 or fewer"),
     ("speaker", 4, r"--folds 4: --protocol speaker has 3 fold\(s\) on toy \(one per speaker\); give --folds 3 or"),
