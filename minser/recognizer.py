@@ -338,6 +338,12 @@ class Recognizer:
                              "paths or arrays of the speaker")
         if len(recordings) == 0:
             raise AudioError("for_speaker: no recordings; pass several recordings of the speaker (10 or more)")
+        paths = [(i, Path(r)) for i, r in enumerate(recordings) if isinstance(r, (str, os.PathLike))]
+        pair = first_repeated_file(path for _, path in paths)
+        if pair is not None:  # counted twice, one file passed the "10 or more" the statistics need
+            (i, first), (j, again) = paths[pair[0]], paths[pair[1]]
+            raise AudioError(f"for_speaker: items {i} and {j} ({first}, {again}) are one file; pass each "
+                             "recording of the speaker once")
         waves, _ = self._waves(list(recordings), sr)
         for i, wave in enumerate(waves):
             if not wave.any():

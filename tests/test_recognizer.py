@@ -224,6 +224,22 @@ def test_for_speaker_names_what_is_not_a_list_of_recordings(tmp_path, tiny):
         normed.for_speaker(np.stack([wave(3.0), wave(3.0, seed=1)], axis=1), sr=SR)
 
 
+def test_for_speaker_refuses_one_file_passed_twice(tmp_path):
+    """Ten copies of one path enrolled silently (no "fewer than 10" warning) with one recording's statistics."""
+    normed = Recognizer.load(save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]}))
+    clips = []
+    for i in range(3):
+        clips.append(tmp_path / f"{i}.wav")
+        soundfile.write(clips[-1], wave(1.0, seed=i), SR)
+    (tmp_path / "link.wav").symlink_to(clips[0])
+    with pytest.raises(AudioError, match=rf"^for_speaker: items 0 and 3 \({re.escape(str(clips[0]))}, "
+                                         rf"{re.escape(str(tmp_path / 'link.wav'))}\) are one file; pass each "
+                                         r"recording of the speaker once$"):
+        normed.for_speaker([clips[0], clips[1], wave(1.0, seed=5), tmp_path / "link.wav"], sr=SR)
+    with pytest.raises(AudioError, match=r"^for_speaker: items 0 and 1 .* are one file"):
+        normed.for_speaker([str(clips[0])] * 10)
+
+
 def test_for_speaker_warns_below_ten_recordings_and_refuses_silence(tmp_path):
     normed = Recognizer.load(save_tiny(tmp_path / "normed.pt", speaker_norm={"03": [[0.0] * 40, [1.0] * 40]}))
     speech = [wave(1.0, seed=i) for i in range(10)]
