@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib.util
 import json
@@ -994,9 +995,11 @@ def test_reproduce_refuses_protocol_all_before_training(tmp_path: Path, capsys: 
     (["--train-arg=--seed=3"], "--seed", "give this tool's --seed instead"),
     (["--train-arg=--classes=7"], "--classes", "give this tool's --classes instead"),  # not given to the tool
     (["--train-arg=--out={tmp}/elsewhere"], "--out", "give this tool's --out instead"),
-    (["--train-arg=--model=cnn"], "--model", "each row sets its network and its options: pick rows with --rows"),
-    (["--train-arg=--model-opt=fusion=plus"], "--model-opt fusion", "each row sets its network and its options"),
-    (["--train-arg=--no-pe"], "--pe", "each row sets its network and its options: pick rows with --rows"),
+    (["--train-arg=--model=cnn"], "--model", "each row sets its network and its options: pick other rows with "
+                                             "--rows"),
+    (["--rows=t1-ilt-concat", "--train-arg=--model-opt=fusion=plus"], "--model-opt fusion",
+     "each row sets its network and its options"),
+    (["--rows=t1-cnn-transformer-nope", "--train-arg=--pe"], "--pe", "each row sets its network and its options"),
     (["--train-arg=--split-seed=1"], "--split-seed", "give --seed and --members instead"),
     (["--train-arg=--resume"], "--resume", "leave it out: rerunning this command resumes an interrupted row"),
 ])
@@ -1013,8 +1016,19 @@ def test_reproduce_refuses_train_args_that_override_its_own(train_args: list[str
     argv = [*tiny, *(a.format(tmp=tmp_path) for a in train_args), "--out", str(tmp_path / "rep")]
     assert _tool("reproduce").main(argv) == 2
     assert re.fullmatch(f"error: --train-arg gives minser.train's {re.escape(option)}, which this tool sets itself "
-                        f"for every run; {advice}.*\n", capsys.readouterr().err)
+                        f"for the rows run; {advice}.*\n", capsys.readouterr().err)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_reproduce_takes_a_model_option_the_rows_run_do_not_set() -> None:
+    """Only t1-cnn-transformer-nope sets pe: CAT without positional encoding was refused as a setting the tool
+    gave "every run"."""
+    reproduce = _tool("reproduce")
+    rows = {row.id: row for row in reproduce.ROWS}
+    args = argparse.Namespace(data="emodb", classes=None, protocol="random", epochs=1, seed=0, folds=None,
+                              out="runs/x", train_arg=["--model-opt=pe=false"])
+    assert reproduce.overridden_setting(args, [rows["t2-cat-both"]]) is None
+    assert "--model-opt pe" in reproduce.overridden_setting(args, [rows["t1-cnn-transformer-nope"]])
 
 
 def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cache: Path, tmp_path: Path,

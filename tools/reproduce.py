@@ -31,6 +31,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from minser.files import atomic_write
@@ -134,22 +135,22 @@ def train_settings(argv: list[str]) -> list[tuple[str, str]]:
 
 
 # What to give instead of a setting this tool gives the runs, where it is not its own option of that name.
-ROW_SETTING = "each row sets its network and its options: pick rows with --rows"
+ROW_SETTING = "each row sets its network and its options: pick other rows with --rows"
 INSTEAD = {"model": ROW_SETTING, "split_seed": "give --seed and --members instead (the members share the splits "
            "of --seed)", "resume": "leave it out: rerunning this command resumes an interrupted row"}
 
 
-def overridden_setting(args: argparse.Namespace) -> str | None:
-    """Why ``args.train_arg`` is refused, None when it is not: it gives a setting this tool gives every run
-    itself, which it would silently override (results.md would state the tool's)."""
-    # Every row's run with the optional settings given, so that theirs count too; run_once adds --resume.
+def overridden_setting(args: argparse.Namespace, rows: Sequence[Row]) -> str | None:
+    """Why ``args.train_arg`` is refused, None when it is not: it gives a setting this tool gives the runs of
+    ``rows`` (the rows asked for) itself, which it would silently override (results.md would state the tool's)."""
+    # Each row's run with the optional settings given, so that theirs count too; run_once adds --resume.
     probe = argparse.Namespace(**{**vars(args), "classes": 4, "folds": 1})
-    own = {name for row in ROWS for name, _ in
+    own = {name for row in rows for name, _ in
            train_settings([*run_arguments(row, Path(args.out), args.seed, args.seed, probe), "--resume"])}
     for name, option in train_settings(args.train_arg):
         if name in own:
             advice = INSTEAD.get(name) or (f"give this tool's --{name} instead" if name in vars(args) else ROW_SETTING)
-            return f"--train-arg gives minser.train's {option}, which this tool sets itself for every run; {advice}"
+            return f"--train-arg gives minser.train's {option}, which this tool sets itself for the rows run; {advice}"
     return None
 
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.members < 1:
         print(f"error: --members {args.members}: give 1 (no ensemble) or more runs per row", file=sys.stderr)
         return 2
-    if (refused := overridden_setting(args)) is not None:
+    if (refused := overridden_setting(args, [by_id[name] for name in wanted])) is not None:
         print(f"error: {refused}", file=sys.stderr)
         return 2
     out = Path(args.out)
