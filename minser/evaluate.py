@@ -92,7 +92,8 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
 
     ``named``: the user named this corpus (evaluate's ``--data``), so a corpus that cannot be loaded is
     reported as it is, not as the recorded corpus with advice to pass ``--data``."""
-    from minser.train import load_data
+    from minser.data.corpora import CORPUS_NAMES
+    from minser.train import corpus_spec, load_data
 
     trained = saved.get("data", {})
     if "spec" not in trained:
@@ -103,9 +104,12 @@ def training_corpus(saved: dict[str, Any], name: str | Path, named: bool = False
         if named:
             raise
         # The fix is the inner error's (get the corpus); --data is the way out for a copy elsewhere or another corpus.
+        # A named corpus is found through the data folder, not by a path given to --data.
+        moved = ("set MINSER_DATA to the folder that now holds it" if corpus_spec(str(trained["spec"])) in CORPUS_NAMES
+                 else "pass --data with its new place")
         raise DataError(f"{name} was trained on --data {trained['spec']}, which cannot be loaded here: {exc}. If it "
-                        "has moved, pass --data with its new place (scored on the fold's test split); to score on "
-                        "another corpus instead, pass --data with that (scored on every utterance)") from exc
+                        f"has moved, {moved} (scored on the fold's test split); to score on another corpus instead, "
+                        "pass --data with that (scored on every utterance)") from exc
 
 
 def _as_trained(saved: dict[str, Any], data: str) -> TrainConfig:
@@ -185,6 +189,7 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.train import Tensors, class_logits
 
     saved = checkpoint.load(path)
+    _check_quantization(saved, path, device)  # before the features, which may take minutes
     corpus, test = _scored_corpus(saved, path, data, classes, everything)
     index, targets = _scored_items(saved, corpus, test, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
@@ -217,18 +222,24 @@ def _scoring_model(saved: dict[str, Any], path: str | Path, device: str) -> torc
     from minser.kernels import check_impl
     from minser.recognizer import quantize_int8
 
-    quantize = checkpoint.quantization(saved, str(path))
     model = checkpoint.load_model(saved)
     try:
         check_impl(model.options.impl, device)
     except ConfigError:  # the kernel path does not change the weights; "auto" takes the one the device has
         model.set_impl("auto")
-    if quantize == "int8":
-        if torch.device(device).type != "cpu":
-            raise ConfigError(f"{path}: an int8 checkpoint (python -m minser.export --quantize int8) runs on the "
-                              f"CPU only (dynamic quantization); drop --device {device}")
+    if _check_quantization(saved, path, device) == "int8":
         model = quantize_int8(model)
     return model.to(device)
+
+
+def _check_quantization(saved: dict[str, Any], path: str | Path, device: str) -> str | None:
+    """The ``"quantize"`` entry of checkpoint ``saved`` (:func:`~minser.checkpoint.quantization`); ConfigError
+    for an int8 checkpoint on a device other than the CPU."""
+    quantize = checkpoint.quantization(saved, str(path))
+    if quantize == "int8" and torch.device(device).type != "cpu":
+        raise ConfigError(f"{path}: an int8 checkpoint (python -m minser.export --quantize int8) runs on the "
+                          f"CPU only (dynamic quantization); drop --device {device}")
+    return quantize
 
 
 def evaluate_checkpoint(path: str | Path | Sequence[str | Path], data: str | None = None, classes: int | None = None,

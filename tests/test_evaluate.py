@@ -110,7 +110,9 @@ def test_missing_emodb_says_how_to_get_it_without_offering_trains_download(tmp_p
                f"...); {DOWNLOAD_HINT}")
     assert main([str(best)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {best} was trained on --data emodb, which cannot be "
-                                              f"loaded here: {missing}. If it has moved, pass --data with its ")
+                                              f"loaded here: {missing}. If it has moved, set MINSER_DATA to the "
+                                              "folder that now holds it (scored on the fold's test split)")
+    # (was "pass --data with its new place": a path to EmoDB's folder is refused as "laid out as EmoDB")
     # Named by the user, the corpus is reported as it is: advice to pass --data would be no help.
     for named in (["--data", "emodb"], ["--data", "emodb", "--classes", "7"]):
         assert main([str(best), *named]) == 2
@@ -377,7 +379,8 @@ def test_an_int8_checkpoint_is_scored_as_recognizer_serves_it(run: tuple[Path, P
     assert (logits - float_logits).abs().max() > 1e-4  # the quantized network, not the float one
     with pytest.raises(ConfigError, match=r"best.int8.pt: an int8 checkpoint .* runs on the CPU only .*; drop "
                                           r"--device cuda$"):
-        _member_logits(int8, None, None, True, "cuda", 64, str(cache))
+        _member_logits(int8, None, None, True, "cuda", 64, str(tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()  # refused before any features were computed
 
 
 def test_a_triton_run_is_rescored_where_the_kernels_cannot_run(emodb_root: Path, tmp_path: Path,

@@ -45,7 +45,8 @@ RECIPE = ["--model", "ilt", "--fusion", "attention", "--data", "emodb", "--class
 
 def ship(last: dict, path: Path, code: dict) -> Path:
     """Write the shipped checkpoint: the last epoch's weights, what they were trained on and with which
-    code (:func:`code_version` taken when training started), nothing else."""
+    code (:func:`code_version` taken when this command started: with ``--resume``, the code of the resumed
+    part), nothing else."""
     from minser import checkpoint
 
     config = last["train"]
