@@ -205,7 +205,7 @@ def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     # float32, and one analysis window long (min_samples rounds up).
     mono = check_wave(samples.mean(axis=1, dtype=np.float32), str(path), sr=file_sr)
     check_peak(mono, str(path), "divide its 16-bit samples by 32768 and save it again")
-    return resample(mono, file_sr, sr)
+    return _resample(mono, file_sr, sr)
 
 
 # Names of the files that are neither regular files nor directories, for messages.
@@ -389,7 +389,12 @@ def resample(wave: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarra
     :data:`MIN_SAMPLE_RATE` to :data:`MAX_SAMPLE_RATE` raises :class:`ConfigError`.
     """
     orig_sr, sr = _check_rate(orig_sr, "resample: orig_sr"), _check_rate(sr, "resample: sr")
-    wave = check_wave(wave, sr=orig_sr)  # integer PCM came back as float32 of unscaled values
+    return _resample(check_wave(wave, sr=orig_sr), orig_sr, sr)  # integer PCM came back as unscaled float32
+
+
+def _resample(wave: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """:func:`resample` of a checked float32 ``wave`` between checked rates (:func:`load` has checked both:
+    checking again would scan every file's samples twice)."""
     if orig_sr == sr:
         return wave
     # Imported here: scipy.signal takes about 0.6 s to import (stats, optimize, ...), and 16 kHz audio never needs it.
