@@ -189,7 +189,7 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     from minser.train import Tensors, class_logits
 
     saved = checkpoint.load(path)
-    _check_quantization(saved, path, device)  # before the features, which may take minutes
+    quantize = _check_quantization(saved, path, device)  # before the features, which may take minutes
     corpus, test = _scored_corpus(saved, path, data, classes, everything)
     index, targets = _scored_items(saved, corpus, test, everything)
     features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
@@ -200,7 +200,7 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
         known = saved["speaker_norm"] if test is not None else {}
         features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
-    model = _scoring_model(saved, path, device)
+    model = _scoring_model(saved, quantize, device)
     # As in training: an utterance shorter than the network takes is read on into its padding.
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick],
                     torch.from_numpy(targets)).at_least(model.min_frames)
@@ -209,16 +209,16 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
     # Scored as training scored its validation and test splits: under the run's autocast (bf16 by default
     # on CUDA), which can move an argmax that float32 would not.
     # An int8 network runs in float32, as Recognizer serves it.
-    precision = "fp32" if saved.get("quantize") else trained.get("precision", "fp32")
+    precision = "fp32" if quantize else trained.get("precision", "fp32")
     return saved, files, targets, class_logits(model, items, batch_size=batch_size,
                                                pad_to=trained.get("pad_to", "full"), device=device,
                                                precision=precision)
 
 
-def _scoring_model(saved: dict[str, Any], path: str | Path, device: str) -> torch.nn.Module:
-    """The network of checkpoint ``saved`` (file ``path``) as it is scored on ``device``: an int8 checkpoint
-    quantized as :class:`~minser.Recognizer` serves it (on the CPU only), and a ``--impl triton`` network on the
-    kernel path ``auto`` where the Triton kernels cannot run (a GPU run re-scored on the CPU)."""
+def _scoring_model(saved: dict[str, Any], quantize: str | None, device: str) -> torch.nn.Module:
+    """The network of checkpoint ``saved`` as it is scored on ``device``: quantized as :class:`~minser.Recognizer`
+    serves it when ``quantize`` (:func:`_check_quantization`'s) is ``"int8"``, and a ``--impl triton`` network on
+    the kernel path ``auto`` where the Triton kernels cannot run (a GPU run re-scored on the CPU)."""
     from minser.kernels import check_impl
     from minser.recognizer import quantize_int8
 
@@ -227,7 +227,7 @@ def _scoring_model(saved: dict[str, Any], path: str | Path, device: str) -> torc
         check_impl(model.options.impl, device)
     except ConfigError:  # the kernel path does not change the weights; "auto" takes the one the device has
         model.set_impl("auto")
-    if _check_quantization(saved, path, device) == "int8":
+    if quantize == "int8":
         model = quantize_int8(model)
     return model.to(device)
 
