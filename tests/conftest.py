@@ -37,12 +37,25 @@ def _seed() -> None:
     np.random.seed(0)
 
 
-def _shared_data() -> Path | None:
+@pytest.fixture(scope="session", autouse=True)
+def _private_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point ``XDG_CACHE_HOME`` (so the default feature cache, also in the subprocesses tests start) at a
+    folder of this session: a test run neither fills the user's cache nor passes or fails on a stale entry
+    left there by other code."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
+def _shared_data() -> Path:
+    """The data folder as minser reads it (``MINSER_DATA``, ``~`` expanded), made absolute because tests
+    change the working folder; unset, ``../shared/data`` beside the checkout."""
     root = os.environ.get("MINSER_DATA")
-    if root is None:
-        guess = Path(__file__).resolve().parents[2] / "shared" / "data"
-        root = str(guess) if guess.is_dir() else None
-    return Path(root) if root else None
+    if not root:
+        return Path(__file__).resolve().parents[2] / "shared" / "data"
+    from minser.data import data_dir  # not at the top: minser may import triton, after TRITON_INTERPRET is set
+
+    return data_dir().resolve()
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +64,11 @@ def emodb_root() -> Iterator[Path]:
     the test skips. Found beside the checkout, it is also what ``--data emodb`` reads, through MINSER_DATA
     (the tests of the command lines name the corpus, not the folder)."""
     root = _shared_data()
-    if root is None or not (root / "emodb" / "wav").is_dir():
+    if not (root / "emodb" / "wav").is_dir():
+        missing = f"EmoDB not found in {root / 'emodb' / 'wav'}: set MINSER_DATA to the shared data folder"
         if os.environ.get("CI"):
-            pytest.fail("EmoDB not found: set MINSER_DATA to the shared data folder (holding emodb/wav)")
-        pytest.skip("EmoDB not found: set MINSER_DATA to the shared data folder")
+            pytest.fail(f"{missing} (holding emodb/wav)")
+        pytest.skip(missing)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MINSER_DATA", str(root))
         yield root / "emodb"

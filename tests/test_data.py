@@ -722,6 +722,17 @@ def test_data_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert data_dir() == tmp_path / "home" / ".cache" / "minser"
 
 
+def test_the_suite_keeps_its_features_out_of_the_users_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """conftest points the default feature cache at this session's folder: the suite filled ~/.cache/minser,
+    and a stale entry there (a front-end edit without a version bump) decided a bench test."""
+    from minser.data.cache import default_cache_dir
+
+    assert tmp_path_factory.getbasetemp() in default_cache_dir().parents
+    script = "from minser.data.cache import default_cache_dir; print(default_cache_dir())"
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert tmp_path_factory.getbasetemp() in Path(child.stdout.strip()).parents
+
+
 def test_a_home_folder_that_cannot_be_found_is_named_and_a_manifest_needs_none(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """MINSER_DATA='~nosuchuser/...' or a container user without HOME or passwd entry: every command, even
