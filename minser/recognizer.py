@@ -484,7 +484,7 @@ class Recognizer:
         7.5 s inputs. Cutting saves the work on padding that the mask would discard."""
         if not self.pass_lengths:
             return features
-        return np.ascontiguousarray(features[:, :, :max(int(np.max(lengths)), self.min_frames)])
+        return np.ascontiguousarray(features[:, :, :max(int(np.max(lengths, initial=0)), self.min_frames)])
 
     def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Label probabilities ``(batch, n_classes)`` of mono waves at the model's rate (see the module

@@ -308,6 +308,7 @@ def test_cut_keeps_the_frames_the_network_reads(tmp_path):
     lengths = np.array([300, 120])
     assert cut.cut(features, lengths).shape == (2, 40, 300)
     assert cut.cut(features, np.array([3, 2])).shape == (2, 40, cut.min_frames)
+    assert cut.cut(features[:0], lengths[:0]).shape == (0, 40, cut.min_frames)  # was numpy's "zero-size array"
     assert full.cut(features, lengths).shape == (2, 40, 750)
     assert Ensemble([cut, full]).cut(features, lengths).shape == (2, 40, 750)
     assert Ensemble([cut, cut]).cut(features, lengths).shape == (2, 40, 300)
