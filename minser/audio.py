@@ -57,6 +57,7 @@ __all__ = [
     "AUDIO_SUFFIXES",
     "MAX_PEAK",
     "MAX_SAMPLE_RATE",
+    "MAX_SECONDS",
     "MIN_SAMPLE_RATE",
     "MIN_SECONDS",
     "SAMPLE_RATE",
@@ -85,11 +86,25 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 # without scaling reaches thousands.
 MAX_PEAK = 16.0
 
+# Longest utterance a front end pads or cuts to, 80 times the paper's 7.5 s: beyond it a damaged or edited
+# setting (a checkpoint's seconds=1e9) would allocate gigabytes per utterance before anything could fail.
+MAX_SECONDS = 600.0
+
 
 def min_samples(sr: int = SAMPLE_RATE) -> int:
     """The shortest usable audio at ``sr`` Hz: one 25 ms analysis window (400 samples at 16 kHz), rounded up,
     so that audio that long is still that long once resampled to any other rate."""
     return math.ceil(MIN_SECONDS * sr - 1e-9)  # 1e-9: 0.025 * 16000 is 400.00000000000006 in floats
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_duration(seconds: object) -> bool:
+    """Whether ``seconds`` is a positive number of at most :data:`MAX_SECONDS` (NaN, inf and 1e12 failed deep in
+    numpy: a ValueError, an OverflowError, a MemoryError); whether it is long enough is the caller's check."""
+    return _is_number(seconds) and 0 < seconds <= MAX_SECONDS  # False for NaN; no float() to overflow on 10**400
 
 
 def _check_rate(rate: object, name: str) -> int:
@@ -122,10 +137,21 @@ def _soundfile_name(path: Path) -> str | bytes:
     return name
 
 
-def _conversion_advice(dtype: np.dtype) -> str:
-    """How to scale PCM integers of ``dtype`` to [-1, 1] floats."""
+# The widths of integer PCM wider than 8 bits, in bits.
+_PCM_BITS = (16, 24, 32)
+
+
+def _conversion_advice(array: np.ndarray) -> str:
+    """How to scale the PCM integers in ``array`` to [-1, 1] floats."""
+    dtype = array.dtype
     if dtype.kind == "i":
-        return f"convert PCM integers first: samples / {2 ** (8 * dtype.itemsize - 1)}"
+        bits = 8 * dtype.itemsize
+        if bits > max(_PCM_BITS) and array.size:
+            # No PCM is 64-bit: int64 is what a Python list of ints becomes, so the values tell the width
+            # (dividing 16-bit samples by 2**63 silences them). Python ints: abs() of the int64 minimum overflows.
+            peak = max(-int(array.min()), int(array.max()))
+            bits = next((width for width in _PCM_BITS if peak <= 2 ** (width - 1)), bits)
+        return f"convert {bits}-bit PCM integers first: samples / {2 ** (bits - 1)}"
     if dtype.kind == "u":  # unsigned PCM (8-bit WAV) is centred on half its range
         half = 2 ** (8 * dtype.itemsize - 1)
         return f"convert unsigned PCM first: (samples - {half}) / {half}"
@@ -147,7 +173,7 @@ def check_wave(
         raise AudioError(f"{name}: cannot be read as a numeric array ({exc}); pass a float array of samples") from exc
     if array.dtype.kind != "f":
         raise AudioError(f"{name}: samples have dtype {array.dtype}, expected floating point in [-1, 1]; "
-                         f"{_conversion_advice(array.dtype)} or read files with minser.audio.load")
+                         f"{_conversion_advice(array)} or read files with minser.audio.load")
     if array.ndim not in (1, 2):
         raise AudioError(f"{name}: expected shape (samples,) or (batch, samples), got {array.shape}; pass one "
                          "waveform or a batch of them, channels averaged to mono "
@@ -284,8 +310,10 @@ def _unreadable_advice(path: Path) -> str:
 # IFF containers whose header declares the length of every chunk: byte order, the chunk of samples, and
 # the bytes of that chunk's own fields before the samples (AIFF's SSND offset and block size).
 _CONTAINERS = {b"RIFF": ("little", b"data", 0), b"FORM": ("big", b"SSND", 8)}
-# A stream written to a pipe cannot go back to fill in its lengths and leaves this placeholder.
-_UNKNOWN_SIZE = 0xFFFFFFFF
+# A stream written to a pipe cannot go back to fill in its lengths and leaves a placeholder, which libsndfile
+# reads as "to the end of the file": 0xFFFFFFFF (ffmpeg), 0x7FFFF000 (SoX's MS_UNSPEC), 0x7FFFFFFF and
+# 0x7FFFFF00 (arecord). A chunk really holding that many bytes (2 GiB and more) goes unchecked: rare in speech.
+_UNKNOWN_SIZES = frozenset({0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF, 0x7FFFFF00})
 # An Ogg page header: capture pattern, version, flags, granule position, stream serial number, page
 # number, CRC, number of segments (then that many segment lengths, then the segments).
 _OGG_PAGE = struct.Struct("<4sBBqIIIB")
@@ -340,12 +368,12 @@ def _iff_shortfall(file: BinaryIO, size: int, order: str, samples_id: bytes, fie
         declared = int.from_bytes(chunk[4:], order)
         present = size - file.tell()
         if chunk[:4] == samples_id:
-            if declared != _UNKNOWN_SIZE and declared > present:
+            if declared not in _UNKNOWN_SIZES and declared > present:
                 return (f"its {samples_id.decode()} chunk declares {declared - fields} bytes of samples "
                         f"but the file holds {max(present - fields, 0)}")
             return None
         file.seek(declared + declared % 2, os.SEEK_CUR)  # chunks are padded to an even length
-    if declared_total - 8 != _UNKNOWN_SIZE and declared_total > size:
+    if declared_total - 8 not in _UNKNOWN_SIZES and declared_total > size:
         return f"it ends after {size} bytes, inside its header, which declares a file of {declared_total} bytes"
     return None
 
@@ -408,12 +436,14 @@ def fit_length(wave: np.ndarray, seconds: float = SECONDS, sr: int = SAMPLE_RATE
     """Zero-pad at the end or cut ``wave`` to ``round(seconds * sr)`` samples (120000 by default).
 
     ``wave`` is ``(samples,)`` or ``(batch, samples)``; the result has the same leading shape, float32.
+    ``seconds`` that is not a number giving at least one sample at ``sr`` and at most :data:`MAX_SECONDS`
+    raises :class:`ConfigError`.
     """
     sr = _check_rate(sr, "fit_length: sr")  # sr=0 was blamed on seconds; NaN was a raw ValueError
+    if not _is_duration(seconds) or (target := round(seconds * sr)) <= 0:
+        raise ConfigError(f"fit_length: seconds={seconds!r} must be a duration of at least one sample at sr={sr} "
+                          f"and at most {MAX_SECONDS:g} s (minser.audio.MAX_SECONDS)")
     wave = check_wave(wave, sr=sr)
-    target = round(seconds * sr)
-    if target <= 0:
-        raise AudioError(f"fit_length: seconds={seconds} at sr={sr} gives {target} samples; use a positive duration")
     have = wave.shape[-1]
     if have >= target:
         return wave[..., :target]
@@ -426,15 +456,21 @@ def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator | 
 
     The noise is scaled so that ``10 * log10(mean(wave**2) / mean(noise**2)) == snr_db`` holds for
     the noise actually drawn (not just in expectation), per utterance for a ``(batch, samples)`` batch.
-    ``rng`` is a ``numpy.random.Generator`` or a seed. Silent audio has no defined SNR and raises
-    :class:`AudioError`, as does noise so loud that samples reach past :data:`MAX_PEAK`; an SNR that is not
-    a finite number raises :class:`ConfigError`.
+    Both means run over the whole wave: a recording longer than the 7.5 s that :func:`minser.features.extract`
+    keeps has that SNR over all of it, not over the part kept. ``rng`` is a ``numpy.random.Generator`` or a
+    seed. Silent audio has no defined SNR and raises :class:`AudioError`, as does noise so loud that samples
+    reach past :data:`MAX_PEAK`; an SNR that is not a finite number, or an ``rng`` numpy cannot seed from,
+    raises :class:`ConfigError`.
     """
     if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float, np.number)) or not np.isfinite(snr_db):
         # inf returned the clean wave as its "noisy copy"; NaN and -inf were said to overflow the samples
         raise ConfigError(f"snr_db={snr_db!r}: give a finite signal-to-noise ratio in dB (training uses 30)")
     wave = check_wave(wave)
-    rng = np.random.default_rng(rng)
+    try:
+        rng = np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:  # -1 and 1.5 were numpy's errors, naming no argument
+        raise ConfigError(f"rng={rng!r}: give a numpy.random.Generator, a non-negative integer seed or None "
+                          f"({exc})") from exc
     signal_power = np.mean(np.square(wave, dtype=np.float64), axis=-1, keepdims=True)
     if np.any(signal_power == 0):
         raise AudioError("array: is silent (all zeros), so no noise level gives a defined SNR; drop silent audio")

@@ -24,17 +24,13 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from minser.audio import check_wave
+from minser.audio import MAX_SECONDS, _check_rate, _is_duration, _is_number, check_wave
 from minser.errors import AudioError, ConfigError
 
 __all__ = ["MAX_SECONDS", "FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank",
            "mel_power", "mel_to_hz", "power_to_db"]
 
 # Threads for the FFT: the CPUs this process may run on (taskset, container CPU sets), not the host's.
-# Longest utterance a front end pads or cuts to, 80 times the paper's 7.5 s: beyond it a damaged or edited
-# setting (a checkpoint's seconds=1e9) would allocate gigabytes per utterance before anything could fail.
-MAX_SECONDS = 600.0
-
 _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 # Slaney's Mel scale (Auditory Toolbox; librosa's default): linear below 1 kHz, logarithmic above.
@@ -63,10 +59,6 @@ def mel_to_hz(mel: np.ndarray | float, htk: bool = False) -> np.ndarray:
     linear = mel * _SLANEY_HZ_PER_MEL
     log = _SLANEY_BREAK_HZ * np.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_BREAK_MEL))
     return np.where(mel >= _SLANEY_BREAK_MEL, log, linear)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def frequency_bins(n_fft: int) -> int:
@@ -297,12 +289,13 @@ class FrontEnd:
     amin: float = 1e-10
 
     def __post_init__(self) -> None:
+        # First: a rate outside what load() reads (500 Hz) failed at the first file, blamed on "load: sr".
+        _check_rate(self.sample_rate, "front end: sample_rate")
         _check_settings(
             self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, self.norm,
             self.hop_length, self.win_length, self.htk,
         )
-        if (not _is_number(self.seconds) or not np.isfinite(self.seconds) or self.seconds > MAX_SECONDS
-                or self.n_samples < self.win_length):
+        if not _is_duration(self.seconds) or self.n_samples < self.win_length:
             raise ConfigError(f"front end: seconds={self.seconds!r} must be a duration of at least one window and "
                               f"at most {MAX_SECONDS:g} s (minser.features.MAX_SECONDS); Recognizer scores longer "
                               "recordings in windows of this length")
@@ -341,6 +334,15 @@ class FrontEnd:
         return cls(**settings)
 
 
+def _check_frontend(frontend: object, name: str) -> FrontEnd:
+    """``frontend``, or ConfigError naming ``name`` (the function it was given to) unless it is a FrontEnd:
+    a dict of settings reached an AttributeError."""
+    if not isinstance(frontend, FrontEnd):
+        raise ConfigError(f"{name}: frontend must be a FrontEnd, got {type(frontend).__name__}; "
+                          "use FrontEnd.from_dict(settings) for stored settings")
+    return frontend
+
+
 def _checked_waves(waves: np.ndarray | Sequence[np.ndarray], frontend: FrontEnd) -> list[np.ndarray]:
     """Validate raw waves: a list of 1-D float32 arrays, each named in errors (``waves`` / ``waves[i]``)."""
     check = dict(sr=frontend.sample_rate, min_length=frontend.win_length)
@@ -369,10 +371,7 @@ def extract(
     dropped). ``lengths`` int64 ``(batch,)`` counts the frames that carry signal,
     ``min(n_frames, 1 + samples // hop_length)`` of each unpadded wave.
     """
-    if not isinstance(frontend, FrontEnd):
-        raise ConfigError(f"extract: frontend must be a FrontEnd, got {type(frontend).__name__}; "
-                          "use FrontEnd.from_dict(settings) for stored settings")
-    fe = frontend
+    fe = _check_frontend(frontend, "extract")
     checked = _checked_waves(waves, fe)
     # Cutting here and padding inside _mel_power_rows equals fit_length(), without a padded copy.
     features = _mel_power_rows(

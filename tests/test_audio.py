@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from math import gcd
 from pathlib import Path
 
@@ -205,6 +206,25 @@ def test_load_truncated_ogg_says_truncated(tmp_path: Path, subtype: str) -> None
         load(_cut(path, last_page + 10))
 
 
+@pytest.mark.parametrize("size", [0xFFFFFFFF, 0x7FFFF000, 0x7FFFFF00, 0x7FFFFFFF], ids=hex)
+def test_load_reads_wav_written_to_a_pipe(tmp_path: Path, size: int) -> None:
+    """A writer that cannot seek back leaves a placeholder size (ffmpeg, SoX, arecord): SoX's and arecord's
+    were called truncated, though libsndfile reads them to the end of the file."""
+    path = tmp_path / "pipe.wav"
+    soundfile.write(path, _tone(440, 16000), 16000, subtype="PCM_16")
+    expected, _ = soundfile.read(path, dtype="float32")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"data") + 4
+    data[4:8], data[at : at + 4] = struct.pack("<I", (size + 36) % 2**32), struct.pack("<I", size)
+    path.write_bytes(data)
+    np.testing.assert_array_equal(load(path), expected)
+    data[at : at + 4] = struct.pack("<I", size - 2)  # a real size, just not one of the placeholders
+    path.write_bytes(data)
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(path))}: is truncated: its data chunk declares "
+                                         rf"{size - 2} bytes of samples but the file holds 16000"):
+        load(path)
+
+
 def test_load_reads_wav_files_with_extra_chunks(tmp_path: Path, emodb_root: Path) -> None:
     # The EmoDB files 14a07*.wav hold a PAD chunk before their data; a FLOAT file a fact and a PEAK chunk.
     for path in sorted((emodb_root / "wav").glob("14a07*.wav")):
@@ -332,6 +352,17 @@ def test_integer_samples_are_told_their_own_scale(dtype: type, advice: str) -> N
         check_wave(np.zeros(1000, dtype=dtype))
 
 
+@pytest.mark.parametrize(("peak", "advice"), [(32767, "16-bit PCM integers first: samples / 32768"),
+                                             (-32768, "16-bit PCM integers first: samples / 32768"),
+                                             (2**23 - 1, "24-bit PCM integers first: samples / 8388608"),
+                                             (2**31 - 1, "32-bit PCM integers first: samples / 2147483648"),
+                                             (-(2**63), "64-bit PCM integers first: samples / 9223372036854775808")])
+def test_int64_samples_are_told_the_scale_their_values_fit(peak: int, advice: str) -> None:
+    """A Python list of 16-bit samples is int64: dividing it by 2**63, as advised, silenced it."""
+    with pytest.raises(AudioError, match=rf"^array: samples have dtype int64, .*; convert {re.escape(advice)} or"):
+        check_wave([0, 1000, peak] * 200)
+
+
 def test_check_wave_names_the_shapes_it_takes() -> None:
     with pytest.raises(AudioError, match=r"^clip: expected shape \(samples,\) or \(batch, samples\), "
                                          r"got \(2, 2, 1000\); pass one waveform or a batch of them, channels averaged "
@@ -363,6 +394,15 @@ def test_fit_length_batch() -> None:
     assert fitted.shape == (3, 1600)
     np.testing.assert_array_equal(fitted[:, :1000], batch)
     assert not fitted[:, 1000:].any()
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), "7.5", None, 1e12, -1, 1e-5])
+def test_fit_length_refuses_seconds_that_are_no_duration(seconds: object) -> None:
+    """NaN, inf, "7.5" and 1e12 were a ValueError, an OverflowError, a TypeError and a MemoryError."""
+    with pytest.raises(ConfigError, match=rf"^fit_length: seconds={re.escape(repr(seconds))} must be a duration of "
+                                          r"at least one sample at sr=16000 and at most 600 s"):
+        fit_length(_tone(440, 16000), seconds)
+    assert fit_length(_tone(440, 1000), 600, sr=1000).shape == (600000,)  # MAX_SECONDS itself is one
 
 
 @pytest.mark.parametrize("snr_db", [-5.0, 0.0, 10.0, 20.0, 37.5])
@@ -407,6 +447,14 @@ def test_white_noise_needs_a_finite_snr(snr_db: object) -> None:
     """inf returned the clean wave as the noisy copy; NaN and -inf were blamed on samples past float range."""
     with pytest.raises(ConfigError, match=r"^snr_db=.*: give a finite signal-to-noise ratio in dB"):
         add_white_noise(_tone(440, 16000), snr_db, 0)
+
+
+@pytest.mark.parametrize("rng", [-1, 1.5, "7"])
+def test_white_noise_refuses_an_rng_that_is_no_seed(rng: object) -> None:
+    """-1 and 1.5 were numpy's ValueError and TypeError, naming no argument."""
+    with pytest.raises(ConfigError, match=rf"^rng={re.escape(repr(rng))}: give a numpy.random.Generator, a "
+                                          r"non-negative integer seed or None \("):
+        add_white_noise(_tone(440, 16000), 30.0, rng)
 
 
 @pytest.mark.parametrize("rate", [1, 999, 9_999_991])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import soundfile
 import minser.data.cache as cache
 from minser.audio import load
 from minser.data import Corpus, Utterance, cached_features, load_emodb
-from minser.errors import AudioError, DataError
+from minser.errors import AudioError, ConfigError, DataError
 from minser.features import FrontEnd, extract
 
 SHORT = FrontEnd(seconds=0.5)  # 50 frames: keeps every test fast
@@ -158,6 +159,41 @@ def test_a_corpus_name_too_long_for_a_file_name_is_cut_in_the_cache_name(tmp_pat
     assert path.name.startswith("é" * 60 + "-") and len(path.name.encode()) < 200
     cached_features(corpus, SHORT, tmp_path / "cache", progress=False)
     assert path.is_file()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_a_corpus_name_that_is_not_utf8_is_cached(tmp_path: Path) -> None:
+    """A folder named b"\\xe9motions" (surrogates in Python) was a UnicodeEncodeError: a raw traceback."""
+    corpus = make_corpus(tmp_path, n=2)
+    key = cache.cache_key(corpus, SHORT)[:20]
+    latin1 = Corpus(os.fsdecode(b"\xe9motions"), corpus.labels, corpus.utterances)
+    path = cache.cache_path(latin1, SHORT, tmp_path)
+    assert path == tmp_path / f"motions-{key}.npz"  # the byte UTF-8 cannot show is dropped
+    cached_features(latin1, SHORT, tmp_path, progress=False)
+    assert path.is_file()
+    # UTF-8 names keep the cache files they had, a character cut at NAME_BYTES dropped as before.
+    for name, kept in [("toy", "toy"), ("a" + "é" * 100, "a" + "é" * 59)]:
+        renamed = Corpus(name, corpus.labels, corpus.utterances)
+        assert cache.cache_path(renamed, SHORT, tmp_path) == tmp_path / f"{kept}-{key}.npz"
+
+
+def test_a_frontend_that_is_not_a_frontend_is_refused_by_name(tmp_path: Path) -> None:
+    """A dict of settings was an AttributeError ('dict' object has no attribute 'to_dict')."""
+    with pytest.raises(ConfigError, match=r"^cached_features: frontend must be a FrontEnd, got dict; use "
+                                          r"FrontEnd\.from_dict\(settings\) for stored settings$"):
+        cached_features(make_corpus(tmp_path, n=2), {"n_mels": 40}, tmp_path / "cache")  # type: ignore[arg-type]
+
+
+def test_a_file_shorter_than_the_front_ends_window_is_named(tmp_path: Path) -> None:
+    """Past load's 25 ms but short of a longer window, the file was named by its batch index, "waves[2]"."""
+    corpus = make_corpus(tmp_path, n=3)
+    short = corpus.utterances[2].path
+    soundfile.write(short, 0.1 * np.ones(450, dtype=np.float32), 16000, subtype="FLOAT")
+    wide = FrontEnd(n_fft=512, win_length=512, seconds=0.5)
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(short))}: has 450 samples, shorter than one analysis "
+                                         r"window \(512 samples at 16000 Hz\); use longer audio$"):
+        cached_features(corpus, wide, tmp_path / "cache", progress=False)
+    assert cached_features(corpus, SHORT, tmp_path / "cache", progress=False)[1][2] == 3  # 400 is enough for it
 
 
 def test_bad_audio_and_missing_files(tmp_path: Path) -> None:

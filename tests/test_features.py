@@ -204,6 +204,14 @@ def test_frontend_rejects_unknown_keys_and_bad_values() -> None:
             FrontEnd(**options)
 
 
+@pytest.mark.parametrize("rate", [500, 999, 400000])
+def test_frontend_refuses_a_sample_rate_load_cannot_give(rate: int) -> None:
+    """Accepted before, then every file failed inside load, blamed on "load: sr"."""
+    with pytest.raises(ConfigError, match=rf"^front end: sample_rate={rate} is not a sample rate: give a whole "
+                                          r"number of Hz from 1000 to 384000, e.g. 16000$"):
+        FrontEnd(sample_rate=rate, n_fft=40, win_length=40, hop_length=10, n_mels=10)
+
+
 @pytest.mark.parametrize("options", [{"hop_length": 0}, {"amin": float("nan")}, {"htk": "no"}],
                          ids=["hop-0", "amin-nan", "htk-str"])
 def test_log_mel_checks_its_settings_as_the_front_end_does(options: dict) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import zipfile
@@ -22,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 import minser
-from minser.audio import load
+from minser.audio import check_wave, load
 from minser.files import atomic_write, remove_temporaries
 from minser.data.corpora import Corpus, _expanded, user_cache_dir
 from minser.errors import AudioError, ConfigError, DataError
-from minser.features import FrontEnd, extract
+from minser.features import FrontEnd, _check_frontend, extract
 
 # Bump when the file layout changes, so old files are ignored rather than misread.
 CACHE_FORMAT = 1
@@ -73,8 +74,10 @@ def cache_path(corpus: Corpus, frontend: FrontEnd, cache_dir: str | Path | None 
     ``cache_dir`` expanded, as the shell does not in ``--cache-dir=~/c``)."""
     folder = _expanded(str(cache_dir), "--cache-dir") if cache_dir is not None else default_cache_dir()
     # The key tells files apart; the name is for people, cut so that the file name stays within the 255
-    # bytes file systems allow (a manifest named at length made every cache write fail).
-    name = corpus.name.encode()[:NAME_BYTES].decode(errors="ignore")
+    # bytes file systems allow (a manifest named at length made every cache write fail). os.fsencode: a
+    # folder name that is not UTF-8 (b"\xe9motions") holds surrogates, which .encode() refused; its undecodable
+    # bytes are dropped as a character cut in two is, so UTF-8 names keep the file names they had.
+    name = os.fsencode(corpus.name)[:NAME_BYTES].decode(errors="ignore")
     return folder / f"{name}-{cache_key(corpus, frontend)[:20]}.npz"
 
 
@@ -106,14 +109,17 @@ def _write_atomic(path: Path, features: np.ndarray, lengths: np.ndarray) -> None
     atomic_write(path, lambda file: np.savez(file, features=features, lengths=lengths))
 
 
-def load_sounding(path: Path, corpus: Corpus, sample_rate: int) -> np.ndarray:
+def load_sounding(path: Path, corpus: Corpus, sample_rate: int, min_length: int | None = None) -> np.ndarray:
     """Corpus file ``path`` as :func:`~minser.audio.load` reads it at ``sample_rate`` Hz; AudioError naming it
-    when every sample is zero.
+    when every sample is zero, or when it is shorter than ``min_length`` samples at ``sample_rate`` (a front
+    end's ``win_length``; load checks one 25 ms window, and extract would name the file by its batch index).
 
     Checked here, for corpora, and not in :func:`~minser.features.extract`: a silent clip is
     legitimate input at inference time, but a silent training or test file is a broken one.
     """
     wave = load(path, sr=sample_rate)
+    if min_length is not None:
+        check_wave(wave, str(path), sr=sample_rate, min_length=min_length)
     if not wave.any():
         raise AudioError(
             f"{path}: holds no sound (every sample is zero), likely a failed recording or export; "
@@ -132,7 +138,7 @@ def _compute(corpus: Corpus, frontend: FrontEnd, progress: bool) -> tuple[np.nda
     reported = 0
     for start in range(0, n, BATCH):
         chunk = corpus.utterances[start : start + BATCH]
-        waves = [load_sounding(u.path, corpus, frontend.sample_rate) for u in chunk]
+        waves = [load_sounding(u.path, corpus, frontend.sample_rate, frontend.win_length) for u in chunk]
         features[start : start + len(chunk)], lengths[start : start + len(chunk)] = extract(waves, frontend)
         done = start + len(chunk)
         # One line per ~10% of the corpus keeps logs short for large corpora.
@@ -150,11 +156,12 @@ def cached_features(
 
     Returns ``features`` float32 ``(N, n_mels, n_frames)`` (``(N, 40, 750)`` for the paper's
     front end, the default) and ``lengths`` int64 ``(N,)``, the frames that carry signal (see
-    :func:`minser.features.extract`). ``cache_dir`` defaults to :func:`default_cache_dir`.
+    :func:`minser.features.extract`). ``cache_dir`` defaults to :func:`default_cache_dir`; a ``frontend``
+    that is not a :class:`~minser.features.FrontEnd` raises :class:`~minser.errors.ConfigError`.
     Progress goes to stderr when ``progress``. A corrupt audio file, or one whose samples are
     all zero, raises :class:`~minser.errors.AudioError` naming it (a cache file is trusted as it is).
     """
-    frontend = FrontEnd() if frontend is None else frontend
+    frontend = FrontEnd() if frontend is None else _check_frontend(frontend, "cached_features")
     if len(corpus) == 0:
         raise DataError(f"corpus {corpus.name!r} has no utterances; nothing to featurise")
     path = cache_path(corpus, frontend, cache_dir)
