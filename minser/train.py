@@ -6,7 +6,7 @@
     python -m minser.train --model cnn_transformer --protocol all --epochs 30 # every utterance, last epoch
 
 The protocol (He, Minematsu, Saito): log-Mel features of 7.5 s (40 x 750), a white-noise copy
-of every training and validation utterance (30 dB SNR by default), Adam (lr 1e-4, betas 0.9/0.99), cross-entropy,
+of every training and validation utterance (30 dB SNR over the whole file by default), Adam (lr 1e-4, betas 0.9/0.99), cross-entropy,
 batches of 40, 100 epochs, and per fold the epoch with the best validation WA is scored on the
 test set. The run folder gets ``config.json``, ``fold-<k>/{best.pt,last.pt,metrics.json}``,
 ``results.json`` (WA and UA in percent, mean and standard deviation over folds) and the confusion
@@ -587,7 +587,8 @@ def noisy_features(corpus: Corpus, frontend: FrontEnd, snr_db: float, seed: int)
     step = 32
     for start in range(0, len(corpus), step):
         chunk = corpus.utterances[start:start + step]
-        waves = [add_white_noise(load_sounding(u.path, corpus, frontend.sample_rate), snr_db, rng) for u in chunk]
+        waves = [add_white_noise(load_sounding(u.path, corpus, frontend.sample_rate, frontend.win_length), snr_db, rng)
+                 for u in chunk]
         features[start:start + len(chunk)], lengths[start:start + len(chunk)] = extract(waves, frontend)
     return features, lengths
 
