@@ -141,12 +141,14 @@ def test_a_half_precision_network_trains_with_lengths(name: str, dtype: torch.dt
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_an_empty_batch_gives_empty_logits(name: str, train: bool) -> None:
-    """The attention models failed to reshape 0 elements to (0, steps, -1); BatchNorm must not learn from nothing."""
+    """The attention models failed to reshape 0 elements to (0, steps, -1); BatchNorm must not learn from nothing.
+    Fewer frames than min_frames were refused as "an utterance of 3 frames" that the empty batch does not have."""
     model = small(name, n_classes=5, input_norm=True).train(train)
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    for lengths in (None, torch.zeros(0, dtype=torch.long)):
-        logits = model(torch.randn(0, 16, 40), lengths)
-        assert logits.shape == (0, 5)
+    for frames in (40, 3, 0):
+        for lengths in (None, torch.zeros(0, dtype=torch.long)):
+            logits = model(torch.randn(0, 16, frames), lengths)
+            assert logits.shape == (0, 5), frames
     for key, value in before.items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
@@ -251,6 +253,82 @@ def test_bad_spec_and_n_classes() -> None:
         from_spec({"name": "cat"})
     with pytest.raises(ConfigError, match="n_classes"):
         build("cat", 1)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"name": "ilt", "n_classes": 4, "options": None}, "a model spec's options are a dict of option names to values "
+     "({} for the defaults); got options=None"),
+    ({"name": "ilt", "n_classes": 4, "options": {1: 2}}, "a model spec's options are a dict of option names to "
+     "values ({} for the defaults); got options={1: 2}"),
+    ({"name": ["ilt"], "n_classes": 4, "options": {}}, "a model spec's name is a string, one of cnn, cnn_transformer, "
+     "cnn_lstm_transformer, ilt, cat, cnn_plus_lstm, lstm_transformer; got name=['ilt']"),
+])
+def test_a_spec_of_bad_field_types_is_refused(spec: dict, message: str) -> None:
+    """These raised raw TypeErrors: "argument after ** must be a mapping", "keywords must be strings", "unhashable"."""
+    with pytest.raises(ConfigError) as error:
+        from_spec(spec)
+    assert str(error.value) == message
+
+
+def test_alpha_without_fusion_plus_is_refused() -> None:
+    """alpha=0.9 with attention fusion was recorded in the spec and ignored (trainable weights were used)."""
+    for fusion in ("attention", "concat"):
+        with pytest.raises(ConfigError) as error:
+            build("ilt", 4, fusion=fusion, alpha=0.9)
+        assert str(error.value) == (f"option alpha=0.9 is invalid: only fusion='plus' (alpha * L + (1 - alpha) * T) "
+                                    f"uses alpha, and fusion is {fusion!r}; give fusion='plus' or drop alpha")
+    spec = json.loads(json.dumps(build("ilt", 4, fusion="concat").spec))  # a spec stores the default alpha: loads
+    assert spec["options"]["alpha"] == 0.5 and from_spec(spec).spec == spec
+    assert build("ilt", 4, fusion="plus", alpha=0.9).fusion_weights()["lstm"] == 0.9
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("cnn_transformer", {"heads": 3}, "give an even width (sin/cos pairs of the positional encoding; or pe=False)"),
+    ("ilt", {"heads": 3, "pe": False}, "give an even width (two LSTM directions of d_model / 2 units)"),
+    ("cnn_plus_lstm", {}, "give an even width (two LSTM directions of d_model / 2 units)"),
+])
+def test_an_odd_d_model_is_refused_only_where_it_is_split_in_two(name: str, options: dict, message: str) -> None:
+    """Every network refused an odd width, giving the reasons of the BiLSTM and the positional encoding."""
+    with pytest.raises(ConfigError) as error:
+        small(name, d_model=15, **options)
+    assert str(error.value) == f"option d_model=15 is invalid: {message}"
+    x, lengths = padded_batch([40, 30])
+    for name, options in (("cnn", {}), ("cnn", {"pool": "attention"}), ("cnn_transformer", {"heads": 3, "pe": False})):
+        logits = small(name, d_model=15, **options).train()(x, lengths)
+        assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_features_of_another_dtype_than_the_network_are_refused(dtype: torch.dtype) -> None:
+    """float64 features (numpy's) crashed in the first convolution: "expected scalar type Double but found Float"."""
+    model = small("ilt")
+    x, lengths = padded_batch([40, 30])
+    with pytest.raises(DataError) as error:
+        model(x.to(dtype), lengths)
+    assert str(error.value) == (f"ilt got features of dtype {dtype}, but its parameters are torch.float32; convert the "
+                                "features with features.to(torch.float32) (torch.from_numpy keeps a float64 array "
+                                "float64)")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float features (not float64) itself
+        with pytest.raises(DataError, match=f"dtype {dtype}"):
+            model(x.to(dtype), lengths)
+        assert model(x.half(), lengths).dtype == torch.bfloat16
+    assert model.double()(x.double(), lengths).dtype == torch.float64
+
+
+def test_one_step_of_one_utterance_in_training_without_lengths_is_refused_with_the_fix() -> None:
+    """BatchNorm's batch statistics need two values per channel: one utterance of min_frames raised PyTorch's
+    "Expected more than 1 value per channel when training" from deep inside the network."""
+    model = small("lstm_transformer").train()
+    assert model.min_frames == 4  # FrameConv: 4 frames -> 1 step
+    with pytest.raises(DataError) as error:
+        model(torch.randn(1, 16, 4))
+    assert str(error.value) == ("BatchNorm1d in training mode got one value per channel (its input is (1, 16, 1): one "
+                                "utterance of one step), too few for batch statistics; pass the features' lengths "
+                                "(model(features, lengths)), or train on more frames or a larger batch")
+    for x, lengths in ((torch.randn(1, 16, 4), torch.tensor([4])), (torch.randn(2, 16, 4), None),
+                       (torch.randn(1, 16, 8), None)):
+        assert model(x, lengths).shape == (len(x), 3)
+    assert model.eval()(torch.randn(1, 16, 4)).shape == (1, 3)
 
 
 def test_short_or_misshaped_input_is_refused() -> None:

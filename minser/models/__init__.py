@@ -53,7 +53,19 @@ def resolve_options(name: str, **options: Any) -> BaseOptions:
 
 
 def from_spec(spec: dict[str, Any]) -> Network:
-    """Rebuild the network described by ``spec`` (a ``model.spec``, e.g. read back from JSON)."""
+    """Rebuild the network described by ``spec`` (a ``model.spec``, e.g. read back from JSON).
+
+    Raises:
+        ConfigError: ``spec`` is not a dict with a string ``name``, ``n_classes`` and a dict ``options``,
+            or :func:`build` refuses them.
+    """
     if not isinstance(spec, dict) or not {"name", "n_classes", "options"} <= set(spec):
         raise ConfigError(f"a model spec is a dict with keys name, n_classes, options; got {spec!r}")
-    return build(spec["name"], spec["n_classes"], **spec["options"])
+    # Checked here: a list name or a non-dict options raised raw TypeErrors (unhashable, "** must be a mapping").
+    if not isinstance(spec["name"], str):
+        raise ConfigError(f"a model spec's name is a string, one of {', '.join(MODELS)}; got name={spec['name']!r}")
+    options = spec["options"]
+    if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+        raise ConfigError("a model spec's options are a dict of option names to values ({} for the defaults); "
+                          f"got options={options!r}")
+    return build(spec["name"], spec["n_classes"], **options)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from minser import kernels
+from minser.errors import DataError
 from minser.kernels.reference import key_mask
 
 
@@ -69,7 +70,15 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, le
     keeps that dtype), as PyTorch's BatchNorm keeps them, and float64 for float64 (a float64 network, gradcheck);
     the running buffers take them in their own dtype (bfloat16 or float16 in a network cast to it). An empty
     batch is ``norm(x)`` too: it leaves the running statistics alone, as PyTorch's BatchNorm does.
+
+    Raises:
+        DataError: in training mode without ``lengths``, one value per channel (one utterance of one step).
     """
+    if lengths is None and norm.training and x.numel() == x.shape[1]:
+        # PyTorch's own "Expected more than 1 value per channel when training" says neither where nor what to do.
+        raise DataError(f"{type(norm).__name__} in training mode got one value per channel (its input is "
+                        f"{tuple(x.shape)}: one utterance of one step), too few for batch statistics; pass the "
+                        "features' lengths (model(features, lengths)), or train on more frames or a larger batch")
     if lengths is None or not norm.training or x.shape[0] == 0:
         return norm(x)
     steps, channel = x.shape[-1], (1, -1, *[1] * (x.dim() - 2))

@@ -53,6 +53,12 @@ def _check_fraction(option: str, value: Any, *, closed: bool = False) -> None:
         _fail(option, value, "give a number in [0, 1]" if closed else "give a number in [0, 1)")
 
 
+def _check_even_width(d_model: int, why: str) -> None:
+    """Only the parts that split ``d_model`` in two (BiLSTM directions, sin/cos pairs) need an even width."""
+    if d_model % 2:
+        _fail("d_model", d_model, f"give an even width ({why})")
+
+
 def _int_tuple(option: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         _fail(option, value, "give a list of positive integers")
@@ -71,7 +77,8 @@ class BaseOptions:
     Attributes:
         n_mels: Mel bands of the input ``(batch, n_mels, frames)``; the paper uses 40.
         d_model: width of every sequence inside the network (CNN projection, BiLSTM output,
-            transformer), and of the classifier's hidden layer.
+            transformer), and of the classifier's hidden layer; even where a BiLSTM or the positional encoding
+            (``pe``) splits it in two.
         dropout: dropout probability (CNN blocks, transformer, classifier).
         impl: kernel path for attention and attention pooling: ``"auto"``, ``"torch"`` or
             ``"triton"`` (see :mod:`minser.kernels`); does not change the weights. ``"triton"`` refuses here the
@@ -92,8 +99,6 @@ class BaseOptions:
     def __post_init__(self) -> None:
         _check_int("n_mels", self.n_mels)
         _check_int("d_model", self.d_model, minimum=2)
-        if self.d_model % 2:
-            _fail("d_model", self.d_model, "give an even width (sinusoidal pairs, two LSTM directions)")
         _check_fraction("dropout", self.dropout)
         _check_choice("impl", self.impl, IMPLS)
         if not isinstance(self.input_norm, bool):
@@ -169,6 +174,7 @@ class LSTMOptions(BaseOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_int("lstm_layers", self.lstm_layers)
+        _check_even_width(self.d_model, "two LSTM directions of d_model / 2 units")
 
 
 @dataclass
@@ -245,6 +251,8 @@ class TransformerOptions(PoolOptions):
                                        "or impl='auto' or 'torch'")
         if not isinstance(self.pe, bool):
             _fail("pe", self.pe, "give True or False")
+        if self.pe and not isinstance(self, LSTMOptions):  # an LSTM branch asks for it, whatever pe is
+            _check_even_width(self.d_model, "sin/cos pairs of the positional encoding; or pe=False")
 
 
 @dataclass
@@ -269,7 +277,8 @@ class ILTOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
     Attributes:
         fusion: ``"concat"`` (concatenate the two vectors), ``"plus"`` (``alpha * L +
             (1 - alpha) * T``) or ``"attention"`` (trainable softmax weights, equations 14-16).
-        alpha: the LSTM's fixed weight for ``fusion="plus"``.
+        alpha: the LSTM's fixed weight for ``fusion="plus"``; the other fusions refuse a value other than the
+            default (they would ignore it).
     """
 
     fusion: str = "attention"
@@ -280,6 +289,10 @@ class ILTOptions(CNNOptions, LogMelLSTMOptions, TransformerOptions):
         super().__post_init__()
         _check_choice("fusion", self.fusion, FUSIONS)
         _check_fraction("alpha", self.alpha, closed=True)
+        # A spec stores every option, so the default alpha of the other fusions must still load.
+        if self.fusion != "plus" and self.alpha != ILTOptions.alpha:
+            _fail("alpha", self.alpha, f"only fusion='plus' (alpha * L + (1 - alpha) * T) uses alpha, and fusion is "
+                                       f"{self.fusion!r}; give fusion='plus' or drop alpha")
 
 
 @dataclass

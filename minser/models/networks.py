@@ -80,17 +80,28 @@ class Network(nn.Module):
         """The checked (see :meth:`check_input`) input ``(batch, n_mels, frames)``, its padding zeroed (with
         ``lengths``) and, with ``input_norm``, standardised."""
         self.check_input(x, lengths)
+        if not len(x) and x.shape[2] < self.min_frames:  # no utterance to be short: give the branches their steps
+            x = x.new_zeros(0, x.shape[1], self.min_frames)
         if lengths is not None:  # selected out, not multiplied by 0: a NaN or Inf in the padding would survive that
             x = x.masked_fill(~key_mask(lengths, x.shape[2])[:, None, :], 0.0)
         return x if self.input_norm is None else masked_batch_norm(self.input_norm, x, lengths)
 
     def check_input(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
-        """Raise DataError for features of a wrong shape, lengths out of range or an utterance shorter than
-        ``min_frames``, and ConfigError (as :mod:`minser.kernels` does) for lengths that are not an integer
-        tensor ``(batch,)``."""
+        """Raise DataError for features of a wrong shape or dtype, lengths out of range or an utterance shorter
+        than ``min_frames`` (an empty batch has none), and ConfigError (as :mod:`minser.kernels` does) for lengths
+        that are not an integer tensor ``(batch,)``."""
         if x.dim() != 3 or x.shape[1] != self.options.n_mels:
             raise DataError(
                 f"{self.name} wants features (batch, {self.options.n_mels}, frames), got {tuple(x.shape)}"
+            )
+        dtype = next(self.parameters()).dtype
+        # Autocast casts float32 / float16 / bfloat16 features itself (not float64); otherwise torch wants the
+        # parameters' dtype, and said so in the first convolution as "expected scalar type Double but found Float".
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if x.dtype != dtype and not (autocast and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
+            raise DataError(
+                f"{self.name} got features of dtype {x.dtype}, but its parameters are {dtype}; convert the features "
+                f"with features.to({dtype}) (torch.from_numpy keeps a float64 array float64)"
             )
         _check_lengths(lengths, x.shape[0], "lengths")
         if lengths is not None and len(lengths) and (int(lengths.min()) < 0 or int(lengths.max()) > x.shape[2]):
@@ -98,7 +109,7 @@ class Network(nn.Module):
                 f"lengths must be ({x.shape[0]},) values in [0, {x.shape[2]}] frames, got {lengths.tolist()}"
             )
         shortest = x.shape[2] if lengths is None or not len(lengths) else int(lengths.min())
-        if shortest < self.min_frames:
+        if len(x) and shortest < self.min_frames:
             if lengths is None:
                 fix = "pad the features to at least that many frames"
             else:  # the features may be long enough: it is the length that must grow, into the padding
