@@ -56,9 +56,12 @@ def _use_triton(impl: str, device: torch.device, supported: bool) -> bool:
     return impl == "triton"
 
 
-def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> None:
+def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> torch.Tensor | None:
+    """``lengths`` as int64, after a ConfigError unless it is None or an integer tensor ``(batch,)``: int64
+    because the reference path cannot compare uint16/32/64 with its int64 positions ("Promotion for uint16,
+    uint32, uint64 types is not supported"), where the Triton path took them."""
     if lengths is None:
-        return
+        return None
     if not isinstance(lengths, torch.Tensor):
         raise ConfigError(f"{name} must be an integer tensor of shape ({batch},), got {type(lengths).__name__}")
     if (lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype.is_complex
@@ -66,6 +69,15 @@ def _check_lengths(lengths: torch.Tensor | None, batch: int, name: str) -> None:
         raise ConfigError(
             f"{name} must be an integer tensor of shape ({batch},), got {tuple(lengths.shape)} {lengths.dtype}"
         )
+    return lengths.to(torch.int64)
+
+
+def _check_floating(op: str, **tensors: torch.Tensor) -> None:
+    # An integer input ran on the reference path and came back cast to its dtype (all-zero weights).
+    bad = [f"{name} {t.dtype}" for name, t in tensors.items() if not t.dtype.is_floating_point]
+    if bad:
+        raise ConfigError(f"{op} wants floating-point {', '.join(tensors)}; got {', '.join(bad)}: "
+                          "convert with .float()")
 
 
 def attention(
@@ -79,7 +91,7 @@ def attention(
     """Fused scaled dot-product attention with key padding; self- or cross-attention.
 
     Args:
-        q: queries ``(B, H, Lq, D)``.
+        q: queries ``(B, H, Lq, D)``, floating point (as k and v), ``D >= 1``.
         k, v: keys and values ``(B, H, Lk, D)``; ``Lk`` may differ from ``Lq``.
         key_lengths: valid keys per batch element, integer ``(B,)``; keys at
             ``j >= key_lengths[b]`` are masked. A query with no valid key returns zeros.
@@ -88,14 +100,15 @@ def attention(
     Returns:
         ``(B, H, Lq, D)`` in the dtype of ``q``; softmax(q k^T / sqrt(D)) v, accumulated in float32.
     """
-    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or q.shape[3] == 0:
         raise ConfigError(
-            f"attention wants q (B, H, Lq, D) and k, v (B, H, Lk, D); got q {tuple(q.shape)}, "
+            f"attention wants q (B, H, Lq, D) and k, v (B, H, Lk, D) with D >= 1; got q {tuple(q.shape)}, "
             f"k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ConfigError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree on batch, heads or head size")
-    _check_lengths(key_lengths, q.shape[0], "key_lengths")
+    _check_floating("attention", q=q, k=k, v=v)
+    key_lengths = _check_lengths(key_lengths, q.shape[0], "key_lengths")
     if _use_triton(impl, q.device, configs.attention_covers(q, k, v)):
         from minser.kernels.attention_triton import triton_attention
 
@@ -113,7 +126,7 @@ def attention_pool(
     """Fused attention pooling (the paper's equations 9-10).
 
     Args:
-        h: sequence ``(B, T, D)``.
+        h: sequence ``(B, T, D)``, floating point (as w), ``D >= 1``.
         w: scoring vector ``(D,)``.
         lengths: valid steps per batch element, integer ``(B,)``.
         impl: ``"auto"``, ``"triton"`` or ``"torch"``.
@@ -122,9 +135,11 @@ def attention_pool(
         ``(pooled (B, D), weights (B, T))``; weights sum to 1 over the valid steps and are 0
         on padding (a sequence of length 0 pools to zeros).
     """
-    if h.dim() != 3 or w.shape != (h.shape[2],):
-        raise ConfigError(f"attention_pool wants h (B, T, D) and w (D,); got h {tuple(h.shape)}, w {tuple(w.shape)}")
-    _check_lengths(lengths, h.shape[0], "lengths")
+    if h.dim() != 3 or w.shape != (h.shape[2],) or h.shape[2] == 0:
+        raise ConfigError(f"attention_pool wants h (B, T, D) and w (D,) with D >= 1; got h {tuple(h.shape)}, "
+                          f"w {tuple(w.shape)}")
+    _check_floating("attention_pool", h=h, w=w)
+    lengths = _check_lengths(lengths, h.shape[0], "lengths")
     if _use_triton(impl, h.device, configs.pool_covers(h)):
         from minser.kernels.attention_pool_triton import triton_attention_pool
 

@@ -75,7 +75,7 @@ def _pool_fwd(
 
     has_steps = l > 0.0
     l_safe = tl.where(has_steps, l, 1.0)
-    lse = tl.where(has_steps, m + tl.log(l_safe), 0.0)
+    m_safe = tl.where(has_steps, m, 0.0)
     tl.store(POOLED + b * D + offs_d, (acc / l_safe).to(POOLED.dtype.element_ty), mask=in_d)
     # The scores just stored may belong to other threads of this program.
     tl.debug_barrier()
@@ -83,7 +83,9 @@ def _pool_fwd(
         offs_t = start + tl.arange(0, BLOCK_T)
         valid = offs_t < n
         s = tl.load(BETA + b * T + offs_t, mask=valid, other=0.0)
-        beta = tl.where(valid, tl.exp(s - lse), 0.0)
+        # exp(s - m) / l, not exp(s - (m + log l)): the rounding of a log-sum-exp would put eps * |lse| into
+        # every exponent, the weights would not sum to 1, and dh (through beta_t (g_t - c)) would drift.
+        beta = tl.where(valid, tl.exp(s - m_safe) / l_safe, 0.0)
         inside = offs_t < T
         tl.store(BETA + b * T + offs_t, beta, mask=inside)
         tl.store(WEIGHTS + b * T + offs_t, beta.to(WEIGHTS.dtype.element_ty), mask=inside)

@@ -309,6 +309,11 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if not configs.int32_indexable(q, k, v):
         raise ConfigError(f"triton attention indexes with int32: q {tuple(q.shape)} / k {tuple(k.shape)} reach too "
                           "far; use impl='torch'")
+    B, H = q.shape[:2]
+    if B * H > configs.ATTENTION_MAX_BATCH_HEADS:
+        raise ConfigError(f"triton attention launches one program per batch element and head on CUDA's grid axis y, "
+                          f"at most {configs.ATTENTION_MAX_BATCH_HEADS}: got B * H = {B} * {H} = {B * H}; use a "
+                          "smaller batch or impl='torch'")
 
 
 def triton_attention(

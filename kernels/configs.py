@@ -33,6 +33,11 @@ POOL_MAX_DIM = 1024
 POOL_BLOCK_DIMS = (16, 32, 64, 128, 256, 512, 1024)
 """Feature tiles of the pooling kernels: the feature size rounded up to a power of two, at least 16."""
 
+ATTENTION_MAX_BATCH_HEADS = 65535
+"""Largest ``B * H`` of the fused attention: every attention kernel puts one program per batch element and
+head on grid axis 1 (y), which CUDA caps at 65535 blocks (axis 0 takes 2**31 - 1); a larger grid fails at
+launch with "invalid argument"."""
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -188,9 +193,10 @@ def int32_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> tor
 
 def attention_covers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """True when the fused attention takes these tensors: a head size and dtype it has kernels for
-    (:func:`attention_supported`), one dtype for all three, and int32 offsets (:func:`int32_indexable`)."""
+    (:func:`attention_supported`), one dtype for all three, int32 offsets (:func:`int32_indexable`) and
+    at most :data:`ATTENTION_MAX_BATCH_HEADS` batch elements times heads."""
     return (attention_supported(q.shape[-1], q.dtype) and q.dtype == k.dtype == v.dtype
-            and int32_indexable(q, k, v))
+            and int32_indexable(q, k, v) and q.shape[0] * q.shape[1] <= ATTENTION_MAX_BATCH_HEADS)
 
 
 def pool_covers(h: torch.Tensor) -> bool:

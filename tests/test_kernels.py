@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minser.errors import ConfigError
-from minser.kernels import attention, attention_pool, configs
+from minser.kernels import IMPLS, attention, attention_pool, configs
 from minser.kernels.reference import key_mask
 
 
@@ -144,6 +144,27 @@ def test_bad_input_raises_config_error(call):
         call()
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_integer_inputs_and_an_empty_head_are_refused_on_every_path(impl):
+    """Integer q, k, v or h ran on the reference path and came back cast to int64 (pooling weights all 0), and
+    a head size of 0 was a ZeroDivisionError there (the Triton path refused both)."""
+    q = torch.ones(1, 1, 2, 4, dtype=torch.int64)
+    with pytest.raises(ConfigError, match=r"attention wants floating-point q, k, v; got q torch.int64, "
+                                          r"k torch.int64, v torch.int64: convert with \.float\(\)"):
+        attention(q, q, q, impl=impl)
+    with pytest.raises(ConfigError, match=r"attention wants floating-point q, k, v; got v torch.int32"):
+        attention(q.float(), q.float(), q.int(), impl=impl)
+    with pytest.raises(ConfigError, match=r"attention_pool wants floating-point h, w; got h torch.int64:"):
+        attention_pool(torch.ones(2, 3, 4, dtype=torch.int64), torch.ones(4), impl=impl)
+    with pytest.raises(ConfigError, match=r"attention_pool wants floating-point h, w; got w torch.complex64:"):
+        attention_pool(torch.ones(2, 3, 4), torch.ones(4, dtype=torch.cfloat), impl=impl)
+    empty = torch.ones(1, 1, 2, 0)
+    with pytest.raises(ConfigError, match=r"attention wants .* with D >= 1; got q \(1, 1, 2, 0\)"):
+        attention(empty, empty, empty, impl=impl)
+    with pytest.raises(ConfigError, match=r"attention_pool wants .* with D >= 1; got h \(2, 3, 0\), w \(0,\)"):
+        attention_pool(torch.ones(2, 3, 0), torch.ones(0), impl=impl)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton (the gpu extra)")
 def test_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -160,6 +181,15 @@ def test_kernels_take_only_tensors_they_can_index_with_int32():
     assert far.numel() == 3 and not configs.int32_indexable(far)
     assert not configs.int32_indexable(torch.zeros(1).expand(2**31))  # one element, but copied to 2**31
     assert configs.int32_indexable(torch.zeros(1).expand(2**31 - 1))
+
+
+def test_attention_covers_at_most_cudas_grid_y_limit_of_batch_times_heads():
+    """The kernels put B * H on grid axis y (at most 65535 on CUDA): 16384 x 4 failed at launch with "invalid
+    argument", and impl='auto' picked Triton for it."""
+    q = torch.empty(16384, 4, 3, 16, device="meta")
+    assert not configs.attention_covers(q, q, q)
+    at_limit = torch.empty(65535, 1, 3, 16, device="meta")
+    assert configs.attention_covers(at_limit, at_limit, at_limit)
 
 
 def test_supported_shapes_table():

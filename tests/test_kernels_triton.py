@@ -218,7 +218,7 @@ def test_attention_pool_reads_row_strided_output_gradients():
 
 
 POOL_CASES = [(d, t) for t in configs.DTYPES for d in (20, 130)] + [
-    (d, torch.float32) for d in (16, 64, 256, 512, 1000)
+    (d, torch.float32) for d in (16, 64, 100, 256, 512, 1000)
 ]
 
 
@@ -233,6 +233,32 @@ def test_attention_pool_matches_reference(dim, dtype):
     for name, a, b in zip(("pooled", "weights", "dh", "dw"), triton_out, torch_out):
         _close(a, b, dtype, name)
     assert not triton_out[0][0].any() and not triton_out[2][0].any()
+
+
+@pytest.mark.parametrize("scale", [3.0, 10.0])
+def test_attention_pool_of_large_scores_is_as_accurate_as_the_reference(scale):
+    """The weights were exp(s - lse) with lse = m + log(l): the rounding of lse (eps * |lse|) entered every
+    exponent, so they did not sum to 1 and dh, through beta_t (g_t - c), drifted: here, with w scaled by 10,
+    the weights summed to 1 - 3.8e-6 and dh was off float64 by 2.8e-4 of max |dh| (the reference: 6.4e-6)."""
+    B, T, D = 4, 75, 64
+    h = torch.randn(B, T, D, dtype=torch.float64, device=DEVICE)
+    w = torch.randn(D, dtype=torch.float64, device=DEVICE) * scale
+    lengths = torch.tensor([75, 46, 33, 1], device=DEVICE)
+    grads = (torch.randn(B, D, dtype=torch.float64, device=DEVICE), torch.randn(B, T, dtype=torch.float64,
+                                                                                device=DEVICE))
+    results = {}
+    for impl, dtype in (("triton", torch.float32), ("torch", torch.float32), ("torch", torch.float64)):
+        leaf = h.to(dtype).requires_grad_(True)
+        pooled, weights = attention_pool(leaf, w.to(dtype), lengths=lengths, impl=impl)
+        torch.autograd.backward((pooled, weights), [g.to(dtype) for g in grads])
+        results[impl, dtype] = (weights.double(), leaf.grad.double())
+    exact_dh = results["torch", torch.float64][1]
+
+    def dh_error(impl: str) -> float:
+        return ((results[impl, torch.float32][1] - exact_dh).abs().max() / exact_dh.abs().max()).item()
+
+    assert (results["triton", torch.float32][0].sum(1) - 1).abs().max() <= 4 * torch.finfo(torch.float32).eps
+    assert dh_error("triton") <= 2 * dh_error("torch") + 1e-6
 
 
 def test_attention_pool_strided_input_and_pooled_gradient_only():
@@ -276,6 +302,32 @@ def test_training_loss_curve_is_the_same_on_both_paths(name):
         curves[impl] = torch.tensor(curve)
     assert curves["torch"][-1] < curves["torch"][0]  # it trains
     torch.testing.assert_close(curves["triton"], curves["torch"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64], ids=str)
+def test_unsigned_lengths_give_the_same_result_on_both_paths(dtype):
+    """uint16/32/64 lengths passed the check, ran on the Triton path and failed on the reference one
+    ("Promotion for uint16, uint32, uint64 types is not supported")."""
+    q, k, v = _randn(2, 1, 5, 16, dtype=torch.float32), _randn(2, 1, 9, 16, dtype=torch.float32), _randn(
+        2, 1, 9, 16, dtype=torch.float32)
+    h, w = _randn(2, 9, 16, dtype=torch.float32), torch.randn(16, device=DEVICE)
+    lengths = torch.tensor([9, 4], dtype=dtype, device=DEVICE)
+    expected = torch.tensor([9, 4], device=DEVICE)
+    for impl in ("triton", "torch"):
+        torch.testing.assert_close(attention(q, k, v, key_lengths=lengths, impl=impl),
+                                   attention(q, k, v, key_lengths=expected, impl="torch"))
+        torch.testing.assert_close(attention_pool(h, w, lengths=lengths, impl=impl),
+                                   attention_pool(h, w, lengths=expected, impl="torch"))
+
+
+def test_batch_times_heads_beyond_cudas_grid_y_limit_takes_the_reference_or_says_what_to_do():
+    """B * H goes on grid axis y, which CUDA caps at 65535: 16384 x 4 failed at launch ("invalid argument")."""
+    q = torch.zeros(1, 1, 1, 16, device=DEVICE).expand(16384, 4, 1, 16)  # no memory: every element is one
+    assert not configs.attention_covers(q, q, q)
+    with pytest.raises(ConfigError, match=r"grid axis y, at most 65535: got B \* H = 16384 \* 4 = 65536; "
+                                          r"use a smaller batch or impl='torch'"):
+        attention(q, q, q, impl="triton")
+    assert attention(q, q, q, impl="auto").shape == q.shape
 
 
 def test_uncovered_shapes_raise_with_the_way_out():
