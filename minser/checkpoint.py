@@ -11,22 +11,24 @@ only tensors, dicts, lists, tuples, str, int, float, bool and None may be stored
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from minser.errors import CheckpointError
+from minser.errors import CheckpointError, ConfigError
 from minser.files import atomic_write
 
 FORMAT = "minser/1"
 REQUIRED = ("spec", "labels", "frontend", "state_dict")
 
-__all__ = ["FORMAT", "load", "load_model", "save"]
+__all__ = ["FORMAT", "built_from", "load", "load_model", "save"]
 
 
 def save(path: str | os.PathLike, *, spec: dict, labels: list[str] | tuple[str, ...], frontend: dict,
@@ -138,6 +140,22 @@ def quantization(checkpoint: dict[str, Any], name: str) -> str | None:
         raise CheckpointError(f"{name}: quantize={quantize!r} is unknown; minser writes only "
                               f"{' or '.join(map(repr, QUANTIZATIONS))}")
     return quantize
+
+
+@contextlib.contextmanager
+def built_from(checkpoint: dict[str, Any], name: str | os.PathLike) -> Iterator[None]:
+    """Within it, rebuilding what the loaded ``checkpoint`` (the file ``name``) records raises CheckpointError naming
+    the file: a model spec or front end that cannot be built (their ConfigError names only the setting), or weights
+    that do not fit the network (PyTorch's RuntimeError names neither)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise CheckpointError(f"{name}: {exc}; the file was edited or written by another version") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:  # TypeError: a state_dict that is no dict
+        spec = checkpoint.get("spec")
+        raise CheckpointError(f"{name}: weights do not fit the network "
+                              f"{spec.get('name') if isinstance(spec, dict) else None!r} ({exc}); the file was edited "
+                              "or written by another version") from exc
 
 
 def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:

@@ -7,6 +7,9 @@ object at fault (a file, a folder, an option), says what was wrong and what to d
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -42,3 +45,16 @@ def plain_warnings() -> Iterator[None]:
         yield
     finally:
         warnings.formatwarning = original
+
+
+def broken_pipe_status() -> int:
+    """What a command line does on BrokenPipeError from its output: the reader stopped early (``| head -1``),
+    so it stops quietly, as Unix tools do, and returns 141 (128 + SIGPIPE, as a shell reports it).
+
+    Catch the error around the prints and a ``sys.stdout.flush()`` after them: output to a pipe is buffered,
+    and a flush left to the interpreter's exit fails there, printing ``Exception ignored ...`` and exiting
+    120. Pointing stdout at /dev/null keeps that final flush of what is still buffered from raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE

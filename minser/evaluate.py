@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError, ConfigError, DataError, MinserError, plain_warnings
+from minser.errors import CheckpointError, ConfigError, DataError, MinserError, broken_pipe_status, plain_warnings
 from minser.recognizer import fold_checkpoints, log_mean_softmax, refuse_repeated_checkpoints
 
 if TYPE_CHECKING:
@@ -148,9 +148,17 @@ def _scored_corpus(saved: dict[str, Any], path: str | Path, data: str | None, cl
 
     trained = saved.get("data", {})
     if data is None and classes not in (None, trained.get("classes")):
+        from minser.data.corpora import EMODB_LABELS_7, FOUR_CLASS_LABELS
+
+        labels = list(saved["labels"])
+        # EmoDB's other class set scores its utterances of the model's classes: of use only where the model
+        # knows every class of it (a 7-class model on the 4); a 4-class model would score its own 4 again.
+        wanted = FOUR_CLASS_LABELS if classes == 4 else EMODB_LABELS_7
+        advice = (f"to score it on EmoDB's {classes} classes pass --data emodb --classes {classes}"
+                  if set(wanted) <= set(labels) else
+                  f"it knows only these {len(labels)} classes and cannot tell EmoDB's {classes} apart: drop --classes")
         raise ConfigError(f"--classes {classes} without --data: {path} is then scored on its fold's test split, with "
-                          f"the classes it was trained on ({', '.join(saved['labels'])}); to score it on EmoDB's "
-                          f"{classes} classes pass --data emodb --classes {classes}")
+                          f"the classes it was trained on ({', '.join(labels)}); {advice}")
     if data is not None and ("spec" not in trained or corpus_spec(str(data)) != corpus_spec(trained["spec"])):
         # Another path may hold the training corpus (moved, copied): its utterances outside the fold's test
         # split were trained on, so it is scored as the training corpus.
@@ -190,9 +198,12 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
 
     saved = checkpoint.load(path)
     quantize = _check_quantization(saved, path, device)  # before the features, which may take minutes
+    model = _scoring_model(saved, path, quantize, device)  # likewise: weights that do not fit are refused first
     corpus, test = _scored_corpus(saved, path, data, classes, everything)
     index, targets = _scored_items(saved, corpus, test, everything)
-    features, lengths = cached_features(corpus, FrontEnd.from_dict(saved["frontend"]), cache_dir, progress=False)
+    with checkpoint.built_from(saved, path):
+        frontend = FrontEnd.from_dict(saved["frontend"])
+    features, lengths = cached_features(corpus, frontend, cache_dir, progress=False)
     if saved.get("speaker_norm"):
         # On the training corpus, the training statistics for the speakers they cover; everywhere else a
         # speaker's own utterances (another corpus may reuse a speaker id for somebody else).
@@ -200,7 +211,6 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
         known = saved["speaker_norm"] if test is not None else {}
         features = normalise_by_speaker(features, speakers, statistics_for(features, lengths, speakers, known))
     pick = torch.as_tensor(index)
-    model = _scoring_model(saved, quantize, device)
     # As in training: an utterance shorter than the network takes is read on into its padding.
     items = Tensors(torch.from_numpy(features)[pick], torch.from_numpy(lengths)[pick],
                     torch.from_numpy(targets)).at_least(model.min_frames)
@@ -215,14 +225,16 @@ def _member_logits(path: str | Path, data: str | None, classes: int | None, ever
                                                precision=precision)
 
 
-def _scoring_model(saved: dict[str, Any], quantize: str | None, device: str) -> torch.nn.Module:
+def _scoring_model(saved: dict[str, Any], path: str | Path, quantize: str | None, device: str) -> torch.nn.Module:
     """The network of checkpoint ``saved`` as it is scored on ``device``: quantized as :class:`~minser.Recognizer`
     serves it when ``quantize`` (:func:`_check_quantization`'s) is ``"int8"``, and a ``--impl triton`` network on
-    the kernel path ``auto`` where the Triton kernels cannot run (a GPU run re-scored on the CPU)."""
+    the kernel path ``auto`` where the Triton kernels cannot run (a GPU run re-scored on the CPU). CheckpointError
+    naming ``path`` when its model spec cannot be built or its weights do not fit it, as Recognizer says it."""
     from minser.kernels import check_impl
     from minser.recognizer import quantize_int8
 
-    model = checkpoint.load_model(saved)
+    with checkpoint.built_from(saved, path):
+        model = checkpoint.load_model(saved)
     try:
         check_impl(model.options.impl, device)
     except ConfigError:  # the kernel path does not change the weights; "auto" takes the one the device has
@@ -305,8 +317,9 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
 
 @plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2."""
-    from minser.train import HelpFormatter, checked_device
+    """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2, Ctrl-C 130 and a
+    reader of the output that stopped early 141 (as a shell reports SIGINT and SIGPIPE)."""
+    from minser.train import INTERRUPTED_STATUS, HelpFormatter, checked_device
 
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
@@ -338,9 +351,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for fold in result["folds"]:
-        print(f"{fold['checkpoint']}: {fold['n']} utterances  WA {fold['wa']:6.2f}  UA {fold['ua']:6.2f}")
-    print(f"mean: WA {result['wa']:.2f} ± {result['wa_std']:.2f}  UA {result['ua']:.2f} ± {result['ua_std']:.2f}")
+    except KeyboardInterrupt:
+        # Scores are printed at the end, and the feature cache, the one file written, is written atomically.
+        print("interrupted before the scores were printed; rerun the same command", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    try:
+        for fold in result["folds"]:
+            print(f"{fold['checkpoint']}: {fold['n']} utterances  WA {fold['wa']:6.2f}  UA {fold['ua']:6.2f}")
+        print(f"mean: WA {result['wa']:.2f} ± {result['wa_std']:.2f}  UA {result['ua']:.2f} ± {result['ua_std']:.2f}")
+        sys.stdout.flush()  # here, not at exit, so that a reader gone is caught below
+    except BrokenPipeError:
+        return broken_pipe_status()
     return 0
 
 

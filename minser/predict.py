@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Sequence
 
-from minser.errors import MinserError, plain_warnings
+from minser.errors import MinserError, broken_pipe_status, plain_warnings
 
 if TYPE_CHECKING:
     from minser.recognizer import Recognizer
@@ -79,11 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(0, len(args.files))
     try:
         return _label_files(recognizer, args.files)
-    except BrokenPipeError:
-        # The reader stopped early (`| head`): stop quietly, as Unix tools do; pointing stdout at /dev/null
-        # keeps the interpreter's flush at exit from raising again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+    except BrokenPipeError:  # each line is flushed as printed: the reader stopped early (`| head`)
+        return broken_pipe_status()
 
 
 def _label_files(recognizer: Recognizer, files: Sequence[str]) -> int:

@@ -278,14 +278,9 @@ class Recognizer:
         """A recognizer from a checkpoint dict already loaded by :func:`minser.checkpoint.load`."""
         name = source or "checkpoint"
         quantize = checkpoint.quantization(saved, name)
-        try:
+        with checkpoint.built_from(saved, name):
             frontend = FrontEnd.from_dict(saved["frontend"])
             model = checkpoint.load_model(saved)
-        except ConfigError as exc:  # say which file: the model spec or front end it records cannot be built
-            raise CheckpointError(f"{name}: {exc}; the file was edited or written by another version") from exc
-        except (RuntimeError, KeyError, TypeError) as exc:  # the weights; TypeError: a state_dict that is no dict
-            raise CheckpointError(f"{name}: weights do not fit the network {saved['spec'].get('name')!r} "
-                                  f"({exc}); the file was edited or written by another version") from exc
         # Inference is on the CPU, where the PyTorch attention path is the one that runs anyway.
         model.set_impl("torch")
         if quantize == "int8":

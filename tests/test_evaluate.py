@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +28,21 @@ def anger_neutral_manifest(path: Path, files: list[Path]) -> Path:
     return path
 
 
+def build_cnn(n_classes: int):
+    """An untrained tiny CNN."""
+    from minser.models import build
+
+    return build("cnn", n_classes, d_model=8, channels=[2, 2, 2])
+
+
 def untrained_checkpoint(path: Path, data: str = "emodb") -> Path:
     """A checkpoint of an untrained tiny CNN recording ``data`` (EmoDB's 4 classes) as its training corpus
     and utterances 0 and 1 as its test split: enough for evaluate to reach its input checks."""
     from minser import checkpoint
     from minser.data.corpora import FOUR_CLASS_LABELS
     from minser.features import FrontEnd
-    from minser.models import build
 
-    model = build("cnn", len(FOUR_CLASS_LABELS), d_model=8, channels=[2, 2, 2])
+    model = build_cnn(len(FOUR_CLASS_LABELS))
     return checkpoint.save(path, spec=model.spec, labels=FOUR_CLASS_LABELS, frontend=FrontEnd().to_dict(),
                            state_dict=model.state_dict(), data={"spec": data, "classes": 4, "subset": None},
                            train={"seed": 0}, fold={"index": 0, "name": "random-0", "test": [0, 1]})
@@ -128,8 +136,29 @@ def test_classes_without_data_other_than_trained_is_refused(run: tuple[Path, Pat
     assert main([str(out), "--classes", "7", "--cache-dir", str(cache)]) == 2
     assert capsys.readouterr().err == (
         f"error: --classes 7 without --data: {out / 'fold-1/best.pt'} is then scored on its fold's test split, with "
-        "the classes it was trained on (anger, happiness, sadness, neutral); to score it on EmoDB's 7 classes pass "
-        "--data emodb --classes 7\n")
+        "the classes it was trained on (anger, happiness, sadness, neutral); it knows only these 4 classes and cannot "
+        "tell EmoDB's 7 apart: drop --classes\n")
+
+
+def test_classes_without_data_advises_data_only_where_it_helps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 4-class checkpoint given --classes 7 was advised `--data emodb --classes 7`, which scores its own 4 classes
+    again; a 7-class one given --classes 4 is still advised so (its test split's utterances of those 4)."""
+    from minser import checkpoint
+    from minser.data.corpora import EMODB_LABELS_7
+
+    four = untrained_checkpoint(tmp_path / "four.pt")
+    saved = checkpoint.load(four)
+    model = build_cnn(len(EMODB_LABELS_7))
+    seven = checkpoint.save(tmp_path / "seven.pt", **{**saved, "spec": model.spec, "labels": EMODB_LABELS_7,
+                                                      "state_dict": model.state_dict(),
+                                                      "data": {**saved["data"], "classes": 7}})
+    head = "error: --classes {} without --data: {} is then scored on its fold's test split, with the classes it was "
+    assert main([str(four), "--classes", "7"]) == 2
+    assert capsys.readouterr().err == (head.format(7, four) + "trained on (anger, happiness, sadness, neutral); it "
+                                       "knows only these 4 classes and cannot tell EmoDB's 7 apart: drop --classes\n")
+    assert main([str(seven), "--classes", "4"]) == 2
+    assert capsys.readouterr().err == (head.format(4, seven) + f"trained on ({', '.join(EMODB_LABELS_7)}); to score "
+                                       "it on EmoDB's 4 classes pass --data emodb --classes 4\n")
 
 
 def test_another_class_set_of_the_training_corpus_scores_only_the_test_split(run: tuple[Path, Path], tmp_path: Path,
@@ -417,3 +446,55 @@ def test_an_unknown_quantization_is_refused_naming_the_file(tmp_path: Path) -> N
         _member_logits(path, None, None, False, "cpu", 64, str(tmp_path / "cache"))
     with pytest.raises(CheckpointError, match=message):
         Recognizer.load(path)
+
+
+def test_a_checkpoint_whose_spec_does_not_fit_its_weights_is_named(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """Options that are no dict, or that build another network than the weights', were a raw ConfigError (naming no
+    file) or a RuntimeError traceback from load_state_dict; Recognizer.load named the file."""
+    from minser import checkpoint
+
+    path = untrained_checkpoint(tmp_path / "edited.pt")
+    saved = checkpoint.load(path)
+    for options, message in (([["d_model", 8]], r": a model spec's options are a dict of option names to values .*; "
+                                                 r"the file was edited or written by another version$"),
+                             ({"d_model": 32, "channels": [2, 2, 2]}, r": weights do not fit the network 'cnn' \(Error"
+                                                                      r"\(s\) in loading state_dict .*size mismatch .*"
+                                                                      r"\); the file was edited or written by another "
+                                                                      r"version$")):
+        checkpoint.save(path, **{**saved, "spec": {**saved["spec"], "options": options}})
+        with pytest.raises(CheckpointError, match=rf"(?s)^{re.escape(str(path))}{message}"):  # torch's lines too
+            evaluate_checkpoint(path, cache_dir=str(tmp_path / "cache"))
+        assert main([str(path), "--cache-dir", str(tmp_path / "cache")]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {path}: ")
+    assert not (tmp_path / "cache").exists()  # refused before any features were computed
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C printed a KeyboardInterrupt traceback through torch: main caught minser's errors alone."""
+    import minser.evaluate
+
+    def interrupted(path: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minser.evaluate, "checkpoints_of", interrupted)
+    try:
+        status = main(["runs/any"])
+    except KeyboardInterrupt:  # uncaught, it would end the pytest session rather than fail
+        pytest.fail("Ctrl-C escaped python -m minser.evaluate")
+    assert status == 130
+    assert capsys.readouterr() == ("", "interrupted before the scores were printed; rerun the same command\n")
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """`python -m minser.evaluate RUN | head -1`: the closed pipe gave a BrokenPipeError traceback (or, buffered,
+    "Exception ignored" and exit status 120 at exit)."""
+    out, cache = run
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    with os.fdopen(write, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert main([str(out), "--cache-dir", str(cache)]) == 141
+        print("after", file=pipe, flush=True)  # stdout now leads nowhere, without another error
+    assert capsys.readouterr().err == ""

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from minser.errors import MinserError
+from minser.errors import MinserError, broken_pipe_status
 from minser.models import MODELS, build
 
 
@@ -63,7 +64,8 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     return row
 
 
-def main() -> None:
+def main() -> int:
+    """Print the table; returns the exit status (141 when the reader of the output stopped early, ``| head``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="networks (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
@@ -80,26 +82,31 @@ def main() -> None:
     torch.manual_seed(0)
 
     b = args.batch
-    print(
-        f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.n_mels} x {args.frames}, "
-        f"default options, median of {args.repeats} (ms); load average at start "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
-    )
-    print(
-        f"| model | parameters | forward, batch 1 | forward, batch {b} | forward + backward, batch {b} "
-        f"| same, CPU time of all threads |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for name in args.models:
-        try:
-            row = measure(name, args)
-        except MinserError as exc:  # e.g. --frames below the network's minimum
-            parser.error(str(exc))
+    try:
         print(
-            f"| `{name}` | {row['params']:,} | {row['forward_1']:.1f} | {row['forward_batch']:.1f} "
-            f"| {row['train_batch']:.1f} | {row['train_batch_cpu']:.1f} |"
+            f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.n_mels} x {args.frames}, "
+            f"default options, median of {args.repeats} (ms); load average at start "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
         )
+        print(
+            f"| model | parameters | forward, batch 1 | forward, batch {b} | forward + backward, batch {b} "
+            f"| same, CPU time of all threads |"
+        )
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in args.models:
+            try:
+                row = measure(name, args)
+            except MinserError as exc:  # e.g. --frames below the network's minimum
+                parser.error(str(exc))
+            print(
+                f"| `{name}` | {row['params']:,} | {row['forward_1']:.1f} | {row['forward_batch']:.1f} "
+                f"| {row['train_batch']:.1f} | {row['train_batch_cpu']:.1f} |",
+                flush=True,  # a row per network as it is measured, and a reader gone is caught here
+            )
+    except BrokenPipeError:
+        return broken_pipe_status()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

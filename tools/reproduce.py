@@ -117,7 +117,7 @@ def run_arguments(row: Row, folder: Path, seed: int, split_seed: int | None, arg
     return [*row.arguments(), "--data", args.data, *(["--classes", str(args.classes)] if args.classes else []),
             "--protocol", args.protocol, "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(folder),
             *(["--split-seed", str(split_seed)] if split_seed is not None else []),
-            *(["--folds", str(args.folds)] if args.folds else [])]
+            *(["--folds", str(args.folds)] if args.folds is not None else [])]
 
 
 def train_settings(argv: list[str]) -> list[tuple[str, str]]:
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.members < 1:
         print(f"error: --members {args.members}: give 1 (no ensemble) or more runs per row", file=sys.stderr)
+        return 2
+    if args.folds is not None and args.folds < 1:  # 0 was taken for "not given": every fold ran
+        print(f"error: --folds {args.folds}: give an integer >= 1 (leave it out to run every fold)", file=sys.stderr)
         return 2
     if (refused := overridden_setting(args, [by_id[name] for name in wanted])) is not None:
         print(f"error: {refused}", file=sys.stderr)

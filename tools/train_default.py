@@ -29,13 +29,14 @@ the shipped file is reproduced exactly.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from minser.errors import ConfigError
+from minser.errors import ConfigError, MinserError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "minser" / "assets" / "default.pt"
@@ -56,6 +57,19 @@ def ship(last: dict, path: Path, code: dict) -> Path:
         train={key: config[key] for key in ("model", "classes", "epochs", "batch_size", "lr", "betas", "noise_snr",
                                             "ema", "crop", "mixup", "pad_to", "seed", "threads")},
         epoch=last["epoch"], recipe="tools/train_default.py", code=code)
+
+
+def check_ship(path: Path) -> None:
+    """ConfigError when the shipped checkpoint cannot be written at ``path``: a folder, or a place in a file or in a
+    folder this user cannot write. Checked before training (minutes), which found it only once it had ended."""
+    if path.is_dir():
+        raise ConfigError(f"--ship {path} is a folder; name the checkpoint file to write, e.g. --ship "
+                          f"{path / DEFAULT.name}")
+    folder = next(parent for parent in path.parents if parent.exists())  # atomic_write makes the missing ones
+    if not folder.is_dir():
+        raise ConfigError(f"--ship {path}: {folder} is a file, not a folder; choose another place to write it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--ship {path}: {folder} is not writable by this user; choose a folder you can write to")
 
 
 def code_version() -> dict:
@@ -87,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cv", action="store_true", help="run the recipe's 5-fold random-protocol estimate instead")
     p.add_argument("--out", type=Path, help="run folder (default runs/default or runs/default-cv)")
-    p.add_argument("--ship", type=Path, default=DEFAULT, help="where to write the shipped checkpoint")
+    p.add_argument("--ship", type=Path,
+                   help="where to write the shipped checkpoint (default: minser/assets/default.pt; not with --cv, "
+                        "which ships nothing)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last completed epoch, as python -m minser.train --resume")
     p.add_argument("--download", action="store_true",
@@ -100,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     # tool's options too.
     recipe = [*RECIPE, *(["--resume"] if args.resume else []), *(["--download"] if args.download else [])]
     if args.cv:
+        if args.ship is not None:  # it was accepted and ignored
+            print(f"error: --ship {args.ship} with --cv: the cross-validation estimates the recipe's accuracy and "
+                  "ships no checkpoint; drop --ship, or --cv to train the model to ship", file=sys.stderr)
+            return 2
         return train.cli([*recipe, "--protocol", "random", "--out", str(args.out or REPO / "runs" / "default-cv")])
+    shipped = args.ship or DEFAULT
     try:
+        check_ship(shipped)
         code = code_version()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -110,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     status = train.cli([*recipe, "--protocol", "all", "--out", str(out)])
     if status:
         return status
-    last = checkpoint.load(out / "fold-1" / "best.pt")  # the last epoch's (see the docstring)
-    print(f"wrote {ship(last, args.ship, code)} (epoch {last['epoch']})")
+    try:  # the place was checked before training, but it can change in the minutes that took
+        last = checkpoint.load(out / "fold-1" / "best.pt")  # the last epoch's (see the docstring)
+        print(f"wrote {ship(last, shipped, code)} (epoch {last['epoch']})")
+    except MinserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

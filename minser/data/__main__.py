@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from minser.data.corpora import check_classes_option, load_corpus, shown_data_dir
 from minser.data.download import DEFAULT_URL, download_emodb
-from minser.errors import MinserError, plain_warnings
+from minser.errors import MinserError, broken_pipe_status, plain_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
 @plain_warnings()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success, 2 on a minser error, as every minser command)."""
+    """Run the command line; returns the exit status (0 on success, 2 on a minser error, as every minser command;
+    130 on Ctrl-C and 141 when the reader of the output stopped early, as a shell reports SIGINT and SIGPIPE)."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "download":
@@ -55,9 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, count in corpus.label_counts().items():
                 print(f"  {label}: {count}")
             print(f"  speakers ({len(speakers)}): {' '.join(speakers)}")
+        sys.stdout.flush()  # here, not at exit, so that a reader gone is caught below
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return broken_pipe_status()
+    except KeyboardInterrupt:
+        from minser.train import INTERRUPTED_STATUS  # only when interrupted: no command pays for importing it
+
+        # download_emodb removes its staging folder and the folders it created whatever stops it.
+        print("interrupted; nothing of the download was kept: run the command again to download EmoDB"
+              if args.command == "download" else "interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     return 0
 
 
