@@ -28,7 +28,7 @@ from minser.audio import MAX_SECONDS, _check_rate, _is_duration, _is_number, che
 from minser.errors import AudioError, ConfigError
 
 __all__ = ["MAX_SECONDS", "FrontEnd", "extract", "frequency_bins", "hz_to_mel", "log_mel", "mel_filterbank",
-           "mel_power", "mel_to_hz", "power_to_db"]
+           "mel_power", "mel_to_hz", "most_mel_bands", "power_to_db"]
 
 # Threads for the FFT: the CPUs this process may run on (taskset, container CPU sets), not the host's.
 _WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -62,8 +62,31 @@ def mel_to_hz(mel: np.ndarray | float, htk: bool = False) -> np.ndarray:
 
 
 def frequency_bins(n_fft: int) -> int:
-    """The frequency bins of an ``n_fft``-point real FFT, ``n_fft // 2 + 1``: the most Mel bands it can fill."""
+    """The frequency bins of an ``n_fft``-point real FFT, ``n_fft // 2 + 1``: a bound on the Mel bands it can fill
+    (the bands of the lowest frequencies, the narrowest, are left without a bin well before it)."""
     return n_fft // 2 + 1
+
+
+def _band_points(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
+                 htk: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The frequencies in Hz, float64, of the FFT bins ``(1 + n_fft // 2,)`` and of the filterbank's Mel points
+    ``(n_mels + 2,)``: band ``m`` rises from point ``m`` to ``m + 1`` and falls to ``m + 2``."""
+    fmax = sr / 2 if fmax is None else fmax
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)  # k * sr / n_fft: for an odd n_fft the last bin is below sr / 2
+    points_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
+    return bin_hz, points_hz
+
+
+@lru_cache(maxsize=16)
+def _first_empty_band(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool) -> int | None:
+    """The first band of :func:`mel_filterbank` that is all zeros, or None: without computing the bank, as a
+    band's weights are positive at exactly the bins strictly between its feet (Mel points ``m`` and ``m + 2``).
+    Cached: every FrontEnd checks its settings, most of them the same ones."""
+    bin_hz, points_hz = _band_points(sr, n_fft, n_mels, fmin, fmax, htk)
+    first_inside = np.searchsorted(bin_hz, points_hz[:-2], side="right")
+    first_past = np.searchsorted(bin_hz, points_hz[2:], side="left")
+    empty = np.flatnonzero(first_inside >= first_past)
+    return int(empty[0]) if empty.size else None
 
 
 def _check_settings(
@@ -77,10 +100,6 @@ def _check_settings(
             raise ConfigError(f"front end: {name}={value!r} must be a positive integer")
     if win_length > n_fft:
         raise ConfigError(f"front end: win_length={win_length} must not exceed n_fft={n_fft}")
-    if n_mels > frequency_bins(n_fft):
-        # More bands than bins leaves some triangles without a bin: all-zero rows, -100 dB features.
-        raise ConfigError(f"front end: n_mels={n_mels} exceeds the {frequency_bins(n_fft)} frequency bins of an "
-                          f"n_fft={n_fft} FFT; use at most that many Mel bands or a larger n_fft")
     if not _is_number(fmin) or not (fmax is None or _is_number(fmax)):
         raise ConfigError(f"front end: fmin={fmin!r} and fmax={fmax!r} must be numbers in Hz (fmax may be None)")
     if fmax is not None and not fmin < fmax <= sr / 2:
@@ -91,6 +110,35 @@ def _check_settings(
         raise ConfigError(f"front end: norm={norm!r} must be 'slaney' (area-normalised bands) or None")
     if not isinstance(htk, bool):  # htk="no" is truthy: it would pick the HTK scale
         raise ConfigError(f"front end: htk={htk!r} must be True (HTK Mel scale) or False (Slaney's)")
+    _check_bands(sr, n_fft, n_mels, fmin, fmax, htk)
+
+
+def most_mel_bands(sr: int, n_fft: int, fmin: float = 0.0, fmax: float | None = None, htk: bool = False) -> int:
+    """The largest ``n`` such that every ``n_mels <= n`` gives each Mel band a frequency bin (149 at 16 kHz with
+    ``n_fft=400``); 0 when not even one band gets one."""
+    # Counted up from 1: on some settings (HTK, a raised fmin) a larger n_mels fills every band where a smaller
+    # one does not, so only the first that fails bounds an "at most" that holds for every value below it.
+    bins = frequency_bins(n_fft)
+    return next((n - 1 for n in range(1, bins + 1) if _first_empty_band(sr, n_fft, n, fmin, fmax, htk) is not None),
+                bins)
+
+
+def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool) -> None:
+    """Raise ConfigError when a Mel band holds no frequency bin (an all-zero filterbank row, whose feature is the
+    dB floor whatever the audio), naming the most bands these settings fill; the other settings are valid."""
+    bins = frequency_bins(n_fft)
+    # More bands than bins were always refused; checked, they would first build n_mels + 2 Mel points, however many.
+    empty = None if n_mels > bins else _first_empty_band(sr, n_fft, n_mels, fmin, fmax, htk)
+    if n_mels <= bins and empty is None:
+        return
+    problem = (f"exceeds the {bins} frequency bins of an n_fft={n_fft} FFT" if empty is None else
+               f"leaves Mel band {empty} without a frequency bin of the n_fft={n_fft} FFT (an all-zero filter, "
+               "whose feature is the dB floor whatever the audio)")
+    most = most_mel_bands(sr, n_fft, fmin, fmax, htk)
+    settings = f"at these settings (sample_rate={sr}, fmin={fmin}, fmax={fmax}, htk={htk})"
+    advice = (f"{settings} every band holds a bin up to n_mels={most}: use at most that many Mel bands, or a larger "
+              "n_fft" if most else f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
+    raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
 
 
 def _check_amin(amin: float) -> None:
@@ -118,9 +166,7 @@ def _filterbank(
 ) -> np.ndarray:
     """Cached, read-only :func:`mel_filterbank` (computed in float64, stored as float32)."""
     _check_settings(sr, n_fft, n_mels, fmin, fmax, norm, htk=htk)
-    fmax = sr / 2 if fmax is None else fmax
-    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sr)  # k * sr / n_fft: for an odd n_fft the last bin is below sr / 2
-    points_hz = mel_to_hz(np.linspace(hz_to_mel(fmin, htk), hz_to_mel(fmax, htk), n_mels + 2), htk)
+    bin_hz, points_hz = _band_points(sr, n_fft, n_mels, fmin, fmax, htk)
     widths = np.diff(points_hz)
     offsets = points_hz[:, None] - bin_hz[None, :]
     rising = -offsets[:-2] / widths[:-1, None]

@@ -60,7 +60,7 @@ from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_
 from minser.data.corpora import CORPUS_NAMES, check_classes_option
 from minser.ema import WeightEMA
 from minser.speakers import normalise_by_speaker, split_statistics
-from minser.errors import ConfigError, DataError, MinserError, plain_warnings
+from minser.errors import ConfigError, DataError, MinserError, broken_pipe_status, plain_warnings
 
 if TYPE_CHECKING:
     from minser.data import Corpus
@@ -101,8 +101,8 @@ class TrainConfig:
 
     model: str = "ilt"
     options: dict[str, Any] = field(default_factory=dict)  # model options (fusion, alpha, pe, branches, ...)
-    data: str = "emodb"              # "emodb", "iemocap", a CSV manifest or a folder of label folders
-    classes: int = 4                 # EmoDB: 4 (anger, happiness, sadness, neutral) or 7
+    data: str | os.PathLike[str] = "emodb"  # "emodb", "iemocap", a CSV manifest or a folder of label folders
+    classes: int | None = 4          # EmoDB: 4 (anger, happiness, sadness, neutral) or 7; None for a manifest or folder
     subset: int | None = None        # keep this many utterances per class (seeded pick); None = all
     protocol: str = "random"         # random | speaker | session | all (train on everything, keep the last epoch)
     folds: int | None = None         # run only the first N folds
@@ -128,8 +128,8 @@ class TrainConfig:
     device: str = "auto"             # auto = cuda if available else cpu
     precision: str = "auto"          # auto = bf16 (else fp16) autocast on CUDA, fp32 on CPU
     threads: int = 2                 # torch CPU threads
-    out: str | None = None           # default runs/<model>-<timestamp>
-    cache_dir: str | None = None     # feature cache; default ~/.cache/minser/features
+    out: str | os.PathLike[str] | None = None  # default runs/<model>-<timestamp>
+    cache_dir: str | os.PathLike[str] | None = None  # feature cache; default ~/.cache/minser/features
     download: bool = False
     resume: bool = False
 
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
     model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
     model.add_argument("--n-mels", type=int, help="Mel bands of the front end and the network's input (the "
-                       "paper: 40; at most the front end's FFT bins); the run's checkpoints record the front end, "
+                       "paper: 40; at most 149, the most bands the 400-point FFT gives a bin each); the run's checkpoints record the front end, "
                        "so evaluate and predict follow")
     model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
@@ -350,9 +350,17 @@ def check_config(config: TrainConfig) -> None:
 def _check_model_options(config: TrainConfig) -> None:
     """Refuse model options that the run would ignore, that the front end cannot compute, or that the
     network refuses (``minser.models.build``), before any data is looked for."""
-    from minser.features import FrontEnd, frequency_bins
+    from minser.features import FrontEnd, most_mel_bands
     from minser.models import MODELS, build
 
+    # build(name, n_classes, **options) takes these two itself: as options they were a TypeError traceback.
+    if "name" in config.options:
+        raise ConfigError(f"--model-opt name={config.options['name']}: the network is not a model option; choose it "
+                          f"with --model (e.g. --model {config.options['name']})")
+    if "n_classes" in config.options:
+        raise ConfigError(f"--model-opt n_classes={config.options['n_classes']}: the number of classes is not a model "
+                          "option, it is the corpus's number of labels (EmoDB: --classes 4 or 7; a manifest or folder: "
+                          "its labels); drop it")
     defaults = {f.name: f.default for f in dataclasses.fields(MODELS[config.model].Options)}
     if "alpha" in config.options and "fusion" in defaults:
         fusion = config.options.get("fusion", defaults["fusion"])
@@ -361,12 +369,12 @@ def _check_model_options(config: TrainConfig) -> None:
             raise ConfigError(f"--alpha {config.options['alpha']}: only --fusion plus (alpha * L + (1 - alpha) * T) "
                               f"uses alpha, and the fusion is {fusion!r}{given}; add --fusion plus or drop --alpha")
     # The front end refuses this too (features._check_settings), but only once the corpus is read, and in
-    # its own option names: say it here, in the command's.
-    n_fft, n_mels = FrontEnd.n_fft, config.options.get("n_mels")
-    if isinstance(n_mels, int) and n_mels > frequency_bins(n_fft):
-        raise ConfigError(f"--n-mels {n_mels}: the front end's {n_fft}-point FFT has {frequency_bins(n_fft)} "
-                          f"frequency bins, too few for {n_mels} Mel bands; give --n-mels {frequency_bins(n_fft)} "
-                          "or fewer (the paper: 40)")
+    # its own option names: say it here, in the command's (which has no --n-fft to offer).
+    n_mels = config.options.get("n_mels")
+    if isinstance(n_mels, int) and n_mels > (most := most_mel_bands(FrontEnd.sample_rate, FrontEnd.n_fft)):
+        raise ConfigError(f"--n-mels {n_mels}: the front end's {FrontEnd.n_fft}-point FFT gives a frequency bin to "
+                          f"every Mel band only up to {most} bands (more leave the narrow low bands without one: "
+                          f"features at the dB floor whatever the audio); give --n-mels {most} or fewer (the paper: 40)")
     # The network's own checks, before any data is looked for; its class count does not change them. On the
     # meta device building allocates no weights (whatever --model-opt d_model=... asks) and draws no random
     # numbers, so the caller's random stream stays as it was.
@@ -420,9 +428,10 @@ def _warn_whole_classes(corpus: Corpus, subset: int | None) -> None:
                       f"{', '.join(short)}", UserWarning, stacklevel=2)
 
 
-def corpus_spec(data: str) -> str:
+def corpus_spec(data: str | os.PathLike[str]) -> str:
     """``--data`` as a run records it: a corpus name in lower case, a manifest or folder as an absolute
-    path, so that the run can be evaluated from any folder."""
+    path (a string), so that the run can be evaluated from any folder."""
+    data = os.fspath(data)
     return data.lower() if data.lower() in CORPUS_NAMES else os.path.abspath(data)
 
 
@@ -955,7 +964,10 @@ def resume_from(learner: Learner, path: Path) -> FoldProgress:
                           f"{learner.dist.world}; resume with the same torchrun --nproc_per_node (times --nnodes)")
     learner.model.load_state_dict(last["state_dict"])
     learner.optimizer.load_state_dict(last["optimizer"])
-    learner.scaler.load_state_dict(last["scaler"])
+    # Empty when saved by a disabled scaler (fp32, bf16): resumed where fp16 enables it (a GPU without bf16), it
+    # starts afresh, as it would have there (torch refuses an empty state; a disabled scaler ignores a state).
+    if last["scaler"]:
+        learner.scaler.load_state_dict(last["scaler"])
     states = last["rng"]  # one dict per rank; a dict alone in runs of older versions
     _set_rng_states(states[learner.dist.rank] if isinstance(states, list) else states, learner.device)
     if learner.ema is not None:
@@ -1021,6 +1033,11 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
             save_epoch(learner, progress, folder, saved, val["wa"], rng)
             print(clock.line(fold, epoch + 1, progress.history[-1]), flush=True)
         clock.tick(seconds)
+    if dist.main and not len(fold.val.y):
+        # No validation part (--protocol all): best.pt is the last epoch, written when the fold ends, so also when
+        # a resume finds every epoch trained (a run stopped before writing it, or at a smaller --epochs before).
+        checkpoint.save(folder / "best.pt", state_dict=progress.best["state_dict"], epoch=progress.epochs,
+                        val_wa=None, **saved)
     metrics = fold_metrics(learner, fold, progress, len(run["labels"]))
     if dist.main:
         files.write_json(folder / "metrics.json", metrics)
@@ -1062,11 +1079,11 @@ def train_epoch(learner: Learner, fold: Fold, epoch: int, crop_frames: int | Non
 def save_epoch(learner: Learner, progress: FoldProgress, folder: Path, saved: dict[str, Any],
                val_wa: float | None, rng: list[dict[str, Any]]) -> None:
     """Write the fold's ``last.pt`` (everything ``--resume`` needs, ``rng`` every rank's random states) and,
-    when this epoch is the best so far, ``best.pt``; ``saved`` is what both checkpoints carry besides the
-    weights (spec, labels, front end, ...)."""
+    when this epoch is the best so far by validation WA, ``best.pt`` (without a validation part, ``val_wa``
+    None, :func:`train_fold` writes it when the fold ends); ``saved`` is what both checkpoints carry besides
+    the weights (spec, labels, front end, ...)."""
     epoch, best = progress.epochs, progress.best
-    # Without a validation part best.pt is the last epoch: written once, at the end (last.pt resumes).
-    if best["epoch"] == epoch and (val_wa is not None or epoch == learner.config.epochs):
+    if best["epoch"] == epoch and val_wa is not None:
         checkpoint.save(folder / "best.pt", state_dict=best["state_dict"], epoch=epoch, val_wa=val_wa, **saved)
     checkpoint.save(folder / "last.pt", state_dict=learner.model.state_dict(), epoch=epoch,
                     optimizer=learner.optimizer.state_dict(), scaler=learner.scaler.state_dict(),
@@ -1244,9 +1261,10 @@ def _run_folder(config: TrainConfig) -> Path:
 
 
 def _holds_progress(out: Path) -> bool:
-    """Whether the run folder ``out`` holds a trained epoch (a ``fold-*/last.pt``). A run that failed
-    before its first epoch (unreadable audio, say) leaves only ``config.json``: nothing to protect."""
-    return any(out.glob("fold-*/last.pt"))
+    """Whether the run folder ``out`` holds a trained epoch: a fold's ``last.pt``, ``best.pt`` or ``metrics.json``, or
+    ``results.json`` (they stay when the ``last.pt`` files, read by ``--resume`` only, are deleted). A run that
+    failed before its first epoch (unreadable audio, say) leaves only ``config.json``: nothing to protect."""
+    return (out / "results.json").is_file() or any(any(out.glob(f"fold-*/{name}")) for name in FOLD_FILES)
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -1263,14 +1281,22 @@ def _check_resume(config: TrainConfig, out: Path) -> dict[str, Any]:
     path = out / "config.json"
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found; give --out the folder of the run to continue")
-    saved = json.loads(path.read_text())
+    # Without the run's settings there is nothing to compare with or to continue.
+    lost = "restore it from a copy, or train again without --resume in another --out"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for a file that is not text
+        raise ConfigError(f"--resume: {path} is damaged, not the JSON a run writes ({exc}); {lost}") from exc
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume: {path} holds a JSON {type(saved).__name__}, not the object of settings a run "
+                          f"writes; {lost}")
     difference = settings_difference(config, saved, f"the run in {out}")
     if difference is not None:
         raise ConfigError(f"--resume: {difference}; repeat the original settings "
                           "(only --epochs, --folds, --device, --threads, --impl may change)")
     if config.lr_schedule == "cosine" and saved.get("epochs") != config.epochs:
         raise ConfigError(f"--resume: --epochs {config.epochs} but the run in {out} used {saved.get('epochs')}; "
-                          "the cosine schedule is laid out over --epochs, so a cosine run cannot be extended")
+                          f"the cosine schedule is laid out over --epochs, so --epochs must stay {saved.get('epochs')}")
     return saved
 
 
@@ -1293,9 +1319,10 @@ def _check_same_corpus(now: dict[str, Any], saved: dict[str, Any] | None, out: P
 
 def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) -> str | None:
     """The first of :data:`RESULT_FIELDS` (the settings that shape a run's results) in which ``config`` and a
-    run's ``config.json`` (``saved``, the run called ``run``) differ, as ``"<name> is <value> but <run> used
-    <value>"``, or None. Compared as they act: model options with their defaults filled in, the splits' seed
-    as ``--split-seed`` or else ``--seed``, the model options less ``impl``."""
+    run's ``config.json`` (``saved``, the run called ``run``) differ, in the command line's terms (``"--lr 0.01 but
+    <run> used --lr 0.0001"``, a model option as ``--model-opt KEY=VALUE``), or None. Compared as they act: model
+    options with their defaults filled in, the splits' seed as ``--split-seed`` or else ``--seed``, the model options
+    less ``impl``, and no classes for a manifest or folder (runs of older versions recorded ``--classes``'s default)."""
     from minser.models import resolve_options
     from minser.models.config import options_to_json
 
@@ -1312,12 +1339,30 @@ def settings_difference(config: TrainConfig, saved: dict[str, Any], run: str) ->
             # Less the kernel path: like --device, it changes how the network computes, not what it is.
             resolved = options_to_json(resolve_options(values["model"], **values["options"]))
             return {key: value for key, value in resolved.items() if key != "impl"}
+        if name == "classes" and str(values["data"]).lower() not in CORPUS_NAMES:
+            return None  # a manifest or folder takes its classes from its labels
         return values[name]
 
     name = next((n for n in RESULT_FIELDS if acting(saved, n) != acting(current, n)), None)
     if name is None:
         return None
-    return f"{name} is {current[name]!r} but {run} used {saved[name]!r}"
+    if name == "options":  # the first model option that differs, with its default filled in
+        now, then = acting(current, name), acting(saved, name)
+        key = next(key for key in {**then, **now} if now.get(key) != then.get(key))
+        option = lambda value: f"--model-opt {key}={value if isinstance(value, str) else json.dumps(value)}"
+        return f"{option(now.get(key))} but {run} used {option(then.get(key))}"
+    return f"{_as_option(name, current[name])} but {run} used {_as_option(name, saved[name])}"
+
+
+def _as_option(name: str, value: Any) -> str:
+    """Setting ``name`` of a run at ``value`` (as ``config.json`` holds it) as the command line gives it: ``--lr
+    0.01``, ``--spec-augment``, ``no --crop`` (not given), ``--no-noise``."""
+    if name == "noise_snr" and value is None:
+        return "--no-noise"
+    flag = f"--{name.replace('_', '-')}"
+    if value is None or value is False:
+        return f"no {flag}"
+    return flag if value is True else f"{flag} {value}"
 
 
 def _crop_frames(config: TrainConfig, network: Network, frontend: FrontEnd) -> int | None:
@@ -1375,15 +1420,17 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
     encoded = text.getvalue().encode("utf-8")
     written = [files.atomic_write(out / "confusion.csv", lambda f: f.write(encoded))]
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A figure of its own on the Agg canvas, not pyplot: matplotlib.use("Agg") switched a notebook's
+        # backend for good.
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure
     except ImportError:
         warnings.warn(f"{out / 'confusion.png'} not written: the confusion-matrix plot needs matplotlib, "
                       "pip install 'minser[plot]'", UserWarning, stacklevel=2)
         return written
-    figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    figure = matplotlib.figure.Figure(figsize=(1.2 * len(labels) + 2, 1.2 * len(labels) + 1.5))
+    matplotlib.backends.backend_agg.FigureCanvasAgg(figure)
+    axes = figure.subplots()
     axes.imshow(confusion, cmap="Blues")
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
@@ -1395,7 +1442,6 @@ def write_confusion(out: Path, confusion: np.ndarray, labels: Sequence[str]) -> 
                       color="white" if value > confusion.max() / 2 else "black")
     figure.tight_layout()
     written.append(files.atomic_write(out / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=120)))
-    plt.close(figure)
     return written
 
 
@@ -1409,7 +1455,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     check_config(config)
-    config = dataclasses.replace(config, data=corpus_spec(config.data))
+    # As config.json records them: paths as strings (the Python API may give pathlib.Path), and classes only where
+    # --classes picks them (a manifest or folder takes its classes from its labels).
+    data = corpus_spec(config.data)
+    config = dataclasses.replace(config, data=data, classes=config.classes if data in CORPUS_NAMES else None,
+                                 out=None if config.out is None else os.fspath(config.out),
+                                 cache_dir=None if config.cache_dir is None else os.fspath(config.cache_dir))
     out = _run_folder(config)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
@@ -1469,7 +1520,10 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         raise ConfigError("under torchrun give --out: every rank must write to and resume from the same folder")
     resumed = _check_resume(config, out) if config.resume else None  # the run's config.json
     if resumed is None and _holds_progress(out):
-        raise ConfigError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+        # Without its last.pt files (deleted to save room, say) --resume would train the run again from epoch 1.
+        resume = ("pass --resume to continue it or" if any(out.glob("fold-*/last.pt")) else
+                  "it has no fold-*/last.pt left to continue from (--resume would train it again), so")
+        raise ConfigError(f"--out {out} already holds a run; {resume} choose another --out")
     if dist.main and out.is_dir():
         _remove_temporaries(out)
     if dist.world > 1:
@@ -1567,9 +1621,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """Console entry point: a bad input prints ``error: ...`` (``rank N: error: ...`` on the other ranks under
     torchrun) and exits with status 2; Ctrl-C prints how to
     continue the run (on rank 0 alone under torchrun) and exits with status 130 (128 + SIGINT, as a shell
-    reports it)."""
+    reports it); a reader of the output that stopped early (``| head``) ends the run with status 141 (128 +
+    SIGPIPE), resumable as after Ctrl-C."""
     try:
         main(argv)
+        sys.stdout.flush()  # the summary table: here, not at exit, where a reader gone is an "Exception ignored"
     except MinserError as exc:
         # One write per line: ranks writing the text and the newline apart ran their lines together. The
         # other ranks name themselves (an error of theirs alone, a file only their machine lacks, must show).
@@ -1582,6 +1638,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
         if torchrun_dist().main:
             print(str(exc) or "interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
+    except BrokenPipeError:  # the reader of the epoch lines stopped (`| head`): stop as a Unix tool does
+        return broken_pipe_status()
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -32,6 +32,7 @@ from minser.features import (
     mel_filterbank,
     mel_power,
     mel_to_hz,
+    most_mel_bands,
     power_to_db,
 )
 
@@ -218,6 +219,53 @@ def test_log_mel_checks_its_settings_as_the_front_end_does(options: dict) -> Non
     """Before: a ZeroDivisionError, features all NaN, and htk="no" taken as True."""
     with pytest.raises(ConfigError, match="front end: " + next(iter(options))):
         log_mel(np.zeros(1000, dtype=np.float32), **options)
+
+
+def test_n_mels_that_leave_a_band_without_a_bin_are_refused() -> None:
+    """n_mels up to the 201 frequency bins was accepted, yet from 150 bands at the defaults the lowest holds no bin:
+    an all-zero filter, whose feature is -100 dB whatever the audio (201 bands had 19 such)."""
+    assert mel_filterbank(16000, 400, 149).any(axis=1).all()
+    advice = (r"; at these settings \(sample_rate=16000, fmin=0.0, fmax=None, htk=False\) every band holds a bin up "
+              r"to n_mels=149: use at most that many Mel bands, or a larger n_fft$")
+    for n_mels in (150, 201):
+        with pytest.raises(ConfigError, match=rf"^front end: n_mels={n_mels} leaves Mel band 0 without a frequency bin "
+                                              r"of the n_fft=400 FFT \(an all-zero filter, whose feature is the dB "
+                                              r"floor whatever the audio\)" + advice):
+            FrontEnd(n_mels=n_mels)
+    with pytest.raises(ConfigError, match=r"^front end: n_mels=150 leaves Mel band 0 "):
+        log_mel(np.zeros(1000, dtype=np.float32), n_mels=150)
+    with pytest.raises(ConfigError, match=r"^front end: n_mels=202 exceeds the 201 frequency bins of an n_fft=400 FFT"
+                                          + advice):
+        FrontEnd(n_mels=202)
+    with pytest.raises(ConfigError, match=r"fmax=30.0, htk=False\) no n_mels gives every band a bin: widen fmin..fmax "
+                                          r"or use a larger n_fft$"):
+        FrontEnd(fmax=30.0, n_mels=1)  # bins at 0 and 40 Hz: neither lies strictly inside the one band
+
+
+@pytest.mark.parametrize(("sr", "n_fft", "fmin", "fmax", "htk"), [
+    (16000, 400, 0.0, None, False),
+    (16000, 401, 300.0, 4000.0, True),  # refused from 80 bands, accepted again at 81 to 90
+    (22050, 256, 50.0, None, True),
+    (22050, 256, 50.0, 4000.0, False),
+])
+def test_the_band_check_refuses_exactly_the_filterbanks_with_an_all_zero_row(
+    sr: int, n_fft: int, fmin: float, fmax: float | None, htk: bool
+) -> None:
+    """The check derives the empty bands from the Mel points alone (it runs for every FrontEnd); librosa's bank says
+    which are empty."""
+    refused, empty = [], []
+    for n_mels in range(1, n_fft // 2 + 2):
+        try:
+            FrontEnd(sample_rate=sr, n_fft=n_fft, win_length=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk)
+        except ConfigError:
+            refused.append(n_mels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa warns of the empty filters looked for here
+            bank = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk)
+        if not bank.any(axis=1).all():
+            empty.append(n_mels)
+    assert refused == empty and refused
+    assert most_mel_bands(sr, n_fft, fmin, fmax, htk) == refused[0] - 1  # the "at most" the error offers
 
 
 def test_extract_matches_log_mel_less_the_last_frame(emodb_waves: list[np.ndarray]) -> None:

@@ -185,6 +185,19 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_trained(emodb_root: Path
     assert all(line.startswith("minser: ") for line in progress)  # features computed here when run alone
 
 
+def test_a_reader_of_the_epoch_lines_that_stopped_early_ends_the_run_resumably(emodb_root: Path, cache: Path,
+                                                                              tmp_path: Path) -> None:
+    """`python -m minser.train ... | head -1`: the closed pipe was a BrokenPipeError traceback and exit status 120.
+    The reader takes the first line (the run's header) and stops: the run ends at an epoch line or at the summary."""
+    proc = subprocess.Popen([sys.executable, "-m", "minser.train", "--model", "cnn", *TINY_CNN, "--epochs", "3",
+                             *quick(tmp_path / "run", cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("minser: cnn on emodb4")
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert checkpoint.load(tmp_path / "run" / "fold-1" / "last.pt")["epoch"] >= 1  # saved before its line: resumable
+
+
 @pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
 def test_under_torchrun_only_rank_0_prints_the_interrupt_line(rank: str, printed: bool, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
@@ -224,7 +237,7 @@ def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
     save = checkpoint.save
     monkeypatch.setattr(checkpoint, "save", lambda path, **kw: (saved.append(Path(path).name), save(path, **kw))[1])
     results = main(args)
-    assert saved == ["last.pt", "best.pt", "last.pt"]  # best.pt once, at the last epoch
+    assert saved == ["last.pt", "last.pt", "best.pt"]  # best.pt once, when the fold ends
     assert results["protocol"] == "all" and results["wa"] is None and results["ua"] is None
     assert "no WA/UA" in results["note"] and results["confusion"] is None
     assert json.loads((out / "results.json").read_text())["wa"] is None
@@ -245,6 +258,35 @@ def test_protocol_all_trains_on_everything_and_reports_no_test_metrics(
     assert again["wa"] is None
     a, b = last["state_dict"], _weights(tmp_path / "again/fold-1/last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_protocol_all_resumed_with_every_epoch_trained_keeps_the_last_as_best(
+        emodb_root: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """best.pt was written by the epoch that reached --epochs only: stopped after epoch 2 of --epochs 3 and resumed
+    with --epochs 2, a run ended (exit 0) without best.pt; one whose best.pt was of an earlier --epochs kept it."""
+    out = tmp_path / "all"
+    args = ["--model", "cnn", *TINY_CNN, "--protocol", "all", *quick(out, cache)]
+    best, last = out / "fold-1" / "best.pt", out / "fold-1" / "last.pt"
+
+    def stopped_after(epochs: int, extra: list[str]) -> None:
+        with monkeypatch.context() as patch:
+            _interrupt_after(epochs, patch)
+            with pytest.raises(KeyboardInterrupt):
+                main([*args, *extra])
+
+    def best_is_the_last_epoch(epoch: int) -> None:
+        kept, ended = checkpoint.load(best), checkpoint.load(last)
+        assert kept["epoch"] == ended["epoch"] == epoch and kept["val_wa"] is None
+        assert all(torch.equal(kept["state_dict"][k], v) for k, v in ended["state_dict"].items())
+
+    stopped_after(2, ["--epochs", "3"])
+    assert not best.exists()
+    main([*args, "--epochs", "2", "--resume"])
+    best_is_the_last_epoch(2)
+    stopped_after(1, ["--epochs", "4", "--resume"])  # epoch 3 trained; best.pt still of epoch 2
+    assert checkpoint.load(best)["epoch"] == 2
+    main([*args, "--epochs", "3", "--resume"])
+    best_is_the_last_epoch(3)
 
 
 def test_spec_augment_masks_stay_inside_the_valid_frames() -> None:
@@ -338,12 +380,19 @@ def test_a_subset_too_small_for_the_random_protocol_names_subset() -> None:
     (["--model", "ilt", "--alpha", "0.3"], r"--alpha 0.3: only --fusion plus .* uses alpha, and the fusion is "
                                            r"'attention' \(the default\); add --fusion plus or drop --alpha"),
     (["--model", "ilt", "--fusion", "concat", "--alpha", "0.3"], "the fusion is 'concat'; add --fusion plus"),
-    (["--n-mels", "202"], r"--n-mels 202: the front end's 400-point FFT has 201 frequency bins, too few for 202 Mel "
-                          r"bands; give --n-mels 201 or fewer"),
+    (["--n-mels", "202"], r"^--n-mels 202: the front end's 400-point FFT gives a frequency bin to every Mel band only "
+                          r"up to 149 bands .*; give --n-mels 149 or fewer \(the paper: 40\)$"),
+    (["--n-mels", "150"], r"^--n-mels 150: .* give --n-mels 149 or fewer"),
     (["--model-opt", "n_mels=500"], "--n-mels 500: "),
     # the network's own checks, before the data is looked for (the options were checked after it)
     (["--data", "emodb", "--model-opt", "kernel_size=4"], "option kernel_size=4 is invalid: give an odd size"),
     (["--data", "emodb", "--model-opt", "heads=2"], "model 'cnn' has no option heads; valid options: n_mels, "),
+    # build(name, n_classes, **options) takes these itself: a TypeError traceback ("multiple values") before
+    (["--model-opt", "name=cat"], r"^--model-opt name=cat: the network is not a model option; choose it with --model "
+                                  r"\(e\.g\. --model cat\)$"),
+    (["--model-opt", "n_classes=3"], r"^--model-opt n_classes=3: the number of classes is not a model option, it is "
+                                     r"the corpus's number of labels \(EmoDB: --classes 4 or 7; a manifest or folder: "
+                                     r"its labels\); drop it$"),
     # was refused only after the features, by the first batch (every utterance shorter than the network reads)
     (["--data", "emodb", "--model-opt", "time_pools=[16,16,16]"],
      r"^--model cnn with these options shortens time by more than the front end's 750 frames \(7.5 s\): it needs "
@@ -371,7 +420,7 @@ def test_checking_the_model_options_allocates_no_weights_and_draws_no_random_num
 def test_options_the_run_uses_are_accepted() -> None:
     assert parse_args(["--model", "ilt", "--fusion", "plus", "--alpha", "0.3"]).options == {"fusion": "plus", "alpha": 0.3}
     assert parse_args(["--data", "EmoDB", "--classes", "7"]).classes == 7
-    assert parse_args(["--data", "my.csv"]).classes == 4 and parse_args(["--n-mels", "201"]).options["n_mels"] == 201
+    assert parse_args(["--data", "my.csv"]).classes == 4 and parse_args(["--n-mels", "149"]).options["n_mels"] == 149
 
 
 def _corpus(speakers: list[str], sessions: list[str | None] | None = None) -> Corpus:
@@ -537,16 +586,77 @@ def test_a_silent_file_served_from_an_older_cache_is_named_by_the_cli(tmp_path: 
 
 
 def test_cosine_run_cannot_be_extended(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
-    common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(tmp_path / "run", cache)]
+    """Nor shortened: to fewer --epochs than a cosine run was given (stopped before its end), the message said it
+    "cannot be extended"."""
+    run = tmp_path / "run"
+    common = ["--model", "cnn", *TINY_CNN, "--lr-schedule", "cosine", *quick(run, cache)]
     main([*common, "--epochs", "1"])
-    with pytest.raises(ConfigError, match="cosine schedule"):
+    refusal = (rf"^--resume: --epochs {{}} but the run in {re.escape(str(run))} used {{}}; the cosine schedule is laid "
+               r"out over --epochs, so --epochs must stay {}$")
+    with pytest.raises(ConfigError, match=refusal.format(2, 1, 1)):
         main([*common, "--epochs", "2", "--resume"])
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "epochs": 3}))  # as a run of 3 epochs stopped after 1
+    with pytest.raises(ConfigError, match=refusal.format(2, 3, 3)):
+        main([*common, "--epochs", "2", "--resume"])
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"model": "cnn", ', r"is damaged, not the JSON a run writes \(Expecting property name .*\)"),
+    ("[1, 2]", "holds a JSON list, not the object of settings a run writes"),
+    (b"\xff\xfe", r"is damaged, not the JSON a run writes \('utf-8' codec can't decode .*\)")])
+def test_resume_with_a_damaged_config_json_names_it(text: str | bytes, problem: str, tmp_path: Path) -> None:
+    """A traceback before (JSONDecodeError, or a TypeError for JSON that is not an object)."""
+    path = tmp_path / "run" / "config.json"
+    path.parent.mkdir()
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=rf"^--resume: {re.escape(str(path))} {problem}; restore it from a copy, or "
+                                          "train again without --resume in another --out$"):
+        main(["--model", "cnn", "--resume", "--out", str(tmp_path / "run")])
+
+
+def test_a_resume_where_fp16_turns_the_loss_scaler_on_continues(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run saved where the GradScaler is off (CPU, bf16: an empty state) and resumed where --precision auto is fp16
+    (a GPU without bf16, simulated here) stopped with torch's RuntimeError "The source state dict is empty"."""
+    args = ["--model", "cnn", *TINY_CNN, *quick(tmp_path / "run", cache)]
+    main([*args, "--epochs", "1"])
+    last = tmp_path / "run" / "fold-1" / "last.pt"
+    assert checkpoint.load(last)["scaler"] == {}
+    autocast_dtype = train_module.autocast_dtype
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda precision, device: (
+        torch.float16 if precision == "auto" else autocast_dtype(precision, device)))
+    main([*args, "--epochs", "2", "--resume"])
+    resumed = checkpoint.load(last)
+    assert resumed["epoch"] == 2 and resumed["scaler"]["scale"] > 0  # the scaler ran the second epoch
+
+
+def test_a_run_whose_last_pt_files_were_deleted_is_not_trained_over(emodb_root: Path, cache: Path,
+                                                                    tmp_path: Path) -> None:
+    """The README calls last.pt "for --resume": deleted to save room, the folder counted as fresh, and another
+    command trained into it, its folds mixed with the first run's."""
+    run = tmp_path / "run"
+    main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(run, cache)])
+    for name in ("last.pt", "best.pt", "metrics.json"):  # results.json stays last
+        (run / "fold-1" / name).unlink()
+        with pytest.raises(ConfigError, match=rf"^--out {re.escape(str(run))} already holds a run; it has no "
+                                              r"fold-\*/last\.pt left to continue from \(--resume would train it "
+                                              r"again\), so choose another --out$"):
+            main(["--model", "cnn", *TINY_CNN, "--lr", "0.01", "--epochs", "1", *quick(run, cache)])
 
 
 def test_resume_refuses_different_settings(emodb_root: Path, cache: Path, tmp_path: Path) -> None:
     main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
-    with pytest.raises(ConfigError, match="--resume: lr"):
-        main(["--model", "cnn", *TINY_CNN, "--epochs", "2", "--lr", "0.01", "--resume", *quick(tmp_path / "run", cache)])
+    # In the command line's terms (they named the fields: "lr is 0.01", "noise_snr is None", "options").
+    for given, refused in ((["--lr", "0.01"], "--lr 0.01 but the run in {} used --lr 0.0001"),
+                           (["--no-noise"], "--no-noise but the run in {} used --noise-snr 30.0"),
+                           (["--pad-to", "batch"], "--pad-to batch but the run in {} used --pad-to full"),
+                           (["--spec-augment"], "--spec-augment but the run in {} used no --spec-augment"),
+                           (["--model-opt", "channels=[2,2,4]"],
+                            "--model-opt channels=[2, 2, 4] but the run in {} used --model-opt channels=[2, 2, 2]")):
+        with pytest.raises(ConfigError, match=rf"^--resume: {re.escape(refused.format(tmp_path / 'run'))}; repeat the "
+                                              r"original settings \(only --epochs"):
+            main(["--model", "cnn", *TINY_CNN, "--epochs", "2", *given, "--resume", *quick(tmp_path / "run", cache)])
     with pytest.raises(ConfigError, match="already holds a run"):
         main(["--model", "cnn", *TINY_CNN, "--epochs", "1", *quick(tmp_path / "run", cache)])
     # Settings that act alike are alike: a model option at its default, --split-seed equal to --seed; and the
@@ -706,15 +816,30 @@ def test_a_relative_data_path_is_recorded_absolute(emodb_root: Path, cache: Path
     manifest = str(tmp_path / "corpus.csv")
     config = json.loads((tmp_path / "run/config.json").read_text())
     assert config["data"] == manifest and checkpoint.load(tmp_path / "run/fold-1/best.pt")["data"]["spec"] == manifest
-    (tmp_path / "run/config.json").write_text(json.dumps({**config, "data": "corpus.csv"}))
+    # A manifest takes its classes from its labels: --classes's default of 4 was recorded as its classes.
+    assert config["classes"] is None and checkpoint.load(tmp_path / "run/fold-1/best.pt")["data"]["classes"] is None
+    (tmp_path / "run/config.json").write_text(json.dumps({**config, "data": "corpus.csv", "classes": 4}))  # as before
     results = main([*common, "--epochs", "2", "--resume"])
-    assert results["data"] == manifest
+    assert results["data"] == manifest and results["classes"] is None
     # The relative path names the recorded corpus: scored on the fold's test split, as results.json was.
     assert evaluate("run", data="corpus.csv", cache_dir=str(cache))["folds"][0]["n"] == results["folds"][0]["n_test"]
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     scored = evaluate(tmp_path / "run", cache_dir=str(cache))
     assert scored["folds"][0]["confusion"] == results["folds"][0]["confusion"]
+
+
+def test_the_python_api_takes_paths_and_records_them_as_strings(tmp_path: Path) -> None:
+    """TrainConfig(data=..., out=..., cache_dir=...) of pathlib.Path values (as a notebook holds them) crashed: no
+    .lower() on a Path, and config.json could not hold one."""
+    manifest = _manifest(tmp_path / "corpus")
+    config = TrainConfig(model="cnn", options={"d_model": 8, "channels": [2, 2, 2]}, data=manifest, folds=1, epochs=1,
+                         batch_size=8, threads=1, out=tmp_path / "run", cache_dir=tmp_path / "cache")
+    results = train_module.train(config)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"] == results["data"] == str(manifest) and saved["out"] == str(tmp_path / "run")
+    assert saved["cache_dir"] == str(tmp_path / "cache") and any((tmp_path / "cache").iterdir())
+    assert checkpoint.load(tmp_path / "run" / "fold-1" / "best.pt")["data"]["spec"] == str(manifest)
 
 
 def test_a_corpus_of_one_emotion_is_a_data_error_for_training_only(emodb_root: Path, ilt_run: Path, cache: Path,
@@ -1056,7 +1181,7 @@ def test_reproduce_tabulates_rows_and_skips_finished_ones(emodb_root: Path, cach
     assert reproduce.main(["--rows", "t9-nothing"]) == 2
     # Other settings are not these results: before, every row was "finished earlier" under --classes 7 too.
     assert reproduce.main([*args, "--classes", "7"]) == 2
-    assert re.search(r"classes is 7 but the run in .*t1-cnn-transformer used 4; give another --out",
+    assert re.search(r"--classes 7 but the run in .*t1-cnn-transformer used --classes 4; give another --out",
                      capsys.readouterr().err)
     # All of the protocol's folds (no --folds): the 1-fold run is resumed, not reused.
     assert reproduce.main(["--rows", "t1-cnn-transformer", "--epochs", "1", "--out", str(tmp_path / "rep"), *tiny]) == 0
@@ -1185,6 +1310,21 @@ def test_confusion_without_matplotlib_writes_the_csv_and_names_the_extra(tmp_pat
         written = train_module.write_confusion(tmp_path, np.array([[2, 1], [0, 3]]), ["a", "b"])
     assert written == [tmp_path / "confusion.csv"] and sorted(p.name for p in tmp_path.iterdir()) == ["confusion.csv"]
     assert (tmp_path / "confusion.csv").read_text() == "true\\predicted,a,b\na,2,1\nb,0,3\n"
+
+
+def test_the_confusion_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path: Path) -> None:
+    """train() promises a caller (a notebook) keeps its settings: write_confusion switched the backend to Agg for
+    good (matplotlib.use), and drew through pyplot."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        train_module.write_confusion(tmp_path, np.array([[2, 1], [0, 3]]), ["a", "b"])
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "confusion.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_confusion_csv_quotes_labels_and_is_utf_8(tmp_path: Path) -> None:
@@ -1411,3 +1551,82 @@ def test_train_default_records_no_commit_outside_git(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(tool.subprocess, "run", no_git)
     assert tool.code_version()["commit"] is None and tool.code_version()["uncommitted"] is None
+
+
+# tools/model_table.py, tools/reproduce.py and tools/train_default.py: a reader that stops early, --folds, --ship.
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_model_table_to_a_reader_that_stopped_early_ends_quietly(unbuffered: str) -> None:
+    """`python tools/model_table.py | head -1`: the closed pipe gave a BrokenPipeError traceback (stdout unbuffered),
+    or "Exception ignored ... BrokenPipeError" and exit status 120 from the flush at exit."""
+    import os
+
+    repo = Path(__file__).resolve().parents[1]
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, str(repo / "tools" / "model_table.py"), "--models", "cnn", "--repeats",
+                               "1", "--batch", "1", "--frames", "100", "--threads", "1"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300, cwd=repo,
+                              env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("folds", ["0", "-1"])
+def test_reproduce_refuses_folds_below_1_before_training(folds: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """--folds 0 was taken for no --folds: every fold of every row ran (and -1 reached minser.train in the first row)."""
+    reproduce = _tool("reproduce")
+    monkeypatch.setattr(reproduce, "train", lambda argv: pytest.fail(f"trained: {argv}"))
+    assert reproduce.main(["--folds", folds, "--out", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err == f"error: --folds {folds}: give an integer >= 1 (leave it out to run every fold)\n"
+    assert not (tmp_path / "rep").exists()
+
+
+def test_train_default_checks_ship_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A --ship that cannot be written was found once training had ended (6 to 9 minutes), as a traceback; with --cv,
+    which ships nothing, it was ignored without a word."""
+    import os
+
+    tool, calls = _tool("train_default"), []
+    monkeypatch.setattr(train_module, "cli", lambda argv: calls.append(argv) or 0)
+    (tmp_path / "file").write_text("x")
+    in_file = tmp_path / "file" / "default.pt"
+    for ship, message in ((tmp_path, f"--ship {tmp_path} is a folder; name the checkpoint file to write, e.g. --ship "
+                                     f"{tmp_path / 'default.pt'}"),
+                          (in_file, f"--ship {in_file}: {tmp_path / 'file'} is a file, not a folder; choose another "
+                                    "place to write it")):
+        assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(ship)]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    new = tmp_path / "new" / "default.pt"  # a missing folder is made when the checkpoint is written
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(new)]) == 2
+    assert capsys.readouterr().err == (f"error: --ship {new}: {tmp_path} is not writable by this user; choose a "
+                                       "folder you can write to\n")
+    assert tool.main(["--cv", "--ship", str(new)]) == 2
+    assert capsys.readouterr().err == (f"error: --ship {new} with --cv: the cross-validation estimates the recipe's "
+                                       "accuracy and ships no checkpoint; drop --ship, or --cv to train the model to "
+                                       "ship\n")
+    assert calls == []
+
+
+def test_train_default_reports_a_ship_that_fails_after_training(emodb_root: Path, cache: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """Writing the shipped checkpoint was outside any try: its error (here a folder made meanwhile where --ship
+    points) was a traceback after the minutes of training."""
+    tool = _train_default(monkeypatch, cache, epochs=1)
+    shipped, train_cli = tmp_path / "default.pt", train_module.cli
+
+    def train_then_block(argv: list[str]) -> int:
+        status = train_cli(argv)
+        shipped.mkdir()
+        return status
+
+    monkeypatch.setattr(train_module, "cli", train_then_block)
+    assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(shipped)]) == 2
+    # After the feature cache's progress lines, where it is computed here.
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {shipped} is a folder; name a file to write"
