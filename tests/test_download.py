@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,8 +253,10 @@ def test_cli_failure_leaves_no_dest(server: Server, tmp_path: Path, capsys: pyte
 
 def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server.files["/download.zip"] = make_zip(WAVS)
+    handlers = []
 
     def interrupted(*args: object) -> None:
+        handlers.append(signal.getsignal(signal.SIGTERM))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(download, "_verification_problems", interrupted)
@@ -259,6 +266,8 @@ def test_interruption_leaves_nothing(server: Server, tmp_path: Path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         download_emodb(tmp_path / "new" / "data", f"{server.url}/download.zip", sums=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []
+    # SIGTERM is caught while downloading only (see test_sigterm_while_downloading_leaves_nothing).
+    assert signal.SIG_DFL not in handlers and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_existing_folder_without_wav(tmp_path: Path) -> None:
@@ -404,3 +413,96 @@ def test_one_wav_name_in_two_folders_is_refused(server: Server, tmp_path: Path) 
     with pytest.raises(DataError, match=r"holds 03a01Fa\.wav twice \(wav/03a01Fa\.wav and other/wav/03a01Fa\.wav\)"):
         download_emodb(tmp_path / "data", url, sums=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_is_one_line_and_exit_130(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C printed a KeyboardInterrupt traceback: the command caught minser's errors alone."""
+    import minser.data.__main__ as command
+
+    server.files["/download.zip"] = make_zip(WAVS)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "_verification_problems", interrupted)
+    monkeypatch.setattr(command, "load_corpus", interrupted)
+    try:
+        downloading = main(["download", "emodb", "--dest", str(tmp_path / "new" / "data"),
+                            "--url", f"{server.url}/download.zip"])
+        err = capsys.readouterr().err
+        informing = main(["info", "emodb"])
+    except KeyboardInterrupt:  # uncaught, it would end the pytest session rather than fail
+        pytest.fail("Ctrl-C escaped python -m minser.data")
+    assert downloading == informing == 130
+    assert err.endswith("\ninterrupted; nothing of the download was kept: run the command again to download EmoDB\n")
+    assert list(tmp_path.iterdir()) == []  # as the line says
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_info_to_a_reader_that_stopped_early_ends_quietly(tmp_path: Path, unbuffered: str) -> None:
+    """`python -m minser.data info ... | head -1`: the closed pipe gave a BrokenPipeError traceback (stdout
+    unbuffered), or "Exception ignored ... BrokenPipeError" and exit status 120 from the flush at exit."""
+    for label in ("anger", "neutral"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "a.wav").write_bytes(b"RIFF")  # the command counts files, it reads none
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        proc = subprocess.run([sys.executable, "-m", "minser.data", "info", str(tmp_path)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_sigterm_while_downloading_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill, timeout and docker stop send SIGTERM, whose default action skipped the clean-up: the staging folder
+    with its half-downloaded archive and the folders the download created were left behind."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    stop = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Length", str(10_000_000))
+            self.end_headers()
+            try:
+                while not stop.wait(0.05):  # a chunk now and then: the download stays under way
+                    self.wfile.write(b"\0" * 1024)
+                    self.wfile.flush()
+            except OSError:  # the client is gone
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    dest = tmp_path / "new" / "data"
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "minser.data", "download", "emodb", "--dest", str(dest),
+                                 "--url", f"http://127.0.0.1:{httpd.server_address[1]}/download.zip"],
+                                stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        try:
+            for _ in range(600):  # until the archive is being written (a few seconds at most)
+                if any(dest.glob(".emodb-download-*/download.zip")) or proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert any(dest.glob(".emodb-download-*/download.zip")), "the download did not start"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()  # a no-op once it has ended
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert list(tmp_path.iterdir()) == []
+    assert proc.returncode == 130  # as Ctrl-C: the command's message is the one of an interruption
+    assert err.endswith("\ninterrupted; nothing of the download was kept: run the command again to download EmoDB\n")

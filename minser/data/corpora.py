@@ -55,6 +55,9 @@ IEMOCAP_CODES = {"ang": "anger", "hap": "happiness", "exc": "happiness", "sad": 
 # Lines such as "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]".
 _IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(?P<utt>\S+)\t(?P<code>\S+)\t\[")
 _IEMOCAP_UTT = re.compile(r"^Ses(?P<session>\d{2})[FM]_.+_(?P<gender>[FM])\d+$")
+# A line meant as a turn (a time span, then an utterance id): one that fails _IEMOCAP_LINE is damaged (tabs
+# turned into spaces by an editor, a field lost), not a header or annotator line to skip.
+_IEMOCAP_TURN = re.compile(r"^\[.*\bSes\d")
 _IEMOCAP_SESSIONS = 5
 # What to do about a damaged or incomplete copy of the release ({} names what to restore).
 _IEMOCAP_RESTORE = "restore {} from the IEMOCAP release"
@@ -241,20 +244,23 @@ def _emodb_wav_files(root: Path) -> tuple[Path, list[Path]]:
     )
 
 
-def _warn_if_incomplete(wav_dir: Path, names: Iterable[str]) -> None:
-    """Warn when ``names`` (file names found in ``wav_dir``) lack some of the 535 the corpus ships.
+def _warn_if_incomplete(wav_dir: Path, names: Iterable[str], labels: tuple[str, ...]) -> None:
+    """Warn when ``names`` (file names found in ``wav_dir``) lack some of the files the corpus ships with one of
+    ``labels`` (the class set loaded: 535 files for the 7 classes, 339 for the 4); files of other classes
+    are not missed, as they are not loaded.
 
     Names only, no hashes: hashing 535 files on every load is too slow (``verify_wavs`` does that once,
     at download). A part may be chosen on purpose, hence a warning and not an error.
     """
     from minser.data.download import emodb_sums  # imported here: download imports this module
 
-    expected = emodb_sums()
+    expected = [name for name in emodb_sums() if EMODB_LETTERS[_EMODB_NAME.match(name)["emotion"]] in labels]
     missing = sorted(set(expected).difference(names))
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        of = "the corpus'" if len(labels) == len(EMODB_LABELS_7) else f"the {len(labels)}-class set's"
         warnings.warn(
-            f"EmoDB folder {wav_dir} holds {len(expected) - len(missing)} of the corpus' {len(expected)} files "
+            f"EmoDB folder {wav_dir} holds {len(expected) - len(missing)} of {of} {len(expected)} files "
             f"({len(missing)} missing: {shown}); scores on a part are not comparable with published ones. "
             "To get the full corpus run `python -m minser.data download emodb`",
             UserWarning,
@@ -293,7 +299,7 @@ def load_emodb(root: str | Path, classes: int = 4) -> Corpus:
         label = EMODB_LETTERS[match["emotion"]]
         if label in labels:
             utterances.append(Utterance(path, label, match["speaker"]))
-    _warn_if_incomplete(wav_dir, found)
+    _warn_if_incomplete(wav_dir, found, labels)
     return Corpus(f"emodb{classes}", labels, utterances)
 
 
@@ -319,7 +325,8 @@ def _iemocap_release_dir(root: Path) -> Path:
 
 def _iemocap_session(session_dir: Path) -> list[Utterance]:
     eval_dir = session_dir / "dialog" / "EmoEvaluation"
-    eval_files = sorted(eval_dir.glob("*.txt"))
+    # Hidden entries (macOS "._x.txt" resource forks) are not evaluation files.
+    eval_files = sorted(p for p in eval_dir.glob("*.txt") if not p.name.startswith("."))
     if not eval_files:
         raise DataError(
             f"IEMOCAP {session_dir}: no evaluation files {eval_dir}/*.txt; "
@@ -329,6 +336,12 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
     for eval_file in eval_files:
         for line_number, line in enumerate(eval_file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             match = _IEMOCAP_LINE.match(line)
+            if match is None and _IEMOCAP_TURN.match(line):  # skipped, its utterance would be lost without notice
+                raise DataError(
+                    f"{eval_file} line {line_number}: {line!r} is not a turn of the form "
+                    "'[START - END]<tab>UTTERANCE<tab>CODE<tab>[V, A, D]' (one tab between fields); "
+                    f"{_IEMOCAP_RESTORE.format('the file')}"
+                )
             if match is None or match["code"] not in IEMOCAP_CODES:
                 continue
             utt = match["utt"]
@@ -355,6 +368,11 @@ def _iemocap_session(session_dir: Path) -> list[Utterance]:
             # only says which actor wore the motion-capture markers).
             speaker = f"Ses{name['session']}{name['gender']}"
             utterances.append(Utterance(wav, IEMOCAP_CODES[match["code"]], speaker, session_dir.name))
+    if not utterances:  # dropped, the session would pass for one left out on purpose
+        raise DataError(
+            f"IEMOCAP {session_dir}: the evaluation files {eval_dir}/*.txt label no utterance ang, hap, exc, sad "
+            f"or neu; the session folder is damaged: {_IEMOCAP_RESTORE.format('it')}"
+        )
     return utterances
 
 
@@ -366,15 +384,14 @@ def load_iemocap(root: str | Path) -> Corpus:
     merged into happiness (5531 utterances on the full corpus). Audio is
     ``SessionN/sentences/wav/<dialog>/<utterance>.wav``. Speaker is the session number plus the
     speaking actor's gender (``Ses01F``); session is the folder name (``Session1``). An utterance listed
-    in another session's files raises DataError; a release with fewer than the 5 sessions warns.
+    in another session's files, a turn line that does not parse (tabs turned into spaces) and a session
+    folder that yields no utterance raise DataError; a release with fewer than the 5 sessions warns.
     """
     release = _iemocap_release_dir(Path(root))
     utterances = []
     session_dirs = sorted(release.glob("Session[1-5]"))
     for session_dir in session_dirs:
         utterances.extend(_iemocap_session(session_dir))
-    if not utterances:
-        raise DataError(f"IEMOCAP {release}: no utterance labelled ang, hap, exc, sad or neu in the evaluation files")
     if len(session_dirs) < _IEMOCAP_SESSIONS:  # a part may be chosen on purpose: a warning, not an error
         warnings.warn(
             f"IEMOCAP folder {release} holds {len(session_dirs)} of the corpus' {_IEMOCAP_SESSIONS} sessions "

@@ -4,24 +4,28 @@ The archive is fetched with urllib into a temporary folder next to the destinati
 ``wav/*.wav`` members are extracted there and checked against the SHA-256 sums shipped with
 minser (``minser/assets/emodb.sha256``), and only then is the folder renamed to
 ``<dest>/emodb``. A failure or an interruption leaves the destination as it was: the staging
-folder is removed, and so are ``<dest>`` and its parents when the download created them.
+folder is removed, and so are ``<dest>`` and its parents when the download created them (on SIGTERM too,
+which is turned into a KeyboardInterrupt while downloading; SIGKILL cannot be caught).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import importlib.resources
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -191,7 +195,9 @@ def download_emodb(
     DataError.
     Raises DataError (saying how to get the files by hand) when the
     download, the archive or the verification fails; the destination is then left untouched, and the
-    folders the call created for it (``dest`` and its missing parents) are removed again.
+    folders the call created for it (``dest`` and its missing parents) are removed again. So they are on Ctrl-C
+    and on SIGTERM, which raises KeyboardInterrupt meanwhile (from the main thread, where SIGTERM had its
+    default action).
     """
     # "--dest ~/x" reaches here unexpanded when the shell does not expand it (--dest=~/x in bash).
     dest = _expanded(str(dest), "--dest") if dest is not None else data_dir()
@@ -209,14 +215,35 @@ def download_emodb(
         raise DataError(f"{dest} is a file, not a folder; the destination is the folder that will hold emodb/ "
                         "(--dest or MINSER_DATA)")
     created = _missing_folders(dest)
-    try:
-        _download_into(dest, url, expected, progress)
-    except BaseException:  # an interruption too: the destination must be left as it was
-        _remove_empty(created)
-        raise
+    with _terminate_as_interrupt():
+        try:
+            _download_into(dest, url, expected, progress)
+        except BaseException:  # an interruption too: the destination must be left as it was
+            _remove_empty(created)
+            raise
     if progress:
         print(f"minser: EmoDB verified ({len(expected)} files) at {target}", file=sys.stderr)
     return target
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within it, SIGTERM (``kill``, ``timeout``, ``docker stop``) raises KeyboardInterrupt, as Ctrl-C does: by
+    default it ends the process at once, skipping the clean-up that leaves the destination as it was, and
+    leaving the staging folder and its archive behind. The previous handler is restored on leaving. Only the
+    main thread can set a handler, and one the program set itself (or SIG_IGN) is left to do its work."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _check_present(wav_dir: Path, sums: Mapping[str, str]) -> None:
