@@ -278,6 +278,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         options[key.strip()] = _option_value(value.strip())
     for key in ("fusion", "alpha", "pe", "branches", "impl", "n_mels"):
         if getattr(args, key) is not None:
+            if key in options:  # one silently won (the flag), and errors named the one that lost
+                raise ConfigError(f"--{key.replace('_', '-')} and --model-opt {key}=... both set {key}; give it once")
             options[key] = getattr(args, key)
     check_classes_option(args.classes, args.data)
     config = TrainConfig(

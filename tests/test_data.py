@@ -760,7 +760,8 @@ def test_corpus_methods(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=rf"^corpus 'toy': subset got index {index}, outside 0 to 4 \(its 5 "
                                               r"utterances\)$"):
             corpus.subset([0, index])
-    with pytest.raises(DataError, match="has no session"):
+    with pytest.raises(DataError, match=r"has no session .* \(--protocol speaker\), or give a session column in the "
+                                        r"manifest$"):
         corpus.sessions()
     with pytest.raises(DataError, match="label 'z', which is not one of"):
         Corpus("toy", ("a",), [Utterance(tmp_path / "z.wav", "z", "s")])

@@ -140,9 +140,11 @@ class Corpus:
         """
         missing = [u.path for u in self.utterances if u.session is None]
         if missing:
+            # EmoDB, loaded by name, has no manifest to give a session column to.
+            manifest = "" if self.name in ("emodb4", "emodb7") else ", or give a session column in the manifest"
             raise DataError(
                 f"corpus {self.name!r} has no session for {len(missing)} utterances (first: {missing[0]}); "
-                "group by speaker instead (--protocol speaker), or give a session column in the manifest"
+                f"group by speaker instead (--protocol speaker){manifest}"
             )
         return np.array([u.session for u in self.utterances], dtype=str)
 
