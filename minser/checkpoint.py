@@ -28,7 +28,7 @@ from minser.files import atomic_write
 FORMAT = "minser/1"
 REQUIRED = ("spec", "labels", "frontend", "state_dict")
 
-__all__ = ["FORMAT", "built_from", "load", "load_model", "save"]
+__all__ = ["FORMAT", "built_from", "load", "load_model", "save", "served_state"]
 
 
 def save(path: str | os.PathLike, *, spec: dict, labels: list[str] | tuple[str, ...], frontend: dict,
@@ -124,7 +124,10 @@ def _load_failure(exc: Exception) -> str:
         lines = text.split("WeightsUnpickler error:", 1)[1].splitlines()
         detail = next((line.strip() for line in lines if line.strip()), "").split(" was not an allowed global")[0]
         return f"it holds more than tensors and plain values: {detail}"
-    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0] if text else 'no message'}"
+    # The first sentence, less the location in torch's C++ sources that prefixes its archive errors
+    # ("[enforce fail at inline_container.cc:180] . file in archive is not in a subdirectory: a.txt").
+    first = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", text.splitlines()[0]) if text else ""
+    return f"{type(exc).__name__}: {first.split('. ')[0] or 'no message'}"
 
 
 QUANTIZATIONS = ("int8",)
@@ -158,11 +161,20 @@ def built_from(checkpoint: dict[str, Any], name: str | os.PathLike) -> Iterator[
                               "or written by another version") from exc
 
 
+def served_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a loaded checkpoint serves: the moving average of its ``ema`` entry when it holds one (the
+    ``last.pt`` of a ``--ema`` run keeps the raw weights too, for ``--resume``; the average is what training
+    validated, selected and saved as ``best.pt``), else its ``state_dict``."""
+    ema = checkpoint.get("ema")
+    return checkpoint["state_dict"] if ema is None else ema["state_dict"]
+
+
 def load_model(checkpoint: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild the model of a loaded checkpoint (``from_spec``) with its weights, in eval mode."""
+    """Rebuild the model of a loaded checkpoint (``from_spec``) with the weights it serves (:func:`served_state`),
+    in eval mode."""
     from minser.models import from_spec
 
     with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: the caller's random stream stays put
         model = from_spec(checkpoint["spec"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(served_state(checkpoint))
     return model.eval()

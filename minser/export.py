@@ -22,7 +22,7 @@ model spec (``minser.spec``; for an ensemble ``minser.members``, one spec per me
 ``minser.min_frames`` (the fewest frames the features may be cut to; shorter ``lengths`` are raised to
 it in the graph). The graph labels one window of at most 7.5 s, as ``extract`` cuts it: label longer
 audio as :class:`minser.Recognizer` does, window by window (:func:`minser.recognizer.window_starts`,
-7.5 s windows with a 3.75 s hop), averaging the windows' softmax. Exported with
+7.5 s windows evenly spaced with a hop of at most 3.75 s), averaging the windows' softmax. Exported with
 PyTorch's TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17) through the PyTorch
 attention path (``impl="torch"``); when onnxruntime is installed the export is checked against
 :class:`minser.Recognizer` on random features, and a graph whose logits differ by more than 1e-4 is not written.
@@ -32,8 +32,11 @@ checkpoint ``.onnx``). Needs the ``onnx`` extra: ``pip install 'minser[onnx]'``.
 int8: dynamic quantization of the linear and LSTM layers (``torch.ao.quantization.quantize_dynamic``,
 int8 weights, activations quantized per batch at run time, CPU only). The checkpoint keeps the float
 weights and adds ``"quantize": "int8"``: weights-only loading cannot read packed int8 LSTM weights,
-so :class:`minser.Recognizer` quantizes when it loads the file (deterministically). Several
-checkpoints are quantized one by one, each next to its source.
+so :class:`minser.Recognizer` quantizes when it loads the file (deterministically). The ``last.pt`` of a
+``--ema`` run gives the weight average, the weights every loader serves (:func:`minser.checkpoint.served_state`).
+A ``--speaker-norm`` checkpoint is quantized too: the Recognizer that serves it enrols speakers
+(``.for_speaker(...)``), which an ONNX graph cannot. Several checkpoints are quantized one by one, each next to
+its source.
 """
 
 from __future__ import annotations
@@ -184,19 +187,19 @@ def export_onnx(recognizer: Recognizer, path: str | Path) -> tuple[Path, float |
     return files.atomic_write(path, lambda file: file.write(data)), difference
 
 
-# What a last.pt keeps for --resume alone: an int8 checkpoint serves the weights it names, and best/ema are
-# two more copies of the network (the file tripled).
+# What a last.pt keeps for --resume alone: an int8 checkpoint serves the weights it names (the ema average, when
+# there is one, becomes its state_dict), and best/ema are two more copies of the network (the file tripled).
 TRAINING_STATE = ("optimizer", "scaler", "rng", "best", "ema", "history", "world")
 
 
 def quantize_checkpoint(saved: dict[str, Any], path: str | Path, source: str | Path | None = None) -> Path:
     """Write ``saved`` (read from ``source``, named in errors) with ``"quantize": "int8"`` to ``path``
-    atomically (see the module docstring)."""
+    atomically, its weights those it serves (:func:`minser.checkpoint.served_state`; see the module docstring)."""
     if saved.get("quantize") is not None:
         raise CheckpointError(f"{source or 'the checkpoint'} is already quantized ({saved['quantize']}); "
                               "quantize the float checkpoint it was made from")
     content = {key: value for key, value in saved.items() if key != "format" and key not in TRAINING_STATE}
-    return checkpoint.save(path, **content, quantize="int8")
+    return checkpoint.save(path, **{**content, "state_dict": checkpoint.served_state(saved)}, quantize="int8")
 
 
 def state_bytes(model: torch.nn.Module) -> int:
@@ -281,7 +284,6 @@ def _quantize(source: Path, out: str | None) -> None:
     path = source.with_name(f"{source.stem}.int8.pt") if out is None else _output(out, [source], ".onnx",
                                                                                   "int8 checkpoint")
     saved = checkpoint.load(source)
-    refuse_single_recordings(saved, str(source))
     written = quantize_checkpoint(saved, path, source=source)
     float_model, int8_model = Recognizer.from_checkpoint(saved).model, Recognizer.load(written).model
     print(f"wrote {written} ({written.stat().st_size / 1e3:.1f} kB on disk, float weights + quantize flag); "

@@ -24,9 +24,10 @@ Input handling (needs only torch, numpy, scipy and soundfile):
   count passed as ``lengths`` when the checkpoint was trained that way (``pad_to="batch"``).
   Audio shorter than the network's minimum (``model.min_frames``: 15 frames, 0.14 s, for the
   shipped default ILT, whose CNN sets it) is scored as if it were padded with silence up to that minimum.
-- Longer audio is scored over sliding windows of 7.5 s with a 50% hop (3.75 s); the last window is
-  aligned with the end of the audio so every sample is seen. The label probabilities are the
-  mean of the windows' probabilities (softmax of each window's logits).
+- Longer audio is scored over sliding windows of 7.5 s, the fewest whose hop is at most 50% (3.75 s),
+  spaced evenly from the start of the audio to its end so every sample is seen
+  (:func:`window_starts`). The label probabilities are the mean of the windows' probabilities
+  (softmax of each window's logits).
 
 Several checkpoints serve as one :class:`Ensemble`: ``Recognizer.load([a, b, c])`` labels with the mean of
 their label probabilities (window by window), as ``python -m minser.evaluate a b c`` scores them. They
@@ -78,7 +79,7 @@ __all__ = ["DEFAULT_MODEL", "Ensemble", "HOP_FRACTION", "MAX_CHANNELS", "Predict
 
 # The pretrained default, inside the installed package (see docs/MODEL_CARD.md).
 DEFAULT_MODEL = "default.pt"
-# Sliding windows over long audio advance by this fraction of the window (7.5 s -> 3.75 s).
+# Sliding windows over long audio advance by at most this fraction of the window (7.5 s -> 3.75 s).
 HOP_FRACTION = 0.5
 # A 2-D array with at most this many columns (and more rows) is one multi-channel wave.
 MAX_CHANNELS = 8
@@ -176,12 +177,17 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
-    """Start samples of the sliding windows over ``n_samples`` samples: ``0, hop, 2 hop, ...`` while the
-    window stays inside the audio, then one window aligned with the end. ``[0]`` when it fits in one."""
+    """Start samples of the sliding windows of ``window`` samples over ``n_samples`` samples: the fewest
+    windows whose starts lie at most ``hop`` samples apart, ``k + 1`` with ``k = ceil((n_samples - window) /
+    hop)``, spaced evenly from 0 to ``n_samples - window`` (the last window ends with the audio), so every
+    sample is covered. ``[0]`` when the audio fits in one window."""
     if n_samples <= window:
         return [0]
-    starts = list(range(0, n_samples - window, hop))
-    return starts + [n_samples - window]
+    # Evenly spaced rather than 0, hop, 2 hop, ... plus one aligned with the end: just past a multiple of the
+    # hop that last pair nearly coincides, the end of the audio counts twice and one more sample moves the mean.
+    span = n_samples - window
+    k = math.ceil(span / hop)
+    return [round(i * span / k) for i in range(k + 1)]
 
 
 def _shown(value: object) -> str:
@@ -298,12 +304,18 @@ class Recognizer:
         with and without ``--speaker-norm`` mix: the ensemble is then enrolled as a whole
         (``ensemble.for_speaker(...)``), so members must not be enrolled already.
 
+        An :class:`Ensemble` member counts as its members, each weighing as much as any other member.
+
         Raises:
-            CheckpointError: no members, a member that differs from the first (naming both), or an
-                enrolled member.
+            CheckpointError: no members, a member that is no Recognizer (a checkpoint path, say), a member
+                that differs from the first (naming both), or an enrolled member.
         """
         if not members:
             raise CheckpointError("ensemble: no members; pass one or more checkpoints")
+        for i, member in enumerate(members):
+            if not isinstance(member, Recognizer):
+                raise CheckpointError(f"ensemble: member {i} is {_shown(member)}, not a Recognizer; pass loaded "
+                                      "recognizers, or use Recognizer.load([...]) for checkpoint paths")
         first = members[0]
         for member in members[1:]:
             for what, a, b in (("labels", first.labels, member.labels), ("front end", first.frontend, member.frontend)):
@@ -405,6 +417,9 @@ class Recognizer:
         array = _samples(_numpy(item), name)
         sr = self._sample_rate(sr, name)
         if _is_channels(array):
+            if not array.shape[1]:  # averaging no channels gives NaN samples, reported as corrupt audio
+                raise AudioError(f"{name}: got shape {array.shape}, {array.shape[0]} samples of zero channels; "
+                                 "pass audio with at least one channel")
             array = check_wave(array.T, name, sr=sr).mean(axis=0)
         if array.ndim != 1:  # before check_wave, which would offer a batch (batch, samples) here
             raise AudioError(f"{name}: expected one wave (samples,) or (samples, channels), got shape {array.shape}")
@@ -415,6 +430,9 @@ class Recognizer:
     def _waves(self, x: Audio | Sequence[Audio], sr: int | None) -> tuple[list[np.ndarray], bool]:
         """The waves of ``x`` and whether ``x`` was a batch."""
         x = _numpy(x)
+        if isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "OU" \
+                and all(isinstance(item, (str, os.PathLike)) for item in x):
+            x = x.tolist()  # an array of paths (df["path"].values) is a batch of files, as their list is
         if isinstance(x, np.ndarray) and x.ndim == 2 and not _is_channels(x):
             _check_batch_shape(x, self._sample_rate(sr, "array"))
             return [self._wave(row, sr, f"array[{i}]") for i, row in enumerate(x)], True
@@ -483,11 +501,15 @@ class Recognizer:
 
     def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Label probabilities ``(batch, n_classes)`` of mono waves at the model's rate (see the module
-        docstring for the sliding windows over long audio)."""
+        docstring for the sliding windows over long audio); AudioError naming ``waves[i]`` for a wave
+        that is not float samples, holds NaN or Inf, or is shorter than one analysis window."""
         window = self.frontend.n_samples
         hop = max(1, round(window * HOP_FRACTION))
         pieces, owner = [], []
         for index, wave in enumerate(waves):
+            # Checked whole: the front end would name a window of a chunk of windows, not the wave given.
+            wave = check_wave(wave, f"waves[{index}]", sr=self.frontend.sample_rate,
+                              min_length=self.frontend.win_length)
             for start in window_starts(len(wave), window, hop):
                 pieces.append(wave[start:start + window])
                 owner.append(index)
@@ -499,8 +521,9 @@ class Recognizer:
         return np.stack([window_probs[owner == i].mean(axis=0) for i in range(len(waves))])
 
     def predict(self, x: Audio | Sequence[Audio], sr: int | None = None) -> Prediction | list[Prediction]:
-        """Label ``x``: a file path, a 1-D array (with ``sr``), or a batch (a list of paths or arrays,
-        or a 2-D ``(batch, samples)`` array); a batch gives a list of :class:`Prediction`."""
+        """Label ``x``: a file path, a 1-D array (with ``sr``), or a batch (a list of paths or arrays, a 1-D
+        array of paths such as ``df["path"].values``, or a 2-D ``(batch, samples)`` array); a batch gives a list
+        of :class:`Prediction`."""
         waves, batch = self._waves(x, sr)
         predictions = [
             Prediction(self.labels[int(np.argmax(p))], {label: float(v) for label, v in zip(self.labels, p)})
@@ -543,6 +566,9 @@ class Ensemble(Recognizer):
     """
 
     def __init__(self, members: Sequence[Recognizer]) -> None:
+        # An ensemble among the members stands for its networks: kept whole, they would share one member's weight.
+        members = [part for member in members for part in (member.members if isinstance(member, Ensemble)
+                                                           else (member,))]
         first = members[0]
         super().__init__(torch.nn.ModuleList(m.model for m in members), first.labels, first.frontend,
                          pass_lengths=all(m.pass_lengths for m in members),

@@ -142,3 +142,29 @@ def test_damaged_weights_are_refused_not_served(tmp_path: Path) -> None:
                     state_dict=weights)
     with pytest.raises(CheckpointError, match=r"nan\.pt: weight classifier\.net\.0\.weight holds NaN or Inf"):
         checkpoint.load(tmp_path / "nan.pt")
+
+
+def test_a_zip_that_torch_did_not_write_says_what_torch_found(tmp_path: Path) -> None:
+    """The reason was cut at its first ". ", leaving "(RuntimeError: [enforce fail at inline_container.cc:180] )"."""
+    with zipfile.ZipFile(tmp_path / "plain.zip", "w") as archive:
+        archive.writestr("a.txt", "notes")
+    with pytest.raises(CheckpointError, match=r"plain\.zip: cannot be loaded as a minser checkpoint \(RuntimeError: "
+                                              r"file in archive is not in a subdirectory: a\.txt\); the file is "
+                                              "corrupt, truncated or not a checkpoint"):
+        checkpoint.load(tmp_path / "plain.zip")
+
+
+def test_the_last_checkpoint_of_an_ema_run_serves_the_weight_average(tmp_path: Path) -> None:
+    """A --ema run's last.pt keeps the raw weights for --resume and the average that training validated and saved
+    as best.pt; load_model (Recognizer.load, minser.evaluate, minser.export) served the raw ones."""
+    torch.manual_seed(0)
+    raw = build("cnn", 4, d_model=8, channels=[2, 2, 2]).eval()
+    average = build("cnn", 4, d_model=8, channels=[2, 2, 2]).eval()
+    checkpoint.save(tmp_path / "last.pt", spec=raw.spec, labels=["a", "b", "c", "d"], frontend={},
+                    state_dict=raw.state_dict(), ema={"updates": 7, "state_dict": average.state_dict()})
+    saved = checkpoint.load(tmp_path / "last.pt")
+    # The raw weights stay in the dict, for --resume.
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in raw.state_dict().items())
+    x = torch.randn(2, 40, 750)
+    served = checkpoint.load_model(saved)(x)
+    assert torch.equal(served, average(x)) and not torch.allclose(served, raw(x))

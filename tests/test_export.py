@@ -189,16 +189,38 @@ def test_int8_checkpoint_cli(tmp_path, capsys):
 
 
 def test_int8_of_a_last_checkpoint_drops_what_only_resume_reads(tmp_path):
-    """best and ema, two more copies of the weights, and the history went into the int8 file."""
+    """best and ema, two more copies of the weights, and the history went into the int8 file; the int8 file of
+    a --ema run's last.pt kept the raw weights, not the average that training validated."""
     ckpt = tiny_checkpoint(tmp_path / "ilt.pt", "ilt")
     saved = checkpoint.load(ckpt)
     weights = saved["state_dict"]
+    average = {k: v + 0.5 if v.is_floating_point() else v for k, v in weights.items()}
     last = checkpoint.save(tmp_path / "last.pt", **{k: v for k, v in saved.items() if k != "format"},
                            optimizer={}, rng=[{}], history=[{"loss": 1.0}], world=1,
-                           best={"state_dict": weights, "epoch": 1}, ema={"weights": weights})
-    int8 = checkpoint.load(quantize_checkpoint(checkpoint.load(last), tmp_path / "last.int8.pt"))
+                           best={"state_dict": weights, "epoch": 1}, ema={"updates": 7, "state_dict": average})
+    assert main([str(last), "--quantize", "int8"]) == 0
+    int8 = checkpoint.load(tmp_path / "last.int8.pt")
     assert set(int8) == set(saved) | {"quantize"}
-    assert int8["state_dict"].keys() == weights.keys()
+    assert all(torch.equal(int8["state_dict"][k], v) for k, v in average.items())
+
+
+@pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
+def test_a_speaker_norm_checkpoint_is_quantized_but_not_exported_to_onnx(tmp_path, capsys):
+    """--quantize int8 refused it as "an exported model cannot take" enrolment, but the Recognizer that serves
+    an int8 checkpoint enrols speakers."""
+    saved = checkpoint.load(tiny_checkpoint(tmp_path / "plain.pt", "ilt"))
+    normed = checkpoint.save(tmp_path / "spk.pt", **{k: v for k, v in saved.items() if k != "format"},
+                             speaker_norm={"03": [[-40.0] * 40, [10.0] * 40]})
+    assert main([str(normed), "--quantize", "int8"]) == 0
+    capsys.readouterr()
+    int8 = Recognizer.load(tmp_path / "spk.int8.pt")
+    assert int8.speaker_norm and checkpoint.load(tmp_path / "spk.int8.pt")["quantize"] == "int8"
+    enrolled = int8.for_speaker([short_wave(3.0)], sr=16000)
+    assert sum(enrolled.predict(short_wave(), sr=16000).scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert main([str(normed), "--format", "onnx"]) == 2
+    assert (f"error: {normed}: trained with --speaker-norm, so its inputs must be standardised with each speaker's "
+            "statistics over several recordings, which an exported model cannot take" in capsys.readouterr().err)
+    assert not (tmp_path / "spk.onnx").exists()
 
 
 def test_int8_quantizes_several_checkpoints_one_by_one(tmp_path, capsys):

@@ -170,6 +170,43 @@ def test_batches_equal_single_predictions(rec, tmp_path):
     np.testing.assert_allclose(scores_of(rows[1]), scores_of(rec.predict(equal[1], sr=SR)), atol=1e-5)
 
 
+def test_an_array_of_paths_is_a_batch_of_files(rec, tmp_path):
+    """df["path"].values, an object or str array of paths, was refused with advice on converting samples."""
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.wav")
+        soundfile.write(paths[-1], wave(1.5, seed=20 + i), SR)
+    expected = rec.predict(paths)
+    assert rec.predict(np.array([str(p) for p in paths])) == expected  # dtype <U...
+    assert rec.predict(np.array(paths, dtype=object)) == expected
+    with pytest.raises(AudioError, match=rf"^{re.escape(str(tmp_path / 'missing.wav'))}: does not exist"):
+        rec.predict(np.array([str(paths[0]), str(tmp_path / "missing.wav")], dtype=object))
+
+
+def test_zero_channels_are_refused_as_such(rec):
+    """(1000, 0) printed numpy's "Mean of empty slice" and was called corrupt audio (NaN or Inf samples)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AudioError, match=r"^array: got shape \(16000, 0\), 16000 samples of zero channels; "
+                                             r"pass audio with at least one channel$"):
+            rec.predict(np.zeros((16000, 0), dtype=np.float32), sr=SR)
+        with pytest.raises(AudioError, match=r"^item 1: got shape \(16000, 0\), 16000 samples of zero channels"):
+            rec.predict([wave(1.0), torch.zeros(16000, 0)], sr=SR)
+
+
+def test_probabilities_name_the_wave_not_a_window(rec):
+    """A bad wave was named by its window in a chunk of 16: "waves[5]" for the second of two waves."""
+    long, short = wave(20.0), np.zeros(100, dtype=np.float32)
+    with pytest.raises(AudioError, match=r"^waves\[1\]: has 100 samples, shorter than one analysis window "
+                                         r"\(400 samples at 16000 Hz\); use longer audio$"):
+        rec.probabilities([long, short])
+    broken = long.copy()
+    broken[-1] = np.nan
+    with pytest.raises(AudioError, match=r"^waves\[1\]: contains NaN or Inf samples"):
+        rec.probabilities([long, broken])
+    assert rec.probabilities([long, wave(1.0)]).shape == (2, len(LABELS))
+
+
 def test_batch_reports_the_bad_item(rec, tmp_path):
     with pytest.raises(AudioError, match="item 1"):
         rec.predict([wave(1.0), np.zeros(10, dtype=np.float32)], sr=SR)
@@ -267,8 +304,23 @@ def test_window_starts_cover_the_audio():
     assert window_starts(100, 120, 60) == [0]
     assert window_starts(120, 120, 60) == [0]
     assert window_starts(121, 120, 60) == [0, 1]
+    assert window_starts(180, 120, 60) == [0, 60]
     assert window_starts(300, 120, 60) == [0, 60, 120, 180]
-    assert window_starts(310, 120, 60) == [0, 60, 120, 180, 190]
+    assert window_starts(310, 120, 60) == [0, 48, 95, 142, 190]
+    for n in range(121, 1000):  # the fewest windows no more than a hop apart, evenly spaced, first to last sample
+        starts = window_starts(n, 120, 60)
+        gaps = np.diff(starts)
+        assert starts[0] == 0 and starts[-1] == n - 120 and len(starts) == -(-(n - 120) // 60) + 1
+        assert gaps.min() > 0 and gaps.max() <= 60 and gaps.max() - gaps.min() <= 1
+
+
+def test_window_starts_do_not_count_the_end_twice_just_past_a_multiple_of_the_hop():
+    """One sample past 11.25 s gave [0, 60000, 60001]: the last 7.5 s weighed twice and one sample flipped the
+    label (7.5 s of sadness then 3.75 s of anger: sadness at 180000 samples, anger at 180001)."""
+    window, hop = FrontEnd().n_samples, FrontEnd().n_samples // 2
+    assert window_starts(window + hop, window, hop) == [0, 60000]
+    assert window_starts(window + hop + 1, window, hop) == [0, 30000, 60001]
+    assert window_starts(window + 2 * hop + 1, window, hop) == [0, 40000, 80001, 120001]
 
 
 def test_long_audio_is_the_mean_over_sliding_windows(rec, monkeypatch):
@@ -282,7 +334,7 @@ def test_long_audio_is_the_mean_over_sliding_windows(rec, monkeypatch):
     long = np.concatenate([0.02 * wave(5.0, seed=9), wave(5.0, seed=10), 0.2 * wave(10.0, seed=11)])  # 20 s
     window, hop = FrontEnd().n_samples, FrontEnd().n_samples // 2
     starts = window_starts(long.size, window, hop)
-    assert starts == [0, 60000, 120000, 180000, 200000]
+    assert starts == [0, 50000, 100000, 150000, 200000]
     windows = np.array([scores_of(rec.predict(long[s:s + window], sr=SR)) for s in starts])
     assert np.ptp(windows, axis=0).min() > 0.05
     np.testing.assert_allclose(scores_of(rec.predict(long, sr=SR)), windows.mean(axis=0), rtol=1e-6)
@@ -405,6 +457,24 @@ def test_an_ensemble_labels_with_the_members_mean_probability(tmp_path):
     assert both.source == f"{a} + {b}" and both.labels == LABELS
     np.testing.assert_allclose(Recognizer.ensemble([alone_a, alone_a]).probabilities(waves), pa, rtol=1e-5, atol=1e-6)
     assert Recognizer.ensemble([alone_a]) is alone_a and not isinstance(Recognizer.load([a]), Ensemble)
+
+
+def test_an_ensemble_takes_recognizers_and_flattens_an_ensemble_member(tmp_path, rec):
+    """Paths gave AttributeError "'str' object has no attribute 'labels'"; an Ensemble member weighed its networks
+    1/4, 1/4 against 1/2 for the other member, and minser.export failed on it with an AttributeError."""
+    with pytest.raises(CheckpointError, match=r"^ensemble: member 0 is 'a\.pt' \(str\), not "
+                                              r"a Recognizer; pass loaded recognizers, or use Recognizer\.load\(\[\.\.\.\]\) "
+                                              "for checkpoint paths$"):
+        Recognizer.ensemble(["a.pt", "b.pt"])
+    with pytest.raises(CheckpointError, match=r"^ensemble: member 1 is None \(NoneType\), not a Recognizer"):
+        Recognizer.ensemble([rec, None])
+    b, c = (Recognizer.load(save_tiny(tmp_path / f"{n}.pt", seed=s)) for n, s in (("b", 1), ("c", 2)))
+    nested = Recognizer.ensemble([Recognizer.ensemble([rec, b]), c])
+    assert nested.members == (rec, b, c) and len(nested.model) == 3
+    waves = [wave(2.0, seed=21), wave(9.0, seed=22)]
+    np.testing.assert_allclose(nested.probabilities(waves), Recognizer.ensemble([rec, b, c]).probabilities(waves),
+                               rtol=1e-6, atol=1e-7)
+    assert nested.source == f"{rec.source} + {b.source} + {c.source}"
 
 
 @pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings
