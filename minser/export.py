@@ -56,7 +56,8 @@ import torch
 
 from minser import checkpoint, files
 from minser.errors import CheckpointError, ConfigError, MinserError, plain_warnings
-from minser.recognizer import (Recognizer, ServedNetwork, default_checkpoint, log_mean_softmax,
+from minser.features import FrontEnd
+from minser.recognizer import (Recognizer, ServedNetwork, checked_features, default_checkpoint, log_mean_softmax,
                                refuse_repeated_checkpoints, resolve_checkpoint)
 from minser.speakers import refuse_single_recordings
 
@@ -152,7 +153,16 @@ def _quiet_tracer() -> Iterator[None]:
 
 def onnx_logits(session: Any, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Logits ``(batch, n_classes)`` of an onnxruntime session of an exported graph, fed the inputs it lists
-    (a graph of networks trained on full inputs has no ``lengths``)."""
+    (a graph of networks trained on full inputs has no ``lengths``). The inputs are checked as
+    :meth:`minser.Recognizer.logits` checks them, by the graph's metadata (ConfigError): lengths past the
+    frames given failed inside the graph ("Out of range value in index tensor"), and a ``--pad-to full`` graph
+    fed cut features gave other logits without a word."""
+    meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
+    if not {"minser.frontend", "minser.pad_to", "minser.min_frames"} <= set(meta):
+        raise ConfigError("onnx_logits: the graph lacks minser's metadata (minser.frontend, minser.pad_to, "
+                          "minser.min_frames); pass a session of a graph python -m minser.export wrote")
+    features, lengths = checked_features(features, lengths, FrontEnd.from_dict(meta["minser.frontend"]),
+                                         meta["minser.pad_to"] == "batch", meta["minser.min_frames"], "onnx_logits")
     feeds = {"features": features, "lengths": lengths}
     return session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
 

@@ -237,6 +237,37 @@ def _check_batch_shape(array: np.ndarray, sr: int) -> None:
             "or (batch, samples) with one wave per row")
 
 
+def checked_features(features: object, lengths: object, frontend: FrontEnd, pass_lengths: bool, min_frames: int,
+                     name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``features`` as float32 ``(batch, n_mels, frames)`` and ``lengths`` as int64 ``(batch,)``, or ConfigError
+    naming ``name`` (the function given them) unless they are what a network served with ``frontend`` takes: all
+    of extract's frames for one trained on full inputs (not ``pass_lengths``), at least ``min_frames``, lengths in
+    1 to the frames given. Shared by :meth:`Recognizer.logits` and :func:`minser.export.onnx_logits`."""
+    x, n = np.asarray(_numpy(features)), np.asarray(_numpy(lengths))
+    bands = frontend.n_mels
+    if x.ndim != 3 or x.shape[1] != bands or not np.issubdtype(x.dtype, np.floating):
+        raise ConfigError(f"{name}: features of shape {x.shape} and dtype {x.dtype}; expected floats "
+                          f"(batch, {bands}, frames), e.g. from minser.features.extract (one utterance: "
+                          "features[None])")
+    if n.shape != x.shape[:1] or not np.issubdtype(n.dtype, np.integer):
+        raise ConfigError(f"{name}: lengths of shape {n.shape} and dtype {n.dtype}; expected {x.shape[0]} "
+                          "integers, the valid frames of each utterance")
+    if n.size and not ((n >= 1) & (n <= x.shape[2])).all():
+        raise ConfigError(f"{name}: lengths {n.tolist()} outside 1 to {x.shape[2]} (the frames given)")
+    frames, full = x.shape[2], frontend.n_frames
+    if not pass_lengths and frames != full:
+        # It was trained on every utterance padded to 7.5 s: other frame counts give other logits.
+        raise ConfigError(f"{name}: features of {frames} frames, but the network was trained on full inputs "
+                          f"(--pad-to full) and takes all {full}; pass them uncut, as minser.features.extract "
+                          "gives them")
+    if frames < min_frames:
+        raise ConfigError(f"{name}: features of {frames} frames, fewer than the network's min_frames "
+                          f"({min_frames}); pad them to at least {min_frames} frames with silence "
+                          f"({10 * math.log10(frontend.amin):g} dB, as minser.features.extract pads), "
+                          f"or pass extract's {full} frames uncut")
+    return x.astype(np.float32, copy=False), n.astype(np.int64, copy=False)
+
+
 class Recognizer:
     """A trained network with its front end and class names, ready to label audio on the CPU.
 
@@ -467,29 +498,7 @@ class Recognizer:
 
     def _checked_features(self, features: object, lengths: object) -> tuple[np.ndarray, np.ndarray]:
         """``features`` as float32 ``(batch, n_mels, frames)`` and ``lengths`` as int64 ``(batch,)``, checked."""
-        x, n = np.asarray(_numpy(features)), np.asarray(_numpy(lengths))
-        bands = self.frontend.n_mels
-        if x.ndim != 3 or x.shape[1] != bands or not np.issubdtype(x.dtype, np.floating):
-            raise ConfigError(f"logits: features of shape {x.shape} and dtype {x.dtype}; expected floats "
-                              f"(batch, {bands}, frames), e.g. from minser.features.extract (one utterance: "
-                              "features[None])")
-        if n.shape != x.shape[:1] or not np.issubdtype(n.dtype, np.integer):
-            raise ConfigError(f"logits: lengths of shape {n.shape} and dtype {n.dtype}; expected {x.shape[0]} "
-                              "integers, the valid frames of each utterance")
-        if n.size and not ((n >= 1) & (n <= x.shape[2])).all():
-            raise ConfigError(f"logits: lengths {n.tolist()} outside 1 to {x.shape[2]} (the frames given)")
-        frames, full = x.shape[2], self.frontend.n_frames
-        if not self.pass_lengths and frames != full:
-            # It was trained on every utterance padded to 7.5 s: other frame counts give other logits.
-            raise ConfigError(f"logits: features of {frames} frames, but the network was trained on full inputs "
-                              f"(--pad-to full) and takes all {full}; pass them uncut, as minser.features.extract "
-                              "gives them")
-        if frames < self.min_frames:
-            raise ConfigError(f"logits: features of {frames} frames, fewer than the network's min_frames "
-                              f"({self.min_frames}); pad them to at least {self.min_frames} frames with silence "
-                              f"({10 * math.log10(self.frontend.amin):g} dB, as minser.features.extract pads), "
-                              f"or pass extract's {full} frames uncut")
-        return x.astype(np.float32, copy=False), n.astype(np.int64, copy=False)
+        return checked_features(features, lengths, self.frontend, self.pass_lengths, self.min_frames, "logits")
 
     def cut(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``features (batch, n_mels, frames)`` cut to the frames the network reads: up to the longest of

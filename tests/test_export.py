@@ -85,6 +85,25 @@ def test_onnx_raises_short_lengths_to_the_networks_minimum_as_the_recognizer_doe
     np.testing.assert_allclose(got, recognizer.logits(features, lengths), atol=1e-4)
 
 
+def test_onnx_logits_checks_its_inputs_as_the_recognizer_does(tmp_path):
+    """Lengths past the frames given failed inside the graph ("Out of range value in index tensor"), and a graph
+    trained on full inputs fed cut features gave other logits without a word."""
+    features = np.random.default_rng(0).normal(-40.0, 10.0, (1, 40, 750)).astype(np.float32)
+    for pad_to, x, n, message in (("batch", features[:, :, :15], [40], r"lengths \[40\] outside 1 to 15"),
+                                  ("full", features[:, :, :160], [100], r"features of 160 frames, but the network was "
+                                                                        r"trained on full inputs")):
+        path, _ = export_onnx(Recognizer.load(tiny_checkpoint(tmp_path / f"{pad_to}.pt", "ilt", pad_to=pad_to)),
+                              tmp_path / f"{pad_to}.onnx")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with pytest.raises(ConfigError, match=rf"^onnx_logits: {message}"):
+            onnx_logits(session, x, np.array(n))
+        assert onnx_logits(session, features, np.array([100], dtype=np.int32)).shape == (1, len(LABELS))  # int64 fed
+    bare = onnxruntime.InferenceSession(onnx_bytes(Recognizer.load(tmp_path / "full.pt")),
+                                        providers=["CPUExecutionProvider"])
+    with pytest.raises(ConfigError, match=r"^onnx_logits: the graph lacks minser's metadata"):
+        onnx_logits(bare, features, np.array([100]))
+
+
 @pytest.mark.parametrize("pad_to", ["batch", "full"])
 def test_onnx_runs_the_recognizers_front_end_output(pad_to, tmp_path):
     """Front end in numpy, network in onnxruntime: the same probabilities as the Recognizer, for a network
