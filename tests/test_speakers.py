@@ -164,8 +164,10 @@ def test_enrolment_cuts_long_recordings_into_windows_and_is_refused_where_it_doe
     with pytest.raises(CheckpointError, match=r"was trained without --speaker-norm, so it takes no speaker statistics; "
                                               r"label without enrolling \(predict, or minser.predict without --enrol\)$"):
         Recognizer.load(plain).for_speaker([wave], sr=16000)
-    assert export_main([str(normed), "--quantize", "int8"]) == 2  # an exported model cannot be enrolled
-    assert "for_speaker" in capsys.readouterr().err and not (tmp_path / "normed.int8.pt").exists()
+    assert export_main([str(normed), "--format", "onnx"]) == 2  # an ONNX graph cannot be enrolled
+    assert "for_speaker" in capsys.readouterr().err and not (tmp_path / "normed.onnx").exists()
+    assert export_main([str(normed), "--quantize", "int8"]) == 0  # the Recognizer serving int8 enrols
+    assert Recognizer.load(tmp_path / "normed.int8.pt").for_speaker([wave], sr=16000).speaker_stats == one
 
 
 def test_enrolment_curve_with_every_recording_is_evaluates_score(emodb_root: Path, tmp_path: Path) -> None:
