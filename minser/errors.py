@@ -7,6 +7,7 @@ object at fault (a file, a folder, an option), says what was wrong and what to d
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -54,7 +55,11 @@ def broken_pipe_status() -> int:
     Catch the error around the prints and a ``sys.stdout.flush()`` after them: output to a pipe is buffered,
     and a flush left to the interpreter's exit fails there, printing ``Exception ignored ...`` and exiting
     120. Pointing stdout at /dev/null keeps that final flush of what is still buffered from raising again."""
+    try:
+        stdout = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # a stream of its own (pytest's, a notebook's)
+        return 128 + signal.SIGPIPE
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stdout)
     os.close(devnull)
     return 128 + signal.SIGPIPE

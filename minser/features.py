@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 
@@ -124,8 +125,10 @@ def most_mel_bands(sr: int, n_fft: int, fmin: float = 0.0, fmax: float | None = 
 
 
 def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool) -> None:
-    """Raise ConfigError when a Mel band holds no frequency bin (an all-zero filterbank row, whose feature is the
-    dB floor whatever the audio), naming the most bands these settings fill; the other settings are valid."""
+    """Raise ConfigError when there are more Mel bands than frequency bins, and warn (UserWarning, as librosa does)
+    when a band holds no bin (an all-zero filterbank row, whose feature is the dB floor whatever the audio), naming
+    the most bands these settings fill; the other settings are valid. A warning, not an error: front ends that
+    checkpoints of earlier versions record must still load (``python -m minser.train`` refuses such a --n-mels)."""
     bins = frequency_bins(n_fft)
     # More bands than bins were always refused; checked, they would first build n_mels + 2 Mel points, however many.
     empty = None if n_mels > bins else _first_empty_band(sr, n_fft, n_mels, fmin, fmax, htk)
@@ -138,7 +141,9 @@ def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | No
     settings = f"at these settings (sample_rate={sr}, fmin={fmin}, fmax={fmax}, htk={htk})"
     advice = (f"{settings} every band holds a bin up to n_mels={most}: use at most that many Mel bands, or a larger "
               "n_fft" if most else f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
-    raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
+    if empty is None:
+        raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
+    warnings.warn(f"front end: n_mels={n_mels} {problem}; {advice}", UserWarning, stacklevel=4)
 
 
 def _check_amin(amin: float) -> None:

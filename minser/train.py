@@ -1033,7 +1033,7 @@ def train_fold(fold: Fold, config: TrainConfig, run: dict[str, Any], dist: Dist,
         rng = _rank_rng_states(learner)  # a collective under torchrun: every rank takes part
         if dist.main:
             save_epoch(learner, progress, folder, saved, val["wa"], rng)
-            print(clock.line(fold, epoch + 1, progress.history[-1]), flush=True)
+            report(clock.line(fold, epoch + 1, progress.history[-1]))
         clock.tick(seconds)
     if dist.main and not len(fold.val.y):
         # No validation part (--protocol all): best.pt is the last epoch, written when the fold ends, so also when
@@ -1570,9 +1570,9 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     todo = _epochs_to_run(config.epochs, trained, len(splits))
     clock = Clock(todo, len(splits), config.epochs)
     if dist.main:
-        print(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
-              f"{config.protocol} protocol, {len(splits)} folds x {config.epochs} epochs, device {device}, "
-              f"{dist.world} process(es), run folder {out}", flush=True)
+        report(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
+               f"{config.protocol} protocol, {len(splits)} folds x {config.epochs} epochs, device {device}, "
+               f"{dist.world} process(es), run folder {out}")
     folds = []
     for index, split in enumerate(splits):
         fold = make_fold(index, split, clean, noisy, speakers, network.min_frames)
@@ -1591,7 +1591,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
         files.write_json(out / "results.json", results)
         if confusion is not None:
             write_confusion(out, confusion, corpus.labels)
-        print(summary_table(results), flush=True)
+        report(summary_table(results))
     return results
 
 
@@ -1618,6 +1618,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return train(parse_args(argv))
 
 
+class OutputClosed(Exception):
+    """The reader of the run's report on stdout stopped early (``| head``): :func:`report`'s BrokenPipeError, told
+    apart from one of anything else, which must not pass for it."""
+
+
+def report(text: str) -> None:
+    """Print ``text``, a part of the run's report (its header, an epoch line, the summary), on stdout, flushed: a
+    reader gone is seen here (raising :class:`OutputClosed`), not at exit as an "Exception ignored"."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError as exc:
+        raise OutputClosed from exc
+
+
 @plain_warnings()
 def cli(argv: Sequence[str] | None = None) -> int:
     """Console entry point: a bad input prints ``error: ...`` (``rank N: error: ...`` on the other ranks under
@@ -1627,7 +1641,6 @@ def cli(argv: Sequence[str] | None = None) -> int:
     SIGPIPE), resumable as after Ctrl-C."""
     try:
         main(argv)
-        sys.stdout.flush()  # the summary table: here, not at exit, where a reader gone is an "Exception ignored"
     except MinserError as exc:
         # One write per line: ranks writing the text and the newline apart ran their lines together. The
         # other ranks name themselves (an error of theirs alone, a file only their machine lacks, must show).
@@ -1640,7 +1653,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         if torchrun_dist().main:
             print(str(exc) or "interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
-    except BrokenPipeError:  # the reader of the epoch lines stopped (`| head`): stop as a Unix tool does
+    except OutputClosed:  # stop as a Unix tool does
         return broken_pipe_status()
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

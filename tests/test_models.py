@@ -280,6 +280,11 @@ def test_alpha_without_fusion_plus_is_refused() -> None:
     spec = json.loads(json.dumps(build("ilt", 4, fusion="concat").spec))  # a spec stores the default alpha: loads
     assert spec["options"]["alpha"] == 0.5 and from_spec(spec).spec == spec
     assert build("ilt", 4, fusion="plus", alpha=0.9).fusion_weights()["lstm"] == 0.9
+    # A spec an earlier version wrote with an ignored alpha still rebuilds, to the same network (alpha unused).
+    old = {**spec, "options": {**spec["options"], "alpha": 0.3}}
+    assert from_spec(old).spec == spec
+    with pytest.raises(ConfigError, match=r"option alpha=2\.0 is invalid: give a number in \[0, 1\]"):
+        from_spec({**old, "options": {**old["options"], "fusion": "plus", "alpha": 2.0}})  # plus still checks it
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
@@ -313,6 +318,16 @@ def test_features_of_another_dtype_than_the_network_are_refused(dtype: torch.dty
             model(x.to(dtype), lengths)
         assert model(x.half(), lengths).dtype == torch.bfloat16
     assert model.double()(x.double(), lengths).dtype == torch.float64
+    # Mixed precision: bf16 layers, BatchNorms (the input's first of all) kept in float32, fed bf16 features.
+    mixed = build("cnn", 4, n_mels=16, d_model=8, channels=[2, 2, 2], input_norm=True).eval()
+    for module in mixed.modules():
+        if not any(module.children()) and not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.to(torch.bfloat16)
+    assert next(mixed.parameters()).dtype == torch.float32  # input_norm's weight
+    assert mixed(x.to(torch.bfloat16), lengths).shape == (2, 4)
+    with pytest.raises(DataError, match=r"parameters are torch\.bfloat16; convert the features with "
+                                        r"features\.to\(torch\.bfloat16\)"):
+        mixed(x.double(), lengths)  # the dtype most weights hold
 
 
 def test_one_step_of_one_utterance_in_training_without_lengths_is_refused_with_the_fix() -> None:

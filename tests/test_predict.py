@@ -114,6 +114,20 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(model, clip, monkeypatch
     assert capsys.readouterr().err == ""
 
 
+def test_a_reader_that_stops_early_is_quiet_on_a_stdout_without_a_file_descriptor(model, clip, monkeypatch, capsys):
+    """A stream of its own (pytest's capture, a notebook's) has no fileno: broken_pipe_status raised
+    io.UnsupportedOperation in place of the quiet 141."""
+    import io
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    monkeypatch.setattr(sys, "stdout", Gone())
+    assert main([str(clip), "--model", str(model)]) == 141
+    assert capsys.readouterr().err == ""
+
+
 def test_ctrl_c_keeps_the_lines_printed_and_exits_130(model, clip, monkeypatch, capsys):
     """Ctrl-C printed a KeyboardInterrupt traceback through torch and died by SIGINT."""
     from minser.recognizer import Recognizer

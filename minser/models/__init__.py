@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from minser.errors import ConfigError
-from minser.models.config import BaseOptions, option_names
+from minser.models.config import BaseOptions, ILTOptions, option_names
 from minser.models.networks import NETWORKS, Network
 
 MODELS: dict[str, type[Network]] = {network.name: network for network in NETWORKS}
@@ -68,4 +68,8 @@ def from_spec(spec: dict[str, Any]) -> Network:
     if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
         raise ConfigError("a model spec's options are a dict of option names to values ({} for the defaults); "
                           f"got options={options!r}")
+    if spec["name"] == "ilt" and options.get("fusion", ILTOptions.fusion) != "plus":
+        # Earlier versions recorded an alpha that the other fusions ignored, which ILTOptions now refuses: it never
+        # shaped the weights, so it is dropped rather than the checkpoint refused.
+        options = {key: value for key, value in options.items() if key != "alpha"}
     return build(spec["name"], spec["n_classes"], **options)

@@ -94,11 +94,14 @@ class Network(nn.Module):
             raise DataError(
                 f"{self.name} wants features (batch, {self.options.n_mels}, frames), got {tuple(x.shape)}"
             )
-        dtype = next(self.parameters()).dtype
-        # Autocast casts float32 / float16 / bfloat16 features itself (not float64); otherwise torch wants the
-        # parameters' dtype, and said so in the first convolution as "expected scalar type Double but found Float".
+        # Autocast casts float32 / float16 / bfloat16 features itself (not float64); otherwise torch wants a dtype of
+        # the parameters, and said so in the first convolution as "expected scalar type Double but found Float". Any
+        # of them: a network in bf16 may keep its BatchNorms (the input's among them) in float32.
+        dtypes = {p.dtype for p in self.parameters()}
         autocast = torch.is_autocast_enabled(x.device.type)
-        if x.dtype != dtype and not (autocast and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
+        if x.dtype not in dtypes and not (autocast and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
+            # The dtype of most of the weights: the one the convolutions and layers that read the features hold.
+            dtype = max(dtypes, key=lambda d: sum(p.numel() for p in self.parameters() if p.dtype == d))
             raise DataError(
                 f"{self.name} got features of dtype {x.dtype}, but its parameters are {dtype}; convert the features "
                 f"with features.to({dtype}) (torch.from_numpy keeps a float64 array float64)"
