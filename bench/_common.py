@@ -1,7 +1,8 @@
 """Shared helpers of minser's benchmark scripts: timing, environment, tables, JSON, lengths.
 
 Every script in ``bench/`` imports this file as a sibling (``bench/`` is put on ``sys.path``
-by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``.
+by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``; so do
+``tools/svm_baseline.py`` and ``tools/kernel_report.py``, for :func:`check_json`.
 
 Timing protocol (:func:`measure`): ``warmup`` untimed calls, then ``repeat`` timed calls; on a
 CUDA device each call is bracketed by CUDA events (GPU time, after a synchronise), on CPU by a
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,20 +218,26 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n"), mode="w")
 
 
-def check_json(path: str | None) -> None:
-    """ConfigError naming ``--json path`` when :func:`write_json` could not write it: a folder, or a path under a
-    file or in a folder this process cannot write in (missing folders are fine: they are created). Every script
-    checks it with its other options, as the file is written only once the benchmark has run."""
+def check_json(path: str | os.PathLike | None, option: str = "--json",
+               inputs: Iterable[tuple[str, str | os.PathLike]] = ()) -> None:
+    """ConfigError naming ``option path`` when :func:`write_json` could not write it: a folder, or a path under a
+    file or in a folder this process cannot write in (missing folders are fine: they are created), or when it is
+    the file of one of ``inputs``, ``(option, path)`` pairs of what the script reads, which writing would destroy.
+    Every script checks it with its other options, as the file is written only once the benchmark has run."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
-        raise ConfigError(f"--json {path}: is a folder; name a file to write")
+        raise ConfigError(f"{option} {path}: is a folder; name a file to write")
     folder = next(p for p in target.absolute().parents if p.exists())  # the root always exists
     if not folder.is_dir():
-        raise ConfigError(f"--json {path}: {folder} is a file, not a folder; choose another folder")
+        raise ConfigError(f"{option} {path}: {folder} is a file, not a folder; choose another folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--json {path}: cannot write in {folder}; choose a folder you can write to")
+        raise ConfigError(f"{option} {path}: cannot write in {folder}; choose a folder you can write to")
+    for name, source in inputs:
+        if target.resolve() == Path(source).resolve():  # a link to the input, or another spelling of its path
+            raise ConfigError(f"{option} {path} is {source}, which {name} reads: writing it would destroy it; "
+                              "name another file")
 
 
 # How every script's --quick treats the options given with it (see given_or_default).
@@ -247,19 +254,23 @@ def given_or_default(args: argparse.Namespace, defaults: Mapping[str, object]) -
     return {name: default if getattr(args, name) is None else getattr(args, name) for name, default in defaults.items()}
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+THREADS_HELP = "torch CPU threads (default: torch's choice)"
+DEVICE_HELP = "'cpu' or 'cuda' (default: cuda when a CUDA device is present, else cpu)"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, threads_help: str = THREADS_HELP,
+                         device_help: str = DEVICE_HELP) -> None:
     """The options every bench script shares: ``--quick``, ``--json``, ``--markdown``, ``--threads``, ``--clock``,
-    ``--device``."""
+    ``--device``. A script whose ``--threads`` or ``--device`` default differs from torch's choice and from
+    :func:`resolve_device`'s gives its own help text for it."""
     parser.add_argument("--quick", action="store_true",
                         help=f"a small subset that runs in seconds (smoke test); {QUICK_HELP}")
     parser.add_argument("--json", metavar="PATH", help="also write the results and the environment to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs/BENCHMARKS.md)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, metavar="N", help=threads_help)
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="CPU timing clock: wall (default) or cpu (process CPU time; robust on a busy machine)")
-    parser.add_argument(
-        "--device", default=None, help="'cpu' or 'cuda' (default: cuda when a CUDA device is present, else cpu)"
-    )
+    parser.add_argument("--device", default=None, help=device_help)
 
 
 @contextlib.contextmanager

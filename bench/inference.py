@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", type=Path, metavar="CHECKPOINT",
                         help="also time this checkpoint's float pipeline in the same rounds; report ratios to it")
     parser.add_argument("--repeat", type=int, help="timed rounds, one call per variant each (default: 50; --quick: 3)")
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, device_help="only cpu, the default: this benchmark runs on the CPU",
+                                threads_help="torch and onnxruntime CPU threads to time (default: 1 and 2, each timed; "
+                                "--quick: 1)")
     return parser
 
 
@@ -237,9 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; bad input (a checkpoint, a run folder, an option) prints ``error: ...`` and returns 2."""
     args = build_parser().parse_args(argv)
     try:
-        args = _checked(args)
         with checkpoint_file(args.model) as model:
-            return _run(args, model)
+            return _run(_checked(args, model), model)
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -256,19 +257,37 @@ def checkpoint_file(model: Path | None) -> Iterator[Path]:
         yield default
 
 
-def _checked(args: argparse.Namespace) -> argparse.Namespace:
+def _checked(args: argparse.Namespace, model: Path) -> argparse.Namespace:
     """``args`` with ``--baseline`` resolved to a checkpoint file (a run folder names its only fold), checked
-    before any timing: the device, the counts, the --json path, and that ``--accuracy`` is a run with folds."""
+    before any timing: the device, the counts, that ``--accuracy`` is a run with folds that can be scored
+    (:func:`_check_scorable`), and the --json path, which must not be a checkpoint read (``model`` is --model's)."""
     if args.device not in (None, "cpu"):
         raise ConfigError(f"--device {args.device}: this benchmark runs on the CPU only (edge inference); "
                           "leave --device out or give cpu")
     common.check_counts({"threads": args.threads, "repeat": args.repeat})
-    common.check_json(args.json)
-    if args.accuracy is not None and not fold_checkpoints(args.accuracy):
+    folds = [] if args.accuracy is None else fold_checkpoints(args.accuracy)
+    if args.accuracy is not None and not folds:
         raise ConfigError(f"--accuracy {args.accuracy}: holds no fold-<k>/best.pt; give the --out folder of a "
                           "python -m minser.train run")
+    for path in folds:
+        _check_scorable(checkpoint.load(path), path, args.accuracy)
     baseline = None if args.baseline is None else resolve_checkpoint(args.baseline)
+    common.check_json(args.json, inputs=[("--model", model), *([("--baseline", baseline)] if baseline else []),
+                                         *(("--accuracy", path) for path in folds)])
     return argparse.Namespace(**{**vars(args), "baseline": baseline})
+
+
+def _check_scorable(saved: dict, path: Path, run: Path) -> None:
+    """ConfigError unless the fold checkpoint ``saved`` (``path`` in ``--accuracy run``) can be scored by every
+    variant: it needs a test part (``--protocol all`` keeps none) and no speaker statistics, which none of the
+    variants takes (:func:`accuracy_rows` found either only after all the timing)."""
+    if not saved.get("fold", {}).get("test"):
+        raise ConfigError(f"--accuracy {run}: {path} has no test part to score (a --protocol all run trains on every "
+                          "utterance); give a run of --protocol random, speaker or session")
+    if saved.get("speaker_norm"):
+        raise ConfigError(f"--accuracy {run}: {path} was trained with --speaker-norm, so it needs each speaker's "
+                          "statistics, which the variants benchmarked here (float, int8, ONNX) take none of; give a "
+                          "run trained without --speaker-norm, or score this one with python -m minser.evaluate")
 
 
 def timing_counts(args: argparse.Namespace) -> tuple[list[int], int, int]:

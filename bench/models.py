@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--quick: --models cnn,cat --batch 4 --train-steps 2 --warmup 1 --repeat 3; "
         f"{common.QUICK_HELP}.",
     )
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, device_help="'cpu' or 'cuda': time that device only (default: the CPU, then "
+                                "the CUDA device when present)")
     parser.add_argument("--models", help=f"comma-separated networks (default: all of {', '.join(models.MODELS)})")
     parser.add_argument("--pad-to", choices=(*PAD_TO, "both"), default="both",
                         help="training input padding: full (750 frames), batch (the batch's longest) or both")

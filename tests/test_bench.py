@@ -622,6 +622,19 @@ def test_check_json_accepts_a_file_in_folders_to_create(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_check_json_refuses_a_file_the_script_reads(tmp_path):
+    """bench/inference.py --model m.pt --json m.pt overwrote the checkpoint with the results."""
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    (tmp_path / "link.json").symlink_to(model)
+    for path in (model, tmp_path / "sub" / ".." / "m.pt", tmp_path / "link.json"):  # other spellings of it too
+        with pytest.raises(ConfigError, match=f"^--out {re.escape(str(path))} is {re.escape(str(model))}, which "
+                                              "--data reads: writing it would destroy it; name another file$"):
+            common.check_json(str(path), "--out", [("--model", tmp_path / "other.pt"), ("--data", str(model))])
+    common.check_json(str(tmp_path / "out.json"), inputs=[("--model", model)])
+    assert model.read_bytes() == b"weights"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
 def test_check_json_refuses_a_folder_it_cannot_write_in(tmp_path):
     locked = tmp_path / "locked"
@@ -641,6 +654,13 @@ def test_frontend_without_librosa_says_what_to_install(monkeypatch, capsys):
     assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
     assert frontend.main(["--quick"]) == 2
     assert capsys.readouterr().err == "error: bench/frontend.py needs librosa (pip install librosa, or the dev extra)\n"
+
+
+def test_models_help_states_that_it_runs_cpu_and_cuda_without_device(capsys):
+    """The shared help said cuda when present, else cpu: without --device it times the CPU and the CUDA device."""
+    text = " ".join(bench_models.build_parser().format_help().split())
+    assert ("--device DEVICE 'cpu' or 'cuda': time that device only (default: the CPU, then the CUDA device when "
+            "present)") in text
 
 
 def test_models_batch_1_times_batch_1_once(monkeypatch, capsys):
@@ -674,8 +694,9 @@ def test_script_help_states_the_defaults(script: Path, shown: str) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["model_table.py", "--models", "cnn", "--batch", "0"], "model_table.py: error: --batch 0: give a positive number"),
+    # The network's own message advised lengths.clamp(min=15), which this tool's user cannot give.
     (["model_table.py", "--models", "cnn", "--frames", "10", "--repeats", "1", "--batch", "1"],
-     "model_table.py: error: cnn got an utterance of 10 frames, fewer than its minimum"),
+     "model_table.py: error: --frames 10: cnn needs utterances of at least 15 frames; give --frames 15 or more\n"),
     *[pytest.param(argv, message, marks=pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                                           reason="kernel_report.py needs triton (the gpu extra)"))
       for argv, message in [
@@ -688,6 +709,53 @@ def test_tools_refuse_nonsense_options_without_a_traceback(argv, message):
     proc = subprocess.run([sys.executable, str(TOOLS / argv[0]), *argv[1:]], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+# tools/kernel_report.py with one of its functions or its ptxas path replaced (``patch``, Python run after the import).
+_PATCHED_KERNEL_REPORT = """
+import importlib.util, sys
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("kernel_report", {script!r})
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+{patch}
+sys.exit(report.main(sys.argv[1:]))
+"""
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                  reason="kernel_report.py needs triton (the gpu extra)")
+
+
+def _kernel_report(patch: str, *argv: str) -> subprocess.CompletedProcess:
+    child = _PATCHED_KERNEL_REPORT.format(script=str(TOOLS / "kernel_report.py"), patch=patch)
+    return subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=120)
+
+
+@needs_triton
+def test_kernel_report_without_ptxas_blackwell_says_which_triton_has_it(tmp_path):
+    """Triton 3.0 to 3.5 (which the gpu extra allows) ship only ptxas: a FileNotFoundError traceback after compiling."""
+    from importlib.metadata import version
+
+    missing = tmp_path / "bin" / "ptxas-blackwell"
+    proc = _kernel_report(f"report.PTXAS = Path({str(missing)!r})\n"
+                          "report.compile_all = lambda *args: sys.exit('compiled')")
+    assert proc.returncode == 2 and proc.stderr.endswith(
+        f"error: {missing} is missing: triton {version('triton')} ships no ptxas-blackwell, which this report "
+        "assembles with; pip install 'triton>=3.6'\n"), proc.stderr[-2000:]
+
+
+@needs_triton
+def test_kernel_report_checks_json_before_compiling_and_reports_a_failed_write(tmp_path):
+    """--json under a file was a ConfigError traceback once every kernel had compiled (minutes)."""
+    (tmp_path / "file").write_text("")
+    under_file = tmp_path / "file" / "report.json"
+    proc = _kernel_report("report.compile_all = lambda *args: sys.exit('compiled')", "--json", str(under_file))
+    assert proc.returncode == 2 and (f"error: --json {under_file}: {tmp_path / 'file'} is a file, not a folder; choose "
+                                     "another folder\n") in proc.stderr and "compiled" not in proc.stderr
+    # A folder made where --json points while it compiled: one line, exit 2, not a traceback.
+    later = tmp_path / "later.json"
+    proc = _kernel_report(f"report.compile_all = lambda *args: Path({str(later)!r}).mkdir() or []", "--json", str(later))
+    assert proc.returncode == 2 and proc.stderr == f"error: {later} is a folder; name a file to write\n", proc.stderr
 
 
 # A reproduce.py run whose training is minser.train's main stood in for: t1-ilt-concat finishes, then the

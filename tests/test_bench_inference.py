@@ -197,3 +197,59 @@ def test_accuracy_scores_each_fold_on_its_own_test_split(emodb_root, tmp_path):
     rows = [row for row in bench.accuracy_rows(out) if row["variant"] == "float"]
     scored = [score for row in rows for score in (row["wa"], row["ua"])]
     assert scored == pytest.approx([score for fold in results["folds"] for score in (fold["wa"], fold["ua"])])
+
+
+def _fold(model: Path, run: Path, **fields) -> Path:
+    """``run/fold-1/best.pt``: ``model``'s checkpoint with ``fields`` added (a fold record, speaker statistics)."""
+    saved = checkpoint.load(model)
+    return checkpoint.save(run / "fold-1" / "best.pt", **{k: v for k, v in saved.items() if k != "format"}, **fields)
+
+
+@pytest.mark.parametrize("written", ["--model", "--baseline", "--accuracy"])
+def test_a_json_path_that_is_a_checkpoint_read_is_refused_before_any_timing(written, model, tmp_path, capsys):
+    """--json m.pt with --model m.pt replaced the checkpoint with the results once the timing had run."""
+    test_part = {"fold": {"index": 0, "name": "fold-1", "test": [0, 1]}}
+    read = {"--model": _fold(model, tmp_path / "model-run", **test_part),  # a run folder names its fold: that is read
+            "--baseline": _fold(model, tmp_path / "baseline-run", **test_part),
+            "--accuracy": _fold(model, tmp_path / "accuracy-run", **test_part)}
+    argv = ["--quick", "--threads", "1", "--model", str(tmp_path / "model-run"), "--baseline",
+            str(read["--baseline"]), "--accuracy", str(tmp_path / "accuracy-run")]
+    before = read[written].read_bytes()
+    assert bench.main([*argv, "--json", str(read[written])]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --json {read[written]} is {read[written]}, which {written} reads: writing it "
+                            "would destroy it; name another file\n") and captured.out == ""
+    assert read[written].read_bytes() == before
+
+
+def test_accuracy_of_a_run_without_test_parts_is_refused_before_any_timing(model, tmp_path, capsys):
+    """A --protocol all run (tools/train_default.py's runs/default) printed an empty table and exited 0."""
+    fold = _fold(model, tmp_path / "run", fold={"index": 0, "name": "all-utterances", "test": []})
+    assert bench.main(["--quick", "--threads", "1", "--model", str(model), "--accuracy", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --accuracy {tmp_path / 'run'}: {fold} has no test part to score (a --protocol all "
+                            "run trains on every utterance); give a run of --protocol random, speaker or session\n")
+    assert captured.out == ""
+
+
+def test_accuracy_of_a_speaker_norm_run_is_refused_before_any_timing(model, tmp_path, capsys):
+    """It failed once every variant had been timed, with minser.export's advice."""
+    fold = _fold(model, tmp_path / "run", fold={"index": 0, "name": "03", "test": [0, 1]},
+                 speaker_norm={"03": [[0.0] * 40, [1.0] * 40]})
+    assert bench.main(["--quick", "--threads", "1", "--model", str(model), "--accuracy", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --accuracy {tmp_path / 'run'}: {fold} was trained with --speaker-norm, so it "
+                            "needs each speaker's statistics, which the variants benchmarked here (float, int8, ONNX) "
+                            "take none of; give a run trained without --speaker-norm, or score this one with python -m "
+                            "minser.evaluate\n")
+    assert captured.out == ""
+
+
+def test_help_states_this_benchmarks_threads_and_device(capsys):
+    """The shared help said torch's choice of threads and CUDA when present: it times 1 and 2 threads, on the CPU."""
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--threads N torch and onnxruntime CPU threads to time (default: 1 and 2, each timed; --quick: 1)" in text
+    assert "--device DEVICE only cpu, the default: this benchmark runs on the CPU" in text
+    assert "torch's choice" not in text and "cuda when a CUDA device is present" not in text

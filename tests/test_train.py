@@ -1635,3 +1635,83 @@ def test_train_default_reports_a_ship_that_fails_after_training(emodb_root: Path
     assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(shipped)]) == 2
     # After the feature cache's progress lines, where it is computed here.
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {shipped} is a folder; name a file to write"
+
+
+# tools/reproduce.py --rows, tools/svm_baseline.py --out and classes, tools/enrolment_curve.py counts above a speaker's.
+
+@pytest.mark.parametrize("rows", ["", "t1-ilt-concat,", ",t2-cat-both"])
+def test_reproduce_refuses_empty_row_ids_before_training(rows: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """--rows "" (an unset shell variable) was taken for no --rows: all 12 rows ran, hours of them."""
+    reproduce = _tool("reproduce")
+    monkeypatch.setattr(reproduce, "train", lambda argv: pytest.fail(f"trained: {argv}"))
+    assert reproduce.main(["--rows", rows, "--out", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err == (f"error: --rows {rows!r}: an empty row id; give comma-separated row ids from "
+                                       f"{', '.join(row.id for row in reproduce.ROWS)}, or leave --rows out to run "
+                                       "them all\n")
+    assert not (tmp_path / "rep").exists()
+
+
+def _two_label_manifest(emodb_root: Path, path: Path) -> Path:
+    """A manifest of 20 EmoDB utterances labelled anger or neutral."""
+    path.write_text("path,label\n" + "".join(f"{p},{'neutral' if p.stem[5] == 'N' else 'anger'}\n"
+                                             for p in sorted((emodb_root / "wav").glob("*[NW]?.wav"))[:20]))
+    return path
+
+
+def test_svm_baseline_checks_out_before_any_features(emodb_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """--out was checked when written, after the minutes of fitting: a folder was a ConfigError traceback, and
+    --out naming the --data manifest replaced it with the results."""
+    pytest.importorskip("sklearn")
+    manifest = _two_label_manifest(emodb_root, tmp_path / "two.csv")
+    before = manifest.read_text()
+    (tmp_path / "file").write_text("")
+    for out, message in ((manifest, f"--out {manifest} is {manifest}, which --data reads: writing it would destroy "
+                                    "it; name another file"),
+                         (tmp_path, f"--out {tmp_path}: is a folder; name a file to write"),
+                         (tmp_path / "file" / "svm.json", f"--out {tmp_path / 'file' / 'svm.json'}: "
+                                                          f"{tmp_path / 'file'} is a file, not a folder; choose another "
+                                                          "folder")):
+        assert _svm_baseline().main(["--data", str(manifest), "--cache-dir", str(tmp_path / "cache"),
+                                     "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert manifest.read_text() == before and not (tmp_path / "cache").exists()
+
+
+def test_svm_baseline_records_no_classes_for_a_manifest_and_reports_a_failed_write(
+        emodb_root: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """It recorded "classes": 4 (--classes's default) for a manifest, whose classes are its labels, where
+    minser.train records null; and a write that failed after the fitting was a traceback."""
+    pytest.importorskip("sklearn")
+    tool, out = _svm_baseline(), tmp_path / "svm.json"
+    monkeypatch.setattr(tool, "C_GRID", (1.0,))
+    monkeypatch.setattr(tool, "GAMMA_GRID", ("scale",))
+    argv = ["--data", str(_two_label_manifest(emodb_root, tmp_path / "two.csv")), "--folds", "1",
+            "--cache-dir", str(cache), "--out", str(out)]
+    assert tool.main(argv) == 0
+    assert json.loads(out.read_text())["classes"] is None
+    out.unlink()
+    fit_and_score = tool.fit_and_score
+    monkeypatch.setattr(tool, "fit_and_score", lambda *args: out.mkdir() or fit_and_score(*args))  # made meanwhile
+    assert tool.main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {out} is a folder; name a file to write"
+
+
+def test_enrolment_curve_says_when_a_speaker_has_fewer_recordings_than_k(emodb_root: Path, cache: Path,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """A speaker with fewer than k test recordings was enrolled with all of them, in a row labelled k."""
+    out = tmp_path / "run"
+    main(["--model", "cnn", *TINY_CNN, "--speaker-norm", "--pad-to", "batch", "--protocol", "speaker", "--epochs", "1",
+          *quick(out, cache)])
+    test = checkpoint.load(out / "fold-1" / "best.pt")["fold"]["test"]
+    capsys.readouterr()
+    counts = f"{len(test)},{len(test) + 1},all"  # as many as the speaker has (no note), one more (a note)
+    assert _tool("enrolment_curve").main([str(out), "--counts", counts, "--draws", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| ")] == [
+        "| k", f"| {len(test)}", f"| {len(test) + 1}", "| all"]
+    assert printed.endswith(f"|\n\nk {len(test) + 1}: 1 of 1 test speakers have fewer than {len(test) + 1} "
+                            "recordings; they are enrolled with all of theirs (one draw)\n")

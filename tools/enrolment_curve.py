@@ -9,7 +9,8 @@ fold of a leave-one-speaker-out run (the test speaker never heard in training), 
 speaker with k of their test recordings drawn at random (seeded; no labels used), labels all of their
 test recordings with ``minser.Recognizer``, and prints UA in percent (mean over folds and draws) per k
 as a markdown table. ``all`` enrols with every test recording, which is what ``minser.evaluate`` does
-for a speaker it has no statistics of, and gives its UA.
+for a speaker it has no statistics of, and gives its UA. A speaker with fewer than k test recordings is
+enrolled with all of them; a note under the table says for how many speakers that was so.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from minser.metrics import unweighted_accuracy
 from minser.train import HelpFormatter
 
 
-def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) -> dict[int | None, list[float]]:
-    """UA (percent) of one fold's checkpoint per enrolment count (``None`` = all test recordings), per draw."""
+def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int
+               ) -> tuple[int, dict[int | None, list[float]]]:
+    """The number of test recordings of one fold's speaker, and UA (percent) of the fold's checkpoint per enrolment
+    count (``None`` = all test recordings), per draw; a count of that number or more enrols with all of them, once."""
     saved = checkpoint.load(path)
     if not saved.get("speaker_norm"):
         raise MinserError(f"{path}: trained without --speaker-norm; give a run trained with --speaker-norm")
@@ -54,7 +57,7 @@ def fold_curve(path: Path, counts: Sequence[int | None], draws: int, seed: int) 
                 enrolled = rec.for_speaker([waves[i] for i in pick], sr=rec.frontend.sample_rate)
             predicted = enrolled.probabilities(waves)
             curve[k].append(100.0 * float(unweighted_accuracy(targets, predicted.argmax(-1), len(labels))))
-    return curve
+    return len(waves), curve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,14 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --seed {args.seed}: give an integer >= 0", file=sys.stderr)
         return 2
     try:
-        curves = [fold_curve(path, counts, args.draws, args.seed) for path in checkpoints_of(args.run)]
+        folds = [fold_curve(path, counts, args.draws, args.seed) for path in checkpoints_of(args.run)]
     except MinserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"UA (%) of {args.run} with the test speaker enrolled from k of their recordings "
-          f"({len(curves)} folds, {args.draws} draws per fold)\n\n| k | UA |\n|---|---|")
+          f"({len(folds)} folds, {args.draws} draws per fold)\n\n| k | UA |\n|---|---|")
     for k in counts:
-        print(f"| {'all' if k is None else k} | {np.mean([np.mean(c[k]) for c in curves]):.2f} |")
+        print(f"| {'all' if k is None else k} | {np.mean([np.mean(curve[k]) for _, curve in folds]):.2f} |")
+    # A speaker with fewer than k recordings is enrolled with all of them: such a row is not k's alone.
+    short = {k: sum(k > n for n, _ in folds) for k in counts if k is not None}
+    notes = [f"k {k}: {count} of {len(folds)} test speakers have fewer than {k} recordings; they are enrolled with "
+             "all of theirs (one draw)" for k, count in short.items() if count]
+    if notes:
+        print("\n" + "\n".join(notes))
     return 0
 
 

@@ -4,8 +4,9 @@ For each kernel configuration listed by ``minser.kernels.configs`` (through the 
 of the two Triton modules) and each target (sm_80, sm_90), this compiles the kernel with
 ``triton.compile`` (no GPU needed), once per specialization the wrappers can launch (which
 arguments are divisible by 16: all, pointers and strides, or only pointers; see
-``minser.kernels.configs.HINTS``), runs ``ptxas-blackwell -v`` from Triton's NVIDIA backend on
-the PTX, and prints registers, spill stores/loads and shared memory (Triton's dynamic allocation).
+``minser.kernels.configs.HINTS``), runs ``ptxas-blackwell -v`` from Triton's NVIDIA backend (Triton
+3.6 or later) on the PTX, and prints registers, spill stores/loads and shared memory (Triton's
+dynamic allocation).
 
 Usage::
 
@@ -33,6 +34,10 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # for bench/_common's output check
+import _common as common  # noqa: E402
+
+from minser.errors import MinserError  # noqa: E402
 from minser.files import atomic_write  # noqa: E402
 from minser.kernels.configs import CompileSpec  # noqa: E402
 
@@ -48,6 +53,8 @@ SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 """Largest shared memory per block (opt-in) in bytes, per compute capability."""
 
 PTXAS = None if triton is None else Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas-blackwell"
+PTXAS_SINCE = "3.6"
+"""The first Triton release whose wheel ships ``ptxas-blackwell`` (3.0 to 3.5 ship only ``ptxas``)."""
 
 
 def specs() -> list[CompileSpec]:
@@ -160,18 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     if triton is None:
         parser.exit(2, f"{parser.prog}: error: it compiles with triton, which is not installed: "
                        "pip install 'minser[gpu]' (Linux x86_64), or the dev extra\n")
+    if not PTXAS.is_file():  # else a FileNotFoundError traceback once the first kernel had compiled
+        parser.exit(2, f"{parser.prog}: error: {PTXAS} is missing: triton {triton.__version__} ships no "
+                       f"ptxas-blackwell, which this report assembles with; pip install 'triton>={PTXAS_SINCE}'\n")
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give a positive number of processes")
     if not any(args.only in spec.label for spec in specs()):
         parser.error(f"--only {args.only!r}: no kernel label contains it; labels are e.g. {specs()[0].label!r}")
-    if args.json is not None and args.json.is_dir():
-        parser.error(f"--json {args.json} is a folder; name the file to write")
+    with common.option_errors(parser):
+        common.check_json(args.json)
 
     rows = compile_all(args.arch, args.only, args.jobs)
     print(table(rows))
     if args.json:
         text = json.dumps(rows, indent=1)
-        atomic_write(args.json, lambda file: file.write(text), mode="w")
+        try:
+            atomic_write(args.json, lambda file: file.write(text), mode="w")
+        except MinserError as exc:  # what changed while it compiled: a folder made where --json points, a full disk
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     bad = [f"{r['kernel']} sm_{r['arch']} ({r['hints']} divisible by 16): {'; '.join(r['problems'])}"
            for r in rows if r["problems"]]
     for line in bad:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from minser.errors import MinserError, broken_pipe_status
+from minser.errors import ConfigError, MinserError, broken_pipe_status
 from minser.models import MODELS, build
 
 
@@ -40,6 +40,9 @@ def median_ms(step: Callable[[], None], repeats: int, clock: Callable[[], float]
 def measure(name: str, args: argparse.Namespace) -> dict[str, float]:
     """Parameters and median times (ms) of network ``name`` at default options."""
     model = build(name, args.n_classes, n_mels=args.n_mels, impl="torch")
+    if args.frames < model.min_frames:  # the network's own message advises lengths.clamp, no option of this tool
+        raise ConfigError(f"--frames {args.frames}: {name} needs utterances of at least {model.min_frames} frames; "
+                          f"give --frames {model.min_frames} or more")
     features = torch.randn(args.batch, args.n_mels, args.frames)
     lengths = torch.full((args.batch,), args.frames)
 

@@ -216,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                         "not one of the settings this tool gives the runs itself (refused)")
     args = p.parse_args(argv)
     by_id = {row.id: row for row in ROWS}
-    wanted = args.rows.split(",") if args.rows else list(by_id)
+    # Tested for None: --rows "" (an unset shell variable) ran every row, hours of them.
+    wanted = args.rows.split(",") if args.rows is not None else list(by_id)
+    if not all(name.strip() for name in wanted):
+        print(f"error: --rows {args.rows!r}: an empty row id; give comma-separated row ids from {', '.join(by_id)}, "
+              "or leave --rows out to run them all", file=sys.stderr)
+        return 2
     unknown = [name for name in wanted if name not in by_id]
     if unknown:
         print(f"error: unknown rows {unknown}; valid rows: {', '.join(by_id)}", file=sys.stderr)

@@ -27,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minser import files
-from minser.errors import MinserError
-from minser.train import HelpFormatter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # for bench/_common's output check
+import _common as common  # noqa: E402
+
+from minser import files  # noqa: E402
+from minser.errors import MinserError  # noqa: E402
+from minser.train import HelpFormatter  # noqa: E402
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 GAMMA_GRID = ("scale", 0.03, 0.1, 0.3, 1.0, 3.0)  # numbers: multiples of 1 / n_features ("scale" uses the data's variance too)
@@ -89,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
               "install it with `pip install scikit-learn`", file=sys.stderr)
         return 2
     from minser.data import cached_features
-    from minser.data.corpora import check_classes_option
+    from minser.data.corpora import CORPUS_NAMES, check_classes_option
     from minser.features import FrontEnd
     from minser.speakers import normalise_by_speaker, split_statistics
-    from minser.train import TrainConfig, check_config, load_data, make_splits, summarise
+    from minser.train import TrainConfig, check_config, corpus_spec, load_data, make_splits, summarise
 
+    named = corpus_spec(args.data) in CORPUS_NAMES  # else a manifest or folder, which takes its classes from its labels
     try:
+        # Before the minutes of fitting: an --out that cannot be written, or that is the manifest read.
+        common.check_json(args.out, "--out", [] if named else [("--data", args.data)])
         # minser.train's checks: --classes with a manifest or folder, --seed and --folds out of range.
         check_classes_option(args.classes, args.data)
         config = TrainConfig(data=args.data, classes=TrainConfig.classes if args.classes is None else args.classes,
@@ -114,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         stats = raw if raw is not None else band_statistics(
             normalise_by_speaker(features, speakers, split_statistics(features, lengths, speakers, split)), lengths)
         folds.append(fit_and_score(stats, targets, split, len(corpus.labels)))
-    results = {"reference": "RBF-SVM on per-band log-Mel statistics", "data": args.data, "classes": config.classes,
+    # As minser.train records them: classes only where --classes picks them (EmoDB or IEMOCAP by name).
+    results = {"reference": "RBF-SVM on per-band log-Mel statistics", "data": args.data,
+               "classes": config.classes if named else None,
                "protocol": args.protocol, "seed": args.seed, "speaker_norm": args.speaker_norm, **summarise(folds),
                "folds": folds}
     for fold in folds:
@@ -122,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RBF-SVM{', speaker-normalised' if args.speaker_norm else ''}, {corpus.name}, {args.protocol}, {len(folds)} folds: WA {results['wa']:.2f} ± {results['wa_std']:.2f}, "
           f"UA {results['ua']:.2f} ± {results['ua_std']:.2f}")
     if args.out:
-        files.write_json(args.out, results)
+        try:
+            files.write_json(args.out, results)
+        except MinserError as exc:  # what changed while it ran: a folder made where --out points, a full disk
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
