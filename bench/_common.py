@@ -1,8 +1,8 @@
 """Shared helpers of minser's benchmark scripts: timing, environment, tables, JSON, lengths.
 
 Every script in ``bench/`` imports this file as a sibling (``bench/`` is put on ``sys.path``
-by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``; so do
-``tools/svm_baseline.py`` and ``tools/kernel_report.py``, for :func:`check_json`.
+by the script itself), so the scripts run from a plain checkout: ``python bench/NAME.py``; so does
+``tools/kernel_report.py``, for :func:`option_errors` and :func:`check_json`.
 
 Timing protocol (:func:`measure`): ``warmup`` untimed calls, then ``repeat`` timed calls; on a
 CUDA device each call is bracketed by CUDA events (GPU time, after a synchronise), on CPU by a
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minser.files import atomic_write
+from minser.files import atomic_write, check_output
 from minser.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -218,26 +218,10 @@ def write_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, allow_nan=False) + "\n"), mode="w")
 
 
-def check_json(path: str | os.PathLike | None, option: str = "--json",
-               inputs: Iterable[tuple[str, str | os.PathLike]] = ()) -> None:
-    """ConfigError naming ``option path`` when :func:`write_json` could not write it: a folder, or a path under a
-    file or in a folder this process cannot write in (missing folders are fine: they are created), or when it is
-    the file of one of ``inputs``, ``(option, path)`` pairs of what the script reads, which writing would destroy.
-    Every script checks it with its other options, as the file is written only once the benchmark has run."""
-    if path is None:
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; name a file to write")
-    folder = next(p for p in target.absolute().parents if p.exists())  # the root always exists
-    if not folder.is_dir():
-        raise ConfigError(f"{option} {path}: {folder} is a file, not a folder; choose another folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {path}: cannot write in {folder}; choose a folder you can write to")
-    for name, source in inputs:
-        if target.resolve() == Path(source).resolve():  # a link to the input, or another spelling of its path
-            raise ConfigError(f"{option} {path} is {source}, which {name} reads: writing it would destroy it; "
-                              "name another file")
+def check_json(path: str | os.PathLike | None, inputs: Iterable[tuple[str, str | os.PathLike]] = ()) -> None:
+    """``--json path`` checked as :func:`minser.files.check_output` checks an output (``inputs``: what the script
+    reads): every script checks it with its other options, as the file is written only once the benchmark has run."""
+    check_output(path, "--json", inputs)
 
 
 # How every script's --quick treats the options given with it (see given_or_default).

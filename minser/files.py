@@ -24,7 +24,7 @@ try:
 except ImportError:  # Windows: no advisory locks; folders are then not guarded against a second writer
     fcntl = None
 
-__all__ = ["FILE_MODE", "LOCK_NAME", "atomic_write", "only_writer", "remove_temporaries", "write_json"]
+__all__ = ["FILE_MODE", "LOCK_NAME", "atomic_write", "check_output", "only_writer", "remove_temporaries", "write_json"]
 
 # The mode open() gives a new file (0o666 less the umask); mkstemp's temporary files are 0o600, which
 # would leave every result readable by its owner only. os.umask is the only portable way to read the
@@ -77,6 +77,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
                               "space on its disk or choose another folder") from exc
         raise
     return path
+
+
+def check_output(path: str | os.PathLike | None, option: str,
+                 inputs: Iterable[tuple[str, str | os.PathLike]] = ()) -> None:
+    """ConfigError naming ``option path`` when :func:`atomic_write` could not write ``path``: a folder, or a path under
+    a file or in a folder this process cannot write in (missing folders are fine: they are created), or when it is
+    the file of one of ``inputs``, ``(option, path)`` pairs of what the command reads, which writing would destroy.
+    For commands that write their output only after minutes of work: checked with their other options."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; name a file to write")
+    folder = next(p for p in target.absolute().parents if p.exists())  # the root always exists
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: {folder} is a file, not a folder; choose another folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {folder}; choose a folder you can write to")
+    for name, source in inputs:
+        if target.resolve() == Path(source).resolve():  # a link to the input, or another spelling of its path
+            raise ConfigError(f"{option} {path} is {source}, which {name} reads: writing it would destroy it; "
+                              "name another file")
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:

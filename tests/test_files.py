@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -123,3 +124,19 @@ def test_a_killed_holder_leaves_the_folder_free(tmp_path: Path) -> None:
         holder.wait()
     with files.only_writer(tmp_path, "x"):
         pass
+
+
+def test_check_output_refuses_a_file_the_command_reads(tmp_path: Path) -> None:
+    """svm_baseline --data m.csv --out m.csv replaced the manifest with the results; any spelling of the input
+    counts (a path through .., a link to it)."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n")
+    (tmp_path / "link.json").symlink_to(manifest)
+    for path in (manifest, tmp_path / "sub" / ".." / "m.csv", tmp_path / "link.json"):
+        with pytest.raises(ConfigError, match=f"^--out {re.escape(str(path))} is {re.escape(str(manifest))}, which "
+                                              "--data reads: writing it would destroy it; name another file$"):
+            files.check_output(path, "--out", [("--model", tmp_path / "other.pt"), ("--data", str(manifest))])
+    files.check_output(tmp_path / "out.json", "--out", [("--data", manifest)])
+    with pytest.raises(ConfigError, match=f"^--out {re.escape(str(tmp_path))}: is a folder; name a file to write$"):
+        files.check_output(tmp_path, "--out")
+    assert manifest.read_text() == "path,label\n"

@@ -1600,17 +1600,16 @@ def test_train_default_checks_ship_before_training(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(train_module, "cli", lambda argv: calls.append(argv) or 0)
     (tmp_path / "file").write_text("x")
     in_file = tmp_path / "file" / "default.pt"
-    for ship, message in ((tmp_path, f"--ship {tmp_path} is a folder; name the checkpoint file to write, e.g. --ship "
-                                     f"{tmp_path / 'default.pt'}"),
+    for ship, message in ((tmp_path, f"--ship {tmp_path}: is a folder; name a file to write"),
                           (in_file, f"--ship {in_file}: {tmp_path / 'file'} is a file, not a folder; choose another "
-                                    "place to write it")):
+                                    "folder")):
         assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(ship)]) == 2
         assert capsys.readouterr().err == f"error: {message}\n"
     new = tmp_path / "new" / "default.pt"  # a missing folder is made when the checkpoint is written
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     assert tool.main(["--out", str(tmp_path / "run"), "--ship", str(new)]) == 2
-    assert capsys.readouterr().err == (f"error: --ship {new}: {tmp_path} is not writable by this user; choose a "
-                                       "folder you can write to\n")
+    assert capsys.readouterr().err == (f"error: --ship {new}: cannot write in {tmp_path}; choose a folder you can "
+                                       "write to\n")
     assert tool.main(["--cv", "--ship", str(new)]) == 2
     assert capsys.readouterr().err == (f"error: --ship {new} with --cv: the cross-validation estimates the recipe's "
                                        "accuracy and ships no checkpoint; drop --ship, or --cv to train the model to "

@@ -27,12 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # for bench/_common's output check
-import _common as common  # noqa: E402
-
-from minser import files  # noqa: E402
-from minser.errors import MinserError  # noqa: E402
-from minser.train import HelpFormatter  # noqa: E402
+from minser import files
+from minser.errors import MinserError
+from minser.train import HelpFormatter
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 GAMMA_GRID = ("scale", 0.03, 0.1, 0.3, 1.0, 3.0)  # numbers: multiples of 1 / n_features ("scale" uses the data's variance too)
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     named = corpus_spec(args.data) in CORPUS_NAMES  # else a manifest or folder, which takes its classes from its labels
     try:
         # Before the minutes of fitting: an --out that cannot be written, or that is the manifest read.
-        common.check_json(args.out, "--out", [] if named else [("--data", args.data)])
+        files.check_output(args.out, "--out", [] if named else [("--data", args.data)])
         # minser.train's checks: --classes with a manifest or folder, --seed and --folds out of range.
         check_classes_option(args.classes, args.data)
         config = TrainConfig(data=args.data, classes=TrainConfig.classes if args.classes is None else args.classes,

@@ -29,13 +29,13 @@ the shipped file is reproduced exactly.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from minser import files
 from minser.errors import ConfigError, MinserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,19 +57,6 @@ def ship(last: dict, path: Path, code: dict) -> Path:
         train={key: config[key] for key in ("model", "classes", "epochs", "batch_size", "lr", "betas", "noise_snr",
                                             "ema", "crop", "mixup", "pad_to", "seed", "threads")},
         epoch=last["epoch"], recipe="tools/train_default.py", code=code)
-
-
-def check_ship(path: Path) -> None:
-    """ConfigError when the shipped checkpoint cannot be written at ``path``: a folder, or a place in a file or in a
-    folder this user cannot write. Checked before training (minutes), which found it only once it had ended."""
-    if path.is_dir():
-        raise ConfigError(f"--ship {path} is a folder; name the checkpoint file to write, e.g. --ship "
-                          f"{path / DEFAULT.name}")
-    folder = next(parent for parent in path.parents if parent.exists())  # atomic_write makes the missing ones
-    if not folder.is_dir():
-        raise ConfigError(f"--ship {path}: {folder} is a file, not a folder; choose another place to write it")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--ship {path}: {folder} is not writable by this user; choose a folder you can write to")
 
 
 def code_version() -> dict:
@@ -123,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return train.cli([*recipe, "--protocol", "random", "--out", str(args.out or REPO / "runs" / "default-cv")])
     shipped = args.ship or DEFAULT
     try:
-        check_ship(shipped)
+        files.check_output(shipped, "--ship")  # before the minutes of training, which found it only once ended
         code = code_version()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
