@@ -44,6 +44,7 @@ def speaker_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray)
     ``x (N, n_mels, frames)`` log-Mels in dB, ``lengths (N,)`` valid frames, ``speakers (N,)`` ids ->
     ``{speaker: [[mean per band], [std per band]]}`` (JSON-able; std floored at :data:`STD_FLOOR` dB).
     """
+    speakers = _speaker_ids(speakers, len(x))
     stats = {}
     for speaker in np.unique(speakers):
         frames = np.concatenate([x[i, :, :max(int(lengths[i]), 1)] for i in np.flatnonzero(speakers == speaker)],
@@ -51,6 +52,15 @@ def speaker_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray)
         std = np.maximum(frames.std(axis=1), STD_FLOOR)
         stats[str(speaker)] = [frames.mean(axis=1).tolist(), std.tolist()]
     return stats
+
+
+def _speaker_ids(speakers: Sequence[object] | np.ndarray, n: int) -> np.ndarray:
+    """``speakers`` as a string array ``(n,)`` (the keys of the statistics), or DataError: a list compared with
+    one id as a single False, and too few ids left utterances unnormalised, uninitialised memory."""
+    ids = np.asarray(speakers).astype(str)
+    if ids.shape != (n,):
+        raise DataError(f"speaker normalisation: {ids.size} speaker ids for {n} utterances; give one per utterance")
+    return ids
 
 
 def checked_speaker_stats(stats: Sequence[Sequence[float]], n_mels: int) -> list[list[float]]:
@@ -64,13 +74,16 @@ def checked_speaker_stats(stats: Sequence[Sequence[float]], n_mels: int) -> list
     if array.shape != (2, n_mels):
         raise ConfigError(f"speaker statistics: shape {array.shape}, expected (2, {n_mels}): [mean, std] with one "
                           f"number per Mel band, as Recognizer.for_speaker computes them")
-    if not np.isfinite(array).all():
-        raise ConfigError("speaker statistics: hold values that are not finite (NaN or inf); enrol the speaker "
+    with np.errstate(over="ignore"):  # checked as standardise computes, in float32: a std of 1e-50 is 0 there, a
+        as_used = array.astype(np.float32)  # mean of 1e39 inf (every score NaN)
+    if not np.isfinite(as_used).all():
+        raise ConfigError("speaker statistics: hold values that are not finite in float32 (NaN, inf, or beyond "
+                          f"{float(np.finfo(np.float32).max):.1e}); enrol the speaker "
                           "again from recordings of their speech (Recognizer.for_speaker)")
-    if not (array[1] > 0).all():
-        band = int(np.argmin(array[1]))
-        raise ConfigError(f"speaker statistics: std of Mel band {band} is {array[1, band]:g}; every std must be > 0 "
-                          f"(minser floors it at STD_FLOOR = {STD_FLOOR} dB)")
+    if not (as_used[1] > 0).all():
+        band = int(np.argmin(as_used[1]))
+        raise ConfigError(f"speaker statistics: std of Mel band {band} is {array[1, band]:g}; every std must be > 0 in "
+                          f"float32 (minser floors it at STD_FLOOR = {STD_FLOOR} dB)")
     return array.tolist()
 
 
@@ -86,7 +99,8 @@ def normalise_by_speaker(x: np.ndarray, speakers: np.ndarray, stats: SpeakerStat
 
     Raises DataError naming the speakers that ``stats`` lacks.
     """
-    missing = sorted(set(map(str, speakers)) - set(stats))
+    speakers = _speaker_ids(speakers, len(x))
+    missing = sorted(set(speakers) - set(stats))
     if missing:
         raise DataError(f"speaker normalisation: no statistics for speaker(s) {', '.join(missing)}; "
                         f"the statistics cover {', '.join(sorted(stats)) or 'no speaker'}")

@@ -420,7 +420,11 @@ def test_speaker_stats_are_checked_before_they_turn_scores_into_nan(tmp_path, re
                            ([mean[:39], std[:39]], r"shape \(2, 39\)"),
                            ([mean, ["a"] * 40], "cannot be read as numbers"),
                            ([[float("nan")] * 40, std], "hold values that are not finite"),
-                           ([mean, [10.0] * 39 + [0.0]], "std of Mel band 39 is 0; every std must be > 0")):
+                           ([mean, [10.0] * 39 + [0.0]], "std of Mel band 39 is 0; every std must be > 0"),
+                           # finite in float64, not in the float32 standardise computes in: every score was NaN
+                           ([[1e39] * 40, std], r"hold values that are not finite in float32 \(NaN, inf, or beyond "
+                                                r"3\.4e\+38\)"),
+                           ([mean, [1e-50] * 40], "std of Mel band 0 is 1e-50; every std must be > 0 in float32")):
         with pytest.raises(ConfigError, match=f"^speaker statistics: {message}"):
             normed.with_speaker_stats(stats)
     with pytest.raises(CheckpointError, match="trained without --speaker-norm, so it takes no speaker statistics"):

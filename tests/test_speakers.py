@@ -57,6 +57,21 @@ def test_a_speaker_without_statistics_is_named() -> None:
         normalise_by_speaker(x, speakers, speaker_statistics(x[:4], lengths[:4], speakers[:4]))
 
 
+def test_speaker_ids_are_one_per_utterance_of_any_sequence() -> None:
+    """A list of ids compared with each id as one False, and too few ids left rows unwritten: normalise_by_speaker
+    returned uninitialised memory, speaker_statistics a bare "need at least one array to concatenate"."""
+    x, lengths, speakers = _batch()
+    stats = speaker_statistics(x, lengths, speakers)
+    assert speaker_statistics(x, lengths, speakers.tolist()) == stats
+    np.testing.assert_array_equal(normalise_by_speaker(x, speakers.tolist(), stats),
+                                  normalise_by_speaker(x, speakers, stats))
+    for call in (lambda: normalise_by_speaker(x, speakers[:5], stats),
+                 lambda: speaker_statistics(x, lengths, speakers[:5])):
+        with pytest.raises(DataError, match=r"^speaker normalisation: 5 speaker ids for 6 utterances; give one per "
+                                            r"utterance$"):
+            call()
+
+
 def test_new_speakers_get_the_statistics_of_their_own_utterances() -> None:
     x, lengths, speakers = _batch()
     known = {"a": [[0.0] * 3, [1.0] * 3]}
