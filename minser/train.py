@@ -1571,7 +1571,8 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     clock = Clock(todo, len(splits), config.epochs)
     if dist.main:
         report(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
-               f"{config.protocol} protocol, {len(splits)} folds x {config.epochs} epochs, device {device}, "
+               f"{config.protocol} protocol, {len(splits)} fold{'s' if len(splits) != 1 else ''} x {config.epochs} "
+               f"epochs, device {device}, "
                f"{dist.world} process(es), run folder {out}")
     folds = []
     for index, split in enumerate(splits):
