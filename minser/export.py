@@ -154,17 +154,22 @@ def _quiet_tracer() -> Iterator[None]:
 def onnx_logits(session: Any, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Logits ``(batch, n_classes)`` of an onnxruntime session of an exported graph, fed the inputs it lists
     (a graph of networks trained on full inputs has no ``lengths``). The inputs are checked as
-    :meth:`minser.Recognizer.logits` checks them, by the graph's metadata (ConfigError): lengths past the
-    frames given failed inside the graph ("Out of range value in index tensor"), and a ``--pad-to full`` graph
-    fed cut features gave other logits without a word."""
-    meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
-    if not {"minser.frontend", "minser.pad_to", "minser.min_frames"} <= set(meta):
-        raise ConfigError("onnx_logits: the graph lacks minser's metadata (minser.frontend, minser.pad_to, "
-                          "minser.min_frames); pass a session of a graph python -m minser.export wrote")
-    features, lengths = checked_features(features, lengths, FrontEnd.from_dict(meta["minser.frontend"]),
-                                         meta["minser.pad_to"] == "batch", meta["minser.min_frames"], "onnx_logits")
+    :meth:`minser.Recognizer.logits` checks them (ConfigError), by the graph's front end (``minser.frontend``;
+    a graph without it is fed unchecked) and inputs: lengths past the frames given failed inside the graph ("Out
+    of range value in index tensor"), and a ``--pad-to full`` graph fed cut features gave other logits silently."""
+    names = [i.name for i in session.get_inputs()]
+    meta = session.get_modelmeta().custom_metadata_map
+    if "minser.frontend" in meta:
+        try:  # minser.min_frames is newer than the other entries: 1 (no check) in a graph that lacks it
+            frontend = FrontEnd.from_dict(json.loads(meta["minser.frontend"]))
+            min_frames = json.loads(meta.get("minser.min_frames", "1"))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"onnx_logits: the graph's minser metadata cannot be read ({exc}); export it again "
+                              "with python -m minser.export") from exc
+        features, lengths = checked_features(features, lengths, frontend, "lengths" in names, min_frames,
+                                             "onnx_logits")
     feeds = {"features": features, "lengths": lengths}
-    return session.run(["logits"], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    return session.run(["logits"], {name: feeds[name] for name in names})[0]
 
 
 def check_onnx(data: bytes, recognizer: Recognizer, *, batch: int = 3, seed: int = 0) -> float | None:

@@ -143,7 +143,9 @@ def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | No
               "n_fft" if most else f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
     if empty is None:
         raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
-    warnings.warn(f"front end: n_mels={n_mels} {problem}; {advice}", UserWarning, stacklevel=4)
+    # Reported at this line (no stacklevel): Python's default filter then shows it once per process, where a
+    # caller's line, other for a FrontEnd and for the filterbank it builds, printed it twice.
+    warnings.warn(f"front end: n_mels={n_mels} {problem}; {advice}", UserWarning)
 
 
 def _check_amin(amin: float) -> None:

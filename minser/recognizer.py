@@ -296,6 +296,8 @@ class Recognizer:
         of them loads each and serves them as one ensemble (:meth:`ensemble`), refusing (ConfigError) one
         checkpoint named twice."""
         if isinstance(path, (list, tuple)):
+            if any(isinstance(member, (list, tuple)) for member in path):  # [a, [a]] got past the check below
+                raise ConfigError("Recognizer.load: a list of checkpoints holds another list; give one flat list")
             named = [member for member in path if member is None or isinstance(member, (str, os.PathLike))]
             with default_checkpoint() as default:
                 refuse_repeated_checkpoints(["None (the shipped default)" if m is None else m for m in named],

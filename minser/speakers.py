@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 # dB: a band that is (nearly) constant for a speaker, e.g. silence at the floor, is not blown up.
 STD_FLOOR = 1.0
+# The log-Mels (dB) that statistics must standardise to finite float32 numbers: far wider than speech's -100..+100.
+REACH_DB = 1000.0
 
 __all__ = ["STD_FLOOR", "checked_speaker_stats", "normalise_by_speaker", "refuse_single_recordings",
            "speaker_statistics", "split_statistics", "standardise", "statistics_for"]
@@ -84,6 +86,13 @@ def checked_speaker_stats(stats: Sequence[Sequence[float]], n_mels: int) -> list
         band = int(np.argmin(as_used[1]))
         raise ConfigError(f"speaker statistics: std of Mel band {band} is {array[1, band]:g}; every std must be > 0 in "
                           f"float32 (minser floors it at STD_FLOOR = {STD_FLOOR} dB)")
+    with np.errstate(over="ignore"):  # a subnormal std (1e-40) or a mean near float32's end standardise to inf
+        reach = (np.abs(as_used[0]) + np.float32(REACH_DB)) / as_used[1]
+    if not np.isfinite(reach).all():
+        band = int(np.flatnonzero(~np.isfinite(reach))[0])
+        raise ConfigError(f"speaker statistics: Mel band {band}'s mean {array[0, band]:g} and std {array[1, band]:g} "
+                          f"take log-Mels within {REACH_DB:g} dB of 0 beyond float32's range; enrol the speaker again "
+                          "from recordings of their speech (Recognizer.for_speaker)")
     return array.tolist()
 
 
@@ -115,7 +124,8 @@ def statistics_for(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray, kno
                    ) -> dict[str, list[list[float]]]:
     """``known`` plus, for every speaker of ``speakers`` that it lacks, the statistics of that speaker's
     own utterances in ``x`` (label-free adaptation to a speaker not heard in training)."""
-    new = np.array([str(s) not in known for s in speakers], dtype=bool)
+    speakers = _speaker_ids(speakers, len(x))
+    new = np.array([s not in known for s in speakers], dtype=bool)
     return {**known, **(speaker_statistics(x[new], lengths[new], speakers[new]) if new.any() else {})}
 
 
@@ -124,6 +134,7 @@ def split_statistics(x: np.ndarray, lengths: np.ndarray, speakers: np.ndarray, s
     """The statistics a fold normalises with: those of ``split.train``'s utterances, plus, for a speaker
     absent from it (the test speaker when leaving one out), those of their own utterances in
     ``split.val`` and ``split.test``. ``x``, ``lengths`` and ``speakers`` cover the whole corpus."""
+    speakers = _speaker_ids(speakers, len(x))
     rest = np.concatenate([split.val, split.test]).astype(np.int64)
     train = np.asarray(split.train, dtype=np.int64)
     return statistics_for(x[rest], lengths[rest], speakers[rest],

@@ -370,8 +370,8 @@ def _check_model_options(config: TrainConfig) -> None:
             given = "" if "fusion" in config.options else " (the default)"
             raise ConfigError(f"--alpha {config.options['alpha']}: only --fusion plus (alpha * L + (1 - alpha) * T) "
                               f"uses alpha, and the fusion is {fusion!r}{given}; add --fusion plus or drop --alpha")
-    # The front end refuses this too (features._check_settings), but only once the corpus is read, and in
-    # its own option names: say it here, in the command's (which has no --n-fft to offer).
+    # The front end warns of this (features._check_bands: checkpoints of earlier versions must load), and only once
+    # the corpus is read: a run refuses it here, in the command's option names (it has no --n-fft to offer).
     n_mels = config.options.get("n_mels")
     if isinstance(n_mels, int) and n_mels > (most := most_mel_bands(FrontEnd.sample_rate, FrontEnd.n_fft)):
         raise ConfigError(f"--n-mels {n_mels}: the front end's {FrontEnd.n_fft}-point FFT gives a frequency bin to "

@@ -85,6 +85,10 @@ def test_onnx_raises_short_lengths_to_the_networks_minimum_as_the_recognizer_doe
     np.testing.assert_allclose(got, recognizer.logits(features, lengths), atol=1e-4)
 
 
+def session_of(path) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def test_onnx_logits_checks_its_inputs_as_the_recognizer_does(tmp_path):
     """Lengths past the frames given failed inside the graph ("Out of range value in index tensor"), and a graph
     trained on full inputs fed cut features gave other logits without a word."""
@@ -94,14 +98,19 @@ def test_onnx_logits_checks_its_inputs_as_the_recognizer_does(tmp_path):
                                                                         r"trained on full inputs")):
         path, _ = export_onnx(Recognizer.load(tiny_checkpoint(tmp_path / f"{pad_to}.pt", "ilt", pad_to=pad_to)),
                               tmp_path / f"{pad_to}.onnx")
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = session_of(path)
         with pytest.raises(ConfigError, match=rf"^onnx_logits: {message}"):
             onnx_logits(session, x, np.array(n))
         assert onnx_logits(session, features, np.array([100], dtype=np.int32)).shape == (1, len(LABELS))  # int64 fed
-    bare = onnxruntime.InferenceSession(onnx_bytes(Recognizer.load(tmp_path / "full.pt")),
-                                        providers=["CPUExecutionProvider"])
-    with pytest.raises(ConfigError, match=r"^onnx_logits: the graph lacks minser's metadata"):
-        onnx_logits(bare, features, np.array([100]))
+    # Metadata of earlier versions (no minser.min_frames) and of other tools (not JSON) is read as it comes.
+    proto = onnx.load(tmp_path / "batch.onnx")
+    kept = {entry.key: entry.value for entry in proto.metadata_props if entry.key != "minser.min_frames"}
+    onnx.helper.set_model_props(proto, {**kept, "author": "not JSON"})
+    older = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(onnx_logits(older, features[:, :, :100], np.array([100])),
+                               onnx_logits(session_of(tmp_path / "batch.onnx"), features[:, :, :100], np.array([100])))
+    with pytest.raises(ConfigError, match=r"^onnx_logits: lengths \[40\] outside 1 to 15"):
+        onnx_logits(older, features[:, :, :15], np.array([40]))
 
 
 @pytest.mark.parametrize("pad_to", ["batch", "full"])

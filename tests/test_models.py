@@ -325,6 +325,8 @@ def test_features_of_another_dtype_than_the_network_are_refused(dtype: torch.dty
             module.to(torch.bfloat16)
     assert next(mixed.parameters()).dtype == torch.float32  # input_norm's weight
     assert mixed(x.to(torch.bfloat16), lengths).shape == (2, 4)
+    with pytest.raises(DataError, match=r"got features of dtype torch\.float32, but its parameters are torch\.bfloat16"):
+        mixed(x, lengths)  # float32 features reached the bf16 convolution: a RuntimeError from torch
     with pytest.raises(DataError, match=r"parameters are torch\.bfloat16; convert the features with "
                                         r"features\.to\(torch\.bfloat16\)"):
         mixed(x.double(), lengths)  # the dtype most weights hold

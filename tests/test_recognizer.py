@@ -424,7 +424,10 @@ def test_speaker_stats_are_checked_before_they_turn_scores_into_nan(tmp_path, re
                            # finite in float64, not in the float32 standardise computes in: every score was NaN
                            ([[1e39] * 40, std], r"hold values that are not finite in float32 \(NaN, inf, or beyond "
                                                 r"3\.4e\+38\)"),
-                           ([mean, [1e-50] * 40], "std of Mel band 0 is 1e-50; every std must be > 0 in float32")):
+                           ([mean, [1e-50] * 40], "std of Mel band 0 is 1e-50; every std must be > 0 in float32"),
+                           ([mean, [1e-40] * 40], r"Mel band 0's mean -40 and std 1e-40 take log-Mels within 1000 dB "
+                                                  r"of 0 beyond float32's range"),  # subnormal: > 0, yet NaN scores
+                           ([[1e38] * 40, [1e-3] * 40], "Mel band 0's mean 1e\\+38 and std 0.001 take")):
         with pytest.raises(ConfigError, match=f"^speaker statistics: {message}"):
             normed.with_speaker_stats(stats)
     with pytest.raises(CheckpointError, match="trained without --speaker-norm, so it takes no speaker statistics"):
@@ -511,6 +514,10 @@ def test_an_ensemble_naming_one_checkpoint_twice_is_refused(tmp_path, tiny):
             Recognizer.load(twice)
     with pytest.raises(ConfigError, match=r"^None \(the shipped default\) and None \(the shipped default\) name"):
         Recognizer.load([None, tiny, None])
+    # A nested list got past the check, and the ensemble, flattened, counted the checkpoint twice.
+    with pytest.raises(ConfigError, match=r"^Recognizer\.load: a list of checkpoints holds another list; give one "
+                                          r"flat list$"):
+        Recognizer.load([tiny, [tiny]])
 
 
 @pytest.mark.filterwarnings("ignore:for_speaker:UserWarning")  # enrols from fewer than 10 recordings

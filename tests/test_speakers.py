@@ -15,7 +15,8 @@ from minser.errors import AudioError, CheckpointError, DataError
 from minser.evaluate import evaluate
 from minser.export import main as export_main
 from minser.features import FrontEnd
-from minser.speakers import STD_FLOOR, normalise_by_speaker, speaker_statistics, statistics_for
+from minser.speakers import STD_FLOOR, normalise_by_speaker, speaker_statistics, split_statistics, statistics_for
+from minser.splits import Split
 
 
 def _batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,6 +66,9 @@ def test_speaker_ids_are_one_per_utterance_of_any_sequence() -> None:
     assert speaker_statistics(x, lengths, speakers.tolist()) == stats
     np.testing.assert_array_equal(normalise_by_speaker(x, speakers.tolist(), stats),
                                   normalise_by_speaker(x, speakers, stats))
+    assert statistics_for(x, lengths, speakers.tolist(), {}) == stats  # these indexed the list with an array
+    split = Split("toy", train=np.arange(4), val=np.array([4]), test=np.array([5]))
+    assert split_statistics(x, lengths, speakers.tolist(), split) == split_statistics(x, lengths, speakers, split)
     for call in (lambda: normalise_by_speaker(x, speakers[:5], stats),
                  lambda: speaker_statistics(x, lengths, speakers[:5])):
         with pytest.raises(DataError, match=r"^speaker normalisation: 5 speaker ids for 6 utterances; give one per "

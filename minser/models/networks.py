@@ -94,14 +94,16 @@ class Network(nn.Module):
             raise DataError(
                 f"{self.name} wants features (batch, {self.options.n_mels}, frames), got {tuple(x.shape)}"
             )
-        # Autocast casts float32 / float16 / bfloat16 features itself (not float64); otherwise torch wants a dtype of
-        # the parameters, and said so in the first convolution as "expected scalar type Double but found Float". Any
-        # of them: a network in bf16 may keep its BatchNorms (the input's among them) in float32.
-        dtypes = {p.dtype for p in self.parameters()}
+        # Autocast casts float32 / float16 / bfloat16 features itself (not float64); otherwise torch wants the dtype
+        # of the layers that read them, and said so in the first convolution as "expected scalar type Double but
+        # found Float". That of most weights, not of the first: a bf16 network may keep its BatchNorms (the input's
+        # first of all) in float32.
+        sizes: dict[torch.dtype, int] = {}
+        for parameter in self.parameters():
+            sizes[parameter.dtype] = sizes.get(parameter.dtype, 0) + parameter.numel()
+        dtype = max(sizes, key=sizes.__getitem__)  # that of most weights, the convolutions' that read the features
         autocast = torch.is_autocast_enabled(x.device.type)
-        if x.dtype not in dtypes and not (autocast and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
-            # The dtype of most of the weights: the one the convolutions and layers that read the features hold.
-            dtype = max(dtypes, key=lambda d: sum(p.numel() for p in self.parameters() if p.dtype == d))
+        if x.dtype != dtype and not (autocast and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
             raise DataError(
                 f"{self.name} got features of dtype {x.dtype}, but its parameters are {dtype}; convert the features "
                 f"with features.to({dtype}) (torch.from_numpy keeps a float64 array float64)"
