@@ -142,6 +142,13 @@ def test_damaged_weights_are_refused_not_served(tmp_path: Path) -> None:
                     state_dict=weights)
     with pytest.raises(CheckpointError, match=r"nan\.pt: weight classifier\.net\.0\.weight holds NaN or Inf"):
         checkpoint.load(tmp_path / "nan.pt")
+    # A last.pt serves its weight average (served_state): a NaN there passed the check and scored NaN.
+    finite = {name: tensor.clone() for name, tensor in weights.items()}
+    finite["classifier.net.0.weight"][0, 0] = 0.0
+    checkpoint.save(tmp_path / "ema.pt", spec=model.spec, labels=["a", "b", "c", "d"], frontend={},
+                    state_dict=finite, ema={"updates": 3, "state_dict": weights})
+    with pytest.raises(CheckpointError, match=r"ema\.pt: averaged weight classifier\.net\.0\.weight holds NaN"):
+        checkpoint.load(tmp_path / "ema.pt")
 
 
 def test_a_zip_that_torch_did_not_write_says_what_torch_found(tmp_path: Path) -> None:
