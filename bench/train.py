@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
-from minser.errors import ConfigError, MinserError  # noqa: E402
-from minser.train import INTERRUPTED_STATUS, HelpFormatter, TrainConfig, load_data, make_splits  # noqa: E402
+from minser.errors import INTERRUPTED_STATUS, ConfigError, MinserError  # noqa: E402
+from minser.train import HelpFormatter, TrainConfig, load_data, make_splits  # noqa: E402
 from minser.train import main as train  # noqa: E402
 from minser.train import parse_args as parse_train_args  # noqa: E402
 
@@ -107,7 +107,7 @@ def _check_train_args(train_arg: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Time both padding modes and print the table; a bad option exits 2 with the usage line, bad input that
     minser.train reports (missing EmoDB, a corrupt file) prints ``error: ...`` and returns 2, and Ctrl-C says
-    to rerun the benchmark and returns :data:`~minser.train.INTERRUPTED_STATUS`."""
+    to rerun the benchmark and returns :data:`~minser.errors.INTERRUPTED_STATUS`."""
     parser = build_parser()
     args = resolve(parser.parse_args(argv))
     with common.option_errors(parser):

@@ -48,6 +48,10 @@ def plain_warnings() -> Iterator[None]:
         warnings.formatwarning = original
 
 
+# Exit status of a command ended by Ctrl-C: 128 + SIGINT, as a shell reports it.
+INTERRUPTED_STATUS = 128 + signal.SIGINT
+
+
 def broken_pipe_status() -> int:
     """What a command line does on BrokenPipeError from its output: the reader stopped early (``| head -1``),
     so it stops quietly, as Unix tools do, and returns 141 (128 + SIGPIPE, as a shell reports it).

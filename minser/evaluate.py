@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from minser import checkpoint
-from minser.errors import CheckpointError, ConfigError, DataError, MinserError, broken_pipe_status, plain_warnings
+from minser.errors import (INTERRUPTED_STATUS, CheckpointError, ConfigError, DataError, MinserError, broken_pipe_status,
+                           plain_warnings)
 from minser.recognizer import fold_checkpoints, log_mean_softmax, refuse_repeated_checkpoints
 
 if TYPE_CHECKING:
@@ -319,7 +320,7 @@ def evaluate(path: str | Path | Sequence[str | Path], data: str | None = None, c
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m minser.evaluate``: prints one line per checkpoint and the mean; bad input exits 2, Ctrl-C 130 and a
     reader of the output that stopped early 141 (as a shell reports SIGINT and SIGPIPE)."""
-    from minser.train import INTERRUPTED_STATUS, HelpFormatter, checked_device
+    from minser.train import HelpFormatter, checked_device
 
     p = argparse.ArgumentParser(prog="python -m minser.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)

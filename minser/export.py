@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from minser import checkpoint, files
-from minser.errors import CheckpointError, ConfigError, MinserError, plain_warnings
+from minser.errors import INTERRUPTED_STATUS, CheckpointError, ConfigError, MinserError, plain_warnings
 from minser.features import FrontEnd
 from minser.recognizer import (Recognizer, ServedNetwork, checked_features, default_checkpoint, log_mean_softmax,
                                refuse_repeated_checkpoints, resolve_checkpoint)
@@ -323,8 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from minser.train import INTERRUPTED_STATUS  # only when interrupted: no export pays for importing it
-
         # Files are written atomically (minser.files.atomic_write): a stopped write leaves the old file, if any.
         print("interrupted; no file is left half-written", file=sys.stderr)
         return INTERRUPTED_STATUS

@@ -24,7 +24,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Sequence
 
-from minser.errors import MinserError, broken_pipe_status, plain_warnings
+from minser.errors import INTERRUPTED_STATUS, MinserError, broken_pipe_status, plain_warnings
 
 if TYPE_CHECKING:
     from minser.recognizer import Recognizer
@@ -102,8 +102,6 @@ def _label_files(recognizer: Recognizer, files: Sequence[str]) -> int:
 def _interrupted(done: int, total: int) -> int:
     """Say on stderr how far a run stopped by Ctrl-C got (the lines printed stand) and return 130, the status
     a shell gives a command ended by SIGINT, instead of a traceback through torch."""
-    from minser.train import INTERRUPTED_STATUS  # only when interrupted: no run pays for importing minser.train
-
     print(f"interrupted after {done} of {total} files", file=sys.stderr)
     return INTERRUPTED_STATUS
 

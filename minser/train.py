@@ -60,7 +60,7 @@ from minser.augment import (FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_FRAMES, TIME_
 from minser.data.corpora import CORPUS_NAMES, check_classes_option
 from minser.ema import WeightEMA
 from minser.speakers import normalise_by_speaker, split_statistics
-from minser.errors import ConfigError, DataError, MinserError, broken_pipe_status, plain_warnings
+from minser.errors import INTERRUPTED_STATUS, ConfigError, DataError, MinserError, broken_pipe_status, plain_warnings
 
 if TYPE_CHECKING:
     from minser.data import Corpus
@@ -77,8 +77,6 @@ LR_SCHEDULES = ("constant", "cosine")
 PAD_TO = ("full", "batch")
 CLASS_WEIGHTS = ("none", "balanced")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Exit status of a command ended by Ctrl-C: 128 + SIGINT, as a shell reports it.
-INTERRUPTED_STATUS = 130
 # Batches of similar length are formed inside buckets of this many batches (pad_to="batch"):
 # large enough to group lengths well, small enough to keep the batch order random.
 BUCKET_BATCHES = 8

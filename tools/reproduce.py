@@ -35,10 +35,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from minser.files import atomic_write
-from minser.errors import MinserError
+from minser.errors import INTERRUPTED_STATUS, MinserError
 from minser.evaluate import evaluate
-from minser.train import (INTERRUPTED_STATUS, HelpFormatter, TrainConfig, build_parser, given_options, parse_args,
-                          settings_difference)
+from minser.train import HelpFormatter, TrainConfig, build_parser, given_options, parse_args, settings_difference
 from minser.train import main as train
 
 

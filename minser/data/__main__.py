@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from minser.data.corpora import check_classes_option, load_corpus, shown_data_dir
 from minser.data.download import DEFAULT_URL, download_emodb
-from minser.errors import MinserError, broken_pipe_status, plain_warnings
+from minser.errors import INTERRUPTED_STATUS, MinserError, broken_pipe_status, plain_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,8 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return broken_pipe_status()
     except KeyboardInterrupt:
-        from minser.train import INTERRUPTED_STATUS  # only when interrupted: no command pays for importing it
-
         # download_emodb removes its staging folder and the folders it created whatever stops it.
         print("interrupted; nothing of the download was kept: run the command again to download EmoDB"
               if args.command == "download" else "interrupted", file=sys.stderr)
