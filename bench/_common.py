@@ -313,14 +313,6 @@ def network_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def train_settings(argv: Sequence[str]) -> dict[str, str]:
-    """The minser.train settings ``argv`` gives, as dest and flag (``{"pad_to": "--pad-to"}``), as the run reads
-    them (:func:`minser.train.given_options`: abbreviations such as ``--pad=batch`` count)."""
-    from minser.train import given_options  # here, not at the top: only bench/train.py passes minser.train options
-
-    return {dest: f"--{dest.replace('_', '-')}" for dest in given_options(argv)}
-
-
 def apply_threads(threads: int | None) -> None:
     """Set torch's CPU thread count when asked to; ConfigError if not positive."""
     if threads is not None:

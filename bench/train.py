@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from minser.errors import INTERRUPTED_STATUS, ConfigError, MinserError  # noqa: E402
-from minser.train import HelpFormatter, TrainConfig, load_data, make_splits  # noqa: E402
+from minser.train import HelpFormatter, TrainConfig, given_settings, load_data, make_splits  # noqa: E402
 from minser.train import main as train  # noqa: E402
 from minser.train import parse_args as parse_train_args  # noqa: E402
 
@@ -97,7 +97,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def _check_train_args(train_arg: list[str]) -> None:
     """Raise ConfigError for --train-arg values that give a setting of :data:`OWN_TRAIN_SETTINGS`, read as
     minser.train reads them (``--pad=batch`` is ``--pad-to batch``)."""
-    for dest, flag in common.train_settings(train_arg).items():
+    for dest, flag in given_settings(train_arg):
         if dest in OWN_TRAIN_SETTINGS:
             raise ConfigError(f"--train-arg gives minser.train's {flag}, which bench/train.py sets itself (it runs "
                               "fold 1 of each padding mode in a temporary folder, with its own --model, --epochs, "

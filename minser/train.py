@@ -265,6 +265,19 @@ def given_options(argv: Sequence[str]) -> dict[str, Any]:
             if value is not None}
 
 
+def given_settings(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """The settings ``argv`` gives (:func:`given_options`), as ``(name, flag)``: an option's dest and flag
+    (``("epochs", "--epochs")``), and for each ``--model-opt KEY=VALUE`` its KEY (``("fusion", "--model-opt
+    fusion")``), which is also the dest of the model flag of that name (``--fusion``)."""
+    settings = []
+    for dest, value in given_options(argv).items():
+        if dest == "model_opt":
+            settings += [(key, f"--model-opt {key}") for key in (item.partition("=")[0].strip() for item in value)]
+        else:
+            settings.append((dest, f"--{dest.replace('_', '-')}"))
+    return settings
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse the command line into a :class:`TrainConfig`; bad option values raise ConfigError."""
     args = build_parser().parse_args(argv)

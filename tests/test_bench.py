@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from minser import models
 from minser.errors import ConfigError, MinserError
 from minser.kernels import reference
+from minser.train import given_settings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 OWN_SCRIPTS = ("attention.py", "models.py")
@@ -538,7 +539,7 @@ def test_train_bench_refuses_train_args_it_sets_itself(train_arg, flag, monkeypa
 def test_train_bench_passes_other_train_args():
     bench_train = _load("train")
     bench_train._check_train_args(["--subset=20", "--protocol", "speaker", "--model-opt", "d_model=8"])
-    assert common.train_settings(["--pad", "batch", "--sub=3"]) == {"subset": "--subset", "pad_to": "--pad-to"}
+    assert dict(given_settings(["--pad", "batch", "--sub=3"])) == {"subset": "--subset", "pad_to": "--pad-to"}
 
 
 @pytest.mark.parametrize(("protocol", "folds"), [("random", 5), ("speaker", 10), ("all", 1)])

@@ -37,7 +37,7 @@ from typing import Any
 from minser.files import atomic_write
 from minser.errors import INTERRUPTED_STATUS, MinserError
 from minser.evaluate import evaluate
-from minser.train import HelpFormatter, TrainConfig, build_parser, given_options, parse_args, settings_difference
+from minser.train import HelpFormatter, TrainConfig, build_parser, given_settings, parse_args, settings_difference
 from minser.train import main as train
 
 
@@ -119,20 +119,6 @@ def run_arguments(row: Row, folder: Path, seed: int, split_seed: int | None, arg
             *(["--folds", str(args.folds)] if args.folds is not None else [])]
 
 
-def train_settings(argv: list[str]) -> list[tuple[str, str]]:
-    """The minser.train settings ``argv`` gives, as ``(name, flag)``: an option's dest and flag (``("epochs",
-    "--epochs")``), and for each ``--model-opt KEY=VALUE`` its KEY (``("fusion", "--model-opt fusion")``), which is
-    also the dest of the model flag of that name (``--fusion``). Read by minser.train's own parser, so
-    ``--opt value``, ``--opt=value`` and abbreviations (``--epoch``) count as they do in the run."""
-    settings = []
-    for dest, value in given_options(argv).items():
-        if dest == "model_opt":
-            settings += [(key, f"--model-opt {key}") for key in (item.partition("=")[0].strip() for item in value)]
-        else:
-            settings.append((dest, f"--{dest.replace('_', '-')}"))
-    return settings
-
-
 # What to give instead of a setting this tool gives the runs, where it is not its own option of that name.
 ROW_SETTING = "each row sets its network and its options: pick other rows with --rows"
 INSTEAD = {"model": ROW_SETTING, "split_seed": "give --seed and --members instead (the members share the splits "
@@ -145,8 +131,8 @@ def overridden_setting(args: argparse.Namespace, rows: Sequence[Row]) -> str | N
     # Each row's run with the optional settings given, so that theirs count too; run_once adds --resume.
     probe = argparse.Namespace(**{**vars(args), "classes": 4, "folds": 1})
     own = {name for row in rows for name, _ in
-           train_settings([*run_arguments(row, Path(args.out), args.seed, args.seed, probe), "--resume"])}
-    for name, option in train_settings(args.train_arg):
+           given_settings([*run_arguments(row, Path(args.out), args.seed, args.seed, probe), "--resume"])}
+    for name, option in given_settings(args.train_arg):
         if name in own:
             advice = INSTEAD.get(name) or (f"give this tool's --{name} instead" if name in vars(args) else ROW_SETTING)
             return f"--train-arg gives minser.train's {option}, which this tool sets itself for the rows run; {advice}"
