@@ -95,10 +95,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if len(set(labels)) != len(labels):  # scores keyed by label would drop classes
         raise CheckpointError(f"{path}: its labels ({labels!r}) name a class twice; the file was edited or is "
                               "damaged: use the checkpoint minser.train wrote")
+    states = {"weight": checkpoint["state_dict"]}
     ema = checkpoint.get("ema")
-    # The weight average too: a last.pt serves it (served_state).
-    states = {"weight": checkpoint["state_dict"], **({"averaged weight": ema["state_dict"]} if isinstance(ema, dict)
-                                                      and "state_dict" in ema else {})}
+    if isinstance(ema, dict) and "state_dict" in ema:  # the weight average too: a last.pt serves it (served_state)
+        states["averaged weight"] = ema["state_dict"]
     for kind, state in states.items():
         broken = next((name for name, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
                        and not torch.isfinite(t).all()), None) if isinstance(state, dict) else None

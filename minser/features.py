@@ -131,17 +131,18 @@ def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | No
     checkpoints of earlier versions record must still load (``python -m minser.train`` refuses such a --n-mels)."""
     bins = frequency_bins(n_fft)
     # More bands than bins were always refused; checked, they would first build n_mels + 2 Mel points, however many.
-    empty = None if n_mels > bins else _first_empty_band(sr, n_fft, n_mels, fmin, fmax, htk)
-    if n_mels <= bins and empty is None:
+    too_many = n_mels > bins
+    empty = None if too_many else _first_empty_band(sr, n_fft, n_mels, fmin, fmax, htk)
+    if not too_many and empty is None:
         return
-    problem = (f"exceeds the {bins} frequency bins of an n_fft={n_fft} FFT" if empty is None else
+    problem = (f"exceeds the {bins} frequency bins of an n_fft={n_fft} FFT" if too_many else
                f"leaves Mel band {empty} without a frequency bin of the n_fft={n_fft} FFT (an all-zero filter, "
                "whose feature is the dB floor whatever the audio)")
     most = most_mel_bands(sr, n_fft, fmin, fmax, htk)
     settings = f"at these settings (sample_rate={sr}, fmin={fmin}, fmax={fmax}, htk={htk})"
     advice = (f"{settings} every band holds a bin up to n_mels={most}: use at most that many Mel bands, or a larger "
               "n_fft" if most else f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
-    if empty is None:
+    if too_many:
         raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
     # Reported at this line (no stacklevel): Python's default filter then shows it once per process, where a
     # caller's line, other for a FrontEnd and for the filterbank it builds, printed it twice.
