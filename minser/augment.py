@@ -24,7 +24,8 @@ def spec_augment_masks(lengths: torch.Tensor, n_mels: int, frames: int, generato
     Per utterance, :data:`FREQ_MASKS` bands of up to :data:`FREQ_MASK_SHARE` of the Mel bands and
     :data:`TIME_MASKS` spans of up to :data:`TIME_MASK_FRAMES` frames (at most
     :data:`TIME_MASK_SHARE` of its ``lengths`` valid frames), placed uniformly inside the valid
-    frames; neither kind reaches past them. Widths and positions come from ``generator`` only, so a run resumes bit for bit.
+    frames; neither kind reaches past them. Widths and positions come from ``generator`` only, so a run resumes
+    bit for bit.
     """
     batch = len(lengths)
     bands, steps = torch.arange(n_mels), torch.arange(frames)

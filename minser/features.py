@@ -141,7 +141,8 @@ def _check_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | No
     most = most_mel_bands(sr, n_fft, fmin, fmax, htk)
     settings = f"at these settings (sample_rate={sr}, fmin={fmin}, fmax={fmax}, htk={htk})"
     advice = (f"{settings} every band holds a bin up to n_mels={most}: use at most that many Mel bands, or a larger "
-              "n_fft" if most else f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
+              "n_fft" if most else
+              f"{settings} no n_mels gives every band a bin: widen fmin..fmax or use a larger n_fft")
     if too_many:
         raise ConfigError(f"front end: n_mels={n_mels} {problem}; {advice}")
     # Reported at this line (no stacklevel): Python's default filter then shows it once per process, where a

@@ -6,9 +6,9 @@
     python -m minser.train --model cnn_transformer --protocol all --epochs 30 # every utterance, last epoch
 
 The protocol (He, Minematsu, Saito): log-Mel features of 7.5 s (40 x 750), a white-noise copy
-of every training and validation utterance (30 dB SNR over the whole file by default), Adam (lr 1e-4, betas 0.9/0.99), cross-entropy,
-batches of 40, 100 epochs, and per fold the epoch with the best validation WA is scored on the
-test set. The run folder gets ``config.json``, ``fold-<k>/{best.pt,last.pt,metrics.json}``,
+of every training and validation utterance (30 dB SNR over the whole file by default), Adam (lr 1e-4,
+betas 0.9/0.99), cross-entropy, batches of 40, 100 epochs, and per fold the epoch with the best validation
+WA is scored on the test set. The run folder gets ``config.json``, ``fold-<k>/{best.pt,last.pt,metrics.json}``,
 ``results.json`` (WA and UA in percent, mean and standard deviation over folds) and the confusion
 matrix summed over folds as ``confusion.csv`` (and ``confusion.png`` when matplotlib is present).
 
@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--branches", choices=("both", "c2l", "l2c"), help="CAT: which cross-attention branches")
     model.add_argument("--impl", choices=("auto", "torch", "triton"), help="attention kernel path")
     model.add_argument("--n-mels", type=int, help="Mel bands of the front end and the network's input (the "
-                       "paper: 40; at most 149, the most bands the 400-point FFT gives a bin each); the run's checkpoints record the front end, "
-                       "so evaluate and predict follow")
+                       "paper: 40; at most 149, the most bands the 400-point FFT gives a bin each); the run's "
+                       "checkpoints record the front end, so evaluate and predict follow")
     model.add_argument("--model-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="any other model option, value parsed as JSON if possible (e.g. d_model=16, "
                             "channels=[4,4,4]); repeatable")
@@ -387,7 +387,8 @@ def _check_model_options(config: TrainConfig) -> None:
     if isinstance(n_mels, int) and n_mels > (most := most_mel_bands(FrontEnd.sample_rate, FrontEnd.n_fft)):
         raise ConfigError(f"--n-mels {n_mels}: the front end's {FrontEnd.n_fft}-point FFT gives a frequency bin to "
                           f"every Mel band only up to {most} bands (more leave the narrow low bands without one: "
-                          f"features at the dB floor whatever the audio); give --n-mels {most} or fewer (the paper: 40)")
+                          f"features at the dB floor whatever the audio); give --n-mels {most} or fewer "
+                          "(the paper: 40)")
     # The network's own checks, before any data is looked for; its class count does not change them. On the
     # meta device building allocates no weights (whatever --model-opt d_model=... asks) and draws no random
     # numbers, so the caller's random stream stays as it was.
@@ -1583,8 +1584,7 @@ def _train(config: TrainConfig, out: Path) -> dict[str, Any]:
     if dist.main:
         report(f"minser: {config.model} on {corpus.name} ({len(corpus)} utterances, {len(corpus.labels)} classes), "
                f"{config.protocol} protocol, {len(splits)} fold{'s' if len(splits) != 1 else ''} x {config.epochs} "
-               f"epochs, device {device}, "
-               f"{dist.world} process(es), run folder {out}")
+               f"epochs, device {device}, {dist.world} process(es), run folder {out}")
     folds = []
     for index, split in enumerate(splits):
         fold = make_fold(index, split, clean, noisy, speakers, network.min_frames)
