@@ -34,7 +34,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # for bench/_common's output check
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # bench/_common: option_errors, check_json
 import _common as common  # noqa: E402
 
 from minser.errors import MinserError  # noqa: E402
